@@ -1,0 +1,56 @@
+"""Shared bench helpers: where the services are, a scratch database, figures printed uniformly."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from colmena.store.migrate import apply_migrations
+
+ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+AMQP_URL = os.environ.get("COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30")
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.python_implementation()} {platform.python_version()}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def figure(name: str, value: float, unit: str, *, baseline: float | None = None, baseline_name: str = "") -> None:
+    """One line per figure, `FIGURE` first so bench/report.py can collect them."""
+    ratio = f" ratio={value / baseline:.2f}" if baseline else ""
+    base = f" baseline={baseline:.1f} ({baseline_name})" if baseline is not None else ""
+    print(f"FIGURE {name}: {value:.1f} {unit}{base}{ratio}", flush=True)
+
+
+@asynccontextmanager
+async def scratch_database() -> AsyncIterator[str]:
+    """A migrated database of the bench's own, dropped afterwards."""
+    name = f"colmena_bench_{uuid.uuid4().hex[:10]}"
+    base = ADMIN_URL.rpartition("/")[0]
+    admin = await asyncpg.connect(ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base}/{name}"
+    conn = await asyncpg.connect(url)
+    await apply_migrations(conn)
+    await conn.close()
+    try:
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

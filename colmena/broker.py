@@ -1,0 +1,253 @@
+"""Builds the Dramatiq broker and declares colmena's actors on it.
+
+Actor modules decorate plain `async def` functions with `actor(queue=...)`; nothing touches a
+broker at import time. `build_broker` then declares every registered actor on a fresh broker,
+under the configured queue prefix. That is what lets each test (and each deployment sharing a
+RabbitMQ) use its own queue names, and lets `colmena dev` swap RabbitMQ for the StubBroker.
+
+Every actor receives the process's `Resources` (pool, publisher, settings) as its first argument,
+then the message's arguments, and runs on Dramatiq's event-loop thread with `message_id` and
+`actor` bound in the log context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+import structlog
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name, xq_name
+from dramatiq.middleware import (
+    AgeLimit,
+    AsyncIO,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from colmena.config import Settings
+from colmena.config.metrics import DEAD_LETTERS
+from colmena.store.outbox import mark_consumed
+
+if TYPE_CHECKING:
+    from colmena.resources import Resources
+
+log = structlog.get_logger(__name__)
+
+ActorFn = Callable[..., Awaitable[Any]]
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix: the message goes straight to the dead letters."""
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    fn: ActorFn
+    name: str
+    queue: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_ACTORS: dict[str, ActorSpec] = {}
+
+
+def actor(*, queue: str, name: str | None = None, **options: Any) -> Callable[[ActorFn], ActorFn]:
+    """Register an `async def fn(resources, *args)` as an actor on `queue`; returns fn unchanged."""
+
+    def register(fn: ActorFn) -> ActorFn:
+        spec = ActorSpec(fn=fn, name=name or fn.__name__, queue=queue, options=options)
+        if spec.name in _ACTORS and _ACTORS[spec.name].fn is not fn:
+            raise RuntimeError(f"two actors are named {spec.name!r}")
+        _ACTORS[spec.name] = spec
+        return fn
+
+    return register
+
+
+def registered_actors() -> dict[str, ActorSpec]:
+    """Every actor known once `colmena.actors` is imported."""
+    import colmena.actors  # noqa: F401  (importing registers the actor modules)
+
+    return dict(_ACTORS)
+
+
+def queue_name(prefix: str, queue: str) -> str:
+    return f"{prefix}{queue}"
+
+
+def queue_declarations(name: str, *, quorum: bool) -> list[tuple[str, dict[str, Any]]]:
+    """The queues Dramatiq needs for `name` (main, delay, dead letters) and their arguments.
+
+    Shared by the broker and the pipelined publisher: RabbitMQ refuses a redeclaration whose
+    arguments differ (PRECONDITION_FAILED), so both must say exactly the same thing.
+    """
+    kind = {"x-queue-type": "quorum"} if quorum else {}
+    main_args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(name), **kind}
+    return [
+        (name, main_args),
+        (dq_name(name), main_args),
+        (xq_name(name), {"x-message-ttl": DEAD_MESSAGE_TTL, **kind}),
+    ]
+
+
+class ColmenaRabbitmqBroker(RabbitmqBroker):
+    """RabbitmqBroker whose queue arguments come from `queue_declarations` (quorum optional)."""
+
+    def __init__(self, *, quorum: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.quorum = quorum
+
+    def _arguments(self, queue: str) -> dict[str, Any]:
+        return dict(queue_declarations(queue, quorum=self.quorum))[queue]
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self.channel.queue_declare(queue=queue_name, durable=True, arguments=self._arguments(queue_name))
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        name = dq_name(queue_name)
+        args = dict(queue_declarations(queue_name, quorum=self.quorum))[name]
+        return self.channel.queue_declare(queue=name, durable=True, arguments=args)
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        name = xq_name(queue_name)
+        args = dict(queue_declarations(queue_name, quorum=self.quorum))[name]
+        return self.channel.queue_declare(queue=name, durable=True, arguments=args)
+
+
+class DeadLetterAlarm(Middleware):
+    """Counts and logs every message that leaves for the dead letters, so operators see it."""
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        DEAD_LETTERS.labels(queue=message.queue_name, actor=message.actor_name).inc()
+        log.error(
+            "message dead-lettered",
+            message_id=message.message_id,
+            actor=message.actor_name,
+            queue=message.queue_name,
+            retries=message.options.get("retries", 0),
+        )
+
+
+class ResourcesLifecycle(Middleware):
+    """Closes the process's pool and publisher on the event loop that opened them."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None and loop_thread.loop.is_running():
+            loop_thread.run_coroutine(self.resources.close())
+
+
+def _retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:
+    def retry_when(retries: int, exception: BaseException) -> bool:
+        return retries < max_retries and not isinstance(exception, PermanentError)
+
+    return retry_when
+
+
+def _middleware(settings: Settings, *, metrics: bool) -> list[Middleware]:
+    stack: list[Middleware] = [
+        AgeLimit(),
+        TimeLimit(time_limit=settings.time_limit_ms),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(
+            min_backoff=settings.min_backoff_ms,
+            max_backoff=settings.max_backoff_ms,
+            retry_when=_retry_when(settings.max_retries),
+        ),
+        AsyncIO(),
+        CurrentMessage(),
+        DeadLetterAlarm(),
+    ]
+    if metrics:
+        from dramatiq.middleware.prometheus import Prometheus
+
+        stack.append(Prometheus())
+    return stack
+
+
+def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
+    """The synchronous function Dramatiq calls on a worker thread.
+
+    It hands the coroutine to the event-loop thread itself (rather than letting Dramatiq wrap an
+    async function) so that the message id read here reaches the coroutine's log context.
+    """
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        message = CurrentMessage.get_current_message()
+        message_id = message.message_id if message is not None else None
+
+        async def call() -> Any:
+            with structlog.contextvars.bound_contextvars(message_id=message_id, actor=spec.name):
+                await resources.start()
+                result = await spec.fn(resources, *args, **kwargs)
+                if resources.track_consumption and message_id is not None:
+                    await mark_consumed(resources.pool, message_id)
+                return result
+
+        loop_thread = get_event_loop_thread()
+        if loop_thread is None:
+            raise RuntimeError("the AsyncIO middleware is not running on this broker")
+        return loop_thread.run_coroutine(call())
+
+    run.__name__ = spec.name
+    return run
+
+
+def create_broker(
+    settings: Settings, *, broker_url: str | None = None, metrics: bool = False, quorum: bool = False
+) -> dramatiq.Broker:
+    """A broker with colmena's middleware: RabbitMQ (publisher confirms on) when a URL is given,
+    else the in-process StubBroker."""
+    middleware = _middleware(settings, metrics=metrics)
+    if broker_url is not None:
+        return ColmenaRabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=middleware, quorum=quorum)
+    return StubBroker(middleware=middleware)
+
+
+def declare_actors(broker: dramatiq.Broker, settings: Settings, resources: Resources) -> None:
+    """Declare every registered actor under the queue prefix, bound to `resources`.
+
+    The broker is also made Dramatiq's global broker, as the worker CLI expects. Whoever runs a
+    bare `dramatiq.Worker` on it (dev mode, tests) emits `process_boot` first, as Dramatiq's CLI
+    does, or TimeLimit never arms.
+    """
+    broker.add_middleware(ResourcesLifecycle(resources))
+    for spec in registered_actors().values():
+        dramatiq.Actor(
+            _bind(spec, resources),
+            broker=broker,
+            actor_name=spec.name,
+            queue_name=queue_name(settings.queue_prefix, spec.queue),
+            priority=0,
+            options={"throws": (PermanentError,), **spec.options},
+        )
+    dramatiq.set_broker(broker)
+
+
+def build_broker(
+    settings: Settings,
+    resources: Resources,
+    *,
+    broker_url: str | None = None,
+    metrics: bool = False,
+    quorum: bool = False,
+) -> dramatiq.Broker:
+    """`create_broker` then `declare_actors`, for callers whose publisher needs no broker."""
+    broker = create_broker(settings, broker_url=broker_url, metrics=metrics, quorum=quorum)
+    declare_actors(broker, settings, resources)
+    return broker

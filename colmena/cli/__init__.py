@@ -1,0 +1,40 @@
+"""The `colmena` command: processes for operators, and tools for payments, tenants, dead letters...
+
+Failures an operator can fix (bad settings, unreachable or un-migrated database) print one line
+and exit 2; a traceback is only for bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from colmena.cli import core
+from colmena.config import SettingsError
+from colmena.processes import StartupError
+
+EXIT_CONFIG = 2
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (SettingsError, StartupError) as exc:
+            click.echo(f"colmena: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="colmena")
+def cli() -> None:
+    """colmena: verified webhooks and tenant commands in, exactly-once effects out."""
+
+
+for command in core.COMMANDS:
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="colmena")

@@ -1,0 +1,68 @@
+"""structlog set-up: JSON lines in production, console in dev, secrets never rendered.
+
+Context (request_id, message_id, actor, tenant_id) travels in contextvars so every line a request
+or message causes carries it without passing loggers around.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+SECRET_KEY_PATTERN = re.compile(r"secret|token|passw|authorization|api[_-]?key|signature|cookie", re.I)
+REDACTED = "[redacted]"
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if isinstance(key, str) and SECRET_KEY_PATTERN.search(key) else _redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact(item) for item in value)
+    return value
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Replace the value of any key named like a secret, at any depth of the event."""
+    return _redact(event_dict)
+
+
+def configure_logging(*, dev: bool, level: str = "INFO") -> None:
+    """Route structlog and stdlib logging (dramatiq, aiohttp, pika) through one renderer."""
+    renderer: Any = structlog.dev.ConsoleRenderer() if dev else structlog.processors.JSONRenderer()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("pika", "aiormq", "aio_pika", "asyncio", "docker", "urllib3", "pgserver", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,52 @@
+"""Every colmena_* metric, in one place, so names and label sets stay consistent and bounded.
+
+Labels only ever take values from small fixed sets (provider, outcome, queue, state...), never an
+id, so series counts stay flat however much traffic arrives. Worker processes write through
+prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, shared with Dramatiq's own
+middleware); gauges derived from the database are refreshed by the ingress when it is scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# Ingress
+HTTP_REQUESTS = Counter(
+    "colmena_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "colmena_http_request_duration_seconds", "HTTP request latency.", ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "colmena_http_requests_in_flight", "HTTP requests being handled.", multiprocess_mode="livesum"
+)
+SECURITY_EVENTS = Counter(
+    "colmena_security_events_total", "Requests refused for security reasons.", ["reason"]
+)
+WEBHOOKS = Counter(
+    "colmena_webhooks_total", "Webhooks received, by provider and outcome.", ["provider", "outcome"]
+)
+
+# Outbox
+OUTBOX_PUBLISHED = Counter(
+    "colmena_outbox_published_total", "Outbox rows published to the broker.", ["path"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "colmena_outbox_publish_failures_total", "Outbox publish attempts that failed.", ["path"]
+)
+OUTBOX_PENDING = Gauge(
+    "colmena_outbox_pending", "Outbox rows not yet published.", multiprocess_mode="max"
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "colmena_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished outbox row.",
+    multiprocess_mode="max",
+)
+QUEUE_DEPTH = Gauge(
+    "colmena_queue_depth", "Messages ready in a queue.", ["queue", "kind"], multiprocess_mode="max"
+)
+DEAD_LETTERS = Counter(
+    "colmena_dead_letters_total", "Messages that exhausted their retries.", ["queue", "actor"]
+)

@@ -1,0 +1,108 @@
+"""The one place configuration comes from: `COLMENA_*` environment variables and `.env`.
+
+Each domain keeps its fields in its own mixin module so that a feature adds a file rather than
+editing a shared list; `Settings` combines them. Errors are turned into `SettingsError`, whose
+message names the variable, because the CLI prints it as one line and exits 2 instead of showing a
+traceback to an operator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """Configuration that cannot work; the message is meant to be printed as is."""
+
+
+def _postgres_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or parts.path.strip("/")):
+        raise ValueError("expected postgresql://user@host:port/database")
+    return value
+
+
+def _amqp_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError("expected amqp://user:password@host:5672/vhost")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COLMENA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL; unset in `colmena dev` means embedded PostgreSQL"
+    )
+    broker_url: SecretStr | None = Field(
+        default=None, description="RabbitMQ URL; unset in `colmena dev` means the in-process broker"
+    )
+    queue_prefix: str = Field(default="", description="prefix for every queue name (isolates test runs)")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    data_dir: Path = Path("./.colmena")
+    env: str = Field(default="production", pattern="^(production|dev)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per IP per route")
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+
+    worker_processes: int = Field(default=2, ge=1)
+    worker_threads: int = Field(default=8, ge=1)
+    worker_prefetch: int = Field(default=1, ge=1, description="unacked messages per worker thread")
+    quorum_queues: bool = Field(default=False, description="declare quorum queues (RabbitMQ cluster)")
+    metrics_port: int = Field(default=9191, ge=1, le=65535, description="worker metrics port")
+    max_retries: int = Field(default=8, ge=0)
+    min_backoff_ms: int = Field(default=1_000, ge=10)
+    max_backoff_ms: int = Field(default=300_000, ge=100, le=900_000)
+    time_limit_ms: int = Field(default=300_000, ge=1_000, le=900_000)
+    relay_interval_s: float = Field(default=2.0, gt=0)
+    relay_grace_s: float = Field(default=10.0, ge=0, description="age before the relay republishes a row")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _postgres_url(value.get_secret_value())
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _amqp_url(value.get_secret_value())
+        return value
+
+    def require_database_url(self) -> str:
+        """The database URL, for processes that have no embedded fallback."""
+        if self.database_url is None:
+            raise SettingsError("COLMENA_DATABASE_URL is not set (postgresql://user@host:5432/db)")
+        return self.database_url.get_secret_value()
+
+    def require_broker_url(self) -> str:
+        """The broker URL, for processes that have no in-process fallback."""
+        if self.broker_url is None:
+            raise SettingsError("COLMENA_BROKER_URL is not set (amqp://user:password@host:5672/)")
+        return self.broker_url.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line that names the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting COLMENA_{field.upper()}: {message}") from None

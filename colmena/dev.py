@@ -1,0 +1,116 @@
+"""`colmena dev`: the whole platform in one process, on a machine with nothing but Python.
+
+Embedded PostgreSQL (pgserver, data under COLMENA_DATA_DIR) unless COLMENA_DATABASE_URL is set;
+the in-process StubBroker and worker unless COLMENA_BROKER_URL is set; migrations applied; the
+ingress and the scheduler in this process. With the StubBroker the queues die with the process,
+so actors stamp their outbox rows as consumed and a restart republishes everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import dramatiq
+import structlog
+from aiohttp import web
+
+from colmena import scheduler
+from colmena.actors.outbox import relay_until_empty
+from colmena.broker import create_broker, declare_actors
+from colmena.config import Settings
+from colmena.config.logging import configure_logging
+from colmena.http.app import create_app
+from colmena.processes import migrate
+from colmena.publisher import AmqpPublisher, BrokerPublisher, Publisher
+from colmena.resources import Resources
+from colmena.store.outbox import requeue_unconsumed
+
+log = structlog.get_logger(__name__)
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under data_dir; it stops when we exit."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+    return server.get_uri()
+
+
+def _banner(settings: Settings, database: str, broker: str) -> str:
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    return "\n".join(
+        [
+            "",
+            "  colmena dev is running",
+            f"    ingress    {base}",
+            f"    ready      {base}/readyz",
+            f"    metrics    {base}/metrics",
+            f"    database   {database}",
+            f"    broker     {broker}",
+            "",
+            "  try next:",
+            "    colmena trigger stripe payment_intent.succeeded",
+            "    colmena payments list",
+            "  Ctrl-C stops it; the data stays in " + str(settings.data_dir),
+            "",
+        ]
+    )
+
+
+async def run_dev(settings: Settings) -> None:
+    configure_logging(dev=True, level=settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url is not None:
+        database_url, database_label = settings.database_url.get_secret_value(), "COLMENA_DATABASE_URL"
+    else:
+        database_url = await asyncio.to_thread(embedded_database_url, settings.data_dir)
+        database_label = f"embedded PostgreSQL in {settings.data_dir / 'pgdata'}"
+    applied = await migrate(database_url)
+    if applied:
+        log.info("migrations applied", migrations=applied)
+
+    broker_url = settings.broker_url.get_secret_value() if settings.broker_url is not None else None
+    in_process = broker_url is None
+
+    def publisher(broker: dramatiq.Broker) -> Publisher:
+        if broker_url is None:
+            return BrokerPublisher(broker, settings.queue_prefix)
+        return AmqpPublisher(broker_url, settings.queue_prefix, quorum=settings.quorum_queues)
+
+    broker = create_broker(settings, broker_url=broker_url, quorum=settings.quorum_queues)
+    worker_resources = Resources(
+        settings, database_url=database_url, publisher=publisher(broker), track_consumption=in_process
+    )
+    declare_actors(broker, settings, worker_resources)
+    resources = Resources(settings, database_url=database_url, publisher=publisher(broker))
+    await resources.start()
+    if in_process:
+        async with resources.pool.acquire() as conn:
+            requeued = await requeue_unconsumed(conn)
+        sent = await relay_until_empty(resources.pool, resources.publisher, grace_s=0)
+        if requeued or sent:
+            log.info("republished messages left from the last run", count=sent)
+
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
+    worker.start()
+
+    app = create_app(settings, resources)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(_banner(settings, database_label, "RabbitMQ (COLMENA_BROKER_URL)" if broker_url else "in-process"), flush=True)
+    try:
+        await scheduler.run_forever(resources, stop)
+    finally:
+        await runner.cleanup()
+        await asyncio.to_thread(worker.stop)
+        broker.close()

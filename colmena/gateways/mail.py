@@ -1,0 +1,326 @@
+"""Outgoing email over SMTP (aiosmtplib), and the license-delivery templates.
+
+Every failure to hand a message to the server becomes one ``MailDeliveryError`` that says
+whether trying again can help, so callers decide between retry and dead letter without
+knowing aiosmtplib's exception tree.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Literal
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Language = Literal["es", "en"]
+
+
+class MailDeliveryError(Exception):
+    """The server did not accept the message.
+
+    ``permanent`` is True when resending the same message cannot succeed (5xx replies,
+    rejected credentials, STARTTLS required but not offered); connection failures,
+    timeouts and 4xx replies are temporary.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+
+
+class _StartTlsUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str  # e.g. "application/pdf"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def build_message(
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html_body: str,
+    attachments: Sequence[Attachment] = (),
+) -> EmailMessage:
+    """multipart/alternative (text first, HTML preferred), wrapped in multipart/mixed when
+    there are attachments, with a Message-ID the caller can log and correlate."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = _one_line(subject)
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=_domain(sender))
+    message.set_content(text)
+    message.add_alternative(html_body, subtype="html")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.mime_type.partition("/")
+        if not subtype:
+            raise ValueError(f"mime_type must be type/subtype, got {attachment.mime_type!r}")
+        message.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    return message
+
+
+class SmtpMailer:
+    """One SMTP connection per message: mail is rare here, and a fresh connection never
+    inherits a half-broken session from an earlier failure."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        starttls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+        local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("SMTP username and password go together")
+        self.host = host
+        self.port = port
+        self.sender = sender
+        self.starttls = starttls
+        self.timeout = timeout
+        self._username = username
+        self._password = password
+        # Passed explicitly: aiosmtplib's default, socket.getfqdn(), can stall on DNS.
+        self._local_hostname = local_hostname or _domain(sender)
+        self._tls_context = tls_context
+
+    def __repr__(self) -> str:
+        return f"SmtpMailer(host={self.host!r}, port={self.port}, starttls={self.starttls})"
+
+    def compose(
+        self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()
+    ) -> EmailMessage:
+        return build_message(
+            sender=self.sender,
+            to=to,
+            subject=email.subject,
+            text=email.text,
+            html_body=email.html,
+            attachments=attachments,
+        )
+
+    async def send(self, message: EmailMessage) -> str:
+        """Hand ``message`` to the server; returns its Message-ID once accepted."""
+        message_id = str(message["Message-ID"] or "")
+        try:
+            refused = await self._deliver(message)
+        except _StartTlsUnavailable as exc:
+            raise _failure(str(exc), code=None, message_id=message_id, permanent=True) from exc
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            raise _failure(
+                "recipients refused", code=max(codes, default=None), message_id=message_id
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            reason = f"server replied {exc.code}"
+            raise _failure(reason, code=exc.code, message_id=message_id) from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise _failure("timed out", code=None, message_id=message_id) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise _failure(f"connection failed: {exc}", code=None, message_id=message_id) from exc
+        if refused:
+            log.warning(
+                "mail_partially_refused",
+                message_id=message_id,
+                refused_codes=sorted(r.code for r in refused.values()),
+            )
+        log.info("mail_sent", message_id=message_id, host=self.host, port=self.port)
+        return message_id
+
+    async def _deliver(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
+        """Step by step rather than ``aiosmtplib.send`` so that a server not offering
+        STARTTLS is told apart from other errors: it is a configuration fault, and the
+        message must never go out in clear text instead."""
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            local_hostname=self._local_hostname,
+            start_tls=False,
+        )
+        async with client:
+            if self.starttls:
+                await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise _StartTlsUnavailable("STARTTLS required but not offered by the server")
+                await client.starttls(tls_context=self._tls_context)
+            if self._username is not None and self._password is not None:
+                await client.login(self._username, self._password)
+            refused, _ = await client.send_message(message)
+        return refused
+
+    async def send_email(
+        self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()
+    ) -> str:
+        return await self.send(self.compose(to, email, attachments))
+
+
+def _failure(
+    reason: str, *, code: int | None, message_id: str, permanent: bool | None = None
+) -> MailDeliveryError:
+    if permanent is None:
+        permanent = code is not None and 500 <= code < 600
+    log.warning(
+        "mail_delivery_failed", message_id=message_id, reason=reason, code=code, permanent=permanent
+    )
+    return MailDeliveryError(f"SMTP delivery failed: {reason}", code=code, permanent=permanent)
+
+
+def _domain(address: str) -> str:
+    domain = address.rpartition("@")[2].strip(" >")
+    if not domain:
+        raise ValueError(f"sender must be an email address, got {address!r}")
+    return domain
+
+
+def _one_line(value: str) -> str:
+    """Header values must not carry line breaks (header injection); collapse all whitespace."""
+    return re.sub(r"\s+", " ", value).strip()
+
+
+# --- License delivery templates -------------------------------------------------------------
+
+_MONTHS: dict[Language, tuple[str, ...]] = {
+    "es": (
+        "enero", "febrero", "marzo", "abril", "mayo", "junio",
+        "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
+    ),
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+}  # fmt: skip
+
+_LICENSE_STRINGS: dict[Language, dict[str, str]] = {
+    "es": {
+        "subject": "Tu licencia de {product} está lista",
+        "greeting": "Hola:",
+        "intro": "Gracias por tu compra. Tu licencia de {product} está lista para descargar.",
+        "button": "Descargar {product}",
+        "link_expiry_one": "El enlace vence el {when} y sirve para una sola descarga.",
+        "link_expiry_many": "El enlace vence el {when} y sirve para {count} descargas.",
+        "license_expiry": "La licencia vence el {when}.",
+        "perpetual": "La licencia es perpetua.",
+        "help": "Si el enlace vence antes de que lo uses, responde a este correo y te enviaremos"
+        " uno nuevo.",
+        "date": "{day} de {month} de {year}, {time} UTC",
+    },
+    "en": {
+        "subject": "Your {product} license is ready",
+        "greeting": "Hello,",
+        "intro": "Thank you for your purchase. Your {product} license is ready to download.",
+        "button": "Download {product}",
+        "link_expiry_one": "The link expires on {when} and works for a single download.",
+        "link_expiry_many": "The link expires on {when} and works for {count} downloads.",
+        "license_expiry": "The license expires on {when}.",
+        "perpetual": "The license is perpetual.",
+        "help": "If the link expires before you use it, reply to this email and we will send"
+        " you a new one.",
+        "date": "{day} {month} {year}, {time} UTC",
+    },
+}
+
+
+def language_for(locale: str | None) -> Language:
+    """Spanish for any ``es`` locale (``es``, ``es-VE``, ``es_MX.UTF-8``), English otherwise."""
+    if locale and re.match(r"es(?:$|[-_.@])", locale.strip(), re.IGNORECASE):
+        return "es"
+    return "en"
+
+
+def license_delivery_email(
+    *,
+    locale: str | None,
+    product_name: str,
+    download_url: str,
+    link_expires_at: datetime,
+    license_expires_at: datetime | None,
+    max_downloads: int = 1,
+) -> RenderedEmail:
+    """Subject, plain text and HTML for a download link; ``license_expires_at`` None means
+    perpetual. Every value placed into the HTML is escaped."""
+    scheme = urlsplit(download_url).scheme
+    if scheme not in ("https", "http"):
+        raise ValueError("download_url must be an http(s) URL")
+    lang = language_for(locale)
+    s = _LICENSE_STRINGS[lang]
+    link_when = _format_when(link_expires_at, lang)
+    link_line = (
+        s["link_expiry_one"].format(when=link_when)
+        if max_downloads == 1
+        else s["link_expiry_many"].format(when=link_when, count=max_downloads)
+    )
+    license_line = (
+        s["perpetual"]
+        if license_expires_at is None
+        else s["license_expiry"].format(when=_format_when(license_expires_at, lang))
+    )
+    product = _one_line(product_name)
+    text = "\n\n".join(
+        [
+            s["greeting"],
+            s["intro"].format(product=product),
+            download_url,
+            link_line,
+            license_line,
+            s["help"],
+        ]
+    ) + "\n"
+    e = html.escape
+    html_body = (
+        f'<!DOCTYPE html>\n<html lang="{lang}">\n<head><meta charset="utf-8">'
+        f"<title>{e(s['subject'].format(product=product))}</title></head>\n"
+        '<body style="font-family: sans-serif; line-height: 1.5;">\n'
+        f"<p>{e(s['greeting'])}</p>\n"
+        f"<p>{e(s['intro'].format(product=product))}</p>\n"
+        f'<p><a href="{e(download_url)}" style="display: inline-block; padding: 10px 18px;'
+        ' background: #1a56db; color: #ffffff; text-decoration: none; border-radius: 4px;">'
+        f"{e(s['button'].format(product=product))}</a></p>\n"
+        f"<p>{e(link_line)}<br>{e(license_line)}</p>\n"
+        f"<p>{e(s['help'])}</p>\n"
+        "</body>\n</html>\n"
+    )
+    return RenderedEmail(subject=s["subject"].format(product=product), text=text, html=html_body)
+
+
+def _format_when(value: datetime, lang: Language) -> str:
+    if value.tzinfo is None:
+        raise ValueError("expiry times must be timezone-aware")
+    utc = value.astimezone(UTC)
+    return _LICENSE_STRINGS[lang]["date"].format(
+        day=utc.day, month=_MONTHS[lang][utc.month - 1], year=utc.year, time=utc.strftime("%H:%M")
+    )
+

@@ -1,0 +1,1 @@
+"""The aiohttp ingress: verify, persist, answer; routes per audience, middlewares per concern."""

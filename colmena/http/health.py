@@ -1,0 +1,82 @@
+"""Liveness, readiness and metrics: what orchestrators and Prometheus ask of every ingress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from colmena.http.context import RESOURCES
+from colmena.store.outbox import backlog
+from colmena.config.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+
+log = structlog.get_logger(__name__)
+
+READY_TIMEOUT_S = 3.0
+GaugeRefresher = Callable[[web.Application], Awaitable[None]]
+GAUGE_REFRESHERS = web.AppKey("gauge_refreshers", list)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _database_ok(app: web.Application) -> bool:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            resources = app[RESOURCES]
+            await resources.start()
+            async with resources.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        return True
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the log
+        log.warning("readiness: database unreachable", error=type(exc).__name__)
+        return False
+
+
+async def _broker_ok(app: web.Application) -> bool:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            return await app[RESOURCES].publisher.check()
+    except TimeoutError:
+        return False
+
+
+async def readyz(request: web.Request) -> web.Response:
+    database, broker = await asyncio.gather(_database_ok(request.app), _broker_ok(request.app))
+    checks = {"database": "ok" if database else "unreachable", "broker": "ok" if broker else "unreachable"}
+    if database and broker:
+        return web.json_response({"status": "ready", "checks": checks})
+    return web.json_response(
+        {"error": {"code": "not_ready", "message": "a dependency is unreachable", "checks": checks}}, status=503
+    )
+
+
+async def refresh_outbox_gauges(app: web.Application) -> None:
+    async with app[RESOURCES].pool.acquire() as conn:
+        pending, oldest = await backlog(conn)
+    OUTBOX_PENDING.set(pending)
+    OUTBOX_OLDEST_AGE.set(oldest)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; gauges derived from the database are refreshed first, best effort."""
+    for refresh in request.app[GAUGE_REFRESHERS]:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await refresh(request.app)
+        except Exception as exc:  # a stale gauge is better than a failed scrape
+            log.warning("metrics: gauge refresh failed", refresher=refresh.__name__, error=type(exc).__name__)
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+def setup(app: web.Application) -> None:
+    app[GAUGE_REFRESHERS].append(refresh_outbox_gauges)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

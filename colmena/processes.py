@@ -1,0 +1,133 @@
+"""Starting colmena's long-running processes: ingress, worker, scheduler.
+
+Each checks what it depends on before serving and fails with one line an operator can act on,
+because a traceback from asyncpg is no way to learn that `colmena migrate` was forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from colmena.config import Settings, SettingsError
+from colmena.config.logging import configure_logging
+from colmena.publisher import AmqpPublisher
+from colmena.resources import Resources
+from colmena.store.migrate import SchemaNotMigrated, apply_migrations, ensure_migrated
+from colmena.store.pool import connect
+
+log = structlog.get_logger(__name__)
+
+DOMAIN_QUEUES = ("payments", "licenses", "stamping", "rates", "bots")
+CONNECT_TIMEOUT_S = 10.0
+
+
+class StartupError(Exception):
+    """A dependency is missing or wrong; printed as one line, exit code 2."""
+
+
+async def open_database(database_url: str) -> asyncpg.Connection:
+    try:
+        return await connect(database_url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise StartupError(f"cannot reach the database (COLMENA_DATABASE_URL): {reason}") from None
+
+
+async def migrate(database_url: str) -> list[str]:
+    conn = await open_database(database_url)
+    try:
+        return await apply_migrations(conn)
+    finally:
+        await conn.close()
+
+
+async def check_database(database_url: str) -> None:
+    conn = await open_database(database_url)
+    try:
+        await ensure_migrated(conn)
+    except SchemaNotMigrated as exc:
+        raise StartupError(str(exc)) from None
+    finally:
+        await conn.close()
+
+
+def amqp_resources(settings: Settings) -> Resources:
+    publisher = AmqpPublisher(settings.require_broker_url(), settings.queue_prefix, quorum=settings.quorum_queues)
+    return Resources(settings, database_url=settings.require_database_url(), publisher=publisher)
+
+
+def run_ingress(settings: Settings) -> None:
+    """Serve the ingress until SIGTERM; aiohttp then stops accepting and drains handlers."""
+    from colmena.http.app import create_app
+
+    configure_logging(dev=settings.env == "dev", level=settings.log_level)
+    asyncio.run(check_database(settings.require_database_url()))
+    app = create_app(settings, amqp_resources(settings))
+    log.info("ingress listening", host=settings.http_host, port=settings.http_port)
+    web.run_app(
+        app, host=settings.http_host, port=settings.http_port, reuse_port=True,
+        shutdown_timeout=30, access_log=None, print=None,
+    )
+
+
+def worker_command(settings: Settings, queues: list[str], processes: int, threads: int) -> tuple[list[str], dict[str, str]]:
+    """The Dramatiq CLI invocation (argv, environment) for a pool of worker processes.
+
+    Dramatiq's CLI owns process management, graceful SIGTERM (finish or requeue) and the
+    Prometheus exposition server; we only translate our settings into its arguments.
+    """
+    unknown = sorted(set(queues) - set(DOMAIN_QUEUES))
+    if unknown:
+        raise SettingsError(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(DOMAIN_QUEUES)}")
+    metrics_dir = Path(settings.data_dir, "metrics").resolve()
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "dramatiq_prom_db": str(metrics_dir),
+        "dramatiq_prom_port": str(settings.metrics_port),
+        "dramatiq_prom_host": settings.http_host,
+        "dramatiq_queue_prefetch": str(threads * settings.worker_prefetch),
+    }
+    argv = [
+        sys.executable, "-m", "dramatiq", "colmena.worker_boot",
+        "--processes", str(processes), "--threads", str(threads), "--skip-logging",
+        "--queues", *(settings.queue_prefix + queue for queue in queues),
+    ]
+    return argv, env
+
+
+def run_worker(settings: Settings, queues: list[str], processes: int, threads: int) -> None:
+    settings.require_broker_url()
+    asyncio.run(check_database(settings.require_database_url()))
+    argv, env = worker_command(settings, queues, processes, threads)
+    os.execvpe(argv[0], argv, env)
+
+
+def run_scheduler(settings: Settings) -> None:
+    from colmena import scheduler
+
+    configure_logging(dev=settings.env == "dev", level=settings.log_level)
+    asyncio.run(check_database(settings.require_database_url()))
+    resources = amqp_resources(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await resources.start()
+            await scheduler.run_forever(resources, stop)
+        finally:
+            await resources.close()
+
+    asyncio.run(main())

@@ -1,0 +1,67 @@
+"""What a process holds open: settings, the database pool and the publisher.
+
+`track_consumption` is for the in-process broker of `colmena dev`, whose queues vanish with the
+process: actors then stamp their outbox row as consumed, and a restart republishes the rest.
+
+One object per process (per broker in tests), started lazily on the event loop that uses it,
+because an asyncpg pool belongs to the loop that created it. Actors receive it as their first
+argument; the ingress keeps it in the aiohttp app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from colmena.config import Settings
+from colmena.store.migrate import ensure_migrated
+from colmena.store.pool import create_pool
+
+if TYPE_CHECKING:
+    from colmena.publisher import Publisher
+
+
+class Resources:
+    def __init__(
+        self, settings: Settings, *, database_url: str, publisher: Publisher, track_consumption: bool = False
+    ) -> None:
+        self.settings = settings
+        self.track_consumption = track_consumption
+        self.database_url = database_url
+        self.publisher = publisher
+        self._pool: asyncpg.Pool | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Resources.start() has not run")
+        return self._pool
+
+    async def start(self) -> None:
+        """Open the pool once and check the schema; later calls return at once."""
+        if self._pool is not None:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._pool is not None:
+                return
+            pool = await create_pool(
+                self.database_url, min_size=self.settings.db_pool_min, max_size=self.settings.db_pool_max
+            )
+            try:
+                async with pool.acquire() as conn:
+                    await ensure_migrated(conn)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        await self.publisher.close()

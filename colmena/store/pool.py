@@ -1,0 +1,27 @@
+"""asyncpg pools with JSON codecs, so query modules pass dicts and lists, not strings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A pool whose connections encode json/jsonb both ways."""
+    return await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+    )
+
+
+async def connect(database_url: str, **kwargs: Any) -> asyncpg.Connection:
+    """One connection with the same codecs, for CLI commands and migrations."""
+    conn = await asyncpg.connect(database_url, **kwargs)
+    await _init_connection(conn)
+    return conn

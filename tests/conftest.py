@@ -1,0 +1,211 @@
+"""Shared fixtures: a fresh database and fresh queue names per test, on the real services.
+
+Databases are cloned from a template migrated once per run (CREATE DATABASE ... TEMPLATE), which
+takes milliseconds; queue names carry a per-test prefix and are deleted afterwards, so runs on one
+machine never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import dramatiq
+import pika
+import pytest
+
+from colmena.broker import build_broker, queue_declarations, registered_actors
+from colmena.config import Settings
+from colmena.processes import DOMAIN_QUEUES
+from colmena.publisher import AmqpPublisher
+from colmena.resources import Resources
+from colmena.store.migrate import apply_migrations
+
+ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+AMQP_URL = os.environ.get("COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30")
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _url_for(database: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll an async condition until it is truthy; fail with the last value after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    name = f"colmena_tmpl_{RUN_ID}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(ADMIN_URL)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        conn = await asyncpg.connect(_url_for(name))
+        await apply_migrations(conn)
+        await conn.close()
+
+    asyncio.run(create())
+    yield name
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(ADMIN_URL)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def database_url(template_database: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own, dropped afterwards."""
+    name = f"colmena_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield _url_for(name)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+async def empty_database_url() -> AsyncIterator[str]:
+    """A database with no schema at all (for migration tests)."""
+    name = f"colmena_e_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    yield _url_for(name)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    from colmena.store.pool import connect
+
+    conn = await connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def queue_prefix() -> Iterator[str]:
+    """This test's own queue names; all of them (with .DQ and .XQ) are deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    yield prefix
+    queues = set(DOMAIN_QUEUES) | {spec.queue for spec in registered_actors().values()}
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    for queue in queues:
+        for name, _ in queue_declarations(prefix + queue, quorum=False):
+            channel.queue_delete(queue=name)
+    connection.close()
+
+
+@pytest.fixture
+def settings(database_url: str, queue_prefix: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        broker_url=AMQP_URL,
+        queue_prefix=queue_prefix,
+        data_dir=tmp_path / "data",
+        env="dev",
+        min_backoff_ms=100,
+        max_backoff_ms=1_000,
+        max_retries=2,
+        relay_grace_s=0,
+        _env_file=None,
+    )
+
+
+def queue_counts(name: str) -> tuple[int, int, int]:
+    """(ready in Q, in Q.DQ, in Q.XQ) straight from RabbitMQ."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        counts = []
+        for queue, arguments in queue_declarations(name, quorum=False):
+            result = channel.queue_declare(queue=queue, durable=True, arguments=arguments)
+            counts.append(result.method.message_count)
+        return counts[0], counts[1], counts[2]
+    finally:
+        connection.close()
+
+
+@dataclass
+class WorkerSystem:
+    broker: dramatiq.Broker
+    worker: dramatiq.Worker
+    resources: Resources
+
+
+@pytest.fixture
+def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
+    """Start an in-test Dramatiq worker on the real RabbitMQ with this test's queue names."""
+    started: list[WorkerSystem] = []
+
+    def start(*, threads: int = 2, settings_override: Settings | None = None) -> WorkerSystem:
+        active = settings_override or settings
+        resources = Resources(
+            active,
+            database_url=active.require_database_url(),
+            publisher=AmqpPublisher(active.require_broker_url(), active.queue_prefix),
+        )
+        broker = build_broker(active, resources, broker_url=active.require_broker_url())
+        broker.emit_after("process_boot")
+        worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+        worker.start()
+        system = WorkerSystem(broker=broker, worker=worker, resources=resources)
+        started.append(system)
+        return system
+
+    yield start
+    for system in started:
+        system.worker.stop()
+        system.broker.close()
+
+
+@pytest.fixture
+async def make_client(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start the real ingress app (test server on 127.0.0.1) and return an aiohttp client for it."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from colmena.http.app import create_app
+
+    clients: list[TestClient] = []
+
+    async def make(settings_override: Settings | None = None, *, database_url: str | None = None) -> TestClient:
+        active = settings_override or settings
+        resources = Resources(
+            active,
+            database_url=database_url or active.require_database_url(),
+            publisher=AmqpPublisher(active.require_broker_url(), active.queue_prefix, connect_timeout=2),
+        )
+        client = TestClient(TestServer(create_app(active, resources), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client):
+    return await make_client()
