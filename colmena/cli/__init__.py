@@ -32,8 +32,12 @@ def cli() -> None:
     """colmena: verified webhooks and tenant commands in, exactly-once effects out."""
 
 
-for command in core.COMMANDS:
-    cli.add_command(command)
+COMMAND_MODULES = [
+    core,
+]
+for module in COMMAND_MODULES:
+    for command in module.COMMANDS:
+        cli.add_command(command)
 
 
 def main() -> None:

@@ -33,8 +33,13 @@ def _amqp_url(value: str) -> str:
     return value
 
 
-class Settings(BaseSettings):
-    """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`."""
+class Settings(
+    BaseSettings,
+):
+    """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
+
+    Domain fields come from mixins (`colmena/config/*_settings.py`) listed among the bases.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="COLMENA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"

@@ -19,7 +19,9 @@ from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
 
-ROUTE_MODULES = (health,)
+ROUTE_MODULES = (
+    health,
+)
 BACKGROUND = web.AppKey("background_publishes", set)
 DRAIN_TIMEOUT_S = 10.0
 
