@@ -1,0 +1,276 @@
+"""CFDI 4.0 invoices: build, seal with the issuer's CSD, validate offline, render a PDF.
+
+Everything here is CPU-bound and offline (satcfdi bundles the SAT schemas and XSLTs); the PAC
+call lives in ``colmena.gateways.pac``. The CSD is checked before anything is signed so an
+expired certificate fails loudly here instead of as a PAC rejection (or worse, a stamp the SAT
+later voids).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+
+import structlog
+from cryptography import x509
+from lxml import etree
+from satcfdi import render
+from satcfdi.cfdi import CFDI
+from satcfdi.create.cfd import cfdi40
+from satcfdi.exceptions import SchemaValidationError
+from satcfdi.models import Certificate, Signer
+from satcfdi.transform import SCHEMA_ROOT, SchemaCollector, cfdi_schemas
+from satcfdi.utils import parser as satcfdi_parser
+
+log = structlog.get_logger(__name__)
+
+IVA = "002"
+DEFAULT_IVA_RATE = Decimal("0.16")
+
+
+class CsdError(Exception):
+    """The issuer's CSD cannot be used to seal this invoice."""
+
+
+class CsdInvalid(CsdError):
+    """The .cer/.key pair does not load (wrong password, key of another certificate, bad file)."""
+
+
+class CsdExpired(CsdError):
+    """The CSD is outside its validity period; the SAT would reject (or later void) the stamp."""
+
+    def __init__(
+        self,
+        rfc: str,
+        certificate_number: str,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        at: dt.datetime,
+    ):
+        self.rfc = rfc
+        self.certificate_number = certificate_number
+        self.not_before = not_before
+        self.not_after = not_after
+        self.at = at
+        super().__init__(
+            f"CSD {certificate_number} of {rfc} is valid from {not_before.isoformat()} to "
+            f"{not_after.isoformat()}, not at {at.isoformat()}: renew it in the SAT portal"
+        )
+
+
+class CsdMismatch(CsdError):
+    """The CSD belongs to another RFC than the invoice's issuer."""
+
+
+class CfdiInvalid(Exception):
+    """The sealed document does not validate against the SAT schemas (a bug in what we built)."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@dataclass(frozen=True)
+class Issuer:
+    rfc: str
+    name: str
+    regime: str
+    postal_code: str
+
+
+@dataclass(frozen=True)
+class Receiver:
+    rfc: str
+    name: str
+    regime: str
+    postal_code: str
+    cfdi_use: str
+
+
+@dataclass(frozen=True)
+class Concept:
+    product_key: str
+    unit_key: str
+    description: str
+    unit_price: Decimal
+    quantity: Decimal = Decimal(1)
+    sku: str | None = None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """What a CFDI of type Ingreso needs; ``iva_rate=None`` marks concepts as not subject to tax."""
+
+    issuer: Issuer
+    receiver: Receiver
+    series: str
+    folio: str
+    payment_form: str
+    payment_method: str
+    concepts: tuple[Concept, ...]
+    currency: str = "MXN"
+    iva_rate: Decimal | None = DEFAULT_IVA_RATE
+    issued_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class CsdInfo:
+    rfc: str
+    legal_name: str | None
+    certificate_number: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def is_valid_at(self, at: dt.datetime) -> bool:
+        return self.not_before <= at <= self.not_after
+
+    def days_left(self, at: dt.datetime) -> int:
+        return (self.not_after - at).days
+
+
+@dataclass(frozen=True)
+class SignedInvoice:
+    xml: bytes
+    total: Decimal
+    fecha: dt.datetime
+
+
+def load_signer(certificate: bytes, key: bytes, password: str) -> Signer:
+    try:
+        return Signer.load(certificate=certificate, key=key, password=password)
+    except Exception as exc:  # satcfdi/cryptography raise several unrelated types here
+        raise CsdInvalid(f"cannot load the CSD: {type(exc).__name__}") from exc
+
+
+def inspect_csd(certificate: bytes) -> CsdInfo:
+    """The facts ``check-csd`` reports; the RFC and number are read the way the SAT writes them."""
+    signer_view = Certificate.load_certificate(certificate)
+    parsed = x509.load_der_x509_certificate(certificate)
+    rfc = signer_view.rfc
+    if rfc is None:
+        raise CsdInvalid("the certificate carries no RFC (x500UniqueIdentifier): not a SAT CSD")
+    return CsdInfo(
+        rfc=str(rfc),
+        legal_name=signer_view.legal_name,
+        certificate_number=signer_view.certificate_number,
+        not_before=parsed.not_valid_before_utc,
+        not_after=parsed.not_valid_after_utc,
+    )
+
+
+def check_csd(info: CsdInfo, *, issuer_rfc: str, at: dt.datetime) -> None:
+    if not info.is_valid_at(at):
+        raise CsdExpired(info.rfc, info.certificate_number, info.not_before, info.not_after, at)
+    if info.rfc != issuer_rfc.upper():
+        raise CsdMismatch(f"the CSD belongs to {info.rfc}, the invoice is issued by {issuer_rfc}")
+
+
+def build_comprobante(invoice: Invoice) -> cfdi40.Comprobante:
+    taxes = None
+    if invoice.iva_rate is not None:
+        taxes = cfdi40.Impuestos(
+            traslados=cfdi40.Traslado(
+                impuesto=IVA,
+                tipo_factor="Tasa",
+                tasa_o_cuota=invoice.iva_rate.quantize(Decimal("0.000001")),
+            )
+        )
+    return cfdi40.Comprobante(
+        emisor=cfdi40.Emisor(
+            rfc=invoice.issuer.rfc,
+            nombre=invoice.issuer.name,
+            regimen_fiscal=invoice.issuer.regime,
+        ),
+        lugar_expedicion=invoice.issuer.postal_code,
+        receptor=cfdi40.Receptor(
+            rfc=invoice.receiver.rfc,
+            nombre=invoice.receiver.name,
+            domicilio_fiscal_receptor=invoice.receiver.postal_code,
+            regimen_fiscal_receptor=invoice.receiver.regime,
+            uso_cfdi=invoice.receiver.cfdi_use,
+        ),
+        conceptos=[
+            cfdi40.Concepto(
+                clave_prod_serv=c.product_key,
+                cantidad=c.quantity,
+                clave_unidad=c.unit_key,
+                descripcion=c.description,
+                valor_unitario=c.unit_price,
+                no_identificacion=c.sku,
+                impuestos=taxes,
+                objeto_imp="02" if taxes else "01",
+            )
+            for c in invoice.concepts
+        ],
+        moneda=invoice.currency,
+        serie=invoice.series,
+        folio=invoice.folio,
+        forma_pago=invoice.payment_form,
+        metodo_pago=invoice.payment_method,
+        fecha=invoice.issued_at,
+    )
+
+
+def sign_invoice(invoice: Invoice, signer: Signer, *, now: dt.datetime | None = None) -> SignedInvoice:
+    """Seal and schema-check the invoice; refuses an expired or foreign CSD before signing."""
+    now = now or dt.datetime.now(dt.UTC)
+    check_csd(inspect_csd(signer.certificate_bytes()), issuer_rfc=invoice.issuer.rfc, at=now)
+    comprobante = build_comprobante(invoice)
+    comprobante.sign(signer)
+    root = comprobante.to_xml(include_schema_location=True)
+    validate(comprobante, root)
+    return SignedInvoice(
+        xml=etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
+        total=comprobante["Total"],
+        fecha=comprobante["Fecha"],
+    )
+
+
+_schemas = threading.local()
+
+
+def _schema_for(base: frozenset[str]) -> etree.XMLSchema:
+    """Compiled once per thread: satcfdi's ``validate_xsd`` recompiles (~0.2 s) on every call,
+    and lxml schema objects are not documented as safe to share across threads."""
+    cache: dict[frozenset[str], etree.XMLSchema] = _schemas.__dict__.setdefault("by_base", {})
+    schema = cache.get(base)
+    if schema is None:
+        wrapper = etree.fromstring(
+            '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"/>',
+            base_url=f"{SCHEMA_ROOT}/schema.xsd",
+            parser=satcfdi_parser,
+        )
+        for location in sorted(base):
+            etree.SubElement(
+                wrapper,
+                "{http://www.w3.org/2001/XMLSchema}import",
+                attrib={"namespace": "", "schemaLocation": location},
+            )
+        schema = cache[base] = etree.XMLSchema(wrapper)
+    return schema
+
+
+def validate(document: CFDI, root: etree._Element) -> None:
+    """Check ``root`` against the bundled schemas of every namespace ``document`` uses."""
+    collector = SchemaCollector()
+    cfdi_schemas[document.tag](collector, document)
+    schema = _schema_for(frozenset(collector.base))
+    if not schema.validate(root):
+        raise CfdiInvalid([f"line {e.line}: {e.message}" for e in schema.error_log])
+
+
+def validate_xml(xml: bytes) -> None:
+    """Schema-check a serialized CFDI exactly as received (no re-serialization)."""
+    root = etree.fromstring(xml, parser=satcfdi_parser)
+    try:
+        document = CFDI.from_xml(root)
+    except (KeyError, SchemaValidationError) as exc:
+        raise CfdiInvalid([f"not a CFDI: {exc}"]) from exc
+    validate(document, root)
+
+
+def render_pdf(xml: bytes) -> bytes:
+    """The printed representation (representación impresa) of a stamped CFDI."""
+    return render.pdf_bytes(CFDI.from_string(xml))
