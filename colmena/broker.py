@@ -36,6 +36,7 @@ from dramatiq.middleware import (
 
 from colmena.config import Settings
 from colmena.config.metrics import DEAD_LETTERS
+from colmena.store.deadletters import record_dead_letter
 from colmena.store.outbox import mark_consumed
 
 if TYPE_CHECKING:
@@ -76,7 +77,9 @@ def actor(*, queue: str, name: str | None = None, **options: Any) -> Callable[[A
 
 def registered_actors() -> dict[str, ActorSpec]:
     """Every actor known once `colmena.actors` is imported."""
-    import colmena.actors  # noqa: F401  (importing registers the actor modules)
+    from colmena.actors import import_all
+
+    import_all()
 
     return dict(_ACTORS)
 
@@ -180,6 +183,19 @@ def _middleware(settings: Settings, *, metrics: bool) -> list[Middleware]:
     return stack
 
 
+def _last_attempt(message: dramatiq.Message, exc: Exception, max_retries: int) -> bool:
+    return isinstance(exc, PermanentError) or message.options.get("retries", 0) >= max_retries
+
+
+async def _note_dead_letter(resources: Resources, message: dramatiq.Message, exc: Exception) -> None:
+    """Keep why a message is about to be dead-lettered: RabbitMQ keeps only its body."""
+    try:
+        await record_dead_letter(resources.pool, message_id=message.message_id, actor=message.actor_name,
+                                 error=f"{type(exc).__name__}: {exc}")
+    except Exception as note_error:  # the dead letter itself must not be lost to a bookkeeping failure
+        log.warning("could not record the dead-letter reason", error=type(note_error).__name__)
+
+
 def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
     """The synchronous function Dramatiq calls on a worker thread.
 
@@ -194,7 +210,12 @@ def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
         async def call() -> Any:
             with structlog.contextvars.bound_contextvars(message_id=message_id, actor=spec.name):
                 await resources.start()
-                result = await spec.fn(resources, *args, **kwargs)
+                try:
+                    result = await spec.fn(resources, *args, **kwargs)
+                except Exception as exc:
+                    if message is not None and _last_attempt(message, exc, resources.settings.max_retries):
+                        await _note_dead_letter(resources, message, exc)
+                    raise
                 if resources.track_consumption and message_id is not None:
                     await mark_consumed(resources.pool, message_id)
                 return result

@@ -15,11 +15,13 @@ from pathlib import Path
 import dramatiq
 import structlog
 from aiohttp import web
+from pydantic import SecretStr
 
 from colmena import scheduler
 from colmena.actors.outbox import relay_until_empty
 from colmena.broker import create_broker, declare_actors
 from colmena.config import Settings
+from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.config.logging import configure_logging
 from colmena.http.app import create_app
 from colmena.processes import migrate
@@ -51,7 +53,7 @@ def _banner(settings: Settings, database: str, broker: str) -> str:
             f"    database   {database}",
             f"    broker     {broker}",
             "",
-            "  try next:",
+            "  try next (webhooks are signed with the dev secrets unless COLMENA_*_WEBHOOK_SECRET(S) is set):",
             "    colmena trigger stripe payment_intent.succeeded",
             "    colmena payments list",
             "  Ctrl-C stops it; the data stays in " + str(settings.data_dir),
@@ -60,8 +62,19 @@ def _banner(settings: Settings, database: str, broker: str) -> str:
     )
 
 
+def with_dev_secrets(settings: Settings) -> Settings:
+    """Known webhook secrets for a laptop, so `colmena trigger` works with no configuration."""
+    update: dict[str, SecretStr] = {}
+    if settings.stripe_webhook_secrets is None:
+        update["stripe_webhook_secrets"] = SecretStr(DEV_STRIPE_SECRET)
+    if settings.mercadopago_webhook_secret is None:
+        update["mercadopago_webhook_secret"] = SecretStr(DEV_MERCADOPAGO_SECRET)
+    return settings.model_copy(update=update)
+
+
 async def run_dev(settings: Settings) -> None:
     configure_logging(dev=True, level=settings.log_level)
+    settings = with_dev_secrets(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.database_url is not None:
         database_url, database_label = settings.database_url.get_secret_value(), "COLMENA_DATABASE_URL"

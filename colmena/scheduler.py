@@ -17,7 +17,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from colmena.actors.outbox import relay_until_empty
 from colmena.resources import Resources
 
 log = structlog.get_logger(__name__)
@@ -46,7 +45,9 @@ def scheduled(name: str, trigger: BaseTrigger) -> Callable[[JobFn], JobFn]:
 
 
 def registered_jobs() -> dict[str, ScheduledJob]:
-    import colmena.actors  # noqa: F401  (importing registers the domain jobs)
+    from colmena.actors import import_all
+
+    import_all()
 
     return dict(_JOBS)
 
@@ -72,6 +73,9 @@ async def run_exclusively(resources: Resources, job: ScheduledJob) -> None:
 
 
 async def relay_job(resources: Resources) -> None:
+    # Imported here: colmena.actors' modules import this one to register their jobs.
+    from colmena.actors.outbox import relay_until_empty
+
     await relay_until_empty(resources.pool, resources.publisher, grace_s=resources.settings.relay_grace_s)
 
 

@@ -156,10 +156,16 @@ class WorkerSystem:
 
 @pytest.fixture
 def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
-    """Start an in-test Dramatiq worker on the real RabbitMQ with this test's queue names."""
+    """Start an in-test Dramatiq worker on the real RabbitMQ with this test's queue names.
+
+    `queues` limits it to some queues (unprefixed names), so messages for other domains stay in
+    RabbitMQ where the test can count them.
+    """
     started: list[WorkerSystem] = []
 
-    def start(*, threads: int = 2, settings_override: Settings | None = None) -> WorkerSystem:
+    def start(
+        *, threads: int = 2, settings_override: Settings | None = None, queues: list[str] | None = None
+    ) -> WorkerSystem:
         active = settings_override or settings
         resources = Resources(
             active,
@@ -168,7 +174,8 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
         )
         broker = build_broker(active, resources, broker_url=active.require_broker_url())
         broker.emit_after("process_boot")
-        worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+        consumed = {active.queue_prefix + queue for queue in queues} if queues else None
+        worker = dramatiq.Worker(broker, queues=consumed, worker_threads=threads, worker_timeout=100)
         worker.start()
         system = WorkerSystem(broker=broker, worker=worker, resources=resources)
         started.append(system)

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from colmena.cli import core
+from colmena.cli import core, invoices, licenses, payments, rates
 from colmena.config import SettingsError
 from colmena.processes import StartupError
 
@@ -34,6 +34,10 @@ def cli() -> None:
 
 COMMAND_MODULES = [
     core,
+    payments,
+    rates,
+    licenses,
+    invoices,
 ]
 for module in COMMAND_MODULES:
     for command in module.COMMANDS:

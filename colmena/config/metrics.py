@@ -50,3 +50,52 @@ QUEUE_DEPTH = Gauge(
 DEAD_LETTERS = Counter(
     "colmena_dead_letters_total", "Messages that exhausted their retries.", ["queue", "actor"]
 )
+
+# Payments
+PAYMENT_TRANSITIONS = Counter(
+    "colmena_payment_transitions_total", "Payment statuses applied.", ["provider", "status"]
+)
+
+# Rates (gauges are read from the database by the ingress at scrape time; the latest reading wins)
+RATE = Gauge(
+    "colmena_rate", "Latest published exchange rate, VES per unit (Binance: mid).", ["source", "pair"],
+    multiprocess_mode="mostrecent",
+)
+RATE_AGE = Gauge(
+    "colmena_rate_age_seconds", "Seconds since a scrape last saw the published rate.", ["source", "pair"],
+    multiprocess_mode="mostrecent",
+)
+RATE_SOURCE_STALE = Gauge(
+    "colmena_rate_source_stale", "1 when the source failed its last N scrapes in a row.", ["source"],
+    multiprocess_mode="mostrecent",
+)
+SCRAPES = Counter(
+    "colmena_scrape_total", "Rate scrapes, by source and outcome.", ["source", "outcome"]
+)
+
+# Licenses
+LICENSES_ISSUED = Counter("colmena_licenses_issued_total", "Licenses issued (one per approved license payment).")
+LICENSES_REVOKED = Counter("colmena_licenses_revoked_total", "Licenses revoked, by source.", ["source"])
+LICENSE_EMAILS = Counter(
+    "colmena_license_emails_total", "License delivery emails, by outcome (sent, temporary_failure, permanent_failure).",
+    ["outcome"],
+)
+LICENSE_DOWNLOADS = Counter(
+    "colmena_license_downloads_total",
+    "Download attempts, by outcome (ok, unknown, used, expired, replaced, revoked, rate_limited, unavailable).",
+    ["outcome"],
+)
+LICENSE_CLEANUP_REMOVED = Counter(
+    "colmena_license_cleanup_removed_total", "Dead download links and idle packages removed.", ["kind"]
+)
+
+# Stamping (CFDI)
+INVOICES = Counter(
+    "colmena_invoices_total",
+    "Invoice outcomes: stamped, recovered, rejected, csd_refused, invalid_data, retried, emailed, "
+    "email_failed, cancellation_requested.",
+    ["outcome"],
+)
+CSD_DAYS_LEFT = Gauge(
+    "colmena_csd_days_left", "Days until the issuer's CSD (sello digital) expires.", multiprocess_mode="livemin"
+)

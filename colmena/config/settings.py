@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from colmena.config.license_settings import LicenseSettings
+from colmena.config.payments_settings import PaymentsSettings
+from colmena.config.rates_settings import RatesSettings
+from colmena.config.stamping_settings import StampingSettings
+
 
 class SettingsError(Exception):
     """Configuration that cannot work; the message is meant to be printed as is."""
@@ -35,6 +40,10 @@ def _amqp_url(value: str) -> str:
 
 class Settings(
     BaseSettings,
+    PaymentsSettings,
+    LicenseSettings,
+    RatesSettings,
+    StampingSettings,
 ):
     """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
 

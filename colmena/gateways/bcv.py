@@ -10,7 +10,6 @@ nothing is ever sent unverified.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import ssl
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from typing import ClassVar
 import aiohttp
 import structlog
 from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from colmena.gateways.retry import retryable_http, with_retries
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +158,7 @@ def build_ssl_context(ca_bundle: str | Path) -> ssl.SSLContext:
 
 def _retryable(exc: BcvError) -> bool:
     if isinstance(exc, BcvHttpError):
-        return exc.status >= 500 or exc.status == 429
+        return retryable_http(exc.status)
     return isinstance(exc, BcvTimeoutError | BcvConnectionError)
 
 
@@ -187,22 +188,13 @@ async def fetch_bcv_page(
     """GET the page, retrying timeouts, connection errors, 429 and 5xx with
     exponential backoff (backoff, 2*backoff, ...). TLS and other 4xx failures
     are raised at once: retrying cannot fix them."""
-    if attempts < 1:
-        raise ValueError("attempts must be at least 1")
     ssl_context = build_ssl_context(ca_bundle)
     headers = {"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml", "Accept-Language": "es-VE,es"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as session:
-        attempt = 1
-        while True:
-            try:
-                return await _get_once(session, url, ssl_context)
-            except BcvError as exc:
-                if attempt >= attempts or not _retryable(exc):
-                    raise
-                delay = backoff * 2 ** (attempt - 1)
-                log.warning("bcv_fetch_retry", attempt=attempt, outcome=exc.outcome, delay_s=delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+        return await with_retries(
+            lambda: _get_once(session, url, ssl_context),
+            errors=BcvError, retryable=_retryable, attempts=attempts, backoff=backoff, event="bcv_fetch_retry",
+        )
 
 
 async def scrape_bcv(

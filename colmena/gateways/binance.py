@@ -17,16 +17,18 @@ side's prices into this side's rate.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import partial
 from typing import Any, ClassVar
 
 import aiohttp
 import structlog
+
+from colmena.gateways.retry import retryable_http, with_retries
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +198,7 @@ def search_body(
 
 def _retryable(exc: BinanceError) -> bool:
     if isinstance(exc, BinanceHttpError):
-        return exc.status >= 500 or exc.status == 429
+        return retryable_http(exc.status)
     return isinstance(exc, BinanceTimeoutError | BinanceConnectionError)
 
 
@@ -218,22 +220,6 @@ async def _post_once(session: aiohttp.ClientSession, url: str, body: dict[str, A
         raise BinanceResponseError("body is not JSON") from exc
 
 
-async def _post_with_retries(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], attempts: int, backoff: float
-) -> Any:
-    attempt = 1
-    while True:
-        try:
-            return await _post_once(session, url, body)
-        except BinanceError as exc:
-            if attempt >= attempts or not _retryable(exc):
-                raise
-            delay = backoff * 2 ** (attempt - 1)
-            log.warning("binance_fetch_retry", attempt=attempt, outcome=exc.outcome, delay_s=delay)
-            await asyncio.sleep(delay)
-            attempt += 1
-
-
 async def fetch_p2p_book(
     url: str = DEFAULT_URL,
     *,
@@ -251,8 +237,6 @@ async def fetch_p2p_book(
     book would publish a mid that nobody can trade at."""
     if pages < 1:
         raise ValueError("pages must be at least 1")
-    if attempts < 1:
-        raise ValueError("attempts must be at least 1")
     headers = {"User-Agent": user_agent, "Accept": "application/json", "Content-Type": "application/json"}
     book: dict[Side, list[P2PAdvert]] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as session:
@@ -260,7 +244,11 @@ async def fetch_p2p_book(
             adverts: list[P2PAdvert] = []
             for page in range(1, pages + 1):
                 body = search_body(side, page=page, rows=rows, pay_types=pay_types, publisher_type=publisher_type)
-                payload = await _post_with_retries(session, url, body, attempts, backoff)
+                payload = await with_retries(
+                    partial(_post_once, session, url, body),
+                    errors=BinanceError, retryable=_retryable, attempts=attempts, backoff=backoff,
+                    event="binance_fetch_retry",
+                )
                 adverts.extend(parse_search_response(payload, side))
                 if len(payload["data"]) < rows:
                     break

@@ -9,9 +9,12 @@ later voids).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from cryptography import x509
@@ -97,6 +100,9 @@ class Concept:
     unit_price: Decimal
     quantity: Decimal = Decimal(1)
     sku: str | None = None
+    # The IVA of this concept when the total was fixed first (a price that includes IVA);
+    # None lets satcfdi compute round(Importe x rate). See colmena.domain.invoicing.split_iva.
+    iva_amount: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -167,16 +173,21 @@ def check_csd(info: CsdInfo, *, issuer_rfc: str, at: dt.datetime) -> None:
         raise CsdMismatch(f"the CSD belongs to {info.rfc}, the invoice is issued by {issuer_rfc}")
 
 
-def build_comprobante(invoice: Invoice) -> cfdi40.Comprobante:
-    taxes = None
-    if invoice.iva_rate is not None:
-        taxes = cfdi40.Impuestos(
-            traslados=cfdi40.Traslado(
-                impuesto=IVA,
-                tipo_factor="Tasa",
-                tasa_o_cuota=invoice.iva_rate.quantize(Decimal("0.000001")),
-            )
+def _concept_taxes(invoice: Invoice, concept: Concept) -> cfdi40.Impuestos | None:
+    if invoice.iva_rate is None:
+        return None
+    return cfdi40.Impuestos(
+        traslados=cfdi40.Traslado(
+            impuesto=IVA,
+            tipo_factor="Tasa",
+            tasa_o_cuota=invoice.iva_rate.quantize(Decimal("0.000001")),
+            importe=concept.iva_amount,
         )
+    )
+
+
+def build_comprobante(invoice: Invoice) -> cfdi40.Comprobante:
+    taxed = invoice.iva_rate is not None
     return cfdi40.Comprobante(
         emisor=cfdi40.Emisor(
             rfc=invoice.issuer.rfc,
@@ -199,8 +210,8 @@ def build_comprobante(invoice: Invoice) -> cfdi40.Comprobante:
                 descripcion=c.description,
                 valor_unitario=c.unit_price,
                 no_identificacion=c.sku,
-                impuestos=taxes,
-                objeto_imp="02" if taxes else "01",
+                impuestos=_concept_taxes(invoice, c),
+                objeto_imp="02" if taxed else "01",
             )
             for c in invoice.concepts
         ],
@@ -271,6 +282,35 @@ def validate_xml(xml: bytes) -> None:
     validate(document, root)
 
 
+# satcfdi puts a zero-width space between every character of the seals (so they wrap), and
+# weasyprint's automatic table layout then measures thousands of break points: ~3.4 s a page.
+# A fixed layout for the TimbreFiscalDigital table alone (the only ``table.nb`` in satcfdi's
+# templates) takes it to ~0.7 s, and ~0.45 s where libharfbuzz-subset0 is installed (font
+# subsetting without fontTools). The column widths keep the UUID, dates and the 120 px QR code
+# clear of each other (checked on rendered pages). A fixed layout for every table is as fast
+# but lets the concepts table overflow the page and the UUID run into its neighbour.
+_FAST_LAYOUT = """
+table.nb { table-layout: fixed; }
+table.nb tr:first-child td:nth-child(1) { width: 17%; }
+table.nb tr:first-child td:nth-child(2) { width: 39%; }
+table.nb tr:first-child td:nth-child(3) { width: 22%; }
+table.nb tr:first-child td:nth-child(4) { width: 22%; }
+"""
+
+
+@functools.cache
+def _weasyprint() -> tuple[Any, list[Any]]:
+    """weasyprint needs pango: imported on first use so colmena runs (without PDFs) where it is
+    missing."""
+    import weasyprint
+
+    # It warns about satcfdi's template CSS (`vertical-align: center`) on every page.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    return weasyprint, [render.PDF_CSS, weasyprint.CSS(string=_FAST_LAYOUT)]
+
+
 def render_pdf(xml: bytes) -> bytes:
     """The printed representation (representación impresa) of a stamped CFDI."""
-    return render.pdf_bytes(CFDI.from_string(xml))
+    weasyprint, stylesheets = _weasyprint()
+    html = render.html_str(CFDI.from_string(xml))
+    return weasyprint.HTML(string=html).write_pdf(stylesheets=stylesheets)

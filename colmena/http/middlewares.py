@@ -140,3 +140,8 @@ MIDDLEWARES = [
     body_limit_middleware,
     rate_limit_middleware,
 ]
+
+
+def set_route_limit(app: web.Application, route: str, per_minute: int, *, burst: int | None = None) -> None:
+    """Give one route (by its template) its own per-IP limit instead of the default."""
+    app[RATE_LIMITERS][route] = RateLimiter(per_minute, burst=burst)

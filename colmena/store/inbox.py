@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import uuid
+
 import asyncpg
+
+from colmena.store.outbox import OutboxMessage, message_from_row
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,55 @@ async def record_event(
     return existing, False
 
 
+async def record_with_message(
+    conn: asyncpg.Connection, *, provider: str, event_key: str, kind: str, payload: dict[str, Any],
+    queue: str, actor: str,
+) -> tuple[bool, OutboxMessage | None]:
+    """Record a new event and the outbox message that will process it, in one statement.
+
+    One round trip instead of a transaction's four: this is the ingress hot path. A duplicate
+    inserts nothing at all and returns (False, None).
+    """
+    row = await conn.fetchrow(
+        """
+        WITH new_event AS (
+            INSERT INTO inbox (provider, event_key, kind, payload) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (provider, event_key) DO NOTHING
+            RETURNING id
+        ), message AS (
+            INSERT INTO outbox (message_id, queue, actor, args, dedupe_key)
+            SELECT $5, $6, $7, jsonb_build_array(id), 'inbox:' || id FROM new_event
+            RETURNING id, message_id, queue, actor, args, kwargs
+        )
+        SELECT message.* FROM (SELECT 1) AS one LEFT JOIN message ON true
+        """,
+        provider,
+        event_key,
+        kind,
+        payload,
+        uuid.uuid4(),
+        queue,
+        actor,
+    )
+    if row["id"] is None:
+        return False, None
+    return True, message_from_row(row)
+
+
+_SELECT = "SELECT id, provider, event_key, kind, payload, processed_at FROM inbox WHERE id = $1"
+
+
+async def load(conn: asyncpg.Connection, inbox_id: int) -> InboxEvent | None:
+    """Read the event without locking (to decide whether remote calls are needed at all)."""
+    return _event(await conn.fetchrow(_SELECT, inbox_id))
+
+
 async def load_for_processing(conn: asyncpg.Connection, inbox_id: int) -> InboxEvent | None:
     """Lock the event row for the caller's transaction, so two deliveries never apply it twice."""
-    row = await conn.fetchrow(
-        "SELECT id, provider, event_key, kind, payload, processed_at FROM inbox WHERE id = $1 FOR UPDATE",
-        inbox_id,
-    )
+    return _event(await conn.fetchrow(_SELECT + " FOR UPDATE", inbox_id))
+
+
+def _event(row: asyncpg.Record | None) -> InboxEvent | None:
     if row is None:
         return None
     return InboxEvent(

@@ -24,7 +24,7 @@ class OutboxMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _from_row(row: asyncpg.Record) -> OutboxMessage:
+def message_from_row(row: asyncpg.Record) -> OutboxMessage:
     return OutboxMessage(
         id=row["id"],
         message_id=str(row["message_id"]),
@@ -59,7 +59,7 @@ async def record(
         kwargs or {},
         dedupe_key,
     )
-    return _from_row(row) if row is not None else None
+    return message_from_row(row) if row is not None else None
 
 
 async def claim_pending(conn: asyncpg.Connection, *, older_than_s: float, limit: int) -> list[OutboxMessage]:
@@ -75,7 +75,7 @@ async def claim_pending(conn: asyncpg.Connection, *, older_than_s: float, limit:
         older_than_s,
         limit,
     )
-    return [_from_row(row) for row in rows]
+    return [message_from_row(row) for row in rows]
 
 
 async def mark_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:

@@ -28,3 +28,11 @@ CREATE TABLE outbox (
 );
 
 CREATE INDEX outbox_pending_idx ON outbox (created_at) WHERE published_at IS NULL;
+
+-- Why a message went to the dead letters (RabbitMQ keeps only its body).
+CREATE TABLE dead_letter_reasons (
+    message_id  text        PRIMARY KEY,
+    actor       text        NOT NULL,
+    error       text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);

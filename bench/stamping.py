@@ -1,0 +1,260 @@
+"""CFDI 4.0 invoices per second: CPU only, and end to end through the stand-in PAC.
+
+CPU only: build, seal (RSA-SHA256 over the cadena original) and schema-check invoices in one
+thread, no PAC, no database; then render a few PDFs from stamped documents (the long seals
+and certificate in the TimbreFiscalDigital dominate the layout cost).
+
+End to end: `stamp_invoice` messages on RabbitMQ -> invoice row and folio in PostgreSQL, seal,
+validate, stamp by the SW stand-in PAC (aiohttp on 127.0.0.1, in this process: its schema
+check, seal verification and TFD signing share the CPU and the GIL with the worker), stamped
+XML filed, `deliver_invoice` through the outbox -> PDF rendered and filed, email with XML and
+PDF accepted by an SMTP stand-in. Shares are of the summed actor time (both actors); with
+several threads the phases of different messages overlap, so a phase includes waiting.
+
+    python bench/stamping.py [--invoices 200] [--e2e 40] [--threads 1,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import dramatiq
+import pika
+from lxml import etree
+from pydantic import SecretStr
+from satcfdi.create.cfd import cfdi40
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from bench.common import AMQP_URL, figure, machine, scratch_database
+from bench.licenses import Clock
+from colmena import broker as broker_module
+from colmena.actors import stamping as actor_module
+from colmena.broker import build_broker, queue_declarations
+from colmena.config import Settings
+from colmena.config.logging import configure_logging
+from colmena.gateways import cfdi
+from colmena.gateways.cfdi import build_comprobante, load_signer, render_pdf, validate
+from colmena.gateways.mail import SmtpMailer
+from colmena.gateways.pac import PacGateway
+from colmena.publisher import AmqpPublisher
+from colmena.resources import Resources
+from colmena.store.pool import connect
+from tests.standins.csd import (
+    ISSUER_NAME,
+    ISSUER_RFC,
+    RECEIVER_NAME,
+    RECEIVER_RFC,
+    CsdFiles,
+    make_ca,
+    make_csd,
+    make_sat_certificate,
+)
+from tests.standins.pac import StandInSW, sample_invoice
+from tests.standins.smtp import SmtpStandin
+
+CPU_STEPS = ("build", "signing", "validation", "pdf")
+E2E_PHASES = ("signing", "validation", "pdf", "pac", "smtp", "database")
+_DB_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval")
+_ACTORS = ("stamp_invoice", "deliver_invoice")
+
+
+def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
+    signer = load_signer(csd.certificate, csd.key, csd.password)
+    clock = Clock()
+
+    def issue(folio: int) -> bytes:
+        comprobante = clock.wrap_sync("build", build_comprobante)(replace(sample_invoice(), folio=str(folio)))
+        clock.wrap_sync("signing", comprobante.sign)(signer)
+
+        def check() -> etree._Element:
+            root = comprobante.to_xml(include_schema_location=True)
+            validate(comprobante, root)
+            return root
+
+        root = clock.wrap_sync("validation", check)()
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+    issue(0)  # compile the schema and XSLT once, as a long-lived worker would
+    clock.reset()
+    started = time.perf_counter()
+    documents = [issue(n) for n in range(1, count + 1)]
+    elapsed = time.perf_counter() - started
+
+    pdf_count = max(1, min(10, count // 20))
+    stamped = [pac.issue_stamp(etree.fromstring(xml)).xml.encode() for xml in documents[:pdf_count]]
+    render_pdf(stamped[0])  # load fonts and stylesheets once
+    for xml in stamped:
+        clock.wrap_sync("pdf", render_pdf)(xml)
+
+    per_step = {step: clock.spent[step] / count for step in CPU_STEPS[:3]}
+    per_step["pdf"] = clock.spent["pdf"] / pdf_count
+    total = sum(per_step.values())
+    figure("invoices built+sealed+validated (CPU, 1 thread)", count / elapsed, "invoices/s")
+    figure(f"PDF rendering ({pdf_count} stamped invoices)", 1 / per_step["pdf"], "PDFs/s")
+    for step, seconds in per_step.items():
+        figure(
+            f"  {step} per invoice ({100 * seconds / total:.1f}% of build+seal+validate+PDF)",
+            seconds * 1000,
+            "ms",
+        )
+
+
+@contextmanager
+def instrumented(clock: Clock) -> Iterator[None]:
+    """Time the phases by wrapping what the actors call; undone afterwards."""
+    saved: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, wrapper: Any) -> None:
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, wrapper)
+
+    patch(cfdi40.Comprobante, "sign", clock.wrap_sync("signing", cfdi40.Comprobante.sign))
+    patch(cfdi, "validate", clock.wrap_sync("validation", cfdi.validate))
+    patch(actor_module, "render_pdf", clock.wrap_sync("pdf", actor_module.render_pdf))
+    patch(PacGateway, "stamp", clock.wrap_sync("pac", PacGateway.stamp))
+    patch(SmtpMailer, "send_email", clock.wrap_async("smtp", SmtpMailer.send_email))
+    for method in _DB_METHODS:
+        original = getattr(asyncpg.connection.Connection, method)
+        patch(asyncpg.connection.Connection, method, clock.wrap_async("database", original))
+    specs = {name: broker_module._ACTORS[name] for name in _ACTORS}
+    for name, spec in specs.items():
+        broker_module._ACTORS[name] = dataclasses.replace(spec, fn=clock.wrap_async("total", spec.fn))
+    try:
+        yield
+    finally:
+        broker_module._ACTORS.update(specs)
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+async def insert_payments(url: str, count: int) -> list[int]:
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            """
+            INSERT INTO payments (provider, provider_payment_id, amount_minor, currency, customer_email,
+                customer_locale, product_ref, product_kind, metadata, status, status_at, approved_at)
+            SELECT 'stripe', 'pi_bench_' || g, 129900 + g, 'mxn', 'buyer' || g || '@example.com', 'es',
+                'bench-product', 'license', $2::jsonb, 'approved', now(), now()
+            FROM generate_series(1, $1) AS g
+            RETURNING id
+            """,
+            count,
+            {
+                "rfc": RECEIVER_RFC,
+                "fiscal_name": RECEIVER_NAME,
+                "fiscal_regime": "601",
+                "fiscal_postal_code": "86991",
+                "cfdi_use": "G03",
+            },
+        )
+        return [row["id"] for row in rows]
+    finally:
+        await conn.close()
+
+
+def delete_queues(prefix: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    for name, _ in queue_declarations(prefix + "stamping", quorum=False):
+        channel.queue_delete(queue=name)
+    connection.close()
+
+
+@dataclasses.dataclass
+class Run:
+    rate: float
+    shares: dict[str, float]
+
+
+async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) -> Run:
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp, SmtpStandin() as smtp:
+        cer, key = csd.write(Path(tmp), "csd")
+        async with scratch_database() as url:
+            settings = Settings(
+                database_url=url, broker_url=AMQP_URL, queue_prefix=prefix, data_dir=Path(tmp, "data"),
+                db_pool_max=threads + 2, pac_base_url=pac.url, pac_token=SecretStr(pac.token),
+                cfdi_csd_cer_path=cer, cfdi_csd_key_path=key, cfdi_csd_password=SecretStr(csd.password),
+                cfdi_issuer_rfc=ISSUER_RFC, cfdi_issuer_name=ISSUER_NAME, cfdi_issuer_regime="601",
+                cfdi_issuer_postal_code="42501", smtp_host=smtp.host, smtp_port=smtp.port, smtp_starttls=False,
+                _env_file=None,
+            )  # fmt: skip
+            payment_ids = await insert_payments(url, count + 1)
+            with instrumented(clock):
+                resources = Resources(settings, database_url=url, publisher=AmqpPublisher(AMQP_URL, prefix))
+                broker = build_broker(settings, resources, broker_url=AMQP_URL)
+                broker.emit_after("process_boot")
+                worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+                worker.start()
+                try:
+                    stamp = broker.get_actor("stamp_invoice")
+                    stamp.send(payment_ids[0])  # warm-up: pool, channels, CSD, schema, fonts
+                    await smtp.wait_for_async(1, timeout=120)
+                    clock.reset()
+                    started = time.perf_counter()
+                    for payment_id in payment_ids[1:]:
+                        stamp.send(payment_id)
+                    await smtp.wait_for_async(count + 1, timeout=1200)
+                    elapsed = time.perf_counter() - started
+                finally:
+                    await asyncio.to_thread(worker.stop)
+                    broker.close()
+                    delete_queues(prefix)
+    total = clock.spent["total"]
+    shares = {phase: 100 * clock.spent[phase] / total for phase in E2E_PHASES}
+    shares["other"] = max(0.0, 100 - sum(shares.values()))
+    return Run(rate=count / elapsed, shares=shares)
+
+
+async def run_all(invoices: int, e2e: int, thread_counts: list[int]) -> None:
+    ca = make_ca()
+    csd = make_csd(ca)
+    sat = make_sat_certificate(ca)
+    pac = StandInSW(sat_signer=load_signer(sat.certificate, sat.key, sat.password))
+    await pac.start()
+    try:
+        cpu_only(invoices, csd, pac)
+        baseline: float | None = None
+        for threads in thread_counts:
+            result = await end_to_end(e2e, threads, csd, pac)
+            figure(
+                f"invoices end to end (stand-in PAC, PDF, email), {threads} worker thread(s)", result.rate,
+                "invoices/s", baseline=baseline, baseline_name=f"{thread_counts[0]} thread(s)",
+            )  # fmt: skip
+            baseline = baseline or result.rate
+            for phase, share in result.shares.items():
+                figure(f"  share of actor time in {phase}, {threads} thread(s)", share, "%")
+    finally:
+        await pac.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--invoices", type=int, default=200, help="invoices for the CPU-only figure")
+    parser.add_argument("--e2e", type=int, default=40, help="invoices per end-to-end run")
+    parser.add_argument("--threads", default="1,4", help="comma-separated worker thread counts")
+    args = parser.parse_args()
+    configure_logging(dev=True, level="WARNING")  # the figures are the output
+    print(
+        f"machine: {machine()}; CPU-only invoices: {args.invoices}; end-to-end invoices per run: {args.e2e}"
+    )
+    asyncio.run(run_all(args.invoices, args.e2e, [int(n) for n in args.threads.split(",")]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Stripe webhooks through one `colmena ingress` process, beside a bare verify-and-parse handler.
+
+Both servers run as separate processes on this machine and get the same pre-signed events from
+the same client: first as fast as they take them (closed loop, `--concurrency` in flight), then
+at a fixed offered rate (open loop) for latency. colmena's figure includes the inbox + outbox
+commit in PostgreSQL and the publish to RabbitMQ.
+
+    python bench/webhooks.py [--events 3000] [--concurrency 32] [--rate 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from bench.common import AMQP_URL, figure, machine, percentile, scratch_database  # noqa: E402
+from colmena import provider_events as events  # noqa: E402
+from colmena.gateways.stripe import sign  # noqa: E402
+
+SECRET = "whsec_bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def signed_events(count: int) -> list[tuple[bytes, str]]:
+    out = []
+    for _ in range(count):
+        body = json.dumps(events.stripe_event("payment_intent.succeeded", events.payment_intent()))
+        out.append((body.encode(), sign(body, SECRET)))
+    return out
+
+
+async def wait_ready(url: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url):
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes, signature: str) -> float:
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers={"Content-Type": "application/json", "Stripe-Signature": signature}) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+    return time.perf_counter() - started
+
+
+async def saturate(url: str, payloads: list[tuple[bytes, str]], concurrency: int) -> float:
+    queue = list(reversed(payloads))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker() -> None:
+            while queue:
+                body, signature = queue.pop()
+                await post(session, url, body, signature)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(payloads) / (time.perf_counter() - started)
+
+
+async def fixed_rate(url: str, payloads: list[tuple[bytes, str]], rate: float) -> list[float]:
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        tasks = []
+        for index, (body, signature) in enumerate(payloads):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(session, url, body, signature)))
+        return list(await asyncio.gather(*tasks))
+
+
+async def measure(url: str, args: argparse.Namespace) -> tuple[float, list[float]]:
+    await wait_ready(url)
+    await saturate(url, signed_events(200), args.concurrency)
+    throughput = await saturate(url, signed_events(args.events), args.concurrency)
+    latencies = await fixed_rate(url, signed_events(int(args.rate * 5)), args.rate)
+    return throughput, latencies
+
+
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=300.0, help="offered webhooks/s for the latency run")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; events: {args.events}; concurrency: {args.concurrency}; offered rate: {args.rate}/s")
+
+    bare_port = free_port()
+    bare = start([sys.executable, str(Path(__file__).parent / "bare_webhook.py"), str(bare_port), SECRET], dict(os.environ))
+    try:
+        bare_rate, bare_latency = await measure(f"http://127.0.0.1:{bare_port}/webhooks/stripe", args)
+    finally:
+        bare.terminate()
+        bare.wait()
+
+    async with scratch_database() as database_url:
+        port = free_port()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
+        env.update({
+            "COLMENA_DATABASE_URL": database_url, "COLMENA_BROKER_URL": AMQP_URL, "COLMENA_HTTP_PORT": str(port),
+            "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET, "COLMENA_LOG_LEVEL": "WARNING",
+            "COLMENA_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:6]}_", "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
+            "COLMENA_DB_POOL_MAX": os.environ.get("COLMENA_DB_POOL_MAX", "10"),
+        })
+        ingress = start([sys.executable, "-m", "colmena", "ingress"], env)
+        try:
+            rate, latency = await measure(f"http://127.0.0.1:{port}/webhooks/stripe", args)
+        finally:
+            ingress.terminate()
+            ingress.wait()
+
+    figure("bare verify+parse handler", bare_rate, "webhooks/s")
+    figure("colmena ingress (verify, inbox+outbox commit, publish)", rate, "webhooks/s",
+           baseline=bare_rate, baseline_name="bare handler")
+    for name, values in (("bare", bare_latency), ("colmena", latency)):
+        figure(f"{name} p50 at {args.rate:.0f}/s offered", percentile(values, 50) * 1000, "ms")
+        figure(f"{name} p99 at {args.rate:.0f}/s offered", percentile(values, 99) * 1000, "ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,283 @@
+"""License delivery: issue a signed license for an approved payment, package it, email a link.
+
+Exactly-once effects under at-least-once messages:
+
+- One license per payment: issued under the payment's row lock, backed by UNIQUE (payment_id).
+- One email per email row (`license_emails`: the purchase email, and one per resend): a
+  session advisory lock on the row serialises concurrent deliveries across the SMTP call, and
+  `sent_at` is set only after the server accepted the message, so a duplicate finds it sent.
+- At most one working link per license, and no plaintext token at rest: each attempt draws a
+  fresh token and, in one transaction, stores only its SHA-256 and invalidates every earlier
+  link. A failed attempt thus leaves a link nobody holds, which the retry's transaction kills.
+  If the server accepted the message but we never heard (crash, timeout after DATA), the
+  customer may get a second email; the first one's link then answers 410 "replaced".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+from apscheduler.triggers.interval import IntervalTrigger
+
+from colmena.broker import PermanentError, actor
+from colmena.config import Settings
+from colmena.config.metrics import (
+    LICENSE_CLEANUP_REMOVED,
+    LICENSE_EMAILS,
+    LICENSES_ISSUED,
+    LICENSES_REVOKED,
+)
+from colmena.domain.downloads import new_token, product_name, token_digest
+from colmena.domain.license_keys import signing_key
+from colmena.domain.licensing import (
+    License,
+    SigningKeyError,
+    sign_license,
+    verify_license_key,
+)
+from colmena.domain.packaging import PackagingError, build_package
+from colmena.gateways.mail import (
+    Attachment,
+    MailDeliveryError,
+    RenderedEmail,
+    SmtpMailer,
+    license_delivery_email,
+)
+from colmena.gateways.maildrop import MailDropMailer
+from colmena.resources import Resources
+from colmena.scheduler import scheduled
+from colmena.store import licenses as store
+from colmena.store import payments
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "licenses"
+REVERSED_STATUSES = frozenset({"refunded", "charged_back"})
+DEFAULT_EDITION = "standard"
+# product_ref names a directory and a file: keep it to one safe path segment.
+_PRODUCT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# First key of pg_advisory_lock(int, int) for email sends ("LICM"); the second is the email id.
+_EMAIL_LOCK_SPACE = 0x4C49434D
+
+
+class Mailer(Protocol):
+    async def send_email(self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()) -> str: ...
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    if settings.smtp_host:
+        return SmtpMailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_sender,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout=settings.smtp_timeout_s,
+        )
+    if settings.env == "dev":
+        return MailDropMailer(Path(settings.data_dir, "mail"), sender=settings.smtp_sender)
+    raise PermanentError("COLMENA_SMTP_HOST is not set: license emails cannot be sent")
+
+
+def license_for(payment: payments.Payment, *, now: datetime) -> License:
+    """The license a payment buys; PermanentError when the payment cannot describe one."""
+    metadata: dict[str, Any] = payment.metadata or {}
+    product_ref = payment.product_ref or metadata.get("product")
+    if not isinstance(product_ref, str) or not _PRODUCT_REF.fullmatch(product_ref):
+        raise PermanentError(f"payment {payment.id} has no usable product_ref")
+    email = payment.customer_email or metadata.get("email")
+    try:
+        seats = int(str(metadata.get("seats") or 1))
+        return License(
+            license_id=str(uuid.uuid4()),
+            product=product_ref,
+            edition=str(metadata.get("edition") or DEFAULT_EDITION),
+            customer_email=str(email or ""),
+            seats=seats,
+            issued_at=now,
+        )
+    except ValueError as exc:
+        raise PermanentError(f"payment {payment.id} cannot make a license: {exc}") from None
+
+
+async def issue_license(
+    conn: asyncpg.Connection, settings: Settings, payment_id: int
+) -> tuple[store.LicenseRecord, int, bool] | None:
+    """(license, purchase email id, newly issued) for the payment, or None when the payment was
+    reversed before its license existed. Run inside a transaction: the payment row is locked."""
+    payment = await payments.get(conn, payment_id, for_update=True)
+    if payment is None:
+        raise PermanentError(f"payment {payment_id} does not exist")
+    existing = await store.get_by_payment(conn, payment_id)
+    if existing is not None:
+        return existing, await store.add_email(conn, existing.id, "purchase"), False
+    if payment.product_kind != "license":
+        raise PermanentError(f"payment {payment_id} is not for a license (product_kind={payment.product_kind!r})")
+    if payment.approved_at is None:
+        raise PermanentError(f"payment {payment_id} was never approved")
+    if payment.status in REVERSED_STATUSES:
+        log.info("payment reversed before its license was issued; issuing none", payment_id=payment_id)
+        return None
+    license = license_for(payment, now=datetime.now(UTC))
+    try:
+        key = sign_license(license, signing_key(settings))
+    except SigningKeyError as exc:
+        raise PermanentError(str(exc)) from None
+    locale = payment.customer_locale or (payment.metadata or {}).get("locale")
+    record = await store.insert(conn, license, payment_id=payment_id, locale=locale, key=key)
+    email_id = await store.add_email(conn, record.id, "purchase")
+    return record, email_id, True
+
+
+@actor(queue=QUEUE, name="deliver_license")
+async def deliver_license(resources: Resources, payment_id: int) -> None:
+    """Issue (once), package and email the license bought by ``payment_id``."""
+    async with resources.pool.acquire() as conn, conn.transaction():
+        issued = await issue_license(conn, resources.settings, payment_id)
+    if issued is None:
+        return
+    record, email_id, new = issued
+    if new:
+        LICENSES_ISSUED.inc()
+        log.info("license issued", license_id=str(record.id), payment_id=payment_id, product=record.product_ref)
+    await send_email(resources, email_id)
+
+
+@actor(queue=QUEUE, name="send_license_email")
+async def send_license_email(resources: Resources, email_id: int) -> None:
+    """Send one owed email (a `colmena license resend`) with a fresh link."""
+    await send_email(resources, email_id)
+
+
+@actor(queue=QUEUE, name="revoke_license")
+async def revoke_license(resources: Resources, payment_id: int) -> None:
+    """Revoke the license of a refunded or charged-back payment; its links stop working."""
+    async with resources.pool.acquire() as conn, conn.transaction():
+        payment = await payments.get(conn, payment_id, for_update=True)
+        if payment is None:
+            raise PermanentError(f"payment {payment_id} does not exist")
+        record = await store.get_by_payment(conn, payment_id)
+        if record is None:
+            log.info("no license to revoke for payment", payment_id=payment_id, status=payment.status)
+            return
+        revoked = await store.revoke(conn, record.id, f"payment {payment.status}")
+    if revoked:
+        LICENSES_REVOKED.labels(source="payment").inc()
+        log.info("license revoked", license_id=str(record.id), payment_id=payment_id, status=payment.status)
+
+
+async def send_email(resources: Resources, email_id: int) -> None:
+    settings = resources.settings
+    mailer = mailer_for(settings)
+    async with resources.pool.acquire() as conn:
+        lock = (_EMAIL_LOCK_SPACE, email_id % 2**31)
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", *lock)
+        try:
+            await _send_locked(conn, settings, mailer, email_id)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", *lock)
+
+
+async def _send_locked(conn: asyncpg.Connection, settings: Settings, mailer: Mailer, email_id: int) -> None:
+    token = new_token()
+    async with conn.transaction():
+        pending = await store.lock_email(conn, email_id)
+        if pending is None:
+            raise PermanentError(f"license email {email_id} does not exist")
+        record = pending.license
+        skip = (
+            "already sent" if pending.sent
+            else "superseded by a newer email" if pending.superseded
+            else "license revoked" if record.revoked_at is not None
+            else None
+        )
+        if skip:
+            log.info("license email not sent", email_id=email_id, license_id=str(record.id), reason=skip)
+            return
+        await ensure_package(conn, settings, record)
+        await store.invalidate_links(conn, record.id)
+        link = await store.create_link(
+            conn,
+            license_id=record.id,
+            email_id=email_id,
+            token_sha256=token_digest(token),
+            ttl_s=settings.license_link_ttl_hours * 3600,
+            max_downloads=settings.license_max_downloads,
+        )
+        await store.note_email_attempt(conn, email_id)
+    email = license_delivery_email(
+        locale=record.customer_locale,
+        product_name=product_name(record.product_ref, record.edition),
+        download_url=f"{settings.license_base_url}/downloads/{token}",
+        link_expires_at=link.expires_at,
+        license_expires_at=record.expires_at,
+        max_downloads=link.max_downloads,
+    )
+    try:
+        smtp_message_id = await mailer.send_email(record.customer_email, email)
+    except MailDeliveryError as exc:
+        await store.note_email_failure(conn, email_id, str(exc))
+        LICENSE_EMAILS.labels(outcome="permanent_failure" if exc.permanent else "temporary_failure").inc()
+        if exc.permanent:
+            raise PermanentError(f"license email {email_id}: {exc}; recover with `colmena license resend`") from exc
+        raise
+    async with conn.transaction():
+        await store.mark_email_sent(conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id)
+    LICENSE_EMAILS.labels(outcome="sent").inc()
+    log.info("license email sent", email_id=email_id, license_id=str(record.id), smtp_message_id=smtp_message_id)
+
+
+async def ensure_package(conn: asyncpg.Connection, settings: Settings, record: store.LicenseRecord) -> None:
+    """Build the package unless it is on disk. The caller holds the license row lock, so a
+    concurrent delivery or the cleanup job waits instead of racing on the file."""
+    storage = settings.license_storage_path
+    if record.package_path and (storage / record.package_path).is_file():
+        return
+    try:
+        license = verify_license_key(record.license_key, signing_key(settings).public_key())
+    except (SigningKeyError, ValueError) as exc:
+        raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
+    filename = f"{record.product_ref}.zip"
+    try:
+        package = await asyncio.to_thread(
+            build_package,
+            settings.license_products_path / record.product_ref,
+            storage / str(record.id),
+            filename=filename,
+            license=license,
+            license_key=record.license_key,
+        )
+    except PackagingError as exc:
+        raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
+    await store.set_package(
+        conn, record.id, path=f"{record.id}/{filename}", sha256=package.sha256, size=package.size
+    )
+
+
+@scheduled("license-cleanup", IntervalTrigger(hours=1))
+async def cleanup_licenses(resources: Resources) -> tuple[int, int]:
+    """Delete links dead for longer than the retention, and packages nothing needs any more."""
+    settings = resources.settings
+    retention_s = settings.license_retention_hours * 3600
+    storage = settings.license_storage_path
+    async with resources.pool.acquire() as conn:
+        links = await store.delete_dead_links(conn, retention_s=retention_s)
+        async with conn.transaction():
+            idle = await store.lock_idle_packages(conn, retention_s=retention_s)
+            for license_id, path in idle:
+                await asyncio.to_thread(shutil.rmtree, (storage / path).parent, ignore_errors=True)
+                await store.clear_package(conn, license_id)
+    LICENSE_CLEANUP_REMOVED.labels(kind="link").inc(links)
+    LICENSE_CLEANUP_REMOVED.labels(kind="package").inc(len(idle))
+    log.info("license cleanup done", links_removed=links, packages_removed=len(idle))
+    return links, len(idle)

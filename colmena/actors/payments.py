@@ -1,0 +1,191 @@
+"""Payments: verified provider events become one settled payment, whatever arrives twice.
+
+Actors (queue "payments"):
+- `settle_stripe_event(inbox_id)`: applies a stored Stripe event.
+- `settle_mercadopago_notification(inbox_id)`: fetches the payment a stored notification names
+  from Mercado Pago's API (the authoritative status, DESIGN.md rule 5), then applies it.
+
+Both lock the inbox row, apply the state machine (`colmena.domain.payment_state`) and, in the
+same transaction, write the follow-ups to the outbox. Follow-up messages (queue / actor / args):
+
+| queue    | actor          | args                                              | when |
+| licenses | deliver_license | [payment_id]                                     | first approval, metadata product_kind = "license" |
+| licenses | revoke_license  | [payment_id]                                     | refunded/charged back after approval, license product |
+| stamping | stamp_invoice   | [payment_id]                                     | first approval, metadata has "rfc" |
+| stamping | cancel_invoice  | [payment_id]                                     | refunded/charged back after approval, "rfc" present |
+| bots     | apply_plan      | [tenant_ref, plan, active, source, provider_at]  | plan bought/refunded; Stripe subscription updated/deleted |
+
+`payment_id` is colmena's payments.id; `plan` is free|pro|enterprise; `active` a bool; `source`
+"subscription:<stripe subscription id>" (invoices and subscription events alike) or
+"payment:<payment_id>" for a one-off plan purchase; `provider_at` the provider's ISO-8601 time, so the
+bots side can ignore a stale plan change. Each follow-up has a dedupe key: at most one per
+payment and kind, however many times an event is delivered.
+
+Metadata colmena reads (Stripe `metadata`, Mercado Pago `metadata`): product, product_kind
+(license|plan), edition, seats, plan, tenant_id, locale, email, rfc, fiscal_name, fiscal_regime,
+fiscal_postal_code, cfdi_use, payment_form, payment_method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+
+from colmena.actors.outbox import publish_now
+from colmena.broker import PermanentError, actor
+from colmena.config.metrics import PAYMENT_TRANSITIONS
+from colmena.domain.payment_events import (
+    Ignored,
+    Interpretation,
+    PaymentUpdate,
+    PlanUpdate,
+    interpret_mercadopago,
+    interpret_stripe,
+)
+from colmena.domain.payment_state import REVERSED, Status, decide
+from colmena.gateways.mercadopago import MercadoPagoClient, MercadoPagoNotFound, MercadoPagoRejected
+from colmena.resources import Resources
+from colmena.store import inbox, outbox, payments
+from colmena.store.outbox import OutboxMessage
+from colmena.store.payments import Payment
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "payments"
+
+
+async def _plan_message(conn: asyncpg.Connection, update: PlanUpdate) -> OutboxMessage | None:
+    return await outbox.record(
+        conn,
+        queue="bots",
+        actor="apply_plan",
+        args=[update.tenant_ref, update.plan, update.active, update.source, update.provider_at.isoformat()],
+        dedupe_key=f"apply_plan:{update.source}:{update.provider_at.isoformat()}:{update.plan}:{update.active}",
+    )
+
+
+def _plan_source(payment: Payment) -> str:
+    """Subscription invoices and subscription events must name the same source for one plan."""
+    subscription = payment.metadata.get("subscription")
+    return f"subscription:{subscription}" if subscription else f"payment:{payment.id}"
+
+
+async def _follow_ups(conn: asyncpg.Connection, payment: Payment, *, first_approval: bool) -> list[OutboxMessage | None]:
+    """The outbox rows a status change calls for, recorded in the caller's transaction."""
+    status = Status(payment.status)
+    if status is Status.APPROVED and first_approval:
+        license_actor, invoice_actor, active = "deliver_license", "stamp_invoice", True
+    elif status in REVERSED and payment.approved_at is not None:
+        license_actor, invoice_actor, active = "revoke_license", "cancel_invoice", False
+    else:
+        return []
+    rows: list[OutboxMessage | None] = []
+    if payment.product_kind == "license":
+        rows.append(await outbox.record(
+            conn, queue="licenses", actor=license_actor, args=[payment.id], dedupe_key=f"{license_actor}:{payment.id}"
+        ))
+    if payment.metadata.get("rfc"):
+        rows.append(await outbox.record(
+            conn, queue="stamping", actor=invoice_actor, args=[payment.id], dedupe_key=f"{invoice_actor}:{payment.id}"
+        ))
+    if payment.product_kind == "plan":
+        plan = payment.metadata.get("plan")
+        if payment.tenant_ref and plan:
+            rows.append(await _plan_message(conn, PlanUpdate(
+                tenant_ref=payment.tenant_ref, plan=plan, active=active,
+                source=_plan_source(payment), provider_at=payment.status_at,
+            )))
+        else:
+            log.warning("plan payment without tenant_id/plan metadata", payment_id=payment.id)
+    return rows
+
+
+async def apply_update(conn: asyncpg.Connection, update: PaymentUpdate, inbox_id: int | None) -> tuple[str, list[OutboxMessage | None]]:
+    """Apply one provider status to its payment; returns (outcome, follow-up rows)."""
+    payment, created = await payments.lock_or_create(conn, update.details())
+    if not created:
+        await payments.fill_details(conn, payment.id, update.details())
+    decision = decide(Status(payment.status), payment.status_at, update.status, update.provider_at)
+    await payments.add_event(
+        conn, payment_id=payment.id, inbox_id=inbox_id, source=update.source, status=update.status.value,
+        provider_at=update.provider_at, applied=decision.apply, reason=decision.reason,
+    )
+    if not decision.apply:
+        log.info("payment event ignored", payment_id=payment.id, status=update.status.value, reason=decision.reason)
+        return f"ignored: {decision.reason}", []
+    await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
+    settled = await payments.get(conn, payment.id)
+    assert settled is not None
+    PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
+    log.info("payment status applied", payment_id=payment.id, provider=update.provider, status=update.status.value)
+    rows = await _follow_ups(conn, settled, first_approval=payment.approved_at is None)
+    return f"applied: {update.status.value}", rows
+
+
+async def settle(pool: asyncpg.Pool, inbox_id: int, interpretation: Interpretation) -> list[OutboxMessage | None]:
+    """Apply an interpreted inbox event exactly once; returns the follow-ups to publish."""
+    async with pool.acquire() as conn, conn.transaction():
+        event = await inbox.load_for_processing(conn, inbox_id)
+        if event is None:
+            raise PermanentError(f"inbox event {inbox_id} does not exist")
+        if event.processed:
+            return []
+        rows: list[OutboxMessage | None] = []
+        if isinstance(interpretation, Ignored):
+            outcome = f"ignored: {interpretation.reason}"
+        elif isinstance(interpretation, PlanUpdate):
+            rows = [await _plan_message(conn, interpretation)]
+            outcome = "plan update"
+        else:
+            outcome, rows = await apply_update(conn, interpretation, inbox_id)
+        await inbox.mark_processed(conn, inbox_id, outcome)
+    return rows
+
+
+async def _stored_event(pool: asyncpg.Pool, inbox_id: int) -> inbox.InboxEvent:
+    async with pool.acquire() as conn:
+        event = await inbox.load(conn, inbox_id)
+    if event is None:
+        raise PermanentError(f"inbox event {inbox_id} does not exist")
+    return event
+
+
+@actor(queue=QUEUE, name="settle_stripe_event")
+async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
+    event = await _stored_event(resources.pool, inbox_id)
+    if event.processed:
+        return
+    rows = await settle(resources.pool, inbox_id, interpret_stripe(event.payload))
+    await publish_now(resources.pool, resources.publisher, rows)
+
+
+def mercadopago_client(resources: Resources) -> MercadoPagoClient:
+    settings = resources.settings
+    if settings.mercadopago_access_token is None:
+        raise PermanentError("COLMENA_MERCADOPAGO_ACCESS_TOKEN is not set")
+    return MercadoPagoClient(
+        access_token=settings.mercadopago_access_token.get_secret_value(),
+        base_url=settings.mercadopago_api_url,
+        timeout_s=settings.mercadopago_timeout_s,
+    )
+
+
+@actor(queue=QUEUE, name="settle_mercadopago_notification")
+async def settle_mercadopago_notification(resources: Resources, inbox_id: int) -> None:
+    event = await _stored_event(resources.pool, inbox_id)
+    if event.processed:
+        return
+    if event.kind != "payment":
+        rows = await settle(resources.pool, inbox_id, Ignored(f"notification type {event.kind} is not handled"))
+        await publish_now(resources.pool, resources.publisher, rows)
+        return
+    payment_id = str(event.payload["data"]["id"])
+    client = mercadopago_client(resources)
+    try:
+        payment = await asyncio.to_thread(client.get_payment, payment_id)
+    except (MercadoPagoNotFound, MercadoPagoRejected) as exc:
+        raise PermanentError(f"Mercado Pago payment {payment_id}: {exc}") from None
+    rows = await settle(resources.pool, inbox_id, interpret_mercadopago(payment))
+    await publish_now(resources.pool, resources.publisher, rows)

@@ -1,0 +1,111 @@
+"""`colmena rates`: scrape a source now, publish a suspect value, list what was stored.
+
+Exit codes: 0 when something current is published (accepted or unchanged), 1 when the scrape
+failed or kept nothing publishable (the line says why), 2 for settings or database trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import click
+
+from colmena.actors.rates import AcceptRefused, ScrapeReport, Source, accept, scrape
+from colmena.config import Settings, load_settings
+from colmena.config.logging import configure_logging
+from colmena.processes import check_database, open_database
+from colmena.store import rates as store
+from colmena.store.rates import RateRow
+
+T = TypeVar("T")
+
+
+def _with_database(work: Callable[[asyncpg.Connection], Awaitable[T]], settings: Settings | None = None) -> T:
+    settings = settings or load_settings()
+    configure_logging(dev=True, level="WARNING")  # the command's own lines are the output
+
+    async def run() -> T:
+        url = settings.require_database_url()
+        await check_database(url)
+        conn = await open_database(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _describe(row: RateRow) -> str:
+    quotes = f" (buy {row.buy:f}, sell {row.sell:f})" if row.buy is not None and row.sell is not None else ""
+    return f"#{row.id} {row.source} {row.pair} {row.value:f}{quotes} effective {row.effective_date}"
+
+
+def _print_report(report: ScrapeReport) -> None:
+    for result in report.results:
+        line = f"{_describe(result.row)}: {result.action}"
+        if result.action == "unchanged":
+            line += " (no new row)"
+        elif result.action == "suspect":
+            line += f", not published ({result.row.reason}); `colmena rates accept {result.row.id}` publishes it"
+        elif result.action in ("rejected", "accepted"):
+            line += f" ({result.row.reason})"
+        click.echo(line)
+
+
+@click.group("rates")
+def rates_group() -> None:
+    """Exchange rates: BCV official and Binance P2P USDT/VES."""
+
+
+@rates_group.command("scrape")
+@click.argument("source", type=click.Choice([s.value for s in Source]))
+def scrape_command(source: str) -> None:
+    """Scrape SOURCE now and print what was stored, or why it was refused."""
+    settings = load_settings()
+    report = _with_database(lambda conn: scrape(Source(source), conn, settings), settings)
+    _print_report(report)
+    if report.ok:
+        return
+    reason = report.error or report.outcome
+    stale = f"; {source} is now stale" if report.stale else ""
+    raise click.ClickException(f"{source} scrape {report.outcome}: {reason}{stale}")
+
+
+@rates_group.command("accept")
+@click.argument("rate_id", type=click.IntRange(min=1))
+def accept_command(rate_id: int) -> None:
+    """Publish suspect rate RATE_ID (see `colmena rates list --status suspect`)."""
+    try:
+        row, changed = _with_database(lambda conn: accept(conn, rate_id))
+    except AcceptRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{_describe(row)}: {'published' if changed else 'already published'} ({row.status})")
+
+
+@rates_group.command("list")
+@click.option("--source", type=click.Choice([s.value for s in Source]), default=None)
+@click.option("--status", type=click.Choice(["accepted", "confirmed", "suspect", "rejected"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def list_command(source: str | None, status: str | None, limit: int) -> None:
+    """Recent stored rates (every status, newest first) and each source's health."""
+
+    async def load(conn: asyncpg.Connection) -> tuple[list[RateRow], list[store.SourceHealth]]:
+        return await store.recent(conn, source=source, status=status, limit=limit), await store.sources(conn)
+
+    rows, health = _with_database(load)
+    for h in health:
+        state = "STALE" if h.stale else "ok"
+        last = h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never"
+        click.echo(f"{h.source}: {state}, last success {last}, {h.consecutive_failures} failure(s) in a row")
+    if not rows:
+        click.echo("no rates stored")
+    for row in rows:
+        fetched = row.fetched_at.isoformat(timespec="seconds")
+        click.echo(f"{_describe(row)} fetched {fetched}: {row.status} ({row.reason})")
+
+
+COMMANDS = [rates_group]

@@ -1,0 +1,83 @@
+"""License delivery settings: signing key, product and package directories, links, SMTP.
+
+Directories left unset live under COLMENA_DATA_DIR, so `colmena dev` works with nothing
+configured. The ingress only needs the public key (COLMENA_LICENSE_PUBLIC_KEY) to serve it and to
+check keys; the private key belongs to the workers that issue licenses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
+
+
+class LicenseSettings(BaseModel):
+    if TYPE_CHECKING:
+        data_dir: Path  # declared by Settings
+
+    license_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (PKCS8 PEM); unset in `colmena dev` means a key generated once "
+        "under COLMENA_DATA_DIR",
+    )
+    license_public_key: str | None = Field(
+        default=None, description="Ed25519 public key PEM; unset means derived from the signing key"
+    )
+    license_products_dir: Path | None = Field(
+        default=None, description="one subdirectory per product_ref; default <COLMENA_DATA_DIR>/products"
+    )
+    license_storage_dir: Path | None = Field(
+        default=None, description="built packages; default <COLMENA_DATA_DIR>/licenses"
+    )
+    license_link_ttl_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    license_max_downloads: int = Field(default=1, ge=1, le=100)
+    license_retention_hours: float = Field(
+        default=168.0, ge=0, description="how long dead links and idle packages are kept before cleanup"
+    )
+    license_base_url: str = Field(
+        default="http://127.0.0.1:8080", description="public base URL the emailed download links start with"
+    )
+    license_download_ip_per_minute: int = Field(default=30, ge=1)
+    license_download_token_per_minute: int = Field(default=10, ge=1)
+
+    smtp_host: str | None = Field(
+        default=None, description="unset in `colmena dev` means emails are written as .eml files"
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = Field(default=None, validate_default=True)
+    smtp_sender: str = Field(default="licenses@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    smtp_timeout_s: float = Field(default=30.0, gt=0, le=120)
+
+    @field_validator("license_signing_key", "license_public_key", "smtp_host", "smtp_username", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty variable (``COLMENA_SMTP_HOST=``) means unset, as it does for an operator."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("license_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("expected an http(s) URL such as https://shop.example.com")
+        return value.rstrip("/")
+
+    @field_validator("smtp_password")
+    @classmethod
+    def _credentials_together(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (info.data.get("smtp_username") is None) != (value is None):
+            raise ValueError("COLMENA_SMTP_USERNAME and COLMENA_SMTP_PASSWORD go together")
+        return value
+
+    @property
+    def license_products_path(self) -> Path:
+        return self.license_products_dir or Path(self.data_dir, "products")
+
+    @property
+    def license_storage_path(self) -> Path:
+        return self.license_storage_dir or Path(self.data_dir, "licenses")

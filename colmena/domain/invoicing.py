@@ -1,0 +1,171 @@
+"""From an approved payment to the CFDI that bills it, and the email that carries it.
+
+Amounts: the payment's amount is what the customer was charged, so it is the invoice's Total
+and includes IVA (Mexican consumer prices are quoted with tax included). The Total is fixed
+first and split into base and IVA with ``split_iva``; letting satcfdi add round(base x 16 %)
+to a rounded base cannot reach every total (base + IVA steps by 0.02 now and then), and an
+invoice that disagrees with the charge by a cent is wrong.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from colmena.gateways.cfdi import Concept, Invoice, Issuer, Receiver
+from colmena.gateways.mail import RenderedEmail, language_for
+from colmena.store.payments import Payment
+
+CENT = Decimal("0.01")
+# Only MXN: another currency needs TipoCambio (Banxico's FIX rate of the day), not implemented.
+SUPPORTED_CURRENCIES = {"MXN": 2}
+PAYMENT_METHODS = ("PUE", "PPD")
+RECEIVER_KEYS = ("rfc", "fiscal_name", "fiscal_regime", "fiscal_postal_code", "cfdi_use")
+_RFC = re.compile(r"^[A-ZÑ&]{3,4}\d{6}[A-Z\d]{3}$")
+
+
+class FiscalDataError(ValueError):
+    """The payment cannot be invoiced as it is (missing or malformed fiscal data, currency)."""
+
+
+@dataclass(frozen=True)
+class ConceptDefaults:
+    product_key: str
+    unit_key: str
+    payment_form: str
+    iva_rate: Decimal | None
+
+
+def split_iva(total: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
+    """(base, IVA) in cents with base + IVA == total exactly.
+
+    IVA = total - round(total / (1 + rate)) is within (1 + rate) x 0.005 < 0.01 of
+    round(base x rate), so it is one of the two cent values around base x rate, which is what
+    the SAT's bounds on a Traslado's Importe accept (validation CFDI40168 et al.).
+    """
+    if total != total.quantize(CENT):
+        raise ValueError(f"total {total} has fractions of a cent")
+    base = (total / (1 + rate)).quantize(CENT, rounding=ROUND_HALF_UP)
+    return base, total - base
+
+
+def amount_of(payment: Payment) -> tuple[Decimal, str]:
+    currency = payment.currency.upper()
+    exponent = SUPPORTED_CURRENCIES.get(currency)
+    if exponent is None:
+        raise FiscalDataError(f"currency {currency} is not invoiced: only MXN (no TipoCambio support)")
+    return Decimal(payment.amount_minor).scaleb(-exponent), currency
+
+
+def receiver_of(metadata: Mapping[str, Any]) -> Receiver:
+    missing = [key for key in RECEIVER_KEYS if not str(metadata.get(key) or "").strip()]
+    if missing:
+        raise FiscalDataError(f"payment metadata lacks {', '.join(missing)}")
+    rfc = str(metadata["rfc"]).strip().upper()
+    if not _RFC.match(rfc):
+        raise FiscalDataError(f"receiver RFC {rfc!r} is not an RFC")
+    return Receiver(
+        rfc=rfc,
+        name=str(metadata["fiscal_name"]).strip(),
+        regime=str(metadata["fiscal_regime"]).strip(),
+        postal_code=str(metadata["fiscal_postal_code"]).strip(),
+        cfdi_use=str(metadata["cfdi_use"]).strip().upper(),
+    )
+
+
+def description_of(payment: Payment) -> str:
+    metadata = payment.metadata
+    product = str(payment.product_ref or metadata.get("product") or "Servicio")
+    if payment.product_kind == "license":
+        edition = metadata.get("edition")
+        return f"Licencia de software {product}" + (f" edición {edition}" if edition else "")
+    if payment.product_kind == "plan":
+        return f"Suscripción {product} plan {metadata.get('plan') or ''}".strip()
+    return product
+
+
+def invoice_for(
+    payment: Payment, *, issuer: Issuer, series: str, folio: int, defaults: ConceptDefaults
+) -> Invoice:
+    """The CFDI (type Ingreso, one concept) for an approved payment, Total = amount charged."""
+    total, currency = amount_of(payment)
+    if total <= 0:
+        raise FiscalDataError("a payment of 0 is not invoiced")
+    metadata = payment.metadata
+    method = str(metadata.get("payment_method") or "PUE").strip().upper()
+    if method not in PAYMENT_METHODS:
+        raise FiscalDataError(f"payment_method {method!r} is not PUE or PPD")
+    form = str(metadata.get("payment_form") or defaults.payment_form).strip()
+    if defaults.iva_rate is None:
+        unit_price, iva = total, None
+    else:
+        unit_price, iva = split_iva(total, defaults.iva_rate)
+    concept = Concept(
+        product_key=defaults.product_key,
+        unit_key=defaults.unit_key,
+        description=description_of(payment),
+        unit_price=unit_price,
+        iva_amount=iva,
+        sku=payment.product_ref,
+    )
+    return Invoice(
+        issuer=issuer,
+        receiver=receiver_of(metadata),
+        series=series,
+        folio=str(folio),
+        payment_form=form,
+        payment_method=method,
+        concepts=(concept,),
+        currency=currency,
+        iva_rate=defaults.iva_rate,
+    )
+
+
+def recipient_of(payment: Payment) -> str | None:
+    address = payment.customer_email or payment.metadata.get("email")
+    return str(address).strip() if address else None
+
+
+_STRINGS = {
+    "es": {
+        "subject": "Factura {label} de {issuer}",
+        "greeting": "Hola:",
+        "body": "Adjuntamos la factura {label} (CFDI 4.0) por {total} {currency}, folio fiscal {uuid}, "
+        "en XML y PDF.",
+        "keep": "Conserva el archivo XML: es el comprobante fiscal; el PDF es su representación impresa.",
+    },
+    "en": {
+        "subject": "Invoice {label} from {issuer}",
+        "greeting": "Hello,",
+        "body": "Attached is invoice {label} (CFDI 4.0) for {total} {currency}, fiscal folio {uuid}, "
+        "as XML and PDF.",
+        "keep": "Keep the XML file: it is the tax document; the PDF is its printed form.",
+    },
+}
+
+
+def invoice_email(
+    *, locale: str | None, issuer_name: str, label: str, total: Decimal, currency: str, uuid: str
+) -> RenderedEmail:
+    """Subject, text and HTML announcing the attached XML and PDF; every value is escaped."""
+    strings = _STRINGS[language_for(locale or "es")]
+    values = {
+        "label": label,
+        "issuer": issuer_name,
+        "total": f"{total:,.2f}",
+        "currency": currency,
+        "uuid": uuid,
+    }
+    subject = strings["subject"].format(**values)
+    paragraphs = [strings["greeting"], strings["body"].format(**values), strings["keep"]]
+    body = "".join(f"<p>{html.escape(p)}</p>\n" for p in paragraphs)
+    return RenderedEmail(
+        subject=subject,
+        text="\n\n".join(paragraphs) + "\n",
+        html=f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(subject)}</title></head>\n'
+        f'<body style="font-family: sans-serif; line-height: 1.5;">\n{body}</body></html>\n',
+    )

@@ -1,0 +1,139 @@
+"""Provider webhooks: verify on the raw bytes, commit to the inbox, then answer.
+
+Rule 1 of DESIGN.md: 2xx only after the inbox row and its outbox message are committed; 503 when
+PostgreSQL cannot be reached (providers retry); RabbitMQ being down changes nothing here, the
+relay publishes later. Rule 2: a failed check is a 401, a counter and a security log line, and
+nothing is stored. Bodies and secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from colmena.config.metrics import SECURITY_EVENTS, WEBHOOKS
+from colmena.gateways import mercadopago, stripe
+from colmena.http.context import RESOURCES, SETTINGS
+from colmena.http.errors import ApiError
+from colmena.http.middlewares import client_ip
+from colmena.http.publishing import publish_in_background
+from colmena.store import inbox
+
+log = structlog.get_logger(__name__)
+
+DB_TIMEOUT_S = 5.0
+DATABASE_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+def _reject(request: web.Request, provider: str, status: int, outcome: str, message: str, reason: str) -> ApiError:
+    """Count and log a refused webhook as a security event; the caller raises what it returns."""
+    WEBHOOKS.labels(provider=provider, outcome=outcome).inc()
+    SECURITY_EVENTS.labels(reason=f"webhook_{outcome}").inc()
+    log.warning("security: webhook rejected", provider=provider, outcome=outcome, reason=reason, client=client_ip(request))
+    return ApiError(status, outcome, message)
+
+
+async def _body(request: web.Request, provider: str) -> bytes:
+    if request.content_type != "application/json":
+        raise _reject(request, provider, 415, "unsupported_media_type", "send application/json", request.content_type)
+    return await request.read()
+
+
+async def _store(
+    request: web.Request, *, provider: str, event_key: str, kind: str, payload: dict[str, Any], actor: str
+) -> web.Response:
+    resources = request.app[RESOURCES]
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            async with resources.pool.acquire() as conn:
+                new, row = await inbox.record_with_message(
+                    conn, provider=provider, event_key=event_key, kind=kind, payload=payload,
+                    queue="payments", actor=actor,
+                )
+    except DATABASE_DOWN as exc:
+        WEBHOOKS.labels(provider=provider, outcome="unavailable").inc()
+        log.error("webhook not stored: database unavailable", provider=provider, error=type(exc).__name__)
+        raise ApiError(503, "unavailable", "cannot store the event now; retry later", headers={"Retry-After": "30"}) from None
+    if row is not None:
+        publish_in_background(request.app, [row])
+    outcome = "accepted" if new else "duplicate"
+    WEBHOOKS.labels(provider=provider, outcome=outcome).inc()
+    log.info("webhook stored", provider=provider, kind=kind, event_key=event_key, duplicate=not new)
+    return web.json_response({"received": True, "duplicate": not new})
+
+
+async def stripe_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    secrets = settings.stripe_secrets()
+    if not secrets:
+        WEBHOOKS.labels(provider="stripe", outcome="not_configured").inc()
+        raise ApiError(503, "not_configured", "Stripe webhooks are not configured")
+    body = await _body(request, "stripe")
+    try:
+        stripe.verify_signature(
+            body, request.headers.get("Stripe-Signature"), secrets, tolerance_s=settings.stripe_tolerance_s
+        )
+    except stripe.StripeSignatureError as exc:
+        raise _reject(request, "stripe", 401, "invalid_signature", "signature verification failed", str(exc)) from None
+    try:
+        event = stripe.parse_event(body)
+    except stripe.StripeEventError as exc:
+        raise _reject(request, "stripe", 400, "malformed", str(exc), str(exc)) from None
+    return await _store(
+        request, provider="stripe", event_key=event["id"], kind=event["type"], payload=event, actor="settle_stripe_event"
+    )
+
+
+def _mercadopago_notification(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ValueError("body is not JSON") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+        raise ValueError("notification has no data object")
+    if not isinstance(payload.get("type"), str) or not payload["type"]:
+        raise ValueError("notification has no type")
+    return payload
+
+
+async def mercadopago_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if settings.mercadopago_webhook_secret is None:
+        WEBHOOKS.labels(provider="mercadopago", outcome="not_configured").inc()
+        raise ApiError(503, "not_configured", "Mercado Pago webhooks are not configured")
+    body = await _body(request, "mercadopago")
+    data_id = request.query.get("data.id")
+    request_id = request.headers.get("x-request-id")
+    try:
+        mercadopago.verify_signature(
+            x_signature=request.headers.get("x-signature"), x_request_id=request_id, data_id=data_id,
+            secret=settings.mercadopago_webhook_secret.get_secret_value(), tolerance_s=settings.mercadopago_tolerance_s,
+        )
+    except mercadopago.MercadoPagoSignatureError as exc:
+        raise _reject(request, "mercadopago", 401, "invalid_signature", "signature verification failed", exc.reason) from None
+    try:
+        payload = _mercadopago_notification(body)
+    except ValueError as exc:
+        raise _reject(request, "mercadopago", 400, "malformed", str(exc), str(exc)) from None
+    body_id = payload["data"].get("id")
+    if not data_id or body_id is None or str(body_id) not in (data_id, data_id.lower()):
+        raise _reject(
+            request, "mercadopago", 400, "data_id_mismatch",
+            "data.id in the query string must be present and match the body", "data.id mismatch",
+        )
+    notification_id = payload.get("id")
+    event_key = str(notification_id) if notification_id else f"{data_id}:{payload.get('action')}:{request_id}"
+    return await _store(
+        request, provider="mercadopago", event_key=event_key, kind=payload["type"], payload=payload,
+        actor="settle_mercadopago_notification",
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/webhooks/stripe", stripe_webhook)
+    app.router.add_post("/webhooks/mercadopago", mercadopago_webhook)

@@ -1,0 +1,349 @@
+"""Queries on licenses, their delivery emails, download links and the download log.
+
+Times that decide whether a link works (expiry, "now") are the database's, so the ingress and
+the workers never disagree because of clock skew between machines.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from colmena.domain.licensing import License
+
+_LICENSE_COLUMNS = (
+    "id, payment_id, product_ref, edition, customer_email, customer_locale, seats, issued_at, "
+    "expires_at, license_key, package_path, package_sha256, package_size, revoked_at, revoked_reason"
+)
+
+
+@dataclass(frozen=True)
+class LicenseRecord:
+    id: uuid.UUID
+    payment_id: int
+    product_ref: str
+    edition: str
+    customer_email: str
+    customer_locale: str | None
+    seats: int
+    issued_at: datetime
+    expires_at: datetime | None
+    license_key: str
+    package_path: str | None
+    package_sha256: str | None
+    package_size: int | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+
+@dataclass(frozen=True)
+class PendingEmail:
+    id: int
+    license: LicenseRecord
+    sent: bool
+    superseded: bool
+
+
+@dataclass(frozen=True)
+class NewLink:
+    id: int
+    expires_at: datetime
+    max_downloads: int
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """What a token leads to. ``state``: usable, used, expired, replaced or revoked."""
+
+    id: int
+    license_id: uuid.UUID
+    product_ref: str
+    edition: str
+    state: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Consumed:
+    link_id: int
+    license_id: uuid.UUID
+    package_path: str | None
+    product_ref: str
+
+
+def _license(row: asyncpg.Record) -> LicenseRecord:
+    return LicenseRecord(**{key: row[key] for key in LicenseRecord.__dataclass_fields__})
+
+
+async def get(conn: asyncpg.Connection, license_id: uuid.UUID) -> LicenseRecord | None:
+    row = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE id = $1", license_id)
+    return _license(row) if row else None
+
+
+async def get_by_payment(conn: asyncpg.Connection, payment_id: int) -> LicenseRecord | None:
+    row = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE payment_id = $1", payment_id)
+    return _license(row) if row else None
+
+
+async def insert(
+    conn: asyncpg.Connection, license: License, *, payment_id: int, locale: str | None, key: str
+) -> LicenseRecord:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO licenses (id, payment_id, product_ref, edition, customer_email, customer_locale,
+            seats, issued_at, expires_at, license_key)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        RETURNING {_LICENSE_COLUMNS}
+        """,
+        uuid.UUID(license.license_id),
+        payment_id,
+        license.product,
+        license.edition,
+        license.customer_email,
+        locale,
+        license.seats,
+        license.issued_at,
+        license.expires_at,
+        key,
+    )
+    return _license(row)
+
+
+async def add_email(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str) -> int:
+    """A new email owed to the customer. The purchase email exists at most once per license:
+    asking for it again returns the existing row's id."""
+    email_id = await conn.fetchval(
+        """
+        INSERT INTO license_emails (license_id, reason) VALUES ($1, $2)
+        ON CONFLICT (license_id) WHERE reason = 'purchase' DO NOTHING
+        RETURNING id
+        """,
+        license_id,
+        reason,
+    )
+    if email_id is None:
+        email_id = await conn.fetchval(
+            "SELECT id FROM license_emails WHERE license_id = $1 AND reason = 'purchase'", license_id
+        )
+    return int(email_id)
+
+
+async def set_package(
+    conn: asyncpg.Connection, license_id: uuid.UUID, *, path: str, sha256: str, size: int
+) -> None:
+    await conn.execute(
+        "UPDATE licenses SET package_path = $2, package_sha256 = $3, package_size = $4, "
+        "package_built_at = now() WHERE id = $1",
+        license_id,
+        path,
+        sha256,
+        size,
+    )
+
+
+async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | None:
+    """The email and its license, the license row locked against revocation meanwhile.
+
+    FOR NO KEY UPDATE rather than FOR UPDATE: new download_links rows referencing the license
+    must still be insertable by this same transaction's foreign-key checks.
+    """
+    row = await conn.fetchrow(
+        f"""
+        SELECT e.sent_at IS NOT NULL AS sent, e.superseded_at IS NOT NULL AS superseded,
+               {", ".join("l." + c.strip() for c in _LICENSE_COLUMNS.split(","))}
+        FROM license_emails e JOIN licenses l ON l.id = e.license_id
+        WHERE e.id = $1
+        FOR NO KEY UPDATE OF l
+        """,
+        email_id,
+    )
+    if row is None:
+        return None
+    return PendingEmail(id=email_id, license=_license(row), sent=row["sent"], superseded=row["superseded"])
+
+
+async def invalidate_links(conn: asyncpg.Connection, license_id: uuid.UUID) -> int:
+    """Make every link of the license that still works stop working; returns how many."""
+    result = await conn.execute(
+        "UPDATE download_links SET invalidated_at = now() WHERE license_id = $1 AND invalidated_at IS NULL "
+        "AND used < max_downloads AND expires_at > now()",
+        license_id,
+    )
+    return int(result.split()[-1])
+
+
+async def create_link(
+    conn: asyncpg.Connection,
+    *,
+    license_id: uuid.UUID,
+    email_id: int,
+    token_sha256: bytes,
+    ttl_s: float,
+    max_downloads: int,
+) -> NewLink:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO download_links (license_id, email_id, token_sha256, expires_at, max_downloads)
+        VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
+        RETURNING id, expires_at, max_downloads
+        """,
+        license_id,
+        email_id,
+        token_sha256,
+        ttl_s,
+        max_downloads,
+    )
+    return NewLink(id=row["id"], expires_at=row["expires_at"], max_downloads=row["max_downloads"])
+
+
+async def note_email_attempt(conn: asyncpg.Connection, email_id: int) -> None:
+    await conn.execute("UPDATE license_emails SET attempts = attempts + 1 WHERE id = $1", email_id)
+
+
+async def note_email_failure(conn: asyncpg.Connection, email_id: int, error: str) -> None:
+    await conn.execute("UPDATE license_emails SET last_error = $2 WHERE id = $1", email_id, error[:500])
+
+
+async def mark_email_sent(conn: asyncpg.Connection, email_id: int, *, link_id: int, smtp_message_id: str) -> None:
+    await conn.execute(
+        "UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL WHERE id = $1",
+        email_id,
+        smtp_message_id,
+    )
+    await conn.execute("UPDATE download_links SET emailed_at = now() WHERE id = $1", link_id)
+
+
+async def supersede_unsent(conn: asyncpg.Connection, license_id: uuid.UUID) -> int:
+    """Unsent emails of the license will never go out (a newer email or a revocation replaces them)."""
+    result = await conn.execute(
+        "UPDATE license_emails SET superseded_at = now() "
+        "WHERE license_id = $1 AND sent_at IS NULL AND superseded_at IS NULL",
+        license_id,
+    )
+    return int(result.split()[-1])
+
+
+async def revoke(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str) -> bool:
+    """Revoke once; False when it already was. Its links and unsent emails die with it."""
+    revoked = await conn.fetchval(
+        "UPDATE licenses SET revoked_at = now(), revoked_reason = $2 "
+        "WHERE id = $1 AND revoked_at IS NULL RETURNING true",
+        license_id,
+        reason,
+    )
+    if not revoked:
+        return False
+    await invalidate_links(conn, license_id)
+    await supersede_unsent(conn, license_id)
+    return True
+
+
+_LINK_STATE = """
+    CASE WHEN l.revoked_at IS NOT NULL THEN 'revoked'
+         WHEN d.invalidated_at IS NOT NULL THEN 'replaced'
+         WHEN d.used >= d.max_downloads THEN 'used'
+         WHEN d.expires_at <= now() THEN 'expired'
+         ELSE 'usable' END
+"""
+
+
+async def view_link(conn: asyncpg.Connection, token_sha256: bytes) -> LinkView | None:
+    row = await conn.fetchrow(
+        f"""
+        SELECT d.id, d.license_id, l.product_ref, l.edition, d.expires_at, {_LINK_STATE} AS state
+        FROM download_links d JOIN licenses l ON l.id = d.license_id
+        WHERE d.token_sha256 = $1
+        """,
+        token_sha256,
+    )
+    return LinkView(**dict(row)) if row else None
+
+
+async def consume_link(conn: asyncpg.Connection, token_sha256: bytes) -> Consumed | None:
+    """Count one download if the link still works, atomically: of two simultaneous requests on
+    a one-download link, exactly one gets a row back."""
+    row = await conn.fetchrow(
+        """
+        UPDATE download_links d SET used = d.used + 1, last_used_at = now()
+        FROM licenses l
+        WHERE d.token_sha256 = $1 AND l.id = d.license_id
+          AND d.used < d.max_downloads AND d.expires_at > now() AND d.invalidated_at IS NULL
+          AND l.revoked_at IS NULL
+        RETURNING d.id AS link_id, d.license_id, l.package_path, l.product_ref
+        """,
+        token_sha256,
+    )
+    return Consumed(**dict(row)) if row else None
+
+
+async def log_download(
+    conn: asyncpg.Connection,
+    *,
+    link_id: int | None,
+    license_id: uuid.UUID | None,
+    outcome: str,
+    client_ip: str | None,
+    user_agent: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO download_log (link_id, license_id, outcome, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5)",
+        link_id,
+        license_id,
+        outcome,
+        client_ip,
+        (user_agent or "")[:300] or None,
+    )
+
+
+async def delete_dead_links(conn: asyncpg.Connection, *, retention_s: float) -> int:
+    """Links that stopped working (expired, used up or replaced) more than ``retention_s`` ago."""
+    result = await conn.execute(
+        """
+        DELETE FROM download_links
+        WHERE greatest(
+            CASE WHEN expires_at <= now() THEN expires_at END,
+            CASE WHEN used >= max_downloads THEN last_used_at END,
+            invalidated_at
+        ) < now() - make_interval(secs => $1)
+        """,
+        retention_s,
+    )
+    return int(result.split()[-1])
+
+
+async def lock_idle_packages(
+    conn: asyncpg.Connection, *, retention_s: float, limit: int = 500
+) -> list[tuple[uuid.UUID, str]]:
+    """Packages built more than ``retention_s`` ago that no working link or unsent email needs,
+    locked for the caller's transaction (a concurrent send waits, then rebuilds: same bytes,
+    same SHA-256)."""
+    rows = await conn.fetch(
+        """
+        SELECT l.id, l.package_path FROM licenses l
+        WHERE l.package_path IS NOT NULL
+          AND l.package_built_at < now() - make_interval(secs => $1)
+          AND (l.revoked_at IS NOT NULL OR (
+              NOT EXISTS (
+                  SELECT 1 FROM download_links d WHERE d.license_id = l.id AND d.invalidated_at IS NULL
+                    AND d.used < d.max_downloads AND d.expires_at > now())
+              AND NOT EXISTS (
+                  SELECT 1 FROM license_emails e WHERE e.license_id = l.id
+                    AND e.sent_at IS NULL AND e.superseded_at IS NULL)))
+        LIMIT $2
+        FOR NO KEY UPDATE OF l SKIP LOCKED
+        """,
+        retention_s,
+        limit,
+    )
+    return [(row["id"], row["package_path"]) for row in rows]
+
+
+async def clear_package(conn: asyncpg.Connection, license_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE licenses SET package_path = NULL, package_sha256 = NULL, package_size = NULL, "
+        "package_built_at = NULL WHERE id = $1",
+        license_id,
+    )

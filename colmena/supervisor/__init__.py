@@ -1,0 +1,1 @@
+"""Bot supervision: runtimes (Docker, local process), restart policy, health, tenant secrets."""

@@ -1,0 +1,284 @@
+"""Tenants' bots as hardened Docker containers.
+
+One container per tenant, named after it so the engine itself refuses a second one, and
+labelled so a single filtered listing returns every bot of this colmena instance. Docker's
+own restart policy stays "no": colmena decides about restarts (restart_policy.py) so that
+backoff, crashloop and metrics live in one place. Blocking SDK calls; async callers use a
+thread.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import structlog
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import LogConfig
+
+from colmena.supervisor.runtime import (
+    CONFIG_HASH_LABEL,
+    CONFIG_VERSION_LABEL,
+    INSTANCE_LABEL,
+    TENANT_LABEL,
+    BotNotFound,
+    BotSpec,
+    BotState,
+    BotStatus,
+)
+
+log = structlog.get_logger(__name__)
+
+NOBODY = "65534:65534"
+_TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_EXIT_STATUS = re.compile(r"^Exited \((-?\d+)\)")
+_STATES = {
+    "running": BotState.RUNNING,
+    "created": BotState.CREATED,
+    "exited": BotState.EXITED,
+    "dead": BotState.EXITED,
+}
+
+
+def docker_available(base_url: str | None = None, timeout_s: int = 3) -> bool:
+    """Whether an engine answers; `colmena dev` falls back to local processes otherwise."""
+    try:
+        client = _connect(base_url, timeout_s)
+    except DockerException:
+        return False
+    try:
+        return bool(client.ping())
+    except DockerException:
+        return False
+    finally:
+        client.close()
+
+
+def _connect(base_url: str | None, timeout_s: int) -> docker.DockerClient:
+    if base_url is None:
+        return docker.from_env(timeout=timeout_s)
+    return docker.DockerClient(base_url=base_url, timeout=timeout_s)
+
+
+class DockerRuntime:
+    """Runtime protocol over the Docker Engine API.
+
+    `instance` labels this colmena deployment's bots so that two deployments (or parallel
+    test runs) sharing an engine never list, or remove, each other's containers.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        image: str,
+        network_mode: str = "none",
+        instance: str = "default",
+        user: str = NOBODY,
+        tmpfs_size: str = "16m",
+        log_max_size: str = "10m",
+    ) -> None:
+        self._client = client
+        self._image = image
+        self._network_mode = network_mode
+        self._instance = instance
+        self._user = user
+        self._tmpfs = {"/tmp": f"rw,noexec,nosuid,nodev,size={tmpfs_size}"}
+        self._log_config = LogConfig(
+            type=LogConfig.types.JSON, config={"max-size": log_max_size, "max-file": "2"}
+        )
+
+    @property
+    def instance(self) -> str:
+        return self._instance
+
+    @classmethod
+    def connect(
+        cls, base_url: str | None = None, *, timeout_s: int = 30, **options: Any
+    ) -> DockerRuntime:
+        """Open the one client this runtime keeps; None means the environment's engine."""
+        return cls(_connect(base_url, timeout_s), **options)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def list_bots(self) -> list[BotStatus]:
+        """One filtered listing; only bots that have stopped are inspected as well.
+
+        The listing carries no exit time, which the restart backoff needs; stopped bots are
+        few, so the cost stays one call per pass plus one per stopped bot.
+        """
+        rows = self._client.api.containers(
+            all=True, filters={"label": [f"{INSTANCE_LABEL}={self._instance}"]}
+        )
+        bots = []
+        for row in rows:
+            status = _status_from_listing(row)
+            if status.state is BotState.EXITED:
+                status = self._inspect_status(row["Id"]) or status
+            bots.append(status)
+        return bots
+
+    def start_bot(self, spec: BotSpec) -> BotStatus:
+        name = self._name(spec.tenant_id)
+        self._stop_and_remove(name, timeout_s=10)
+        api = self._client.api
+        limits = spec.limits
+        host_config = api.create_host_config(
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            nano_cpus=limits.nano_cpus,
+            pids_limit=limits.pids,
+            read_only=True,
+            tmpfs=self._tmpfs,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            network_mode=self._network_mode,
+            restart_policy={"Name": "no"},
+            log_config=self._log_config,
+        )
+        created = api.create_container(
+            self._image,
+            name=name,
+            user=self._user,
+            environment=spec.environment(),
+            labels={
+                INSTANCE_LABEL: self._instance,
+                TENANT_LABEL: spec.tenant_id,
+                CONFIG_VERSION_LABEL: str(spec.config_version),
+                CONFIG_HASH_LABEL: spec.config_hash,
+            },
+            host_config=host_config,
+        )
+        api.start(created["Id"])
+        log.info(
+            "bot_started",
+            tenant_id=spec.tenant_id,
+            container_id=created["Id"][:12],
+            config_version=spec.config_version,
+        )
+        status = self._inspect_status(created["Id"])
+        if status is None:
+            raise BotNotFound(spec.tenant_id)
+        return status
+
+    def stop_bot(self, tenant_id: str, timeout_s: int = 10) -> None:
+        self._stop_and_remove(self._name(tenant_id), timeout_s)
+        log.info("bot_stopped", tenant_id=tenant_id)
+
+    def remove_bot(self, bot_id: str, timeout_s: int = 10) -> None:
+        self._stop_and_remove(bot_id, timeout_s)
+        log.info("bot_removed", container_id=bot_id[:12])
+
+    def logs(self, tenant_id: str, tail: int = 100) -> list[str]:
+        try:
+            raw: bytes = self._client.api.logs(self._name(tenant_id), tail=tail)
+        except NotFound as exc:
+            raise BotNotFound(tenant_id) from exc
+        return raw.decode("utf-8", errors="replace").splitlines()
+
+    def follow_logs(self, tenant_id: str, tail: int = 0) -> DockerLogStream:
+        try:
+            chunks = self._client.api.logs(
+                self._name(tenant_id), stream=True, follow=True, tail=tail
+            )
+        except NotFound as exc:
+            raise BotNotFound(tenant_id) from exc
+        return DockerLogStream(chunks)
+
+    def _name(self, tenant_id: str) -> str:
+        if not _TENANT_ID.match(tenant_id):
+            raise ValueError(f"tenant id {tenant_id!r} cannot name a container")
+        return f"colmena-{self._instance}-{tenant_id}"
+
+    def _stop_and_remove(self, ref: str, timeout_s: int) -> None:
+        api = self._client.api
+        try:
+            api.stop(ref, timeout=timeout_s)
+            api.remove_container(ref, force=True)
+        except NotFound:
+            return
+        except APIError as exc:
+            # 409: the engine is already removing it, which is what we want.
+            if exc.status_code != 409:
+                raise
+
+    def _inspect_status(self, ref: str) -> BotStatus | None:
+        try:
+            attrs = self._client.api.inspect_container(ref)
+        except NotFound:
+            return None
+        labels = attrs["Config"].get("Labels") or {}
+        state = attrs["State"]
+        bot_state = _STATES.get(state["Status"], BotState.UNKNOWN)
+        exited = bot_state is BotState.EXITED
+        return BotStatus(
+            bot_id=attrs["Id"],
+            tenant_id=labels.get(TENANT_LABEL),
+            state=bot_state,
+            config_version=_int_or_none(labels.get(CONFIG_VERSION_LABEL)),
+            config_hash=labels.get(CONFIG_HASH_LABEL),
+            started_at=_docker_time(state.get("StartedAt")),
+            finished_at=_docker_time(state.get("FinishedAt")) if exited else None,
+            exit_code=state.get("ExitCode") if exited else None,
+            oom_killed=bool(state.get("OOMKilled")),
+        )
+
+
+class DockerLogStream:
+    """Container output as lines; the engine sends chunks that need not end at a newline."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._lines: deque[str] = deque()
+        self._partial = b""
+
+    def __iter__(self) -> DockerLogStream:
+        return self
+
+    def __next__(self) -> str:
+        while not self._lines:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                if not self._partial:
+                    raise StopIteration
+                chunk, self._partial = b"\n", self._partial
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            self._lines.extend(line.decode("utf-8", errors="replace") for line in complete)
+        return self._lines.popleft()
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _status_from_listing(row: dict[str, Any]) -> BotStatus:
+    labels = row.get("Labels") or {}
+    bot_state = _STATES.get(row.get("State", ""), BotState.UNKNOWN)
+    exit_match = _EXIT_STATUS.match(row.get("Status", ""))
+    return BotStatus(
+        bot_id=row["Id"],
+        tenant_id=labels.get(TENANT_LABEL),
+        state=bot_state,
+        config_version=_int_or_none(labels.get(CONFIG_VERSION_LABEL)),
+        config_hash=labels.get(CONFIG_HASH_LABEL),
+        exit_code=int(exit_match.group(1)) if exit_match else None,
+    )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
+def _docker_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 with nanoseconds; its zero time means "never"."""
+    if not value or value.startswith("0001-"):
+        return None
+    stamp, _, fraction = value.rstrip("Z").partition(".")
+    micros = (fraction + "000000")[:6]
+    return datetime.fromisoformat(f"{stamp}.{micros}").replace(tzinfo=UTC)

@@ -1,0 +1,269 @@
+"""Tenants' bots as local processes, for `colmena dev` when no Docker engine answers.
+
+Same protocol and bot script as the container runtime, weaker isolation: rlimits bound the
+bot's memory and CPU time, a new session lets a stop reach the bot's children, and each
+tenant gets one log file that the health check and log routes read like container output.
+Bots live as long as this object's owner: `close()` stops them all, and the reconciler
+starts them again on the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from colmena.supervisor.runtime import BotNotFound, BotSpec, BotState, BotStatus
+
+log = structlog.get_logger(__name__)
+
+_TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_FOLLOW_POLL_S = 0.2
+# Environment a shell needs to find its tools; nothing else of colmena's own leaks through.
+_BASE_ENV = ("PATH", "LANG", "TZ")
+
+
+@dataclass
+class _Bot:
+    bot_id: str
+    spec: BotSpec
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class ProcessRuntime:
+    """Runtime protocol over local subprocesses running the bot script.
+
+    Limits set before the script runs: address space (the plan's memory), CPU seconds per
+    run (a spinning bot is killed, then restarted with backoff like any crash), no core
+    files and a bounded number of open files; the bot also gets a lower scheduling priority.
+    The shell's `ulimit` sets them rather than a `preexec_fn`, which can deadlock the child
+    when the parent has threads, and callers run this runtime from worker threads.
+    RLIMIT_NPROC is deliberately not set: it counts every process of the user, not of the
+    bot, so any useful value would break either the bot or the developer's session.
+    """
+
+    def __init__(
+        self,
+        script: Path,
+        log_dir: Path,
+        *,
+        shell: Sequence[str] = ("/bin/sh",),
+        cpu_seconds: int = 600,
+        open_files: int = 256,
+        niceness: int = 10,
+    ) -> None:
+        self._script = script
+        self._log_dir = log_dir
+        self._shell = tuple(shell)
+        self._cpu_seconds = cpu_seconds
+        self._open_files = open_files
+        self._niceness = niceness
+        self._bots: dict[str, _Bot] = {}
+        self._lock = threading.Lock()
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def list_bots(self) -> list[BotStatus]:
+        with self._lock:
+            bots = list(self._bots.values())
+        return [_status(bot) for bot in bots]
+
+    def start_bot(self, spec: BotSpec) -> BotStatus:
+        log_path = self._log_path(spec.tenant_id)
+        self.stop_bot(spec.tenant_id)
+        env = {name: os.environ[name] for name in _BASE_ENV if name in os.environ}
+        env.update(spec.environment())
+        # A fresh log per run, as a new container has: an old heartbeat must not vouch
+        # for the new process.
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                self._command(spec.limits.memory_bytes),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._log_dir,
+                start_new_session=True,
+            )
+        os.setpriority(os.PRIO_PROCESS, process.pid, self._niceness)
+        bot = _Bot(
+            bot_id=f"proc-{uuid.uuid4().hex[:12]}",
+            spec=spec,
+            process=process,
+            log_path=log_path,
+            started_at=datetime.now(UTC),
+        )
+        with self._lock:
+            self._bots[spec.tenant_id] = bot
+        threading.Thread(target=_reap, args=(bot,), daemon=True, name=f"reap-{bot.bot_id}").start()
+        log.info(
+            "bot_started",
+            tenant_id=spec.tenant_id,
+            pid=process.pid,
+            config_version=spec.config_version,
+        )
+        return _status(bot)
+
+    def stop_bot(self, tenant_id: str, timeout_s: int = 10) -> None:
+        with self._lock:
+            bot = self._bots.pop(tenant_id, None)
+        if bot is not None:
+            _terminate(bot.process, timeout_s)
+            log.info("bot_stopped", tenant_id=tenant_id)
+
+    def remove_bot(self, bot_id: str, timeout_s: int = 10) -> None:
+        with self._lock:
+            tenant_id = next((t for t, b in self._bots.items() if b.bot_id == bot_id), None)
+        if tenant_id is not None:
+            self.stop_bot(tenant_id, timeout_s)
+
+    def logs(self, tenant_id: str, tail: int = 100) -> list[str]:
+        bot = self._bot(tenant_id)
+        with bot.log_path.open("rb") as handle:
+            lines = deque(handle, maxlen=tail) if tail > 0 else ()
+        return [line.decode("utf-8", errors="replace").rstrip("\n") for line in lines]
+
+    def follow_logs(self, tenant_id: str, tail: int = 0) -> FileLogStream:
+        bot = self._bot(tenant_id)
+        return FileLogStream(bot.log_path, bot.process, tail)
+
+    def pid(self, tenant_id: str) -> int:
+        """The bot's process id, for operators and tests that act on it from outside."""
+        return self._bot(tenant_id).process.pid
+
+    def close(self) -> None:
+        with self._lock:
+            tenants = list(self._bots)
+        for tenant_id in tenants:
+            self.stop_bot(tenant_id)
+
+    def _bot(self, tenant_id: str) -> _Bot:
+        with self._lock:
+            bot = self._bots.get(tenant_id)
+        if bot is None:
+            raise BotNotFound(tenant_id)
+        return bot
+
+    def _log_path(self, tenant_id: str) -> Path:
+        if not _TENANT_ID.match(tenant_id):
+            raise ValueError(f"tenant id {tenant_id!r} cannot name a log file")
+        return self._log_dir / f"{tenant_id}.log"
+
+    def _command(self, memory_bytes: int) -> list[str]:
+        """The shell limits itself, then becomes the bot script (limits survive exec)."""
+        limit_then_exec = (
+            'ulimit -v "$1" && ulimit -t "$2" && ulimit -c 0 && ulimit -n "$3" '
+            '&& shift 3 && exec "$@"'
+        )
+        return [
+            *self._shell,
+            "-c",
+            limit_then_exec,
+            "colmena-bot",
+            str(memory_bytes // 1024),
+            str(self._cpu_seconds),
+            str(self._open_files),
+            *self._shell,
+            str(self._script),
+        ]
+
+
+class FileLogStream:
+    """Follows a bot's log file until the bot has exited and the file is drained."""
+
+    def __init__(self, path: Path, process: subprocess.Popen[bytes], tail: int) -> None:
+        self._handle = path.open("rb")
+        self._process = process
+        self._lines: deque[str] = deque()
+        self._partial = b""
+        self._closed = threading.Event()
+        # Read what exists through the same handle that follows, so no line falls between
+        # the backlog and the follow.
+        self._take(self._handle.read())
+        backlog = list(self._lines)[-tail:] if tail > 0 else []
+        self._lines = deque(backlog)
+
+    def __iter__(self) -> FileLogStream:
+        return self
+
+    def __next__(self) -> str:
+        while not self._lines:
+            if self._closed.is_set():
+                self._handle.close()
+                raise StopIteration
+            exited = self._process.poll() is not None
+            chunk = self._handle.read()
+            if chunk:
+                self._take(chunk)
+            elif exited:
+                self.close()
+                if self._partial:
+                    self._lines.append(self._partial.decode("utf-8", errors="replace"))
+                    self._partial = b""
+            else:
+                self._closed.wait(_FOLLOW_POLL_S)
+        return self._lines.popleft()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _take(self, chunk: bytes) -> None:
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
+        self._lines.extend(line.decode("utf-8", errors="replace") for line in complete)
+
+
+def _reap(bot: _Bot) -> None:
+    """Record the exit time as it happens: the restart backoff counts from it."""
+    bot.process.wait()
+    bot.finished_at = datetime.now(UTC)
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: int) -> None:
+    """SIGTERM the bot's whole session, then SIGKILL it, like `docker stop`."""
+    if process.poll() is not None:
+        # Already reaped: its pid may belong to someone else by now.
+        return
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
+def _status(bot: _Bot) -> BotStatus:
+    code = bot.process.poll()
+    if code is None:
+        state, exit_code = BotState.RUNNING, None
+    else:
+        # Report signals as a shell (and Docker) does: 128 + signal number.
+        state, exit_code = BotState.EXITED, code if code >= 0 else 128 - code
+    return BotStatus(
+        bot_id=bot.bot_id,
+        tenant_id=bot.spec.tenant_id,
+        state=state,
+        config_version=bot.spec.config_version,
+        config_hash=bot.spec.config_hash,
+        started_at=bot.started_at,
+        finished_at=(bot.finished_at or datetime.now(UTC)) if code is not None else None,
+        exit_code=exit_code,
+    )

@@ -1,0 +1,176 @@
+"""What a reconciler needs from something that runs tenants' bots.
+
+Two implementations exist (Docker containers and local processes); the reconciler only sees
+this protocol, so it converges desired and actual state the same way on a laptop and in
+production. Calls are blocking: async callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import json
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+TENANT_LABEL = "colmena.tenant"
+INSTANCE_LABEL = "colmena.instance"
+CONFIG_VERSION_LABEL = "colmena.config-version"
+CONFIG_HASH_LABEL = "colmena.config-hash"
+
+# Environment the bot reads; secrets arrive under the names the caller chooses.
+CONFIG_ENV = "BOT_CONFIG"
+CONFIG_VERSION_ENV = "BOT_CONFIG_VERSION"
+TENANT_ENV = "BOT_TENANT"
+
+
+class BotState(enum.StrEnum):
+    """Runtime-neutral lifecycle; Docker's finer states map onto these."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class BotLimits:
+    """Resource limits from the tenant's plan.
+
+    CPU is counted in millicpus (1000 = one core) to keep it an integer end to end.
+    """
+
+    memory_bytes: int
+    cpu_millis: int
+    pids: int = 64
+
+    @property
+    def nano_cpus(self) -> int:
+        return self.cpu_millis * 1_000_000
+
+
+@dataclass(frozen=True)
+class BotSpec:
+    """Everything needed to create one tenant's bot.
+
+    `env` holds non-secret knobs for the bot (e.g. BOT_HEARTBEAT_SECONDS). `secrets` holds
+    decrypted provider keys; it reaches the bot's environment only and is deliberately left
+    out of `config_hash`, labels, logs and `repr`.
+    """
+
+    tenant_id: str
+    config: Mapping[str, Any]
+    config_version: int
+    limits: BotLimits
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def config_hash(self) -> str:
+        """Changes whenever the bot must be recreated: its config, version or plan limits."""
+        canonical = json.dumps(
+            {
+                "config": self.config,
+                "version": self.config_version,
+                "limits": [self.limits.memory_bytes, self.limits.cpu_millis, self.limits.pids],
+                "env": dict(self.env),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def environment(self) -> dict[str, str]:
+        env = {**self.env, **self.secrets}
+        env[CONFIG_ENV] = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
+        env[CONFIG_VERSION_ENV] = str(self.config_version)
+        env[TENANT_ENV] = self.tenant_id
+        return env
+
+
+@dataclass(frozen=True)
+class BotStatus:
+    """One bot as the runtime sees it.
+
+    `tenant_id` is None for something carrying colmena's instance label but no tenant: the
+    reconciler removes those. Exit fields are set only once the bot has exited; an exit code
+    above 128 means it died from signal (code - 128), as in a shell. A listing may leave
+    `started_at` unset for running bots (Docker's listing does not carry it).
+    """
+
+    bot_id: str
+    tenant_id: str | None
+    state: BotState
+    config_version: int | None
+    config_hash: str | None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+
+class BotNotFound(LookupError):
+    """The tenant has no bot in this runtime."""
+
+
+class LogStream(Protocol):
+    """A blocking iterator of log lines that another thread may `close()` to end it."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __next__(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """Runs at most one bot per tenant, labelled so one listing finds them all."""
+
+    def list_bots(self) -> list[BotStatus]:
+        """Every bot of this colmena instance, running or not, in one listing."""
+        ...
+
+    def start_bot(self, spec: BotSpec) -> BotStatus:
+        """Replace whatever the tenant had with a fresh bot built from `spec`, started."""
+        ...
+
+    def stop_bot(self, tenant_id: str, timeout_s: int = 10) -> None:
+        """Stop the tenant's bot (SIGTERM, then SIGKILL after the timeout) and forget it."""
+        ...
+
+    def remove_bot(self, bot_id: str, timeout_s: int = 10) -> None:
+        """Like `stop_bot` by id, for bots whose tenant is unknown."""
+        ...
+
+    def logs(self, tenant_id: str, tail: int = 100) -> list[str]:
+        """The last `tail` lines the bot wrote; raises BotNotFound."""
+        ...
+
+    def follow_logs(self, tenant_id: str, tail: int = 0) -> LogStream:
+        """Lines as they are written, starting with the last `tail`; raises BotNotFound."""
+        ...
+
+    def close(self) -> None:
+        """Release the runtime's resources."""
+        ...
+
+
+async def follow_logs_async(stream: LogStream) -> AsyncGenerator[str, None]:
+    """Adapt a blocking LogStream for asyncio (SSE/WebSocket handlers).
+
+    Each line is read in a worker thread. Iterate under `contextlib.aclosing` (breaking out
+    of `async for` alone does not finalize an async generator): leaving early, or being
+    cancelled when the client goes away, then closes the stream at once, which also
+    unblocks the thread still waiting for a line.
+    """
+    try:
+        while True:
+            line = await asyncio.to_thread(next, stream, None)
+            if line is None:
+                return
+            yield line
+    finally:
+        stream.close()
