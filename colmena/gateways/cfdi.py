@@ -19,7 +19,6 @@ from typing import Any
 import structlog
 from cryptography import x509
 from lxml import etree
-from satcfdi import render
 from satcfdi.cfdi import CFDI
 from satcfdi.create.cfd import cfdi40
 from satcfdi.exceptions import SchemaValidationError
@@ -299,18 +298,19 @@ table.nb tr:first-child td:nth-child(4) { width: 22%; }
 
 
 @functools.cache
-def _weasyprint() -> tuple[Any, list[Any]]:
-    """weasyprint needs pango: imported on first use so colmena runs (without PDFs) where it is
-    missing."""
+def _weasyprint() -> tuple[Any, Any, list[Any]]:
+    """weasyprint (through satcfdi.render) needs pango and takes ~1.7 s to import: loaded on
+    first use, so processes that never render a PDF start fast and run where pango is missing."""
     import weasyprint
+    from satcfdi import render
 
     # It warns about satcfdi's template CSS (`vertical-align: center`) on every page.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    return weasyprint, [render.PDF_CSS, weasyprint.CSS(string=_FAST_LAYOUT)]
+    return weasyprint, render, [render.PDF_CSS, weasyprint.CSS(string=_FAST_LAYOUT)]
 
 
 def render_pdf(xml: bytes) -> bytes:
     """The printed representation (representación impresa) of a stamped CFDI."""
-    weasyprint, stylesheets = _weasyprint()
+    weasyprint, render, stylesheets = _weasyprint()
     html = render.html_str(CFDI.from_string(xml))
     return weasyprint.HTML(string=html).write_pdf(stylesheets=stylesheets)
