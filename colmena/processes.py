@@ -18,6 +18,7 @@ from aiohttp import web
 
 from colmena.config import Settings, SettingsError
 from colmena.config.logging import configure_logging
+from colmena.ops.exposition import serve_metrics
 from colmena.publisher import AmqpPublisher
 from colmena.resources import Resources
 from colmena.store.migrate import SchemaNotMigrated, apply_migrations, ensure_migrated
@@ -118,6 +119,7 @@ def run_scheduler(settings: Settings) -> None:
     configure_logging(dev=settings.env == "dev", level=settings.log_level)
     asyncio.run(check_database(settings.require_database_url()))
     resources = amqp_resources(settings)
+    serve_metrics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -13,6 +13,7 @@ ACTOR_MODULES = (
     "rates",
     "licenses",
     "stamping",
+    "bots",
 )
 
 

@@ -247,6 +247,7 @@ async def scrape(
         observations, error = await fetch(source, settings), None
     except FETCH_ERRORS as exc:
         observations, error = [], exc
+    health: store.SourceHealth | None = None
     async with conn.transaction():
         await store.lock_source(conn, source)
         if run_key is not None and await store.run_done(conn, source, run_key):
@@ -266,9 +267,10 @@ async def scrape(
                 conn, source, report.outcome, report.error or report.outcome, stale_after=settings.rates_stale_after
             )
             report.stale = health.stale
-            _log_failure(report, health)
         await store.record_scrape(conn, source, run_key, report.outcome, report.error)
     SCRAPES.labels(source=source.value, outcome=report.outcome).inc()
+    if health is not None:
+        _log_failure(report, health)
     _log_result(report)
     return report
 

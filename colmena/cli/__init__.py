@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from colmena.cli import core, invoices, licenses, payments, rates
+from colmena.cli import core, invoices, licenses, payments, rates, status, tenants
 from colmena.config import SettingsError
 from colmena.processes import StartupError
 
@@ -38,6 +38,8 @@ COMMAND_MODULES = [
     rates,
     licenses,
     invoices,
+    status,
+    tenants,
 ]
 for module in COMMAND_MODULES:
     for command in module.COMMANDS:

@@ -45,7 +45,8 @@ OUTBOX_OLDEST_AGE = Gauge(
     multiprocess_mode="max",
 )
 QUEUE_DEPTH = Gauge(
-    "colmena_queue_depth", "Messages ready in a queue.", ["queue", "kind"], multiprocess_mode="max"
+    "colmena_queue_depth", "Messages waiting in a queue, by kind (ready, delayed, dead).", ["queue", "kind"],
+    multiprocess_mode="max",
 )
 DEAD_LETTERS = Counter(
     "colmena_dead_letters_total", "Messages that exhausted their retries.", ["queue", "actor"]
@@ -98,4 +99,21 @@ INVOICES = Counter(
 )
 CSD_DAYS_LEFT = Gauge(
     "colmena_csd_days_left", "Days until the issuer's CSD (sello digital) expires.", multiprocess_mode="livemin"
+)
+
+# Operations (read from RabbitMQ by the ingress at scrape time; queue is the unprefixed domain queue)
+QUEUE_CONSUMERS = Gauge(
+    "colmena_queue_consumers", "Consumers attached to a queue.", ["queue"], multiprocess_mode="max"
+)
+
+# Tenant bots (colmena_bots is read from the database by the ingress at scrape time)
+BOTS = Gauge(
+    "colmena_bots", "Tenants' bots by state (running, unhealthy, backoff, crashloop, stopped, unknown).", ["state"],
+    multiprocess_mode="mostrecent",
+)
+BOT_RESTARTS = Counter("colmena_bot_restarts_total", "Crashed bots restarted by the supervisor.")
+BOT_CRASHLOOPS = Counter("colmena_bot_crashloops_total", "Bots that entered crashloop (restarts stopped).")
+BOT_RECONCILE_SECONDS = Histogram(
+    "colmena_bot_reconcile_duration_seconds", "Reconcile duration, one tenant or a full pass.", ["scope"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from colmena.config.bots_settings import BotsSettings
 from colmena.config.license_settings import LicenseSettings
 from colmena.config.payments_settings import PaymentsSettings
 from colmena.config.rates_settings import RatesSettings
@@ -44,6 +45,7 @@ class Settings(
     LicenseSettings,
     RatesSettings,
     StampingSettings,
+    BotsSettings,
 ):
     """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
 

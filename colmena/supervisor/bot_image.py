@@ -28,7 +28,7 @@ _APPLETS = ("sh", "sleep", "date", "cat", "kill")
 
 
 def bot_script() -> bytes:
-    """The packaged bot script (colmena/supervisor/bot.sh, a link to ops/bot/bot.sh)."""
+    """The packaged bot script (colmena/supervisor/bot.sh; ops/bot/bot.sh links to it)."""
     return Path(__file__).with_name("bot.sh").read_bytes()
 
 

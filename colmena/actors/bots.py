@@ -1,0 +1,339 @@
+"""Bot supervision (queue "bots"): plan changes, tenant commands and the reconciler.
+
+Actors:
+- `apply_plan(tenant_ref, plan, active, source, provider_at)`: the payments follow-up. Applies
+  an upgrade or downgrade (a downgrade stops live mode and drops symbols over the new limit),
+  ignores a stale one (older provider time than the change already applied) and records every
+  message in `plan_changes`. A tenant colmena does not know yet is recorded, not dead-lettered:
+  `colmena tenants create --id <tenant_ref>` applies what waited for it.
+- `run_command(command_id)`: converges a tenant after a start/stop/restart/configure command
+  and records done or failed with the reason. The HTTP handler already stored the desired state
+  (so a tenant's commands take effect in the order they were accepted); this only makes it so.
+- `reconcile_tenant(tenant_id)`: converge one tenant (plan changes, `colmena bots reset`).
+
+Scheduled: `bots-reconcile` ticks every few seconds; every COLMENA_BOT_RECONCILE_INTERVAL_SECONDS
+it runs `reconcile_all` (one label-filtered listing for every tenant), in between it only
+restarts bots whose backoff has elapsed, so restarts keep close to the policy's delays.
+
+Per-tenant serialization: everything that acts on a tenant's bot holds the tenant's PostgreSQL
+advisory lock, so two commands (or a command and the reconciler) never race; different tenants
+proceed in parallel. Docker SDK calls block, so they run in threads. Provider keys are decrypted
+only to create a bot and go nowhere but its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from apscheduler.triggers.interval import IntervalTrigger
+
+from colmena.actors.outbox import publish_now
+from colmena.broker import PermanentError, actor
+from colmena.config import Settings
+from colmena.config.metrics import BOT_CRASHLOOPS, BOT_RECONCILE_SECONDS, BOT_RESTARTS
+from colmena.domain.tenants import PlanLimits, decide_plan_change, fit_to_plan
+from colmena.resources import Resources
+from colmena.scheduler import scheduled
+from colmena.store import tenants as store
+from colmena.store.outbox import OutboxMessage
+from colmena.supervisor.health import check_health
+from colmena.supervisor.keys import secret_box
+from colmena.supervisor.reconciler import (
+    Do,
+    Step,
+    decide,
+    policy_from,
+    spec_for,
+    with_keys,
+)
+from colmena.supervisor.restart_policy import RestartState
+from colmena.supervisor.runtime import BotState, BotStatus, Runtime
+from colmena.supervisor.runtimes import runtime_for
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "bots"
+TICK_S = 5
+_last_full_pass: dict[str, float] = {}
+
+
+async def runtime_of(settings: Settings) -> Runtime:
+    return await asyncio.to_thread(runtime_for, settings)
+
+
+# Plans -----------------------------------------------------------------------------------------
+
+def _provider_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise PermanentError(f"provider_at is not an ISO-8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise PermanentError("provider_at must carry a timezone")
+    return parsed
+
+
+async def change_plan(
+    conn: asyncpg.Connection, tenant_ref: str, plan: str, active: bool, source: str, provider_at: datetime
+) -> tuple[str, OutboxMessage | None]:
+    """Apply one plan change inside the caller's transaction; (outcome, reconcile message)."""
+    if await store.get_plan(conn, plan) is None:
+        raise PermanentError(f"unknown plan {plan!r}")
+    async def record(outcome: str, reason: str) -> None:
+        await store.record_plan_change(conn, tenant_ref=tenant_ref, plan=plan, active=active, source=source,
+                                       provider_at=provider_at, outcome=outcome, reason=reason)
+
+    tenant = await store.get_tenant(conn, tenant_ref, for_update=True)
+    if tenant is None:
+        await record("unknown_tenant", "no such tenant yet; `colmena tenants create --id` applies it")
+        log.warning("plan change for an unknown tenant recorded", tenant_id=tenant_ref, plan=plan, active=active)
+        return "unknown_tenant", None
+    decision = decide_plan_change(
+        current_plan=tenant.plan, current_source=tenant.plan_source, current_at=tenant.plan_provider_at,
+        plan=plan, active=active, source=source, provider_at=provider_at,
+    )
+    await record(decision.outcome, decision.reason)
+    if decision.plan is None:
+        log.info("plan change not applied", tenant_id=tenant_ref, outcome=decision.outcome, reason=decision.reason)
+        return decision.outcome, None
+    await store.set_plan(conn, tenant_ref, decision.plan, source=source, provider_at=provider_at)
+    new_plan = await store.get_plan(conn, decision.plan)
+    assert new_plan is not None
+    bot = await store.get_bot(conn, tenant_ref, for_update=True)
+    assert bot is not None
+    fitted = fit_to_plan(bot.config, PlanLimits(new_plan.max_symbols, new_plan.live_allowed))
+    if fitted != bot.config:
+        version = await store.set_config(conn, tenant_ref, fitted)
+        log.info("bot config fitted to the new plan", tenant_id=tenant_ref, plan=decision.plan,
+                 mode=fitted.get("mode"), config_version=version)
+    log.info("plan applied", tenant_id=tenant_ref, old_plan=tenant.plan, plan=decision.plan, reason=decision.reason)
+    return "applied", await store.record_reconcile(conn, tenant_ref)
+
+
+@actor(queue=QUEUE, name="apply_plan")
+async def apply_plan(
+    resources: Resources, tenant_ref: str, plan: str, active: bool, source: str, provider_at: str
+) -> None:
+    """Move a tenant to the plan the payments side says is (or no longer is) paid for."""
+    at = _provider_time(provider_at)
+    async with resources.pool.acquire() as conn:
+        async with conn.transaction():
+            _, row = await change_plan(conn, tenant_ref, plan, bool(active), source, at)
+        await publish_now(resources.pool, resources.publisher, [row])
+
+
+# Commands and reconciling one tenant ----------------------------------------------------------
+
+async def _decrypted_keys(conn: asyncpg.Connection, settings: Settings, tenant_id: str) -> dict[str, str]:
+    ciphertexts = await store.key_ciphertexts(conn, tenant_id)
+    if not ciphertexts:
+        return {}
+    box = secret_box(settings)
+    return {provider: box.decrypt(token) for provider, token in ciphertexts.items()}
+
+
+async def converge(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    runtime: Runtime,
+    tenant_id: str,
+    *,
+    actual: BotStatus | None = None,
+    listed: bool = False,
+    force_restart: bool = False,
+) -> Step | None:
+    """Make the tenant's bot what its row says. The caller holds the tenant's lock.
+
+    `listed` says `actual` comes from a listing the caller already made (reconcile_all);
+    otherwise the runtime is listed here. None when the tenant does not exist.
+    """
+    if not listed:
+        actual = next((b for b in await asyncio.to_thread(runtime.list_bots) if b.tenant_id == tenant_id), None)
+    row = await store.get_bot(conn, tenant_id)
+    if row is None:
+        if actual is not None:
+            await asyncio.to_thread(runtime.remove_bot, actual.bot_id, settings.bot_stop_timeout_seconds)
+            log.warning("bot of a tenant that no longer exists removed", tenant_id=tenant_id)
+        return None
+    spec = spec_for(tenant_id, row.config, row.config_version, memory_mb=row.plan.memory_mb,
+                    cpu_millis=row.plan.cpu_millis, settings=settings)
+    now = datetime.now(UTC)
+    step = decide(
+        desired_running=row.desired == "running",
+        restart_state=RestartState(restarts=row.restarts, streak=row.streak, crashloop=row.crashloop),
+        config_hash=spec.config_hash, actual=actual, policy=policy_from(settings), now=now,
+        force_restart=force_restart,
+    )
+    healthy: bool | None = None
+    if step.do is Do.STOP:
+        await asyncio.to_thread(runtime.stop_bot, tenant_id, settings.bot_stop_timeout_seconds)
+    elif step.do in (Do.START, Do.RESTART):
+        full = with_keys(spec, await _decrypted_keys(conn, settings, tenant_id))
+        await asyncio.to_thread(runtime.start_bot, full)
+        if step.do is Do.RESTART:
+            BOT_RESTARTS.inc()
+            log.warning("crashed bot restarted", tenant_id=tenant_id, reason=step.reason)
+        else:
+            log.info("bot started", tenant_id=tenant_id, reason=step.reason, config_version=row.config_version)
+    elif step.do is Do.CRASHLOOP and step.state is not None:
+        BOT_CRASHLOOPS.inc()
+        log.error("bot in crashloop: no more restarts until the tenant or an operator acts",
+                  tenant_id=tenant_id, reason=step.reason, exit_code=actual.exit_code if actual else None)
+    elif step.do is Do.NOTHING and actual is not None and actual.state is BotState.RUNNING:
+        healthy = await asyncio.to_thread(check_health, runtime, actual, now)
+    if step.state is not None:
+        await store.save_restart_state(
+            conn, tenant_id, restarts=step.state.restarts, streak=step.state.streak, crashloop=step.state.crashloop,
+            crashloop_reason=step.reason if step.state.crashloop else None, restarted=step.do is Do.RESTART,
+        )
+    exit_code = actual.exit_code if actual is not None and actual.state is BotState.EXITED else None
+    await store.set_observed(conn, tenant_id, step.observed, healthy=healthy, exit_code=exit_code,
+                             next_restart_at=step.restart_at)
+    return step
+
+
+async def reconcile_one(resources: Resources, tenant_id: str, *, force_restart: bool = False) -> Step | None:
+    """Converge one tenant under its lock (waiting for a command in progress)."""
+    runtime = await runtime_of(resources.settings)
+    started = time.perf_counter()
+    async with resources.pool.acquire() as conn:
+        await store.lock_tenant(conn, tenant_id)
+        try:
+            return await converge(conn, resources.settings, runtime, tenant_id, force_restart=force_restart)
+        finally:
+            await store.unlock_tenant(conn, tenant_id)
+            BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
+
+
+@actor(queue=QUEUE, name="reconcile_tenant")
+async def reconcile_tenant(resources: Resources, tenant_id: str) -> None:
+    with structlog.contextvars.bound_contextvars(tenant_id=tenant_id):
+        await reconcile_one(resources, tenant_id)
+
+
+def _superseded(command: store.Command, desired: str) -> str | None:
+    if command.kind in ("start", "restart") and desired != "running":
+        return "superseded: a later stop is in effect"
+    if command.kind == "stop" and desired != "stopped":
+        return "superseded: a later start is in effect"
+    return None
+
+
+@actor(queue=QUEUE, name="run_command")
+async def run_command(resources: Resources, command_id: str) -> None:
+    """Carry out a tenant's command; the outcome (done/failed, reason) lands on the command row."""
+    try:
+        key = uuid.UUID(command_id)
+    except (TypeError, ValueError):
+        raise PermanentError(f"command id is not a UUID: {command_id!r}") from None
+    async with resources.pool.acquire() as conn:
+        command = await store.get_command(conn, key)
+        if command is None:
+            raise PermanentError(f"command {command_id} does not exist")
+        if command.status != "queued":
+            log.info("command already finished", command_id=command_id, status=command.status)
+            return
+        runtime = await runtime_of(resources.settings)
+        with structlog.contextvars.bound_contextvars(tenant_id=command.tenant_id, command_id=command_id):
+            await store.lock_tenant(conn, command.tenant_id)
+            try:
+                await _run_locked(conn, resources.settings, runtime, key)
+            finally:
+                await store.unlock_tenant(conn, command.tenant_id)
+
+
+async def _run_locked(conn: asyncpg.Connection, settings: Settings, runtime: Runtime, key: uuid.UUID) -> None:
+    command = await store.get_command(conn, key)
+    if command is None or command.status != "queued":
+        return  # a duplicate delivery finished it while we waited for the lock
+    row = await store.get_bot(conn, command.tenant_id)
+    superseded = _superseded(command, row.desired) if row is not None else "tenant deleted"
+    if superseded:
+        await store.finish_command(conn, key, "done", superseded)
+        return
+    started = time.perf_counter()
+    try:
+        step = await converge(conn, settings, runtime, command.tenant_id, force_restart=command.kind == "restart")
+    except Exception as exc:  # the reason goes to the tenant; the reconciler keeps converging
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        await store.finish_command(conn, key, "failed", reason)
+        log.exception("bot command failed", kind=command.kind, reason=reason)
+        return
+    finally:
+        BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
+    await store.finish_command(conn, key, "done", step.reason if step else None)
+    log.info("bot command done", kind=command.kind, reason=step.reason if step else None)
+
+
+# Every tenant ---------------------------------------------------------------------------------
+
+async def reconcile_all(resources: Resources) -> Counter[str]:
+    """One pass over every tenant with one listing; returns how many tenants got each step.
+
+    Bots carrying this instance's label but no (known) tenant are removed. A tenant whose lock
+    is held (a command is converging it right now) is skipped: that command does the work.
+    """
+    settings = resources.settings
+    started = time.perf_counter()
+    runtime = await runtime_of(settings)
+    actual = await asyncio.to_thread(runtime.list_bots)
+    async with resources.pool.acquire() as conn:
+        tenant_ids = [row.tenant_id for row in await store.list_bots(conn)]
+    known = set(tenant_ids)
+    by_tenant = {bot.tenant_id: bot for bot in actual if bot.tenant_id in known}
+    outcome: Counter[str] = Counter()
+    for orphan in (bot for bot in actual if bot.tenant_id not in known):
+        await asyncio.to_thread(runtime.remove_bot, orphan.bot_id, settings.bot_stop_timeout_seconds)
+        log.warning("bot without a known tenant removed", bot_id=orphan.bot_id[:12], tenant_id=orphan.tenant_id)
+        outcome["orphan_removed"] += 1
+    gate = asyncio.Semaphore(settings.bot_reconcile_concurrency)
+
+    async def one(tenant_id: str) -> str:
+        async with gate, resources.pool.acquire() as conn:
+            if not await store.try_lock_tenant(conn, tenant_id):
+                return "busy"
+            try:
+                step = await converge(conn, settings, runtime, tenant_id, actual=by_tenant.get(tenant_id), listed=True)
+                return step.do.value if step else "gone"
+            finally:
+                await store.unlock_tenant(conn, tenant_id)
+
+    results = await asyncio.gather(*(one(tenant_id) for tenant_id in tenant_ids), return_exceptions=True)
+    for tenant_id, result in zip(tenant_ids, results, strict=True):
+        if isinstance(result, BaseException):
+            outcome["error"] += 1
+            log.error("reconcile failed for a tenant", tenant_id=tenant_id, error=f"{type(result).__name__}: {result}")
+        else:
+            outcome[result] += 1
+    elapsed = time.perf_counter() - started
+    BOT_RECONCILE_SECONDS.labels(scope="all").observe(elapsed)
+    log.info("reconcile pass done", tenants=len(tenant_ids), seconds=round(elapsed, 3), **outcome)
+    return outcome
+
+
+async def reconcile_due(resources: Resources) -> int:
+    """Restart the bots whose backoff has elapsed since the last pass."""
+    async with resources.pool.acquire() as conn:
+        due = await store.due_restarts(conn)
+    for tenant_id in due:
+        await reconcile_one(resources, tenant_id)
+    return len(due)
+
+
+@scheduled("bots-reconcile", IntervalTrigger(seconds=TICK_S))
+async def reconcile_tick(resources: Resources) -> None:
+    """A full pass every COLMENA_BOT_RECONCILE_INTERVAL_SECONDS, due restarts on the ticks between."""
+    settings = resources.settings
+    last = _last_full_pass.get(settings.bot_instance)
+    now = time.monotonic()
+    if last is None or now - last >= settings.bot_reconcile_interval_seconds - TICK_S / 2:
+        _last_full_pass[settings.bot_instance] = now
+        await reconcile_all(resources)
+    else:
+        await reconcile_due(resources)

@@ -1,0 +1,161 @@
+"""Tenant rules with no I/O: API tokens, bot config validation against a plan, plan changes.
+
+A config is validated twice over: its shape (pydantic: symbols, mode, capital as a decimal
+string) and then the tenant's plan (how many symbols, whether live trading is allowed). Both
+report field errors the HTTP layer turns into a 422. A plan change from the payments side is
+decided here too: stale ones (older provider time than the change already applied) are ignored,
+and a plan ending only downgrades the tenant when it is the plan the tenant is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+TOKEN_PREFIX = "cmt_"
+_TOKEN = re.compile(r"^cmt_[A-Za-z0-9_-]{43}$")
+TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+PROVIDER = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+FREE_PLAN = "free"
+DEFAULT_CONFIG: dict[str, Any] = {"symbols": ["BTCUSDT"], "mode": "paper", "capital": "100"}
+_CAPITAL = re.compile(r"^\d{1,12}(\.\d{1,8})?$")
+
+
+def new_token() -> str:
+    """An API token: shown once, stored only as its SHA-256."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_token(value: str) -> bool:
+    return bool(_TOKEN.fullmatch(value))
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_tenant_id() -> str:
+    return f"t-{secrets.token_hex(6)}"
+
+
+Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,20}$")]
+
+
+class BotConfig(BaseModel):
+    """What a tenant may configure; unknown fields are refused rather than silently kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbols: list[Symbol] = Field(min_length=1, max_length=100)
+    mode: Literal["paper", "live"]
+    capital: str
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("symbols must not repeat")
+        return value
+
+    @field_validator("capital", mode="before")
+    @classmethod
+    def _decimal_string(cls, value: object) -> str:
+        """A string, so no float rounding reaches money; normalised (``"0100.50"`` -> ``"100.5"``)."""
+        if not isinstance(value, str) or not _CAPITAL.fullmatch(value):
+            raise ValueError('capital must be a decimal string such as "1000.50"')
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise ValueError("capital is not a number") from None
+        if amount <= 0:
+            raise ValueError("capital must be greater than zero")
+        return format(amount.normalize(), "f")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class ConfigError(ValueError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    max_symbols: int
+    live_allowed: bool
+
+
+def validate_config(data: Any, plan_name: str, limits: PlanLimits) -> dict[str, Any]:
+    """The config as stored, or ConfigError naming every field that is wrong or over the plan."""
+    try:
+        config = BotConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([
+            FieldError(".".join(str(part) for part in error["loc"]) or "body", error["msg"].removeprefix("Value error, "))
+            for error in exc.errors()
+        ]) from None
+    errors = []
+    if len(config.symbols) > limits.max_symbols:
+        errors.append(FieldError("symbols", f"plan {plan_name} allows at most {limits.max_symbols} symbol(s)"))
+    if config.mode == "live" and not limits.live_allowed:
+        errors.append(FieldError("mode", f"plan {plan_name} allows paper trading only"))
+    if errors:
+        raise ConfigError(errors)
+    return config.model_dump()
+
+
+def fit_to_plan(config: dict[str, Any], limits: PlanLimits) -> dict[str, Any]:
+    """A config a downgraded plan allows: live trading stops, extra symbols are dropped."""
+    fitted = dict(config)
+    if fitted.get("mode") == "live" and not limits.live_allowed:
+        fitted["mode"] = "paper"
+    symbols = list(fitted.get("symbols") or [])
+    if len(symbols) > limits.max_symbols:
+        fitted["symbols"] = symbols[: limits.max_symbols]
+    return fitted
+
+
+@dataclass(frozen=True)
+class PlanDecision:
+    outcome: Literal["applied", "stale", "ignored"]
+    reason: str
+    plan: str | None = None
+
+
+def decide_plan_change(
+    *,
+    current_plan: str,
+    current_source: str | None,
+    current_at: datetime | None,
+    plan: str,
+    active: bool,
+    source: str,
+    provider_at: datetime,
+) -> PlanDecision:
+    """What one apply_plan message does to a tenant (pure; the caller stores the outcome)."""
+    if current_at is not None and provider_at < current_at:
+        return PlanDecision("stale", f"older than the change applied at {current_at.isoformat()}")
+    if active:
+        return PlanDecision("applied", f"plan {plan} active ({source})", plan)
+    if current_source != source:
+        return PlanDecision("ignored", f"{source} ended, but the current plan comes from {current_source}")
+    return PlanDecision("applied", f"plan {plan} ended ({source}); back to {FREE_PLAN}", FREE_PLAN)

@@ -1,0 +1,408 @@
+"""Queries on tenants, plans, provider keys, bots' desired state, bot commands and plan changes.
+
+Tokens arrive here already hashed and provider keys already encrypted: nothing in this module
+ever sees a secret in plain text.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from colmena.store import outbox
+from colmena.store.outbox import OutboxMessage
+
+# First key of pg_advisory_lock(int, int) for per-tenant work ("BOTS"); the second is hashtext(id).
+TENANT_LOCK_SPACE = 0x424F5453
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    max_symbols: int
+    live_allowed: bool
+    memory_mb: int
+    cpu_millis: int
+    log_retention_days: int
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    email: str
+    plan: str
+    plan_source: str | None
+    plan_provider_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyView:
+    provider: str
+    last4: str
+    key_version: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class BotRow:
+    """A tenant's bot as colmena wants it, with its plan and the supervisor's bookkeeping."""
+
+    tenant_id: str
+    plan: Plan
+    desired: str
+    config: dict[str, Any]
+    config_version: int
+    restarts: tuple[datetime, ...]
+    streak: int
+    restarts_total: int
+    crashloop: bool
+    crashloop_reason: str | None
+    next_restart_at: datetime | None
+    observed: str
+    observed_at: datetime | None
+    healthy: bool | None
+    last_exit_code: int | None
+
+
+@dataclass(frozen=True)
+class Command:
+    id: uuid.UUID
+    tenant_id: str
+    kind: str
+    requested_by: str
+    status: str
+    reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+_TENANT = "id, email, plan, plan_source, plan_provider_at, created_at"
+_PLAN = "name, max_symbols, live_allowed, memory_mb, cpu_millis, log_retention_days"
+_BOT = (
+    "b.tenant_id, b.desired, b.config, b.config_version, b.restarts, b.streak, b.restarts_total, b.crashloop, "
+    "b.crashloop_reason, b.next_restart_at, b.observed, b.observed_at, b.healthy, b.last_exit_code, "
+    "p.name, p.max_symbols, p.live_allowed, p.memory_mb, p.cpu_millis, p.log_retention_days"
+)
+_BOT_FROM = "bots b JOIN tenants t ON t.id = b.tenant_id JOIN plans p ON p.name = t.plan"
+_COMMAND = "id, tenant_id, kind, requested_by, status, reason, created_at, finished_at"
+
+
+def _plan(row: asyncpg.Record) -> Plan:
+    return Plan(**{name: row[name] for name in _PLAN.split(", ")})
+
+
+def _bot(row: asyncpg.Record) -> BotRow:
+    return BotRow(
+        tenant_id=row["tenant_id"], plan=_plan(row), desired=row["desired"], config=row["config"],
+        config_version=row["config_version"], restarts=tuple(row["restarts"]), streak=row["streak"],
+        restarts_total=row["restarts_total"], crashloop=row["crashloop"], crashloop_reason=row["crashloop_reason"],
+        next_restart_at=row["next_restart_at"], observed=row["observed"], observed_at=row["observed_at"],
+        healthy=row["healthy"], last_exit_code=row["last_exit_code"],
+    )
+
+
+async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Wait for the tenant's session lock: commands and reconciles of one tenant never overlap."""
+    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id)
+
+
+async def try_lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id))
+
+
+async def unlock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id)
+
+
+# Plans ---------------------------------------------------------------------------------------
+
+async def get_plan(conn: asyncpg.Connection, name: str) -> Plan | None:
+    row = await conn.fetchrow(f"SELECT {_PLAN} FROM plans WHERE name = $1", name)
+    return _plan(row) if row else None
+
+
+async def list_plans(conn: asyncpg.Connection) -> list[Plan]:
+    return [_plan(row) for row in await conn.fetch(f"SELECT {_PLAN} FROM plans ORDER BY memory_mb, name")]
+
+
+# Tenants -------------------------------------------------------------------------------------
+
+async def create_tenant(
+    conn: asyncpg.Connection, *, tenant_id: str, email: str, plan: str, token_sha256: bytes, config: dict[str, Any]
+) -> Tenant | None:
+    """The new tenant with a stopped bot; None when the id is taken."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO tenants (id, email, plan, plan_source, token_sha256) VALUES ($1, $2, $3, 'operator', $4)
+        ON CONFLICT (id) DO NOTHING RETURNING {_TENANT}
+        """,
+        tenant_id, email, plan, token_sha256,
+    )
+    if row is None:
+        return None
+    await conn.execute("INSERT INTO bots (tenant_id, config) VALUES ($1, $2)", tenant_id, config)
+    return Tenant(**dict(row))
+
+
+async def get_tenant(conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_TENANT} FROM tenants WHERE id = $1{lock}", tenant_id)
+    return Tenant(**dict(row)) if row else None
+
+
+async def tenant_by_token(conn: asyncpg.Connection, token_sha256: bytes) -> tuple[Tenant, bytes] | None:
+    """The tenant holding this token digest, with the stored digest for a constant-time check."""
+    row = await conn.fetchrow(f"SELECT {_TENANT}, token_sha256 FROM tenants WHERE token_sha256 = $1", token_sha256)
+    if row is None:
+        return None
+    fields = dict(row)
+    stored = fields.pop("token_sha256")
+    return Tenant(**fields), bytes(stored)
+
+
+async def set_token(conn: asyncpg.Connection, tenant_id: str, token_sha256: bytes) -> bool:
+    done = await conn.execute(
+        "UPDATE tenants SET token_sha256 = $2, token_rotated_at = now() WHERE id = $1", tenant_id, token_sha256
+    )
+    return done == "UPDATE 1"
+
+
+async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
+    return [Tenant(**dict(row)) for row in await conn.fetch(f"SELECT {_TENANT} FROM tenants ORDER BY created_at, id")]
+
+
+async def set_plan(conn: asyncpg.Connection, tenant_id: str, plan: str, *, source: str, provider_at: datetime) -> None:
+    await conn.execute(
+        "UPDATE tenants SET plan = $2, plan_source = $3, plan_provider_at = $4 WHERE id = $1",
+        tenant_id, plan, source, provider_at,
+    )
+
+
+# Provider keys -------------------------------------------------------------------------------
+
+async def put_key(
+    conn: asyncpg.Connection, tenant_id: str, provider: str, *, ciphertext: str, last4: str, key_version: str
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO provider_keys (tenant_id, provider, ciphertext, last4, key_version) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (tenant_id, provider) DO UPDATE
+        SET ciphertext = excluded.ciphertext, last4 = excluded.last4, key_version = excluded.key_version,
+            updated_at = now()
+        """,
+        tenant_id, provider, ciphertext, last4, key_version,
+    )
+
+
+async def list_keys(conn: asyncpg.Connection, tenant_id: str) -> list[KeyView]:
+    rows = await conn.fetch(
+        "SELECT provider, last4, key_version, updated_at FROM provider_keys WHERE tenant_id = $1 ORDER BY provider",
+        tenant_id,
+    )
+    return [KeyView(**dict(row)) for row in rows]
+
+
+async def delete_key(conn: asyncpg.Connection, tenant_id: str, provider: str) -> bool:
+    done = await conn.execute("DELETE FROM provider_keys WHERE tenant_id = $1 AND provider = $2", tenant_id, provider)
+    return done == "DELETE 1"
+
+
+async def key_ciphertexts(conn: asyncpg.Connection, tenant_id: str) -> dict[str, str]:
+    rows = await conn.fetch("SELECT provider, ciphertext FROM provider_keys WHERE tenant_id = $1", tenant_id)
+    return {row["provider"]: row["ciphertext"] for row in rows}
+
+
+async def lock_all_keys(conn: asyncpg.Connection) -> list[tuple[int, str]]:
+    """Every stored key (id, ciphertext), locked until the caller's transaction ends."""
+    rows = await conn.fetch("SELECT id, ciphertext FROM provider_keys ORDER BY id FOR UPDATE")
+    return [(row["id"], row["ciphertext"]) for row in rows]
+
+
+async def replace_ciphertext(conn: asyncpg.Connection, key_id: int, ciphertext: str, key_version: str) -> None:
+    await conn.execute(
+        "UPDATE provider_keys SET ciphertext = $2, key_version = $3, updated_at = now() WHERE id = $1",
+        key_id, ciphertext, key_version,
+    )
+
+
+# Bots ----------------------------------------------------------------------------------------
+
+async def get_bot(conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False) -> BotRow | None:
+    lock = " FOR UPDATE OF b" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_BOT} FROM {_BOT_FROM} WHERE b.tenant_id = $1{lock}", tenant_id)
+    return _bot(row) if row else None
+
+
+async def list_bots(conn: asyncpg.Connection) -> list[BotRow]:
+    return [_bot(row) for row in await conn.fetch(f"SELECT {_BOT} FROM {_BOT_FROM} ORDER BY b.tenant_id")]
+
+
+async def due_restarts(conn: asyncpg.Connection) -> list[str]:
+    """Tenants whose backoff has elapsed: restarted between full passes so backoff stays close to policy."""
+    rows = await conn.fetch(
+        "SELECT tenant_id FROM bots WHERE next_restart_at <= now() AND desired = 'running' AND NOT crashloop"
+    )
+    return [row["tenant_id"] for row in rows]
+
+
+async def set_desired(conn: asyncpg.Connection, tenant_id: str, desired: str, *, reset_restarts: bool) -> None:
+    """Record what the tenant wants; an explicit start or restart also lifts a crashloop."""
+    reset = (
+        ", restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL, next_restart_at = NULL"
+        if reset_restarts else ""
+    )
+    await conn.execute(f"UPDATE bots SET desired = $2, updated_at = now(){reset} WHERE tenant_id = $1", tenant_id, desired)
+
+
+async def reset_restarts(conn: asyncpg.Connection, tenant_id: str) -> bool:
+    done = await conn.execute(
+        """
+        UPDATE bots SET restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL,
+               next_restart_at = NULL, updated_at = now()
+        WHERE tenant_id = $1
+        """,
+        tenant_id,
+    )
+    return done == "UPDATE 1"
+
+
+async def set_config(conn: asyncpg.Connection, tenant_id: str, config: dict[str, Any]) -> int:
+    """Store a new config; returns its version (unchanged when the config is the same)."""
+    version: int = await conn.fetchval(
+        """
+        UPDATE bots SET config = $2,
+               config_version = config_version + CASE WHEN config = $2::jsonb THEN 0 ELSE 1 END,
+               updated_at = now()
+        WHERE tenant_id = $1 RETURNING config_version
+        """,
+        tenant_id, config,
+    )
+    return version
+
+
+async def save_restart_state(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    restarts: tuple[datetime, ...],
+    streak: int,
+    crashloop: bool,
+    crashloop_reason: str | None,
+    restarted: bool,
+) -> None:
+    await conn.execute(
+        """
+        UPDATE bots SET restarts = $2, streak = $3, crashloop = $4, crashloop_reason = $5,
+               restarts_total = restarts_total + $6, updated_at = now()
+        WHERE tenant_id = $1
+        """,
+        tenant_id, list(restarts), streak, crashloop, crashloop_reason, int(restarted),
+    )
+
+
+async def set_observed(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    observed: str,
+    *,
+    healthy: bool | None,
+    exit_code: int | None,
+    next_restart_at: datetime | None,
+) -> None:
+    """What this pass saw; `next_restart_at` is only kept while backing off."""
+    await conn.execute(
+        """
+        UPDATE bots SET observed = $2, observed_at = now(), healthy = $3,
+               last_exit_code = coalesce($4, last_exit_code), next_restart_at = $5
+        WHERE tenant_id = $1
+        """,
+        tenant_id, observed, healthy, exit_code, next_restart_at,
+    )
+
+
+async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """Bots per state for the colmena_bots gauge; a running bot without a heartbeat is unhealthy."""
+    rows = await conn.fetch(
+        """
+        SELECT CASE WHEN observed = 'running' AND healthy IS FALSE THEN 'unhealthy' ELSE observed END AS state,
+               count(*) AS n
+        FROM bots GROUP BY 1
+        """
+    )
+    return {row["state"]: row["n"] for row in rows}
+
+
+# Commands ------------------------------------------------------------------------------------
+
+async def insert_command(conn: asyncpg.Connection, tenant_id: str, kind: str, *, requested_by: str) -> uuid.UUID:
+    command_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO bot_commands (id, tenant_id, kind, requested_by) VALUES ($1, $2, $3, $4)",
+        command_id, tenant_id, kind, requested_by,
+    )
+    return command_id
+
+
+async def record_command(
+    conn: asyncpg.Connection, tenant_id: str, kind: str, *, requested_by: str
+) -> tuple[uuid.UUID, OutboxMessage | None]:
+    """A queued command and, in the caller's transaction, the message that will run it."""
+    command_id = await insert_command(conn, tenant_id, kind, requested_by=requested_by)
+    row = await outbox.record(
+        conn, queue="bots", actor="run_command", args=[str(command_id)], dedupe_key=f"bot-command:{command_id}"
+    )
+    return command_id, row
+
+
+async def record_reconcile(conn: asyncpg.Connection, tenant_id: str) -> OutboxMessage | None:
+    """Ask for a reconcile of one tenant once the caller's transaction commits."""
+    return await outbox.record(conn, queue="bots", actor="reconcile_tenant", args=[tenant_id])
+
+
+async def get_command(conn: asyncpg.Connection, command_id: uuid.UUID, *, for_update: bool = False) -> Command | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_COMMAND} FROM bot_commands WHERE id = $1{lock}", command_id)
+    return Command(**dict(row)) if row else None
+
+
+async def finish_command(conn: asyncpg.Connection, command_id: uuid.UUID, status: str, reason: str | None) -> None:
+    await conn.execute(
+        "UPDATE bot_commands SET status = $2, reason = $3, finished_at = now() WHERE id = $1 AND status = 'queued'",
+        command_id, status, reason,
+    )
+
+
+# Plan changes --------------------------------------------------------------------------------
+
+async def record_plan_change(
+    conn: asyncpg.Connection,
+    *,
+    tenant_ref: str,
+    plan: str,
+    active: bool,
+    source: str,
+    provider_at: datetime,
+    outcome: str,
+    reason: str,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO plan_changes (tenant_ref, plan, active, source, provider_at, outcome, reason)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """,
+        tenant_ref, plan, active, source, provider_at, outcome, reason,
+    )
+
+
+async def waiting_plan_changes(conn: asyncpg.Connection, tenant_ref: str) -> list[asyncpg.Record]:
+    """Plan changes that arrived before the tenant existed, oldest first."""
+    return await conn.fetch(
+        "SELECT plan, active, source, provider_at FROM plan_changes "
+        "WHERE tenant_ref = $1 AND outcome = 'unknown_tenant' ORDER BY provider_at, id",
+        tenant_ref,
+    )

@@ -1,0 +1,413 @@
+"""Bot supervision end to end on the real Docker engine and on local processes.
+
+Commands go through the real ingress, outbox, RabbitMQ and a Dramatiq worker; the reconciler
+runs as the scheduler would call it. Each test has its own instance label, so its containers
+are its own, and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import docker
+import pytest
+import structlog
+from prometheus_client import REGISTRY
+
+from colmena.actors.bots import reconcile_all, reconcile_due, reconcile_one, runtime_of
+from colmena.config import Settings
+from colmena.config.logging import configure_logging
+from colmena.http.tenants import LOG_STREAMS
+from colmena.resources import Resources
+from colmena.store import tenants as store
+from colmena.supervisor.bot_image import ensure_bot_image
+from colmena.supervisor.docker_runtime import docker_available
+from colmena.supervisor.process_runtime import ProcessRuntime
+from colmena.supervisor.runtime import INSTANCE_LABEL, TENANT_LABEL, BotState, Runtime
+from colmena.supervisor.runtimes import close_runtimes
+from tests.bots_support import (
+    add_tenant,
+    bearer,
+    bot_of,
+    bot_settings,
+    remove_instance,
+    resources_for,
+)
+from tests.conftest import wait_for
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def docker_engine():
+    if not docker_available():
+        pytest.skip("no Docker engine answers")
+    client = docker.from_env(timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def bot_image(docker_engine) -> str:
+    return ensure_bot_image(docker_engine)
+
+
+@pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), "process"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def active(request, kind: str, settings: Settings, tmp_path: Path):
+    image = request.getfixturevalue("bot_image") if kind == "docker" else None
+    chosen = bot_settings(settings, tmp_path, kind, image)
+    yield chosen
+    close_runtimes()
+    if kind == "docker":
+        remove_instance(request.getfixturevalue("docker_engine"), chosen.bot_instance)
+
+
+@pytest.fixture
+async def resources(active: Settings) -> AsyncIterator[Resources]:
+    resources = resources_for(active)
+    await resources.start()
+    yield resources
+    await resources.close()
+
+
+async def runtime(active: Settings) -> Runtime:
+    return await runtime_of(active)
+
+
+def environment(runtime: Runtime, tenant_id: str, bot_id: str) -> dict[str, str]:
+    """The bot's real environment, read from outside it."""
+    if isinstance(runtime, ProcessRuntime):
+        raw = Path(f"/proc/{runtime.pid(tenant_id)}/environ").read_bytes()
+        items = [item.decode() for item in raw.split(b"\0") if item]
+    else:
+        items = docker.from_env().api.inspect_container(bot_id)["Config"]["Env"]
+    return dict(item.split("=", 1) for item in items)
+
+
+def kill_from_outside(runtime: Runtime, tenant_id: str, bot_id: str) -> None:
+    if isinstance(runtime, ProcessRuntime):
+        os.kill(runtime.pid(tenant_id), signal.SIGKILL)
+    else:
+        docker.from_env().api.kill(bot_id)
+
+
+async def command_done(client, token: str, command_id: str) -> dict:
+    async def finished():
+        body = await (await client.get(f"/api/v1/commands/{command_id}", headers=bearer(token))).json()
+        return body if body["status"] != "queued" else None
+
+    body = await wait_for(finished, timeout=30)
+    assert body["status"] == "done", body
+    return body
+
+
+async def send(client, token: str, action: str) -> str:
+    response = await client.post(f"/api/v1/bot/{action}", headers=bearer(token))
+    assert response.status == 202, await response.text()
+    return (await response.json())["command_id"]
+
+
+async def running_bot(rt: Runtime, tenant_id: str):
+    async def probe():
+        bot = await asyncio.to_thread(bot_of, rt, tenant_id)
+        return bot if bot is not None and bot.state is BotState.RUNNING else None
+
+    return await wait_for(probe, timeout=30)
+
+
+async def until_log(rt: Runtime, tenant_id: str, text: str) -> list[str]:
+    async def probe():
+        lines = await asyncio.to_thread(rt.logs, tenant_id, 200)
+        return lines if any(text in line for line in lines) else None
+
+    return await wait_for(probe, timeout=30)
+
+
+def counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+# Commands through the API ---------------------------------------------------------------------
+
+async def test_start_runs_the_bot_with_plan_limits_and_hardening(kind, active, db, make_client, start_worker) -> None:
+    tenant_id, token = await add_tenant(db, plan="pro")
+    client = await make_client(active)
+    start_worker(settings_override=active, queues=["bots"])
+
+    await command_done(client, token, await send(client, token, "start"))
+
+    rt = await runtime(active)
+    bot = await running_bot(rt, tenant_id)
+    assert bot.config_version == 1
+    status = await (await client.get("/api/v1/bot/status", headers=bearer(token))).json()
+    assert status["desired"] == "running" and status["actual"] == "running" and status["plan"] == "pro"
+    if kind == "docker":
+        attrs = docker.from_env().api.inspect_container(bot.bot_id)
+        host = attrs["HostConfig"]
+        assert host["Memory"] == 128 * MiB and host["MemorySwap"] == 128 * MiB
+        assert host["NanoCpus"] == 500_000_000
+        assert host["PidsLimit"] == 64
+        assert host["ReadonlyRootfs"] is True
+        assert host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["NetworkMode"] == "none"
+        assert host["RestartPolicy"]["Name"] == "no"
+        assert "/tmp" in host["Tmpfs"]
+        assert attrs["Config"]["User"] == "65534:65534"
+        assert attrs["Config"]["Labels"][TENANT_LABEL] == tenant_id
+        assert attrs["Config"]["Labels"][INSTANCE_LABEL] == active.bot_instance
+    else:
+        limits = Path(f"/proc/{rt.pid(tenant_id)}/limits").read_text()
+        assert any(line.startswith("Max address space") and str(128 * MiB) in line for line in limits.splitlines())
+
+
+async def test_stop_removes_the_bot(active, db, make_client, start_worker) -> None:
+    tenant_id, token = await add_tenant(db)
+    client = await make_client(active)
+    start_worker(settings_override=active, queues=["bots"])
+    await command_done(client, token, await send(client, token, "start"))
+    rt = await runtime(active)
+    await running_bot(rt, tenant_id)
+
+    await command_done(client, token, await send(client, token, "stop"))
+
+    assert await asyncio.to_thread(bot_of, rt, tenant_id) is None
+    status = await (await client.get("/api/v1/bot/status", headers=bearer(token))).json()
+    assert status["desired"] == "stopped" and status["actual"] == "stopped"
+    assert (await client.get("/api/v1/bot/logs", headers=bearer(token))).status == 404
+
+
+async def test_restart_replaces_the_bot(active, db, make_client, start_worker) -> None:
+    tenant_id, token = await add_tenant(db)
+    client = await make_client(active)
+    start_worker(settings_override=active, queues=["bots"])
+    await command_done(client, token, await send(client, token, "start"))
+    rt = await runtime(active)
+    first = await running_bot(rt, tenant_id)
+
+    done = await command_done(client, token, await send(client, token, "restart"))
+
+    second = await running_bot(rt, tenant_id)
+    assert second.bot_id != first.bot_id
+    assert done["reason"] == "restart requested"
+
+
+async def test_config_change_recreates_the_bot_with_the_new_config(active, db, make_client, start_worker) -> None:
+    tenant_id, token = await add_tenant(db, plan="pro")
+    client = await make_client(active)
+    start_worker(settings_override=active, queues=["bots"])
+    await command_done(client, token, await send(client, token, "start"))
+    rt = await runtime(active)
+    first = await running_bot(rt, tenant_id)
+
+    config = {"symbols": ["ETHUSDT", "BTCUSDT"], "mode": "live", "capital": "2500.50"}
+    response = await client.put("/api/v1/bot/config", json=config, headers=bearer(token))
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    assert body["config_version"] == 2
+    assert body["config"] == {**config, "capital": "2500.5"}  # normalised decimal string
+    await command_done(client, token, body["command_id"])
+
+    second = await running_bot(rt, tenant_id)
+    assert second.bot_id != first.bot_id and second.config_version == 2
+    env = environment(rt, tenant_id, second.bot_id)
+    assert json.loads(env["BOT_CONFIG"]) == body["config"] and env["BOT_CONFIG_VERSION"] == "2"
+    same = await client.put("/api/v1/bot/config", json=config, headers=bearer(token))
+    assert same.status == 200 and (await same.json())["changed"] is False
+
+
+async def test_logs_and_the_log_stream(active, db, make_client, start_worker) -> None:
+    tenant_id, token = await add_tenant(db)
+    client = await make_client(active)
+    start_worker(settings_override=active, queues=["bots"])
+    await command_done(client, token, await send(client, token, "start"))
+    rt = await runtime(active)
+    await until_log(rt, tenant_id, "colmena-heartbeat")
+
+    lines = (await (await client.get("/api/v1/bot/logs?tail=500", headers=bearer(token))).json())["lines"]
+    assert f"colmena-bot starting tenant={tenant_id} config_version=1" in lines
+    assert len((await (await client.get("/api/v1/bot/logs?tail=1", headers=bearer(token))).json())["lines"]) == 1
+    for bad in ("abc", "-1", "5000", "1.5"):
+        refused = await client.get(f"/api/v1/bot/logs?tail={bad}", headers=bearer(token))
+        assert refused.status == 422, bad
+        assert (await refused.json())["error"]["fields"][0]["field"] == "tail"
+
+    stream = await client.get("/api/v1/bot/logs/stream?tail=50", headers=bearer(token))
+    assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    seen = []
+    while not any(line.startswith(b"data: colmena-heartbeat") for line in seen):
+        seen.append(await asyncio.wait_for(stream.content.readline(), 10))
+    assert client.server.app[LOG_STREAMS][tenant_id] == 1
+    stream.close()  # the client goes away
+
+    async def stream_closed():
+        return tenant_id not in client.server.app[LOG_STREAMS]
+
+    await wait_for(stream_closed, timeout=10)
+
+
+# The reconciler ---------------------------------------------------------------------------------
+
+async def _running(resources: Resources, db, plan: str = "free") -> tuple[str, Runtime]:
+    tenant_id, _ = await add_tenant(db, plan=plan)
+    await store.set_desired(db, tenant_id, "running", reset_restarts=True)
+    step = await reconcile_one(resources, tenant_id)
+    assert step is not None and step.do.value == "start"
+    rt = await runtime(resources.settings)
+    await running_bot(rt, tenant_id)
+    return tenant_id, rt
+
+
+async def test_killed_bot_is_restarted_after_its_backoff(active, resources, db) -> None:
+    slow = active.model_copy(update={"bot_restart_backoff_seconds": 1.5})
+    resources.settings = slow
+    tenant_id, rt = await _running(resources, db)
+    first = await running_bot(rt, tenant_id)
+    restarts_before = counter("colmena_bot_restarts_total")
+
+    kill_from_outside(rt, tenant_id, first.bot_id)
+
+    async def exited():
+        bot = await asyncio.to_thread(bot_of, rt, tenant_id)
+        return bot is not None and bot.state is BotState.EXITED
+
+    await wait_for(exited)
+    outcome = await reconcile_all(resources)
+    assert outcome["wait"] == 1  # backing off, not restarted at once
+    bot_row = await store.get_bot(db, tenant_id)
+    assert bot_row.observed == "backoff" and bot_row.next_restart_at is not None and bot_row.last_exit_code == 137
+
+    async def restarted():
+        await reconcile_due(resources)
+        return (await store.get_bot(db, tenant_id)).restarts_total == 1
+
+    await wait_for(restarted, timeout=15)
+    second = await running_bot(rt, tenant_id)
+    assert second.bot_id != first.bot_id
+    assert counter("colmena_bot_restarts_total") == restarts_before + 1
+    assert (await store.get_bot(db, tenant_id)).next_restart_at is None
+
+
+async def test_crashing_fast_ends_in_crashloop_until_reset(active, resources, db, capsys) -> None:
+    tenant_id, rt = await _running(resources, db)
+    crashloops_before = counter("colmena_bot_crashloops_total")
+    handlers = logging.getLogger().handlers[:]
+    configure_logging(dev=False)
+    try:
+        for _ in range(active.bot_restart_max + 1):
+            bot = await running_bot(rt, tenant_id)
+            kill_from_outside(rt, tenant_id, bot.bot_id)
+
+            async def acted(bot_id=bot.bot_id):
+                await reconcile_all(resources)
+                row = await store.get_bot(db, tenant_id)
+                current = await asyncio.to_thread(bot_of, rt, tenant_id)
+                return row.crashloop or (current is not None and current.bot_id != bot_id)
+
+            await wait_for(acted, timeout=20)
+        logged = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = handlers
+
+    row = await store.get_bot(db, tenant_id)
+    assert row.crashloop and row.observed == "crashloop" and row.restarts_total == active.bot_restart_max
+    assert "restarts within" in row.crashloop_reason
+    assert counter("colmena_bot_crashloops_total") == crashloops_before + 1
+    errors = [json.loads(line) for line in logged.splitlines() if line.startswith("{") and "bot in crashloop" in line]
+    assert any(e["level"] == "error" and e["tenant_id"] == tenant_id for e in errors)
+
+    assert (await reconcile_all(resources))["crashloop"] == 1  # no more restarts
+    assert (await asyncio.to_thread(bot_of, rt, tenant_id)).state is BotState.EXITED
+
+    await store.reset_restarts(db, tenant_id)  # `colmena bots reset`
+
+    async def restarted_again():
+        return (await reconcile_due(resources)) or (await reconcile_all(resources))["restart"]
+
+    await wait_for(restarted_again, timeout=10)
+    await running_bot(rt, tenant_id)
+    assert not (await store.get_bot(db, tenant_id)).crashloop
+
+
+async def test_deleted_bot_is_recreated_and_strangers_are_removed(kind, active, resources, db, request) -> None:
+    tenant_id, rt = await _running(resources, db)
+    gone = await running_bot(rt, tenant_id)
+    await asyncio.to_thread(rt.remove_bot, gone.bot_id, 1)  # behind colmena's back
+    if kind == "docker":
+        engine = request.getfixturevalue("docker_engine")
+        stranger = engine.api.create_container(
+            active.bot_image, labels={INSTANCE_LABEL: active.bot_instance}, host_config=engine.api.create_host_config(network_mode="none"),
+        )
+        engine.api.start(stranger["Id"])
+        expected_orphans = 1
+    else:
+        expected_orphans = 0
+    # A bot for a tenant the database does not know: removed as well.
+    from colmena.supervisor.reconciler import spec_for
+
+    ghost = f"t-ghost{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(rt.start_bot, spec_for(ghost, {}, 1, memory_mb=64, cpu_millis=100, settings=active))
+
+    outcome = await reconcile_all(resources)
+
+    assert outcome["orphan_removed"] == expected_orphans + 1
+    assert outcome["start"] == 1
+    recreated = await running_bot(rt, tenant_id)
+    assert recreated.bot_id != gone.bot_id
+    tenants = {bot.tenant_id for bot in await asyncio.to_thread(rt.list_bots)}
+    assert tenants == {tenant_id}
+
+
+async def test_plan_limits_changed_by_an_operator_recreate_the_bot(active, resources, db) -> None:
+    tenant_id, rt = await _running(resources, db)
+    first = await running_bot(rt, tenant_id)
+    await db.execute("UPDATE plans SET memory_mb = 96 WHERE name = 'free'")
+
+    assert (await reconcile_all(resources))["start"] == 1
+
+    second = await running_bot(rt, tenant_id)
+    assert second.bot_id != first.bot_id and second.config_hash != first.config_hash
+
+
+async def test_commands_for_one_tenant_wait_for_each_other(active, db, make_client, start_worker) -> None:
+    busy, busy_token = await add_tenant(db)
+    _, other_token = await add_tenant(db)
+    client = await make_client(active)
+    start_worker(settings_override=active, queues=["bots"], threads=4)
+    # Someone (another command, the reconciler) is working on `busy` right now.
+    await store.lock_tenant(db, busy)
+    try:
+        busy_command = await send(client, busy_token, "start")
+        other_command = await send(client, other_token, "start")
+        await command_done(client, other_token, other_command)  # other tenants go on
+        body = await (await client.get(f"/api/v1/commands/{busy_command}", headers=bearer(busy_token))).json()
+        assert body["status"] == "queued"
+    finally:
+        await store.unlock_tenant(db, busy)
+    await command_done(client, busy_token, busy_command)
+    await running_bot(await runtime(active), busy)
+
+
+async def test_bots_gauge_is_read_from_the_database_at_scrape_time(active, resources, db, make_client) -> None:
+    await _running(resources, db)
+    await add_tenant(db)
+    await reconcile_all(resources)
+    client = await make_client(active)
+    text = await (await client.get("/metrics")).text()
+    assert 'colmena_bots{state="stopped"} 1.0' in text
+    running = 'colmena_bots{state="running"} 1.0' in text or 'colmena_bots{state="unhealthy"} 1.0' in text
+    assert running
+    assert "colmena_bot_reconcile_duration_seconds_count" in text
