@@ -28,6 +28,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,7 +40,7 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import ADMIN_URL, AMQP_URL, figure, machine, scratch_database  # noqa: E402
+from bench.common import AMQP_URL, figure, machine, scratch_database  # noqa: E402
 from colmena import provider_events as events  # noqa: E402
 from colmena.broker import queue_declarations  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
@@ -244,7 +246,7 @@ async def restart_rabbitmq() -> None:
             raise RuntimeError(f"{' '.join(command)} failed")
 
 
-async def settled(db: asyncpg.Connection, prefix: str, payments: int) -> bool:
+async def settled(db: asyncpg.Connection, prefix: str) -> bool:
     unprocessed = await db.fetchval("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
     unpublished = await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     unsent = await db.fetchval("SELECT count(*) FROM license_emails WHERE sent_at IS NULL AND superseded_at IS NULL")
@@ -280,13 +282,26 @@ async def verify(db: asyncpg.Connection, accepted: set[str], expected: dict[str,
     report.emails_received = len(smtp.messages)
 
 
-async def run_chaos(*, events_count: int, rate: float, worker_count: int = 2, clients: int = 8,
-                    kill_every_s: float = 5.0, rabbit_fault: str = "restart", seed: int | None = None,
-                    drain_timeout_s: float = 300.0, log_dir: Path | None = None) -> ChaosReport:
-    rng = random.Random(seed)
-    report = ChaosReport()
-    webhooks, expected = build_webhooks(events_count, rng)
-    report.offered = len(webhooks)
+@dataclass
+class RunningSystem:
+    """A live colmena (ingress, scheduler, workers) on a scratch database and its own queues."""
+
+    webhook_url: str
+    db: asyncpg.Connection
+    prefix: str
+    processes: Processes
+    pg_proxy: TcpProxy
+    amqp_proxy: TcpProxy
+    smtp: SmtpStandin
+
+
+@asynccontextmanager
+async def running_system(*, worker_count: int, log_dir: Path | None = None,
+                         broker_via_proxy: bool = False) -> AsyncIterator[RunningSystem]:
+    """Start the processes with licenses configured (local SMTP, product, signing key).
+
+    PostgreSQL is always reached through a proxy the caller may cut; RabbitMQ only when asked.
+    """
     prefix = f"chaos{uuid.uuid4().hex[:6]}_"
     workdir = Path(tempfile.mkdtemp(prefix="colmena-chaos-"))
     logs = log_dir or workdir / "logs"
@@ -302,7 +317,7 @@ async def run_chaos(*, events_count: int, rate: float, worker_count: int = 2, cl
         amqp = urlsplit(AMQP_URL)
         amqp_proxy = TcpProxy(amqp.hostname or "127.0.0.1", amqp.port or 5672)
         amqp_port = await amqp_proxy.start()
-        broker_url = AMQP_URL.replace(f":{amqp.port}/", f":{amqp_port}/") if rabbit_fault == "proxy" else AMQP_URL
+        broker_url = AMQP_URL.replace(f":{amqp.port}/", f":{amqp_port}/") if broker_via_proxy else AMQP_URL
         http_port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
         env.update({
@@ -331,49 +346,9 @@ async def run_chaos(*, events_count: int, rate: float, worker_count: int = 2, cl
         processes.start()
         db = await asyncpg.connect(database_url)
         try:
-            url = f"http://127.0.0.1:{http_port}/webhooks/stripe"
             await wait_http(f"http://127.0.0.1:{http_port}/healthz")
-            duration = report.offered / rate
-
-            async def faults() -> None:
-                await asyncio.sleep(duration * 0.3)
-                if rabbit_fault == "proxy":
-                    await amqp_proxy.cut()
-                    await asyncio.sleep(3)
-                    await amqp_proxy.restore()
-                    report.faults.append("rabbitmq cut behind a proxy for 3 s")
-                else:
-                    await restart_rabbitmq()
-                    report.faults.append("rabbitmq restarted (stop_app/start_app)")
-                await asyncio.sleep(duration * 0.3)
-                await pg_proxy.cut()
-                await asyncio.sleep(3)
-                await pg_proxy.restore()
-                report.faults.append("postgresql refused connections for 3 s")
-
-            async def killer(stop: asyncio.Event) -> None:
-                while not stop.is_set():
-                    try:
-                        await asyncio.wait_for(stop.wait(), kill_every_s)
-                    except TimeoutError:
-                        processes.kill_random_worker(rng)
-                        report.worker_kills += 1
-
-            stop = asyncio.Event()
-            killing = asyncio.create_task(killer(stop))
-            faulting = asyncio.create_task(faults())
-            accepted = await send_all(url, webhooks, rate, clients, report)
-            await faulting
-            stop.set()
-            await killing
-            drain_started = time.monotonic()
-            deadline = drain_started + drain_timeout_s
-            while not await settled(db, prefix, len(expected)):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.5)
-            report.drain_seconds = time.monotonic() - drain_started
-            await verify(db, accepted, expected, report, prefix, smtp)
+            yield RunningSystem(f"http://127.0.0.1:{http_port}/webhooks/stripe", db, prefix, processes,
+                                pg_proxy, amqp_proxy, smtp)
         finally:
             await db.close()
             processes.stop()
@@ -381,6 +356,58 @@ async def run_chaos(*, events_count: int, rate: float, worker_count: int = 2, cl
             await amqp_proxy.cut()
             smtp.stop()
             delete_queues(prefix)
+
+
+async def run_chaos(*, events_count: int, rate: float, worker_count: int = 2, clients: int = 8,
+                    kill_every_s: float = 5.0, rabbit_fault: str = "restart", seed: int | None = None,
+                    drain_timeout_s: float = 300.0, log_dir: Path | None = None) -> ChaosReport:
+    rng = random.Random(seed)
+    report = ChaosReport()
+    webhooks, expected = build_webhooks(events_count, rng)
+    report.offered = len(webhooks)
+    async with running_system(worker_count=worker_count, log_dir=log_dir,
+                              broker_via_proxy=rabbit_fault == "proxy") as system:
+        duration = report.offered / rate
+
+        async def faults() -> None:
+            await asyncio.sleep(duration * 0.3)
+            if rabbit_fault == "proxy":
+                await system.amqp_proxy.cut()
+                await asyncio.sleep(3)
+                await system.amqp_proxy.restore()
+                report.faults.append("rabbitmq cut behind a proxy for 3 s")
+            else:
+                await restart_rabbitmq()
+                report.faults.append("rabbitmq restarted (stop_app/start_app)")
+            await asyncio.sleep(duration * 0.3)
+            await system.pg_proxy.cut()
+            await asyncio.sleep(3)
+            await system.pg_proxy.restore()
+            report.faults.append("postgresql refused connections for 3 s")
+
+        async def killer(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), kill_every_s)
+                except TimeoutError:
+                    system.processes.kill_random_worker(rng)
+                    report.worker_kills += 1
+
+        stop = asyncio.Event()
+        killing = asyncio.create_task(killer(stop))
+        faulting = asyncio.create_task(faults())
+        accepted = await send_all(system.webhook_url, webhooks, rate, clients, report)
+        await faulting
+        stop.set()
+        await killing
+        drain_started = time.monotonic()
+        deadline = drain_started + drain_timeout_s
+        while not await settled(system.db, system.prefix):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        report.drain_seconds = time.monotonic() - drain_started
+        await verify(system.db, accepted, expected, report, system.prefix, system.smtp)
     return report
 
 

@@ -12,6 +12,7 @@ from colmena.gateways import mercadopago, stripe
 STRIPE_SECRET = "whsec_test_current"
 STRIPE_OLD_SECRET = "whsec_test_previous"
 MP_SECRET = "mp-webhook-secret"
+MP_OLD_SECRET = "mp-webhook-secret-previous"
 MP_TOKEN = "TEST-1234-access-token"
 
 LICENSE_METADATA = {"product": "colmena-enterprise", "product_kind": "license", "edition": "enterprise",

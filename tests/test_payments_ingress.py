@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from colmena import provider_events as events
 from colmena.gateways.stripe import sign
 from tests.payments_support import (
+    MP_OLD_SECRET,
     MP_SECRET,
     STRIPE_OLD_SECRET,
     STRIPE_SECRET,
@@ -27,7 +28,7 @@ from tests.standins.tcp_proxy import TcpProxy
 def pay_settings(settings):
     return settings.model_copy(update={
         "stripe_webhook_secrets": SecretStr(f"{STRIPE_SECRET},{STRIPE_OLD_SECRET}"),
-        "mercadopago_webhook_secret": SecretStr(MP_SECRET),
+        "mercadopago_webhook_secret": SecretStr(f"{MP_SECRET},{MP_OLD_SECRET}"),
     })
 
 
@@ -75,6 +76,12 @@ async def test_mercadopago_notification_is_stored(pay_client, db) -> None:
     assert dict(row) == {"provider": "mercadopago", "event_key": str(notification["id"]), "kind": "payment"}
 
 
+async def test_mercadopago_notification_signed_with_the_previous_secret_is_accepted(pay_client) -> None:
+    notification = events.mercadopago_notification("1319000004")
+    args = mercadopago_post_args(notification, secret=MP_OLD_SECRET)
+    assert (await pay_client.post("/webhooks/mercadopago", **args)).status == 200
+
+
 async def test_mercadopago_millisecond_timestamp_is_accepted(pay_client) -> None:
     notification = events.mercadopago_notification("1319000002")
     args = mercadopago_post_args(notification, ts=int(time.time() * 1000))
@@ -96,7 +103,7 @@ def _stripe_bad_requests() -> dict[str, tuple[int, str, dict]]:
     tampered = {"data": good["data"].replace(b"succeeded", b"SUCCEEDED"), "headers": good["headers"]}
     return {
         "forged signature": (401, "invalid_signature", forged),
-        "wrong secret, stale timestamp": (401, "invalid_signature", stale),
+        "stale timestamp (over 300 s)": (401, "invalid_signature", stale),
         "missing header": (401, "invalid_signature", missing),
         "tampered body": (401, "invalid_signature", tampered),
         "malformed JSON": (400, "malformed", malformed),

@@ -56,7 +56,7 @@ async def relay_once(pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float
             return 0
         sent = await _publish_and_record(conn, publisher, rows, "relay")
     if sent:
-        log.info("relay published pending outbox rows", count=sent)
+        log.debug("relay published pending outbox rows", count=sent)
     return sent
 
 

@@ -131,9 +131,9 @@ def trigger_mercadopago(status: str, payment_id: str, url: str | None) -> None:
     that answers with the status you want to see.
     """
     settings = load_settings()
-    secret = settings.mercadopago_webhook_secret.get_secret_value() if settings.mercadopago_webhook_secret else None
-    if secret is None:
-        secret = DEV_MERCADOPAGO_SECRET
+    secrets = settings.mercadopago_secrets()
+    secret = secrets[0] if secrets else DEV_MERCADOPAGO_SECRET
+    if not secrets:
         click.echo("COLMENA_MERCADOPAGO_WEBHOOK_SECRET is unset: signing with the `colmena dev` secret", err=True)
     request_id = str(uuid.uuid4())
     notification = events.mercadopago_notification(payment_id)

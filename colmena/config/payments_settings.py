@@ -16,7 +16,9 @@ class PaymentsSettings(BaseModel):
         default=None, description="comma-separated endpoint secrets (whsec_...); several during a roll"
     )
     stripe_tolerance_s: int = Field(default=300, ge=1, le=3600)
-    mercadopago_webhook_secret: SecretStr | None = None
+    mercadopago_webhook_secret: SecretStr | None = Field(
+        default=None, description="comma-separated webhook secrets; the new one first during a roll"
+    )
     mercadopago_access_token: SecretStr | None = None
     mercadopago_api_url: str = MERCADOPAGO_PUBLIC_API
     mercadopago_timeout_s: float = Field(default=10.0, gt=0, le=60)
@@ -24,6 +26,14 @@ class PaymentsSettings(BaseModel):
 
     def stripe_secrets(self) -> list[str]:
         """The configured Stripe endpoint secrets, in the order given."""
-        if self.stripe_webhook_secrets is None:
-            return []
-        return [part.strip() for part in self.stripe_webhook_secrets.get_secret_value().split(",") if part.strip()]
+        return _split(self.stripe_webhook_secrets)
+
+    def mercadopago_secrets(self) -> list[str]:
+        """The configured Mercado Pago webhook secrets, in the order given."""
+        return _split(self.mercadopago_webhook_secret)
+
+
+def _split(value: SecretStr | None) -> list[str]:
+    if value is None:
+        return []
+    return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]

@@ -61,18 +61,29 @@ def _parse_ts(header: str) -> str | None:
     return None
 
 
-def verify_signature(
-    *, x_signature: str | None, x_request_id: str | None, data_id: str | None, secret: str,
-    tolerance_s: int, now: float | None = None,
-) -> None:
-    """Raise MercadoPagoSignatureError unless the notification is ours and recent."""
+def _signed_by(x_signature: str | None, x_request_id: str | None, data_id: str | None, secret: str) -> None:
+    """Validate with data.id as sent, then lowercased; raise the SDK's error otherwise."""
     candidates = [data_id]
     if data_id is not None and data_id.lower() != data_id:
         candidates.append(data_id.lower())
-    failure: InvalidWebhookSignatureError | None = None
     for candidate in candidates:
         try:
             WebhookSignatureValidator.validate(x_signature, x_request_id, candidate, secret)
+            return
+        except InvalidWebhookSignatureError as exc:
+            if exc.reason is not SignatureFailureReason.SIGNATURE_MISMATCH or candidate is candidates[-1]:
+                raise
+
+
+def verify_signature(
+    *, x_signature: str | None, x_request_id: str | None, data_id: str | None, secrets: list[str],
+    tolerance_s: int, now: float | None = None,
+) -> None:
+    """Raise MercadoPagoSignatureError unless one of our secrets signed it, recently."""
+    failure: InvalidWebhookSignatureError | None = None
+    for secret in secrets:
+        try:
+            _signed_by(x_signature, x_request_id, data_id, secret)
             failure = None
             break
         except InvalidWebhookSignatureError as exc:

@@ -103,7 +103,8 @@ def _mercadopago_notification(body: bytes) -> dict[str, Any]:
 
 async def mercadopago_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if settings.mercadopago_webhook_secret is None:
+    secrets = settings.mercadopago_secrets()
+    if not secrets:
         WEBHOOKS.labels(provider="mercadopago", outcome="not_configured").inc()
         raise ApiError(503, "not_configured", "Mercado Pago webhooks are not configured")
     body = await _body(request, "mercadopago")
@@ -112,7 +113,7 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
     try:
         mercadopago.verify_signature(
             x_signature=request.headers.get("x-signature"), x_request_id=request_id, data_id=data_id,
-            secret=settings.mercadopago_webhook_secret.get_secret_value(), tolerance_s=settings.mercadopago_tolerance_s,
+            secrets=secrets, tolerance_s=settings.mercadopago_tolerance_s,
         )
     except mercadopago.MercadoPagoSignatureError as exc:
         raise _reject(request, "mercadopago", 401, "invalid_signature", "signature verification failed", exc.reason) from None

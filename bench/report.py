@@ -1,0 +1,94 @@
+"""Run every bench script and write bench/REPORT.md: each figure, its same-run baseline, the ratio.
+
+    python bench/report.py            # the whole suite (about 10 minutes on 2 cores)
+    python bench/report.py outbox webhooks   # some of it
+
+Each script prints `FIGURE name: value unit [baseline=... (what)] [ratio=...]`; this collects
+those lines as they are, with the machine and the exact command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from bench.common import machine  # noqa: E402
+
+HERE = Path(__file__).parent
+SUITE: dict[str, list[str]] = {
+    "outbox": ["outbox.py", "--messages", "5000"],
+    "webhooks": ["webhooks.py", "--events", "3000", "--rate", "100"],
+    "e2e": ["e2e.py", "--payments", "200", "--rate", "8"],
+    "workers": ["workers.py", "--messages", "20000"],
+    "licenses": ["licenses.py", "--licenses", "200", "--threads", "1,4"],
+    "stamping": ["stamping.py", "--invoices", "200", "--e2e", "20", "--threads", "1,4"],
+    "reconcile": ["reconcile.py"],
+    "chaos": ["chaos.py", "--events", "2000", "--rate", "60", "--rabbit-fault", "restart"],
+}
+FIGURE = re.compile(
+    r"^FIGURE (?P<name>.+?): (?P<value>[-\d.]+|nan) (?P<unit>\S+)"
+    r"(?: baseline=(?P<baseline>[-\d.]+) \((?P<what>.*?)\))?(?: ratio=(?P<ratio>[-\d.]+))?$"
+)
+
+
+def run(name: str) -> tuple[str, list[dict[str, str]], list[str], float]:
+    command = [sys.executable, str(HERE / SUITE[name][0]), *SUITE[name][1:]]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    elapsed = time.monotonic() - started
+    figures, notes = [], []
+    for line in result.stdout.splitlines():
+        match = FIGURE.match(line)
+        if match:
+            figures.append({key: value or "" for key, value in match.groupdict().items()})
+        elif line.strip() and not line.startswith("machine:"):
+            notes.append(line.strip())
+    if result.returncode != 0:
+        notes.append(f"exit code {result.returncode}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
+    shown = " ".join(["python", f"bench/{SUITE[name][0]}", *SUITE[name][1:]])
+    return shown, figures, notes, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("only", nargs="*", help=f"bench names among {', '.join(SUITE)} (default: all)")
+    parser.add_argument("--output", type=Path, default=HERE / "REPORT.md")
+    args = parser.parse_args()
+    unknown = sorted(set(args.only) - set(SUITE))
+    if unknown:
+        parser.error(f"unknown bench(es) {', '.join(unknown)}; known: {', '.join(SUITE)}")
+    names = args.only or list(SUITE)
+    lines = [
+        "# colmena benchmark report",
+        "",
+        f"Made by `python bench/report.py{' ' + ' '.join(args.only) if args.only else ''}` on "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}.",
+        "Every baseline is measured in the same run on the same machine; ratio = figure / baseline.",
+        "",
+    ]
+    for name in names:
+        print(f"running {name}...", flush=True)
+        command, figures, notes, elapsed = run(name)
+        lines += [f"## {name}", "", f"`{command}` ({elapsed:.0f} s)", ""]
+        if figures:
+            lines += ["| figure | value | baseline | ratio |", "| --- | --- | --- | --- |"]
+            for figure in figures:
+                baseline = f"{figure['baseline']} {figure['unit']} ({figure['what']})" if figure["baseline"] else ""
+                lines.append(f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} | {baseline} | "
+                             f"{figure['ratio']} |")
+            lines.append("")
+        if notes:
+            lines += ["```", *notes, "```", ""]
+    args.output.write_text("\n".join(lines))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
