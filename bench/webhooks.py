@@ -130,7 +130,6 @@ async def main() -> None:
             "COLMENA_DATABASE_URL": database_url, "COLMENA_BROKER_URL": AMQP_URL, "COLMENA_HTTP_PORT": str(port),
             "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET, "COLMENA_LOG_LEVEL": "WARNING",
             "COLMENA_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:6]}_", "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
-            "COLMENA_DB_POOL_MAX": os.environ.get("COLMENA_DB_POOL_MAX", "10"),
         })
         ingress = start([sys.executable, "-m", "colmena", "ingress"], env)
         try:

@@ -150,7 +150,7 @@ async def test_bcv_refusals_store_and_publish_nothing(
     rates_settings, db, make_client, bcv_site, page, mode, outcome, requests
 ) -> None:
     bcv_site.bcv_page, bcv_site.mode = page, mode
-    settings = rates_settings.model_copy(update={"rates_timeout_s": 0.3})
+    settings = rates_settings.model_copy(update={"rates_timeout_s": 1.0})  # room for a TLS handshake under load
 
     report = await scrape(Source.BCV, db, settings)
 

@@ -63,7 +63,7 @@ async def _store(
         publish_in_background(request.app, [row])
     outcome = "accepted" if new else "duplicate"
     WEBHOOKS.labels(provider=provider, outcome=outcome).inc()
-    log.info("webhook stored", provider=provider, kind=kind, event_key=event_key, duplicate=not new)
+    log.debug("webhook stored", provider=provider, kind=kind, event_key=event_key, duplicate=not new)
     return web.json_response({"received": True, "duplicate": not new})
 
 
