@@ -40,7 +40,7 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import AMQP_URL, figure, machine, scratch_database  # noqa: E402
+from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
 from colmena import provider_events as events  # noqa: E402
 from colmena.broker import queue_declarations  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
@@ -226,15 +226,6 @@ def queue_depths(prefix: str) -> tuple[int, int]:
         return pending, dead
     finally:
         connection.close()
-
-
-def delete_queues(prefix: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    for queue in ("payments", "licenses", "stamping", "rates", "bots"):
-        for name, _ in queue_declarations(prefix + queue, quorum=False):
-            channel.queue_delete(queue=name)
-    connection.close()
 
 
 async def restart_rabbitmq() -> None:

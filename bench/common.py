@@ -54,3 +54,19 @@ async def scratch_database() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def delete_queues(prefix: str, queues: tuple[str, ...] = ("payments", "licenses", "stamping", "rates", "bots")) -> None:
+    """Remove a bench run's queues (with their .DQ and .XQ) from RabbitMQ."""
+    import pika
+
+    from colmena.broker import queue_declarations
+
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            for name, _ in queue_declarations(prefix + queue, quorum=False):
+                channel.queue_delete(queue=name)
+    finally:
+        connection.close()

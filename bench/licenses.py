@@ -31,15 +31,14 @@ from typing import Any
 
 import asyncpg
 import dramatiq
-import pika
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import AMQP_URL, figure, machine, scratch_database  # noqa: E402
+from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
 from colmena import broker as broker_module  # noqa: E402
 from colmena.actors import licenses as actor_module  # noqa: E402
-from colmena.broker import build_broker, queue_declarations  # noqa: E402
+from colmena.broker import build_broker  # noqa: E402
 from colmena.config import Settings  # noqa: E402
 from colmena.config.logging import configure_logging  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
@@ -138,14 +137,6 @@ async def insert_payments(url: str, count: int) -> list[int]:
         await conn.close()
 
 
-def delete_queues(prefix: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    for name, _ in queue_declarations(prefix + "licenses", quorum=False):
-        channel.queue_delete(queue=name)
-    connection.close()
-
-
 @dataclasses.dataclass
 class Run:
     rate: float
@@ -186,7 +177,7 @@ async def run(threads: int, licenses: int, product_kib: int) -> Run:
                 finally:
                     worker.stop()
                     broker.close()
-                    delete_queues(prefix)
+                    delete_queues(prefix, ("licenses",))
     total = clock.spent["total"]
     shares = {phase: 100 * clock.spent[phase] / total for phase in PHASES}
     shares["other"] = max(0.0, 100 - sum(shares.values()))

@@ -16,23 +16,14 @@ import uuid
 from pathlib import Path
 
 import dramatiq
-import pika
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import AMQP_URL, figure, machine, scratch_database  # noqa: E402
+from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
 from colmena.actors.outbox import relay_until_empty  # noqa: E402
-from colmena.broker import ColmenaRabbitmqBroker, queue_declarations  # noqa: E402
+from colmena.broker import ColmenaRabbitmqBroker  # noqa: E402
 from colmena.publisher import AmqpPublisher  # noqa: E402
 from colmena.store.pool import create_pool  # noqa: E402
-
-
-def delete_queues(prefix: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    for name, _ in queue_declarations(prefix + "bench", quorum=False):
-        channel.queue_delete(queue=name)
-    connection.close()
 
 
 def one_by_one(prefix: str, messages: int) -> float:
@@ -81,7 +72,7 @@ def main() -> None:
         rate = asyncio.run(relay(prefix, args.messages))
         figure("outbox relay, pipelined confirms", rate, "msg/s", baseline=baseline, baseline_name="actor.send() one by one")
     finally:
-        delete_queues(prefix)
+        delete_queues(prefix, ("bench",))
 
 
 if __name__ == "__main__":

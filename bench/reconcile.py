@@ -27,7 +27,6 @@ from pathlib import Path
 import aiohttp
 import docker
 import dramatiq
-import pika
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -35,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from cryptography.fernet import Fernet
 
-from bench.common import AMQP_URL, figure, machine, median, percentile, scratch_database
+from bench.common import AMQP_URL, delete_queues, figure, machine, median, percentile, scratch_database
 from colmena.actors.bots import reconcile_all, runtime_of
-from colmena.broker import build_broker, queue_declarations
+from colmena.broker import build_broker
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
 from colmena.domain.tenants import DEFAULT_CONFIG, new_token, token_digest
@@ -63,14 +62,6 @@ def settings_for(url: str, kind: str, image: str | None, data_dir: Path) -> Sett
 def resources(settings: Settings) -> Resources:
     return Resources(settings, database_url=settings.require_database_url(),
                      publisher=AmqpPublisher(settings.require_broker_url(), settings.queue_prefix))
-
-
-def delete_queues(prefix: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    for name, _ in queue_declarations(prefix + "bots", quorum=False):
-        channel.queue_delete(queue=name)
-    connection.close()
 
 
 async def wait_running(runtime: Runtime, tenant_id: str, timeout_s: float = 60) -> None:
@@ -143,7 +134,7 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
                 await asyncio.to_thread(close_runtimes)
                 if kind == "docker":
                     await asyncio.to_thread(remove_containers, settings.bot_instance)
-                delete_queues(settings.queue_prefix)
+                delete_queues(settings.queue_prefix, ("bots",))
 
 
 def remove_containers(instance: str) -> None:

@@ -31,18 +31,17 @@ from typing import Any
 
 import asyncpg
 import dramatiq
-import pika
 from lxml import etree
 from pydantic import SecretStr
 from satcfdi.create.cfd import cfdi40
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import AMQP_URL, figure, machine, scratch_database
+from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database
 from bench.licenses import Clock
 from colmena import broker as broker_module
 from colmena.actors import stamping as actor_module
-from colmena.broker import build_broker, queue_declarations
+from colmena.broker import build_broker
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
 from colmena.gateways import cfdi
@@ -166,14 +165,6 @@ async def insert_payments(url: str, count: int) -> list[int]:
         await conn.close()
 
 
-def delete_queues(prefix: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    for name, _ in queue_declarations(prefix + "stamping", quorum=False):
-        channel.queue_delete(queue=name)
-    connection.close()
-
-
 @dataclasses.dataclass
 class Run:
     rate: float
@@ -214,7 +205,7 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
                 finally:
                     await asyncio.to_thread(worker.stop)
                     broker.close()
-                    delete_queues(prefix)
+                    delete_queues(prefix, ("stamping",))
     total = clock.spent["total"]
     shares = {phase: 100 * clock.spent[phase] / total for phase in E2E_PHASES}
     shares["other"] = max(0.0, 100 - sum(shares.values()))

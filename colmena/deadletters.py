@@ -76,18 +76,26 @@ def _decode(queue: str, body: bytes) -> tuple[dramatiq.Message, DeadLetter]:
     return message, letter
 
 
+def _browse(broker_url: str, name: str, quorum: bool) -> Iterator[tuple[BlockingChannel, int, bytes]]:
+    """Every dead letter of queue `name`, taken unacknowledged on one channel.
+
+    Whatever the caller does not acknowledge goes back to RabbitMQ when the channel closes.
+    """
+    with _channel(broker_url) as channel:
+        _declare(channel, name, quorum)
+        while True:
+            method, _properties, body = channel.basic_get(xq_name(name), auto_ack=False)
+            if method is None:
+                return
+            yield channel, method.delivery_tag, body
+
+
 def list_dead_letters(broker_url: str, prefix: str, queues: list[str], *, quorum: bool = False) -> list[DeadLetter]:
-    found: list[DeadLetter] = []
-    for queue in queues:
-        name = queue_name(prefix, queue)
-        with _channel(broker_url) as channel:
-            _declare(channel, name, quorum)
-            while True:
-                method, _properties, body = channel.basic_get(xq_name(name), auto_ack=False)
-                if method is None:
-                    break
-                found.append(_decode(queue, body)[1])
-    return found
+    return [
+        _decode(queue, body)[1]
+        for queue in queues
+        for _ch, _tag, body in _browse(broker_url, queue_name(prefix, queue), quorum)
+    ]
 
 
 def requeue(
@@ -97,21 +105,15 @@ def requeue(
     moved: list[DeadLetter] = []
     for queue in queues:
         name = queue_name(prefix, queue)
-        with _channel(broker_url) as channel:
-            _declare(channel, name, quorum)
-            while True:
-                method, _properties, body = channel.basic_get(xq_name(name), auto_ack=False)
-                if method is None:
-                    break
-                message, letter = _decode(queue, body)
-                if message_id is not None and letter.message_id != message_id:
-                    continue
-                options = {key: value for key, value in message.options.items() if key not in RETRY_BOOKKEEPING}
-                fresh = message.copy(queue_name=name, options=options)
-                channel.basic_publish(
-                    exchange="", routing_key=name, body=fresh.encode(),
-                    properties=pika.BasicProperties(delivery_mode=2), mandatory=True,
-                )
-                channel.basic_ack(method.delivery_tag)
-                moved.append(letter)
+        for channel, tag, body in _browse(broker_url, name, quorum):
+            message, letter = _decode(queue, body)
+            if message_id is not None and letter.message_id != message_id:
+                continue
+            options = {key: value for key, value in message.options.items() if key not in RETRY_BOOKKEEPING}
+            channel.basic_publish(
+                exchange="", routing_key=name, body=message.copy(queue_name=name, options=options).encode(),
+                properties=pika.BasicProperties(delivery_mode=2), mandatory=True,
+            )
+            channel.basic_ack(tag)
+            moved.append(letter)
     return moved

@@ -6,20 +6,18 @@ for an unknown license. Settings or database trouble exits 2, as everywhere.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import click
 
+from colmena.cli.database import with_database
 from colmena.config import Settings, SettingsError, load_settings
-from colmena.config.logging import configure_logging
 from colmena.domain.license_keys import public_key
 from colmena.domain.licensing import (
     LicenseKeyError,
@@ -28,30 +26,13 @@ from colmena.domain.licensing import (
     load_public_key,
     verify_license_key,
 )
-from colmena.processes import check_database, open_database
 from colmena.publisher import AmqpPublisher
 from colmena.store import licenses as store
 from colmena.store import outbox
 
-T = TypeVar("T")
 
 PRIVATE_KEY_FILE = "license-signing-key.pem"
 PUBLIC_KEY_FILE = "license-public-key.pem"
-
-
-def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    configure_logging(dev=True, level="WARNING")  # the command's own lines are the output
-
-    async def run() -> T:
-        url = settings.require_database_url()
-        await check_database(url)
-        conn = await open_database(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 @click.group("license")
@@ -134,7 +115,7 @@ def revoke_command(license_id: uuid.UUID, reason: str) -> None:
                 await store.revoke(conn, license_id, reason)
             return record
 
-    record = _with_database(load_settings(), work)
+    record = with_database(load_settings(), work)
     if record is None:
         raise click.ClickException(f"no license {license_id}")
     if record.revoked_at is not None:
@@ -163,7 +144,7 @@ def resend_command(license_id: uuid.UUID) -> None:
             )
         return record, await _publish(conn, settings, row)
 
-    record, published = _with_database(settings, work)
+    record, published = with_database(settings, work)
     if record is None:
         raise click.ClickException(f"no license {license_id}")
     if record.revoked_at is not None:

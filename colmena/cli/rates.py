@@ -6,37 +6,16 @@ failed or kept nothing publishable (the line says why), 2 for settings or databa
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import asyncpg
 import click
 
 from colmena.actors.rates import AcceptRefused, ScrapeReport, Source, accept, scrape
-from colmena.config import Settings, load_settings
-from colmena.config.logging import configure_logging
-from colmena.processes import check_database, open_database
+from colmena.cli.database import with_database
+from colmena.config import load_settings
 from colmena.store import rates as store
 from colmena.store.rates import RateRow
 
-T = TypeVar("T")
-
-
-def _with_database(work: Callable[[asyncpg.Connection], Awaitable[T]], settings: Settings | None = None) -> T:
-    settings = settings or load_settings()
-    configure_logging(dev=True, level="WARNING")  # the command's own lines are the output
-
-    async def run() -> T:
-        url = settings.require_database_url()
-        await check_database(url)
-        conn = await open_database(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def _describe(row: RateRow) -> str:
@@ -66,7 +45,7 @@ def rates_group() -> None:
 def scrape_command(source: str) -> None:
     """Scrape SOURCE now and print what was stored, or why it was refused."""
     settings = load_settings()
-    report = _with_database(lambda conn: scrape(Source(source), conn, settings), settings)
+    report = with_database(settings, lambda conn: scrape(Source(source), conn, settings))
     _print_report(report)
     if report.ok:
         return
@@ -80,7 +59,7 @@ def scrape_command(source: str) -> None:
 def accept_command(rate_id: int) -> None:
     """Publish suspect rate RATE_ID (see `colmena rates list --status suspect`)."""
     try:
-        row, changed = _with_database(lambda conn: accept(conn, rate_id))
+        row, changed = with_database(load_settings(), lambda conn: accept(conn, rate_id))
     except AcceptRefused as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{_describe(row)}: {'published' if changed else 'already published'} ({row.status})")
@@ -96,7 +75,7 @@ def list_command(source: str | None, status: str | None, limit: int) -> None:
     async def load(conn: asyncpg.Connection) -> tuple[list[RateRow], list[store.SourceHealth]]:
         return await store.recent(conn, source=source, status=status, limit=limit), await store.sources(conn)
 
-    rows, health = _with_database(load)
+    rows, health = with_database(load_settings(), load)
     for h in health:
         state = "STALE" if h.stale else "ok"
         last = h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never"
