@@ -72,10 +72,28 @@ def with_dev_secrets(settings: Settings) -> Settings:
     return settings.model_copy(update=update)
 
 
+SAMPLE_PRODUCT = "colmena-enterprise"
+
+
+def seed_sample_product(settings: Settings) -> None:
+    """The product `colmena trigger stripe` buys, so a first license can be delivered at once."""
+    products = settings.license_products_path
+    if products.exists():
+        return
+    sample = products / SAMPLE_PRODUCT
+    sample.mkdir(parents=True)
+    (sample / "README.txt").write_text(
+        "Sample product created by `colmena dev`.\n"
+        f"Put each product's files in {products}/<product_ref>/ (COLMENA_LICENSE_PRODUCTS_DIR).\n"
+    )
+    log.info("sample product created", directory=str(sample))
+
+
 async def run_dev(settings: Settings) -> None:
     configure_logging(dev=True, level=settings.log_level)
     settings = with_dev_secrets(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    seed_sample_product(settings)
     if settings.database_url is not None:
         database_url, database_label = settings.database_url.get_secret_value(), "COLMENA_DATABASE_URL"
     else:

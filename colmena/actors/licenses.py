@@ -218,7 +218,7 @@ async def _send_locked(conn: asyncpg.Connection, settings: Settings, mailer: Mai
     email = license_delivery_email(
         locale=record.customer_locale,
         product_name=product_name(record.product_ref, record.edition),
-        download_url=f"{settings.license_base_url}/downloads/{token}",
+        download_url=f"{settings.license_links_base}/downloads/{token}",
         link_expires_at=link.expires_at,
         license_expires_at=record.expires_at,
         max_downloads=link.max_downloads,

@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validato
 class LicenseSettings(BaseModel):
     if TYPE_CHECKING:
         data_dir: Path  # declared by Settings
+        http_host: str
+        http_port: int
 
     license_signing_key: SecretStr | None = Field(
         default=None,
@@ -37,8 +39,9 @@ class LicenseSettings(BaseModel):
     license_retention_hours: float = Field(
         default=168.0, ge=0, description="how long dead links and idle packages are kept before cleanup"
     )
-    license_base_url: str = Field(
-        default="http://127.0.0.1:8080", description="public base URL the emailed download links start with"
+    license_base_url: str | None = Field(
+        default=None,
+        description="public base URL the emailed download links start with; unset: this ingress's host and port",
     )
     license_download_ip_per_minute: int = Field(default=30, ge=1)
     license_download_token_per_minute: int = Field(default=10, ge=1)
@@ -61,7 +64,9 @@ class LicenseSettings(BaseModel):
 
     @field_validator("license_base_url")
     @classmethod
-    def _check_base_url(cls, value: str) -> str:
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("expected an http(s) URL such as https://shop.example.com")
@@ -73,6 +78,11 @@ class LicenseSettings(BaseModel):
         if (info.data.get("smtp_username") is None) != (value is None):
             raise ValueError("COLMENA_SMTP_USERNAME and COLMENA_SMTP_PASSWORD go together")
         return value
+
+    @property
+    def license_links_base(self) -> str:
+        """Where emailed links point: the configured public URL, else this ingress itself."""
+        return self.license_base_url or f"http://{self.http_host}:{self.http_port}"
 
     @property
     def license_products_path(self) -> Path:
