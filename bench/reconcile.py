@@ -34,7 +34,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from cryptography.fernet import Fernet
 
-from bench.common import AMQP_URL, delete_queues, figure, machine, median, percentile, scratch_database
+from bench.common import (
+    AMQP_URL,
+    delete_queues,
+    figure,
+    machine,
+    median,
+    percentile,
+    scratch_database,
+)
 from colmena.actors.bots import reconcile_all, runtime_of
 from colmena.broker import build_broker
 from colmena.config import Settings

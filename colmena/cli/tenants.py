@@ -8,16 +8,12 @@ one transaction (all or nothing). `bots list` shows what the last reconcile pass
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import asyncpg
 import click
 
 from colmena.actors.bots import change_plan
+from colmena.cli.database import with_database
 from colmena.config import Settings, load_settings
-from colmena.config.logging import configure_logging
 from colmena.domain.tenants import (
     DEFAULT_CONFIG,
     TENANT_ID,
@@ -27,29 +23,11 @@ from colmena.domain.tenants import (
     new_token,
     token_digest,
 )
-from colmena.processes import check_database, open_database
 from colmena.publisher import AmqpPublisher
 from colmena.store import outbox
 from colmena.store import tenants as store
 from colmena.supervisor.keys import newest_key_version, secret_box
 from colmena.supervisor.secrets import SecretDecryptError
-
-T = TypeVar("T")
-
-
-def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    configure_logging(dev=True, level="WARNING")  # the command's own lines are the output
-
-    async def run() -> T:
-        url = settings.require_database_url()
-        await check_database(url)
-        conn = await open_database(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 async def _publish(conn: asyncpg.Connection, settings: Settings, rows: list[outbox.OutboxMessage | None]) -> bool:
@@ -108,7 +86,7 @@ def create_command(email: str, plan: str, tenant_id: str | None) -> None:
         await _publish(conn, settings, rows)
         return final, outcomes
 
-    tenant, outcomes = _with_database(settings, work)
+    tenant, outcomes = with_database(settings, work)
     if tenant is None:
         raise click.ClickException(f"tenant {tenant_id} already exists")
     click.echo(f"tenant {tenant.id} ({tenant.email}) on plan {tenant.plan}")
@@ -120,7 +98,7 @@ def create_command(email: str, plan: str, tenant_id: str | None) -> None:
 @tenants_group.command("list")
 def list_command() -> None:
     """Every tenant: id, plan, email, created."""
-    tenants = _with_database(load_settings(), store.list_tenants)
+    tenants = with_database(load_settings(), store.list_tenants)
     click.echo(f"{'TENANT':<24} {'PLAN':<12} {'CREATED':<20} EMAIL")
     for tenant in tenants:
         click.echo(f"{tenant.id:<24} {tenant.plan:<12} {tenant.created_at:%Y-%m-%d %H:%M:%S}  {tenant.email}")
@@ -140,7 +118,7 @@ def rotate_token_command(tenant_id: str) -> None:
     async def work(conn: asyncpg.Connection) -> bool:
         return await store.set_token(conn, tenant_id, token_digest(token))
 
-    if not _with_database(load_settings(), work):
+    if not with_database(load_settings(), work):
         raise click.ClickException(f"no tenant {tenant_id}")
     click.echo(f"new API token for {tenant_id} (shown once; the old one no longer works): {token}")
 
@@ -169,7 +147,7 @@ def rotate_keys_command() -> None:
                 await store.replace_ciphertext(conn, key_id, rotated, version)
         return len(rows)
 
-    count = _with_database(settings, work)
+    count = with_database(settings, work)
     click.echo(f"{count} provider key(s) re-encrypted with key {version}; older keys can now be removed "
                "from COLMENA_SECRET_KEYS")
 
@@ -188,7 +166,7 @@ def _health(bot: store.BotRow) -> str:
 @bots_group.command("list")
 def bots_list_command() -> None:
     """Tenant, desired and actual state (as of the last pass), restarts, health."""
-    bots = _with_database(load_settings(), store.list_bots)
+    bots = with_database(load_settings(), store.list_bots)
     click.echo(f"{'TENANT':<24} {'PLAN':<11} {'DESIRED':<8} {'ACTUAL':<10} {'RESTARTS':>8} {'HEALTH':<10} SEEN")
     for bot in bots:
         seen = f"{bot.observed_at:%Y-%m-%d %H:%M:%S}" if bot.observed_at else "never"
@@ -211,7 +189,7 @@ def bots_reset_command(tenant_id: str) -> None:
             row = await store.record_reconcile(conn, tenant_id)
         return True, await _publish(conn, settings, [row])
 
-    found, published = _with_database(settings, work)
+    found, published = with_database(settings, work)
     if not found:
         raise click.ClickException(f"no tenant {tenant_id}")
     where = "queued" if published else "recorded in the outbox; the relay will queue it"

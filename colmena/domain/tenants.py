@@ -45,7 +45,8 @@ def looks_like_token(value: str) -> bool:
 
 
 def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    # surrogateescape: aiohttp decodes header bytes that are not UTF-8 that way; any header hashes.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def new_tenant_id() -> str:

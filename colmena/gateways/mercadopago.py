@@ -80,6 +80,8 @@ def verify_signature(
     tolerance_s: int, now: float | None = None,
 ) -> None:
     """Raise MercadoPagoSignatureError unless one of our secrets signed it, recently."""
+    if x_signature is not None and not x_signature.isascii():  # the SDK's compare_digest raises TypeError
+        raise MercadoPagoSignatureError(SignatureFailureReason.MALFORMED_SIGNATURE_HEADER.value)
     failure: InvalidWebhookSignatureError | None = None
     for secret in secrets:
         try:
@@ -93,7 +95,7 @@ def verify_signature(
     if failure is not None:
         raise MercadoPagoSignatureError(failure.reason.value)
     ts = _parse_ts(x_signature or "")
-    if ts is None or not ts.isdigit():
+    if ts is None or not ts.isascii() or not ts.isdigit():
         raise MercadoPagoSignatureError(SignatureFailureReason.MALFORMED_SIGNATURE_HEADER.value)
     drift = abs((time.time() if now is None else now) - _timestamp_seconds(ts))
     if drift > tolerance_s:

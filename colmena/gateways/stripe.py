@@ -26,6 +26,8 @@ class StripeEventError(ValueError):
 def verify_signature(payload: bytes, header: str | None, secrets: Sequence[str], *, tolerance_s: int) -> None:
     if not header:
         raise StripeSignatureError("missing Stripe-Signature header")
+    if not header.isascii():  # Stripe's compare_digest raises TypeError on non-ASCII text
+        raise StripeSignatureError("Stripe-Signature is not ASCII")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -45,7 +47,7 @@ def parse_event(payload: bytes) -> dict[str, Any]:
     """The event as a dict, checked for the fields colmena relies on."""
     try:
         event = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise StripeEventError("body is not JSON") from None
     if not isinstance(event, dict):
         raise StripeEventError("event is not a JSON object")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from colmena.config import Settings
-from colmena.http import health, licenses, ops, rates, tenants, webhooks
+from colmena.http import health, licenses, openapi, ops, rates, tenants, webhooks
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.middlewares import DEFAULT_LIMITER, MAX_BODY, MIDDLEWARES, RATE_LIMITERS
 from colmena.http.publishing import AFTER_COMMIT, AfterCommitPublisher
@@ -22,6 +22,7 @@ ROUTE_MODULES = (
     licenses,
     ops,
     tenants,
+    openapi,
 )
 DRAIN_TIMEOUT_S = 10.0
 

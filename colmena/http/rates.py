@@ -141,7 +141,7 @@ def _limit(params: Mapping[str, str]) -> int:
     value = params.get("limit")
     if value is None:
         return HISTORY_DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= HISTORY_MAX_LIMIT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= HISTORY_MAX_LIMIT:
         raise _bad("limit", f"limit must be an integer from 1 to {HISTORY_MAX_LIMIT}")
     return int(value)
 

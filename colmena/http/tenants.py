@@ -30,6 +30,7 @@ from colmena.config import SettingsError
 from colmena.config.metrics import BOTS, SECURITY_EVENTS
 from colmena.domain.tenants import (
     PROVIDER,
+    TENANT_ID,
     ConfigError,
     PlanLimits,
     looks_like_token,
@@ -96,7 +97,7 @@ def authenticate_admin(request: web.Request) -> None:
 async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ApiError(400, "invalid_json", "the body is not JSON") from None
 
 
@@ -202,7 +203,7 @@ async def put_config(request: web.Request) -> web.Response:
 
 def _tail(request: web.Request, default: int) -> int:
     raw = request.query.get("tail", str(default))
-    if not raw.isdigit() or not 0 <= int(raw) <= MAX_TAIL:
+    if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= MAX_TAIL:
         raise _field_errors([("tail", f"an integer from 0 to {MAX_TAIL}")], "tail is not valid")
     return int(raw)
 
@@ -329,11 +330,14 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def delete_key(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
-    async with request.app[RESOURCES].pool.acquire() as conn:
-        deleted = await store.delete_key(conn, tenant.id, request.match_info["provider"])
+    provider = request.match_info["provider"]
+    deleted = False
+    if PROVIDER.fullmatch(provider):  # any other name cannot have a key (and may not reach SQL: NUL)
+        async with request.app[RESOURCES].pool.acquire() as conn:
+            deleted = await store.delete_key(conn, tenant.id, provider)
     if not deleted:
         raise ApiError(404, "not_found", "no key for that provider")
-    log.info("provider key deleted", provider=request.match_info["provider"])
+    log.info("provider key deleted", provider=provider)
     return web.Response(status=204)
 
 
@@ -349,6 +353,8 @@ async def admin_bots(request: web.Request) -> web.Response:
 async def admin_stop(request: web.Request) -> web.Response:
     authenticate_admin(request)
     tenant_id = request.match_info["tenant"]
+    if not TENANT_ID.fullmatch(tenant_id):  # cannot exist (and may not reach SQL: NUL)
+        raise ApiError(404, "not_found", "no such tenant")
     async with request.app[RESOURCES].pool.acquire() as conn:
         if await store.get_tenant(conn, tenant_id) is None:
             raise ApiError(404, "not_found", "no such tenant")

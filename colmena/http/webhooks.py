@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 import asyncpg
@@ -44,9 +45,38 @@ async def _body(request: web.Request, provider: str) -> bytes:
     return await request.read()
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate, from a "\ud800" escape
+        return False
+    return True
+
+
+def _jsonb_storable(value: Any) -> bool:
+    """Whether PostgreSQL's jsonb can hold a parsed body: it refuses NaN and Infinity, and the
+    NUL character and unpaired surrogates in any string or key."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return "\x00" not in value and _is_utf8(value)
+    if isinstance(value, list):
+        return all(_jsonb_storable(item) for item in value)
+    if isinstance(value, dict):
+        return all(_jsonb_storable(key) and _jsonb_storable(item) for key, item in value.items())
+    return True
+
+
 async def _store(
     request: web.Request, *, provider: str, event_key: str, kind: str, payload: dict[str, Any], actor: str
 ) -> web.Response:
+    try:
+        storable = _jsonb_storable(payload)
+    except RecursionError:
+        storable = False
+    if not storable:  # a 503 would have the provider send it again forever; it can never be stored
+        raise _reject(request, provider, 400, "malformed", "the event holds values that cannot be stored",
+                      "not storable as jsonb")
     resources = request.app[RESOURCES]
     try:
         async with asyncio.timeout(DB_TIMEOUT_S):
@@ -92,7 +122,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
 def _mercadopago_notification(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise ValueError("body is not JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
         raise ValueError("notification has no data object")
