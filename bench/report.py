@@ -26,11 +26,11 @@ SUITE: dict[str, list[str]] = {
     "outbox": ["outbox.py", "--messages", "5000"],
     "webhooks": ["webhooks.py", "--events", "3000", "--rate", "100"],
     "e2e": ["e2e.py", "--payments", "200", "--rate", "8"],
-    "workers": ["workers.py", "--messages", "20000"],
+    "workers": ["workers.py", "--messages", "10000"],
     "licenses": ["licenses.py", "--licenses", "200", "--threads", "1,4"],
     "stamping": ["stamping.py", "--invoices", "200", "--e2e", "20", "--threads", "1,4"],
     "reconcile": ["reconcile.py"],
-    "chaos": ["chaos.py", "--events", "2000", "--rate", "60", "--rabbit-fault", "restart"],
+    "chaos": ["chaos.py", "--events", "600", "--rate", "40", "--rabbit-fault", "restart"],
 }
 FIGURE = re.compile(
     r"^FIGURE (?P<name>.+?): (?P<value>[-\d.]+|nan) (?P<unit>\S+)"
