@@ -1,6 +1,6 @@
 """The baseline for bench/webhooks.py: an aiohttp handler that only verifies and parses.
 
-    python bench/bare_webhook.py PORT SECRET
+python bench/bare_webhook.py PORT SECRET
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ def main() -> None:
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
-        stripe.WebhookSignature.verify_header(body.decode(), request.headers["Stripe-Signature"], secret, 300)
+        stripe.WebhookSignature.verify_header(
+            body.decode(), request.headers["Stripe-Signature"], secret, 300
+        )
         json.loads(body)
         return web.json_response({"received": True})
 

@@ -41,17 +41,22 @@ import pika
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
-from colmena import provider_events as events  # noqa: E402
-from colmena.broker import queue_declarations  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
+from colmena.gateways import sample_events as events  # noqa: E402
 from colmena.gateways.stripe import sign  # noqa: E402
+from colmena.runtime.queues import queue_declarations  # noqa: E402
 from tests.standins.smtp import SmtpStandin  # noqa: E402
 from tests.standins.tcp_proxy import TcpProxy  # noqa: E402
 
 SECRET = "whsec_chaos"
 QUEUES = ("payments", "licenses")
-METADATA = {"product": "colmena-enterprise", "product_kind": "license", "edition": "enterprise", "seats": "1",
-            "locale": "es-MX"}
+METADATA = {
+    "product": "colmena-enterprise",
+    "product_kind": "license",
+    "edition": "enterprise",
+    "seats": "1",
+    "locale": "es-MX",
+}
 
 
 @dataclass
@@ -86,10 +91,14 @@ class ChaosReport:
 
     def problems(self) -> list[str]:
         checks = {
-            "lost": self.lost, "wrong_state": self.wrong_state, "missing_licenses": self.missing_licenses,
+            "lost": self.lost,
+            "wrong_state": self.wrong_state,
+            "missing_licenses": self.missing_licenses,
             "live_licenses_for_refunded": self.live_licenses_for_refunded,
-            "duplicate_licenses": self.duplicate_licenses, "duplicate_follow_ups": self.duplicate_follow_ups,
-            "dead_letters": self.dead_letters, "not accepted": self.offered - self.accepted,
+            "duplicate_licenses": self.duplicate_licenses,
+            "duplicate_follow_ups": self.duplicate_follow_ups,
+            "dead_letters": self.dead_letters,
+            "not accepted": self.offered - self.accepted,
         }
         return [f"{name}={value}" for name, value in checks.items() if value]
 
@@ -101,16 +110,30 @@ def build_webhooks(count: int, rng: random.Random) -> tuple[list[Webhook], dict[
     expected: dict[str, str] = {}
     base = int(time.time())
     for index in range(payments):
-        intent = events.payment_intent(amount=10_000 + index, metadata=METADATA, email=f"c{index}@example.com")
+        intent = events.payment_intent(
+            amount=10_000 + index, metadata=METADATA, email=f"c{index}@example.com"
+        )
         created = base - 3600 + index
-        kinds = [("payment_intent.succeeded", events.stripe_event("payment_intent.succeeded", intent, created=created))]
+        kinds = [
+            (
+                "payment_intent.succeeded",
+                events.stripe_event("payment_intent.succeeded", intent, created=created),
+            )
+        ]
         if rng.random() < 0.3:
             refund = events.charge(payment_intent_id=intent["id"], amount=intent["amount"])
-            kinds.append(("charge.refunded", events.stripe_event("charge.refunded", refund, created=created + 60)))
+            kinds.append(
+                (
+                    "charge.refunded",
+                    events.stripe_event("charge.refunded", refund, created=created + 60),
+                )
+            )
         expected[intent["id"]] = "refunded" if len(kinds) == 2 else "approved"
         for kind, event in kinds:
             body = json.dumps(event)
-            originals.append(Webhook(intent["id"], kind, body.encode(), sign(body, SECRET), event["id"]))
+            originals.append(
+                Webhook(intent["id"], kind, body.encode(), sign(body, SECRET), event["id"])
+            )
     duplicates_wanted = max(0, count - len(originals))
     duplicates = [rng.choice(originals) for _ in range(duplicates_wanted)]
     webhooks = originals + duplicates
@@ -135,19 +158,33 @@ class Processes:
         self.others: list[subprocess.Popen[bytes]] = []
         self._started = 0
 
-    def _spawn(self, name: str, *args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, *args: str, extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self._started += 1
         log = (self.log_dir / f"{self._started:03d}-{name}.log").open("wb")
         return subprocess.Popen(
-            [sys.executable, "-m", "colmena", *args], env={**self.env, **(extra or {})},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "colmena", *args],
+            env={**self.env, **(extra or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start_worker(self) -> None:
-        self.workers.append(self._spawn(
-            "worker", "worker", "--queues", ",".join(QUEUES), "--processes", "1", "--threads", "4",
-            extra={"COLMENA_METRICS_PORT": str(free_port())},
-        ))
+        self.workers.append(
+            self._spawn(
+                "worker",
+                "worker",
+                "--queues",
+                ",".join(QUEUES),
+                "--processes",
+                "1",
+                "--threads",
+                "4",
+                extra={"COLMENA_METRICS_PORT": str(free_port())},
+            )
+        )
 
     def start(self) -> None:
         self.others.append(self._spawn("ingress", "ingress"))
@@ -173,7 +210,9 @@ class Processes:
                 process.wait()
 
 
-async def send_all(url: str, webhooks: list[Webhook], rate: float, clients: int, report: ChaosReport) -> set[str]:
+async def send_all(
+    url: str, webhooks: list[Webhook], rate: float, clients: int, report: ChaosReport
+) -> set[str]:
     """Send like a provider: paced, concurrent, retrying until 2xx (bounded)."""
     accepted: set[str] = set()
     queue: asyncio.Queue[tuple[int, Webhook]] = asyncio.Queue()
@@ -192,16 +231,21 @@ async def send_all(url: str, webhooks: list[Webhook], rate: float, clients: int,
                 for attempt in range(60):
                     report.attempts += 1
                     try:
-                        async with session.post(url, data=webhook.body, headers={
-                            "Content-Type": "application/json", "Stripe-Signature": webhook.signature,
-                        }) as response:
+                        async with session.post(
+                            url,
+                            data=webhook.body,
+                            headers={
+                                "Content-Type": "application/json",
+                                "Stripe-Signature": webhook.signature,
+                            },
+                        ) as response:
                             await response.read()
                             report.status_counts[response.status] += 1
                             if 200 <= response.status < 300:
                                 accepted.add(webhook.event_id)
                                 report.accepted += 1
                                 break
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    except (TimeoutError, aiohttp.ClientError, OSError):
                         report.connection_errors += 1
                     await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
 
@@ -217,8 +261,12 @@ def queue_depths(prefix: str) -> tuple[int, int]:
         channel = connection.channel()
         pending = dead = 0
         for queue in QUEUES:
-            for index, (name, arguments) in enumerate(queue_declarations(prefix + queue, quorum=False)):
-                count = channel.queue_declare(queue=name, durable=True, arguments=arguments).method.message_count
+            for index, (name, arguments) in enumerate(
+                queue_declarations(prefix + queue, quorum=False)
+            ):
+                count = channel.queue_declare(
+                    queue=name, durable=True, arguments=arguments
+                ).method.message_count
                 if index < 2:
                     pending += count
                 else:
@@ -229,10 +277,14 @@ def queue_depths(prefix: str) -> tuple[int, int]:
 
 
 async def restart_rabbitmq() -> None:
-    for command in (["rabbitmqctl", "-q", "stop_app"], ["rabbitmqctl", "-q", "start_app"],
-                    ["rabbitmqctl", "-q", "await_startup"]):
-        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL,
-                                                       stderr=asyncio.subprocess.DEVNULL)
+    for command in (
+        ["rabbitmqctl", "-q", "stop_app"],
+        ["rabbitmqctl", "-q", "start_app"],
+        ["rabbitmqctl", "-q", "await_startup"],
+    ):
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
         if await process.wait() != 0:
             raise RuntimeError(f"{' '.join(command)} failed")
 
@@ -240,21 +292,37 @@ async def restart_rabbitmq() -> None:
 async def settled(db: asyncpg.Connection, prefix: str) -> bool:
     unprocessed = await db.fetchval("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
     unpublished = await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-    unsent = await db.fetchval("SELECT count(*) FROM license_emails WHERE sent_at IS NULL AND superseded_at IS NULL")
+    unsent = await db.fetchval(
+        "SELECT count(*) FROM license_emails WHERE sent_at IS NULL AND superseded_at IS NULL"
+    )
     pending, _dead = await asyncio.to_thread(queue_depths, prefix)
     return unprocessed == 0 and unpublished == 0 and unsent == 0 and pending == 0
 
 
-async def verify(db: asyncpg.Connection, accepted: set[str], expected: dict[str, str], report: ChaosReport,
-                 prefix: str, smtp: SmtpStandin) -> None:
-    stored = {row["event_key"] for row in await db.fetch("SELECT event_key FROM inbox WHERE provider = 'stripe'")}
+async def verify(
+    db: asyncpg.Connection,
+    accepted: set[str],
+    expected: dict[str, str],
+    report: ChaosReport,
+    prefix: str,
+    smtp: SmtpStandin,
+) -> None:
+    stored = {
+        row["event_key"]
+        for row in await db.fetch("SELECT event_key FROM inbox WHERE provider = 'stripe'")
+    }
     report.lost = len(accepted - stored)
-    states = {row["provider_payment_id"]: row["status"] for row in await db.fetch(
-        "SELECT provider_payment_id, status FROM payments")}
-    report.wrong_state = sum(1 for payment, state in expected.items() if states.get(payment) != state)
+    states = {
+        row["provider_payment_id"]: row["status"]
+        for row in await db.fetch("SELECT provider_payment_id, status FROM payments")
+    }
+    report.wrong_state = sum(
+        1 for payment, state in expected.items() if states.get(payment) != state
+    )
     licenses = await db.fetch(
         "SELECT p.provider_payment_id, count(l.id) AS n, count(l.id) FILTER (WHERE l.revoked_at IS NULL) AS live "
-        "FROM payments p LEFT JOIN licenses l ON l.payment_id = p.id GROUP BY p.provider_payment_id")
+        "FROM payments p LEFT JOIN licenses l ON l.payment_id = p.id GROUP BY p.provider_payment_id"
+    )
     by_payment = {row["provider_payment_id"]: row for row in licenses}
     for payment, state in expected.items():
         row = by_payment.get(payment)
@@ -267,9 +335,12 @@ async def verify(db: asyncpg.Connection, accepted: set[str], expected: dict[str,
             report.duplicate_licenses += 1
     report.duplicate_follow_ups = await db.fetchval(
         "SELECT count(*) FROM (SELECT actor, args FROM outbox WHERE queue <> 'payments' "
-        "GROUP BY actor, args HAVING count(*) > 1) AS repeated")
+        "GROUP BY actor, args HAVING count(*) > 1) AS repeated"
+    )
     report.dead_letters = (await asyncio.to_thread(queue_depths, prefix))[1]
-    report.emails_sent = await db.fetchval("SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL")
+    report.emails_sent = await db.fetchval(
+        "SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL"
+    )
     report.emails_received = len(smtp.messages)
 
 
@@ -287,8 +358,9 @@ class RunningSystem:
 
 
 @asynccontextmanager
-async def running_system(*, worker_count: int, log_dir: Path | None = None,
-                         broker_via_proxy: bool = False) -> AsyncIterator[RunningSystem]:
+async def running_system(
+    *, worker_count: int, log_dir: Path | None = None, broker_via_proxy: bool = False
+) -> AsyncIterator[RunningSystem]:
     """Start the processes with licenses configured (local SMTP, product, signing key).
 
     PostgreSQL is always reached through a proxy the caller may cut; RabbitMQ only when asked.
@@ -308,38 +380,49 @@ async def running_system(*, worker_count: int, log_dir: Path | None = None,
         amqp = urlsplit(AMQP_URL)
         amqp_proxy = TcpProxy(amqp.hostname or "127.0.0.1", amqp.port or 5672)
         amqp_port = await amqp_proxy.start()
-        broker_url = AMQP_URL.replace(f":{amqp.port}/", f":{amqp_port}/") if broker_via_proxy else AMQP_URL
+        broker_url = (
+            AMQP_URL.replace(f":{amqp.port}/", f":{amqp_port}/") if broker_via_proxy else AMQP_URL
+        )
         http_port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
-        env.update({
-            "COLMENA_DATABASE_URL": database_url.replace(f":{target.port}/", f":{pg_port}/"),
-            "COLMENA_BROKER_URL": broker_url,
-            "COLMENA_QUEUE_PREFIX": prefix,
-            "COLMENA_HTTP_PORT": str(http_port),
-            "COLMENA_DATA_DIR": str(workdir / "data"),
-            "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET,
-            "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
-            "COLMENA_MIN_BACKOFF_MS": "200",
-            "COLMENA_MAX_BACKOFF_MS": "5000",
-            "COLMENA_MAX_RETRIES": "20",
-            "COLMENA_RELAY_INTERVAL_S": "1",
-            "COLMENA_RELAY_GRACE_S": "3",
-            "COLMENA_DB_POOL_MAX": "20",
-            "COLMENA_LOG_LEVEL": "WARNING",
-            "COLMENA_LICENSE_SIGNING_KEY": generate_key_pair().private_pem,
-            "COLMENA_LICENSE_PRODUCTS_DIR": str(workdir / "products"),
-            "COLMENA_LICENSE_STORAGE_DIR": str(workdir / "packages"),
-            "COLMENA_SMTP_HOST": smtp.host,
-            "COLMENA_SMTP_PORT": str(smtp.port),
-            "COLMENA_SMTP_STARTTLS": "false",
-        })
+        env.update(
+            {
+                "COLMENA_DATABASE_URL": database_url.replace(f":{target.port}/", f":{pg_port}/"),
+                "COLMENA_BROKER_URL": broker_url,
+                "COLMENA_QUEUE_PREFIX": prefix,
+                "COLMENA_HTTP_PORT": str(http_port),
+                "COLMENA_DATA_DIR": str(workdir / "data"),
+                "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET,
+                "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
+                "COLMENA_MIN_BACKOFF_MS": "200",
+                "COLMENA_MAX_BACKOFF_MS": "5000",
+                "COLMENA_MAX_RETRIES": "20",
+                "COLMENA_RELAY_INTERVAL_S": "1",
+                "COLMENA_RELAY_GRACE_S": "3",
+                "COLMENA_DB_POOL_MAX": "20",
+                "COLMENA_LOG_LEVEL": "WARNING",
+                "COLMENA_LICENSE_SIGNING_KEY": generate_key_pair().private_pem,
+                "COLMENA_LICENSE_PRODUCTS_DIR": str(workdir / "products"),
+                "COLMENA_LICENSE_STORAGE_DIR": str(workdir / "packages"),
+                "COLMENA_SMTP_HOST": smtp.host,
+                "COLMENA_SMTP_PORT": str(smtp.port),
+                "COLMENA_SMTP_STARTTLS": "false",
+            }
+        )
         processes = Processes(env, logs, worker_count)
         processes.start()
         db = await asyncpg.connect(database_url)
         try:
             await wait_http(f"http://127.0.0.1:{http_port}/healthz")
-            yield RunningSystem(f"http://127.0.0.1:{http_port}/webhooks/stripe", db, prefix, processes,
-                                pg_proxy, amqp_proxy, smtp)
+            yield RunningSystem(
+                f"http://127.0.0.1:{http_port}/webhooks/stripe",
+                db,
+                prefix,
+                processes,
+                pg_proxy,
+                amqp_proxy,
+                smtp,
+            )
         finally:
             await db.close()
             processes.stop()
@@ -349,15 +432,25 @@ async def running_system(*, worker_count: int, log_dir: Path | None = None,
             delete_queues(prefix)
 
 
-async def run_chaos(*, events_count: int, rate: float, worker_count: int = 2, clients: int = 8,
-                    kill_every_s: float = 5.0, rabbit_fault: str = "restart", seed: int | None = None,
-                    drain_timeout_s: float = 300.0, log_dir: Path | None = None) -> ChaosReport:
+async def run_chaos(
+    *,
+    events_count: int,
+    rate: float,
+    worker_count: int = 2,
+    clients: int = 8,
+    kill_every_s: float = 5.0,
+    rabbit_fault: str = "restart",
+    seed: int | None = None,
+    drain_timeout_s: float = 300.0,
+    log_dir: Path | None = None,
+) -> ChaosReport:
     rng = random.Random(seed)
     report = ChaosReport()
     webhooks, expected = build_webhooks(events_count, rng)
     report.offered = len(webhooks)
-    async with running_system(worker_count=worker_count, log_dir=log_dir,
-                              broker_via_proxy=rabbit_fault == "proxy") as system:
+    async with running_system(
+        worker_count=worker_count, log_dir=log_dir, broker_via_proxy=rabbit_fault == "proxy"
+    ) as system:
         duration = report.offered / rate
 
         async def faults() -> None:
@@ -420,35 +513,58 @@ def print_report(report: ChaosReport) -> None:
     print(f"faults: {'; '.join(report.faults)}; worker SIGKILLs: {report.worker_kills}")
     figure("offered webhooks", report.offered / report.send_seconds, "webhooks/s")
     figure("accepted webhooks", report.accepted / report.send_seconds, "webhooks/s")
-    print(f"responses: {dict(sorted(report.status_counts.items()))}; connection errors: {report.connection_errors}; "
-          f"attempts: {report.attempts}")
-    print(f"5xx: {sum(n for s, n in report.status_counts.items() if s >= 500)}, 503: {report.status_counts.get(503, 0)}")
+    print(
+        f"responses: {dict(sorted(report.status_counts.items()))}; connection errors: {report.connection_errors}; "
+        f"attempts: {report.attempts}"
+    )
+    print(
+        f"5xx: {sum(n for s, n in report.status_counts.items() if s >= 500)}, 503: {report.status_counts.get(503, 0)}"
+    )
     figure("drain time", report.drain_seconds, "s")
     print(f"lost = {report.lost}")
     print(f"duplicates = {report.duplicate_licenses + report.duplicate_follow_ups}")
-    print(f"wrong payment states = {report.wrong_state}; missing licenses = {report.missing_licenses}; "
-          f"live licenses for refunded payments = {report.live_licenses_for_refunded}; "
-          f"dead letters = {report.dead_letters}")
-    print(f"license emails marked sent = {report.emails_sent}; received by SMTP = {report.emails_received} "
-          "(SMTP is at-least-once: a worker killed after the server accepted sends again)")
-    print("RESULT: " + ("ok" if not report.problems() else "FAILED " + ", ".join(report.problems())))
+    print(
+        f"wrong payment states = {report.wrong_state}; missing licenses = {report.missing_licenses}; "
+        f"live licenses for refunded payments = {report.live_licenses_for_refunded}; "
+        f"dead letters = {report.dead_letters}"
+    )
+    print(
+        f"license emails marked sent = {report.emails_sent}; received by SMTP = {report.emails_received} "
+        "(SMTP is at-least-once: a worker killed after the server accepted sends again)"
+    )
+    print(
+        "RESULT: " + ("ok" if not report.problems() else "FAILED " + ", ".join(report.problems()))
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=150.0, help="offered webhooks per second")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between worker SIGKILLs")
+    parser.add_argument(
+        "--kill-every", type=float, default=5.0, help="seconds between worker SIGKILLs"
+    )
     parser.add_argument("--rabbit-fault", choices=["restart", "proxy"], default="restart")
     parser.add_argument("--seed", type=int)
     args = parser.parse_args()
-    print(f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; workers: {args.workers}")
-    report = asyncio.run(run_chaos(
-        events_count=args.events, rate=args.rate, worker_count=args.workers, clients=args.clients,
-        kill_every_s=args.kill_every, rabbit_fault=args.rabbit_fault, seed=args.seed,
-    ))
+    print(
+        f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; workers: {args.workers}"
+    )
+    report = asyncio.run(
+        run_chaos(
+            events_count=args.events,
+            rate=args.rate,
+            worker_count=args.workers,
+            clients=args.clients,
+            kill_every_s=args.kill_every,
+            rabbit_fault=args.rabbit_fault,
+            seed=args.seed,
+        )
+    )
     print_report(report)
     sys.exit(0 if not report.problems() else 1)
 

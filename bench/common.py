@@ -14,7 +14,9 @@ import asyncpg
 from colmena.store.migrate import apply_migrations
 
 ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-AMQP_URL = os.environ.get("COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30")
+AMQP_URL = os.environ.get(
+    "COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30"
+)
 
 
 def machine() -> str:
@@ -24,14 +26,20 @@ def machine() -> str:
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+    return (
+        ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+        if ordered
+        else float("nan")
+    )
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def figure(name: str, value: float, unit: str, *, baseline: float | None = None, baseline_name: str = "") -> None:
+def figure(
+    name: str, value: float, unit: str, *, baseline: float | None = None, baseline_name: str = ""
+) -> None:
     """One line per figure, `FIGURE` first so bench/report.py can collect them."""
     ratio = f" ratio={value / baseline:.2f}" if baseline else ""
     base = f" baseline={baseline:.1f} ({baseline_name})" if baseline is not None else ""
@@ -56,11 +64,13 @@ async def scratch_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-def delete_queues(prefix: str, queues: tuple[str, ...] = ("payments", "licenses", "stamping", "rates", "bots")) -> None:
+def delete_queues(
+    prefix: str, queues: tuple[str, ...] = ("payments", "licenses", "stamping", "rates", "bots")
+) -> None:
     """Remove a bench run's queues (with their .DQ and .XQ) from RabbitMQ."""
     import pika
 
-    from colmena.broker import queue_declarations
+    from colmena.runtime.queues import queue_declarations
 
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.chaos import METADATA, SECRET, running_system  # noqa: E402
 from bench.common import figure, machine, percentile  # noqa: E402
-from colmena import provider_events as events  # noqa: E402
+from colmena.gateways import sample_events as events  # noqa: E402
 from colmena.gateways.stripe import sign  # noqa: E402
 
 
@@ -39,13 +39,23 @@ async def run(payments: int, rate: float, workers: int) -> None:
                 intent = events.payment_intent(metadata=METADATA, amount=20_000 + index)
                 body = json.dumps(events.stripe_event("payment_intent.succeeded", intent))
                 sent_at[intent["id"]] = time.time()
-                async with session.post(system.webhook_url, data=body, headers={
-                    "Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET),
-                }) as response:
+                async with session.post(
+                    system.webhook_url,
+                    data=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Stripe-Signature": sign(body, SECRET),
+                    },
+                ) as response:
                     if response.status != 200:
                         raise RuntimeError(f"ingress answered {response.status}")
         deadline = time.time() + 600
-        while await system.db.fetchval("SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL") < payments:
+        while (
+            await system.db.fetchval(
+                "SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL"
+            )
+            < payments
+        ):
             if time.time() > deadline:
                 raise RuntimeError("licenses did not all go out within 600 s")
             await asyncio.sleep(0.2)
@@ -66,7 +76,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="offered payments per second")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    print(f"machine: {machine()}; payments: {args.payments} at {args.rate}/s; workers: {args.workers} x 4 threads")
+    print(
+        f"machine: {machine()}; payments: {args.payments} at {args.rate}/s; workers: {args.workers} x 4 threads"
+    )
     asyncio.run(run(args.payments, args.rate, args.workers))
 
 

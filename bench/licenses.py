@@ -36,15 +36,15 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
-from colmena import broker as broker_module  # noqa: E402
 from colmena.actors import licenses as actor_module  # noqa: E402
-from colmena.broker import build_broker  # noqa: E402
 from colmena.config import Settings  # noqa: E402
 from colmena.config.logging import configure_logging  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
 from colmena.gateways.mail import SmtpMailer  # noqa: E402
-from colmena.publisher import AmqpPublisher  # noqa: E402
-from colmena.resources import Resources  # noqa: E402
+from colmena.runtime import broker as broker_module  # noqa: E402
+from colmena.runtime.broker import build_broker  # noqa: E402
+from colmena.runtime.publisher import AmqpPublisher  # noqa: E402
+from colmena.runtime.resources import Resources  # noqa: E402
 from tests.standins.smtp import SmtpStandin  # noqa: E402
 
 PHASES = ("signing", "zipping", "database", "smtp")
@@ -92,11 +92,19 @@ def instrumented(clock: Clock) -> Iterator[None]:
         setattr(owner, name, wrapper)
 
     patch(actor_module, "sign_license", clock.wrap_sync("signing", actor_module.sign_license))
-    patch(actor_module, "verify_license_key", clock.wrap_sync("signing", actor_module.verify_license_key))
+    patch(
+        actor_module,
+        "verify_license_key",
+        clock.wrap_sync("signing", actor_module.verify_license_key),
+    )
     patch(actor_module, "build_package", clock.wrap_sync("zipping", actor_module.build_package))
     patch(SmtpMailer, "send_email", clock.wrap_async("smtp", SmtpMailer.send_email))
     for method in _DB_METHODS:
-        patch(asyncpg.connection.Connection, method, clock.wrap_async("database", getattr(asyncpg.connection.Connection, method)))
+        patch(
+            asyncpg.connection.Connection,
+            method,
+            clock.wrap_async("database", getattr(asyncpg.connection.Connection, method)),
+        )
     spec = broker_module._ACTORS["deliver_license"]
     patch_spec = dataclasses.replace(spec, fn=clock.wrap_async("total", spec.fn))
     broker_module._ACTORS["deliver_license"] = patch_spec
@@ -115,7 +123,9 @@ def make_product(root: Path, kib: int) -> None:
     per_file = kib * 1024 // 10
     for index in range(5):
         (product / f"bin-{index}.so").write_bytes(os.urandom(per_file))
-        (product / f"doc-{index}.txt").write_text(("colmena license bench line\n" * (per_file // 27 + 1))[:per_file])
+        (product / f"doc-{index}.txt").write_text(
+            ("colmena license bench line\n" * (per_file // 27 + 1))[:per_file]
+        )
 
 
 async def insert_payments(url: str, count: int) -> list[int]:
@@ -188,11 +198,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--licenses", type=int, default=300)
     parser.add_argument("--threads", default="1,4,16", help="comma-separated worker thread counts")
-    parser.add_argument("--product-kib", type=int, default=512, help="size of the product directory")
+    parser.add_argument(
+        "--product-kib", type=int, default=512, help="size of the product directory"
+    )
     args = parser.parse_args()
     configure_logging(dev=True, level="WARNING")  # the figures are the output
     counts = [int(n) for n in args.threads.split(",")]
-    print(f"machine: {machine()}; licenses per run: {args.licenses}; product: {args.product_kib} KiB in 10 files")
+    print(
+        f"machine: {machine()}; licenses per run: {args.licenses}; product: {args.product_kib} KiB in 10 files"
+    )
     baseline: float | None = None
     for threads in counts:
         result = asyncio.run(run(threads, args.licenses, args.product_kib))

@@ -20,9 +20,9 @@ import dramatiq
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
-from colmena.actors.outbox import relay_until_empty  # noqa: E402
-from colmena.broker import ColmenaRabbitmqBroker  # noqa: E402
-from colmena.publisher import AmqpPublisher  # noqa: E402
+from colmena.runtime.broker import ColmenaRabbitmqBroker  # noqa: E402
+from colmena.runtime.outbox import relay_until_empty  # noqa: E402
+from colmena.runtime.publisher import AmqpPublisher  # noqa: E402
 from colmena.store.pool import create_pool  # noqa: E402
 
 
@@ -70,7 +70,13 @@ def main() -> None:
         baseline = one_by_one(prefix, args.messages)
         figure("dramatiq actor.send() one by one, confirms", baseline, "msg/s")
         rate = asyncio.run(relay(prefix, args.messages))
-        figure("outbox relay, pipelined confirms", rate, "msg/s", baseline=baseline, baseline_name="actor.send() one by one")
+        figure(
+            "outbox relay, pipelined confirms",
+            rate,
+            "msg/s",
+            baseline=baseline,
+            baseline_name="actor.send() one by one",
+        )
     finally:
         delete_queues(prefix, ("bench",))
 

@@ -44,13 +44,13 @@ from bench.common import (
     scratch_database,
 )
 from colmena.actors.bots import reconcile_all, runtime_of
-from colmena.broker import build_broker
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
 from colmena.domain.tenants import DEFAULT_CONFIG, new_token, token_digest
 from colmena.http.app import create_app
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime.broker import build_broker
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from colmena.store import tenants as store
 from colmena.supervisor.bot_image import ensure_bot_image
 from colmena.supervisor.runtime import INSTANCE_LABEL, BotState, Runtime
@@ -60,16 +60,29 @@ from colmena.supervisor.runtimes import close_runtimes
 def settings_for(url: str, kind: str, image: str | None, data_dir: Path) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(
-        database_url=url, broker_url=AMQP_URL, queue_prefix=f"bench{tag}_", data_dir=data_dir, env="dev",
-        bot_runtime=kind, bot_image=image, bot_network="none", bot_instance=f"bench-{tag}",
-        secret_keys=SecretStr(Fernet.generate_key().decode()), db_pool_max=20, log_level="WARNING",
-        relay_grace_s=0, _env_file=None,
+        database_url=url,
+        broker_url=AMQP_URL,
+        queue_prefix=f"bench{tag}_",
+        data_dir=data_dir,
+        env="dev",
+        bot_runtime=kind,
+        bot_image=image,
+        bot_network="none",
+        bot_instance=f"bench-{tag}",
+        secret_keys=SecretStr(Fernet.generate_key().decode()),
+        db_pool_max=20,
+        log_level="WARNING",
+        relay_grace_s=0,
+        _env_file=None,
     )
 
 
 def resources(settings: Settings) -> Resources:
-    return Resources(settings, database_url=settings.require_database_url(),
-                     publisher=AmqpPublisher(settings.require_broker_url(), settings.queue_prefix))
+    return Resources(
+        settings,
+        database_url=settings.require_database_url(),
+        publisher=AmqpPublisher(settings.require_broker_url(), settings.queue_prefix),
+    )
 
 
 async def wait_running(runtime: Runtime, tenant_id: str, timeout_s: float = 60) -> None:
@@ -93,13 +106,21 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
             async with main.pool.acquire() as conn, conn.transaction():
                 for i in range(size):
                     tenant_id, token = f"bench-{i:04d}", new_token()
-                    await store.create_tenant(conn, tenant_id=tenant_id, email=f"{tenant_id}@bench.test", plan="free",
-                                              token_sha256=token_digest(token), config=dict(DEFAULT_CONFIG))
+                    await store.create_tenant(
+                        conn,
+                        tenant_id=tenant_id,
+                        email=f"{tenant_id}@bench.test",
+                        plan="free",
+                        token_sha256=token_digest(token),
+                        config=dict(DEFAULT_CONFIG),
+                    )
                     tokens[tenant_id] = token
             worker_resources = resources(settings)
             broker = build_broker(settings, worker_resources, broker_url=AMQP_URL)
             broker.emit_after("process_boot")
-            worker = dramatiq.Worker(broker, queues={settings.queue_prefix + "bots"}, worker_threads=8)
+            worker = dramatiq.Worker(
+                broker, queues={settings.queue_prefix + "bots"}, worker_threads=8
+            )
             worker.start()
             runner = web.AppRunner(create_app(settings, resources(settings)))
             await runner.setup()
@@ -111,8 +132,10 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
                 latencies = []
                 async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
                     for tenant_id in list(tokens)[: min(samples, size)]:
-                        async with http.post("/api/v1/bot/start",
-                                             headers={"Authorization": f"Bearer {tokens[tenant_id]}"}) as response:
+                        async with http.post(
+                            "/api/v1/bot/start",
+                            headers={"Authorization": f"Bearer {tokens[tenant_id]}"},
+                        ) as response:
                             assert response.status == 202, await response.text()
                         accepted = time.perf_counter()
                         await wait_running(runtime, tenant_id)
@@ -132,8 +155,10 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
                     steady = await reconcile_all(main)
                     steady_times.append((time.perf_counter() - began) * 1000)
                 figure(f"{label}_reconcile_steady_pass", median(steady_times), "ms")
-                print(f"  steady pass steps: {dict(steady)} (median of 3: {[round(t) for t in steady_times]} ms)",
-                      flush=True)
+                print(
+                    f"  steady pass steps: {dict(steady)} (median of 3: {[round(t) for t in steady_times]} ms)",
+                    flush=True,
+                )
             finally:
                 worker.stop()
                 broker.close()
@@ -148,7 +173,9 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
 def remove_containers(instance: str) -> None:
     client = docker.from_env(timeout=120)
     try:
-        for row in client.api.containers(all=True, filters={"label": [f"{INSTANCE_LABEL}={instance}"]}):
+        for row in client.api.containers(
+            all=True, filters={"label": [f"{INSTANCE_LABEL}={instance}"]}
+        ):
             client.api.remove_container(row["Id"], force=True)
     finally:
         client.close()
@@ -159,9 +186,15 @@ def sizes(value: str) -> list[int]:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docker", type=sizes, default=[10, 100], help="tenant counts run as containers")
-    parser.add_argument("--process", type=sizes, default=[500], help="tenant counts run as local processes")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--docker", type=sizes, default=[10, 100], help="tenant counts run as containers"
+    )
+    parser.add_argument(
+        "--process", type=sizes, default=[500], help="tenant counts run as local processes"
+    )
     parser.add_argument("--samples", type=int, default=30, help="start commands timed per size")
     args = parser.parse_args()
     configure_logging(dev=True, level="WARNING")

@@ -51,14 +51,20 @@ def run(name: str) -> tuple[str, list[dict[str, str]], list[str], float]:
         elif line.strip() and not line.startswith("machine:"):
             notes.append(line.strip())
     if result.returncode != 0:
-        notes.append(f"exit code {result.returncode}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
+        notes.append(
+            f"exit code {result.returncode}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}"
+        )
     shown = " ".join(["python", f"bench/{SUITE[name][0]}", *SUITE[name][1:]])
     return shown, figures, notes, elapsed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("only", nargs="*", help=f"bench names among {', '.join(SUITE)} (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "only", nargs="*", help=f"bench names among {', '.join(SUITE)} (default: all)"
+    )
     parser.add_argument("--output", type=Path, default=HERE / "REPORT.md")
     args = parser.parse_args()
     unknown = sorted(set(args.only) - set(SUITE))
@@ -80,9 +86,15 @@ def main() -> None:
         if figures:
             lines += ["| figure | value | baseline | ratio |", "| --- | --- | --- | --- |"]
             for figure in figures:
-                baseline = f"{figure['baseline']} {figure['unit']} ({figure['what']})" if figure["baseline"] else ""
-                lines.append(f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} | {baseline} | "
-                             f"{figure['ratio']} |")
+                baseline = (
+                    f"{figure['baseline']} {figure['unit']} ({figure['what']})"
+                    if figure["baseline"]
+                    else ""
+                )
+                lines.append(
+                    f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} | {baseline} | "
+                    f"{figure['ratio']} |"
+                )
             lines.append("")
         if notes:
             lines += ["```", *notes, "```", ""]

@@ -39,17 +39,17 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database
 from bench.licenses import Clock
-from colmena import broker as broker_module
 from colmena.actors import stamping as actor_module
-from colmena.broker import build_broker
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
 from colmena.gateways import cfdi
 from colmena.gateways.cfdi import build_comprobante, load_signer, render_pdf, validate
 from colmena.gateways.mail import SmtpMailer
 from colmena.gateways.pac import PacGateway
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime import broker as broker_module
+from colmena.runtime.broker import build_broker
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from colmena.store.pool import connect
 from tests.standins.csd import (
     ISSUER_NAME,
@@ -75,7 +75,9 @@ def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
     clock = Clock()
 
     def issue(folio: int) -> bytes:
-        comprobante = clock.wrap_sync("build", build_comprobante)(replace(sample_invoice(), folio=str(folio)))
+        comprobante = clock.wrap_sync("build", build_comprobante)(
+            replace(sample_invoice(), folio=str(folio))
+        )
         clock.wrap_sync("signing", comprobante.sign)(signer)
 
         def check() -> etree._Element:
@@ -130,7 +132,9 @@ def instrumented(clock: Clock) -> Iterator[None]:
         patch(asyncpg.connection.Connection, method, clock.wrap_async("database", original))
     specs = {name: broker_module._ACTORS[name] for name in _ACTORS}
     for name, spec in specs.items():
-        broker_module._ACTORS[name] = dataclasses.replace(spec, fn=clock.wrap_async("total", spec.fn))
+        broker_module._ACTORS[name] = dataclasses.replace(
+            spec, fn=clock.wrap_async("total", spec.fn)
+        )
     try:
         yield
     finally:
@@ -187,7 +191,9 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
             )  # fmt: skip
             payment_ids = await insert_payments(url, count + 1)
             with instrumented(clock):
-                resources = Resources(settings, database_url=url, publisher=AmqpPublisher(AMQP_URL, prefix))
+                resources = Resources(
+                    settings, database_url=url, publisher=AmqpPublisher(AMQP_URL, prefix)
+                )
                 broker = build_broker(settings, resources, broker_url=AMQP_URL)
                 broker.emit_after("process_boot")
                 worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
@@ -236,7 +242,9 @@ async def run_all(invoices: int, e2e: int, thread_counts: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--invoices", type=int, default=200, help="invoices for the CPU-only figure")
+    parser.add_argument(
+        "--invoices", type=int, default=200, help="invoices for the CPU-only figure"
+    )
     parser.add_argument("--e2e", type=int, default=40, help="invoices per end-to-end run")
     parser.add_argument("--threads", default="1,4", help="comma-separated worker thread counts")
     args = parser.parse_args()

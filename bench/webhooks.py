@@ -26,7 +26,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, figure, machine, percentile, scratch_database  # noqa: E402
-from colmena import provider_events as events  # noqa: E402
+from colmena.gateways import sample_events as events  # noqa: E402
 from colmena.gateways.stripe import sign  # noqa: E402
 
 SECRET = "whsec_bench"
@@ -61,7 +61,9 @@ async def wait_ready(url: str, deadline_s: float = 30.0) -> None:
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, signature: str) -> float:
     started = time.perf_counter()
-    async with session.post(url, data=body, headers={"Content-Type": "application/json", "Stripe-Signature": signature}) as response:
+    async with session.post(
+        url, data=body, headers={"Content-Type": "application/json", "Stripe-Signature": signature}
+    ) as response:
         await response.read()
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}")
@@ -72,6 +74,7 @@ async def saturate(url: str, payloads: list[tuple[bytes, str]], concurrency: int
     queue = list(reversed(payloads))
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def worker() -> None:
             while queue:
                 body, signature = queue.pop()
@@ -111,14 +114,23 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=300.0, help="offered webhooks/s for the latency run")
+    parser.add_argument(
+        "--rate", type=float, default=300.0, help="offered webhooks/s for the latency run"
+    )
     args = parser.parse_args()
-    print(f"machine: {machine()}; events: {args.events}; concurrency: {args.concurrency}; offered rate: {args.rate}/s")
+    print(
+        f"machine: {machine()}; events: {args.events}; concurrency: {args.concurrency}; offered rate: {args.rate}/s"
+    )
 
     bare_port = free_port()
-    bare = start([sys.executable, str(Path(__file__).parent / "bare_webhook.py"), str(bare_port), SECRET], dict(os.environ))
+    bare = start(
+        [sys.executable, str(Path(__file__).parent / "bare_webhook.py"), str(bare_port), SECRET],
+        dict(os.environ),
+    )
     try:
-        bare_rate, bare_latency = await measure(f"http://127.0.0.1:{bare_port}/webhooks/stripe", args)
+        bare_rate, bare_latency = await measure(
+            f"http://127.0.0.1:{bare_port}/webhooks/stripe", args
+        )
     finally:
         bare.terminate()
         bare.wait()
@@ -126,11 +138,17 @@ async def main() -> None:
     async with scratch_database() as database_url:
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
-        env.update({
-            "COLMENA_DATABASE_URL": database_url, "COLMENA_BROKER_URL": AMQP_URL, "COLMENA_HTTP_PORT": str(port),
-            "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET, "COLMENA_LOG_LEVEL": "WARNING",
-            "COLMENA_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:6]}_", "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
-        })
+        env.update(
+            {
+                "COLMENA_DATABASE_URL": database_url,
+                "COLMENA_BROKER_URL": AMQP_URL,
+                "COLMENA_HTTP_PORT": str(port),
+                "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET,
+                "COLMENA_LOG_LEVEL": "WARNING",
+                "COLMENA_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:6]}_",
+                "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
+            }
+        )
         ingress = start([sys.executable, "-m", "colmena", "ingress"], env)
         try:
             rate, latency = await measure(f"http://127.0.0.1:{port}/webhooks/stripe", args)
@@ -139,8 +157,13 @@ async def main() -> None:
             ingress.wait()
 
     figure("bare verify+parse handler", bare_rate, "webhooks/s")
-    figure("colmena ingress (verify, inbox+outbox commit, publish)", rate, "webhooks/s",
-           baseline=bare_rate, baseline_name="bare handler")
+    figure(
+        "colmena ingress (verify, inbox+outbox commit, publish)",
+        rate,
+        "webhooks/s",
+        baseline=bare_rate,
+        baseline_name="bare handler",
+    )
     for name, values in (("bare", bare_latency), ("colmena", latency)):
         figure(f"{name} p50 at {args.rate:.0f}/s offered", percentile(values, 50) * 1000, "ms")
         figure(f"{name} p99 at {args.rate:.0f}/s offered", percentile(values, 99) * 1000, "ms")

@@ -40,8 +40,13 @@ def wait_count(client: redis.Redis, key: str, target: int, timeout_s: float) -> 
 def run(framework: str, messages: int, threads: int) -> float:
     queue = f"bench_{framework}_{uuid.uuid4().hex[:6]}"
     counter = f"bench:{queue}"
-    env = {**os.environ, "BENCH_FRAMEWORK": framework, "BENCH_QUEUE": queue, "BENCH_COUNTER": counter,
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "BENCH_FRAMEWORK": framework,
+        "BENCH_QUEUE": queue,
+        "BENCH_COUNTER": counter,
+        "PYTHONPATH": str(ROOT),
+    }
     client = redis.Redis(host="127.0.0.1", port=6379)
     client.delete(counter)
     from bench import worker_apps
@@ -49,17 +54,44 @@ def run(framework: str, messages: int, threads: int) -> float:
     if framework == "dramatiq":
         broker = worker_apps.dramatiq_broker(queue)
         send = broker.get_actor("noop").send
-        command = [sys.executable, "-m", "dramatiq", "bench.worker_apps", "--processes", "1", "--threads", str(threads)]
+        command = [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "bench.worker_apps",
+            "--processes",
+            "1",
+            "--threads",
+            str(threads),
+        ]
     else:
         app = worker_apps.celery_app(queue)
         send = app.signature("noop").apply_async
-        command = [sys.executable, "-m", "celery", "-A", "bench.worker_apps:app", "worker", "--pool", "threads",
-                   "--concurrency", str(threads), "--loglevel", "WARNING", "-Q", queue, "--without-gossip",
-                   "--without-mingle", "--without-heartbeat"]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.worker_apps:app",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(threads),
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
     send()
     for _ in range(messages):
         send()
-    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         started = wait_count(client, counter, 1, 120)
         finished = wait_count(client, counter, messages + 1, 600)
@@ -84,7 +116,13 @@ def main() -> None:
     celery_rate = run("celery", args.messages, args.threads)
     figure("celery worker, no-op task", celery_rate, "msg/s")
     dramatiq_rate = run("dramatiq", args.messages, args.threads)
-    figure("dramatiq worker, no-op actor", dramatiq_rate, "msg/s", baseline=celery_rate, baseline_name="celery")
+    figure(
+        "dramatiq worker, no-op actor",
+        dramatiq_rate,
+        "msg/s",
+        baseline=celery_rate,
+        baseline_name="celery",
+    )
 
 
 if __name__ == "__main__":

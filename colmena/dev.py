@@ -17,16 +17,17 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from colmena import scheduler
-from colmena.actors.outbox import relay_until_empty
-from colmena.broker import create_broker, declare_actors
+from colmena.actors import all_actors, all_jobs
 from colmena.config import Settings
-from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.config.logging import configure_logging
+from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.http.app import create_app
-from colmena.processes import migrate
-from colmena.publisher import AmqpPublisher, BrokerPublisher, Publisher
-from colmena.resources import Resources
+from colmena.runtime import scheduler
+from colmena.runtime.broker import create_broker, declare_actors
+from colmena.runtime.outbox import relay_until_empty
+from colmena.runtime.publisher import AmqpPublisher, BrokerPublisher, Publisher
+from colmena.runtime.resources import Resources
+from colmena.runtime.startup import migrate
 from colmena.store.outbox import requeue_unconsumed
 
 log = structlog.get_logger(__name__)
@@ -95,7 +96,10 @@ async def run_dev(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     seed_sample_product(settings)
     if settings.database_url is not None:
-        database_url, database_label = settings.database_url.get_secret_value(), "COLMENA_DATABASE_URL"
+        database_url, database_label = (
+            settings.database_url.get_secret_value(),
+            "COLMENA_DATABASE_URL",
+        )
     else:
         database_url = await asyncio.to_thread(embedded_database_url, settings.data_dir)
         database_label = f"embedded PostgreSQL in {settings.data_dir / 'pgdata'}"
@@ -113,9 +117,12 @@ async def run_dev(settings: Settings) -> None:
 
     broker = create_broker(settings, broker_url=broker_url, quorum=settings.quorum_queues)
     worker_resources = Resources(
-        settings, database_url=database_url, publisher=publisher(broker), track_consumption=in_process
+        settings,
+        database_url=database_url,
+        publisher=publisher(broker),
+        track_consumption=in_process,
     )
-    declare_actors(broker, settings, worker_resources)
+    declare_actors(broker, settings, worker_resources, all_actors())
     resources = Resources(settings, database_url=database_url, publisher=publisher(broker))
     await resources.start()
     if in_process:
@@ -138,9 +145,16 @@ async def run_dev(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(_banner(settings, database_label, "RabbitMQ (COLMENA_BROKER_URL)" if broker_url else "in-process"), flush=True)
+    print(
+        _banner(
+            settings,
+            database_label,
+            "RabbitMQ (COLMENA_BROKER_URL)" if broker_url else "in-process",
+        ),
+        flush=True,
+    )
     try:
-        await scheduler.run_forever(resources, stop)
+        await scheduler.run_forever(resources, all_jobs(), stop)
     finally:
         await runner.cleanup()
         await asyncio.to_thread(worker.stop)

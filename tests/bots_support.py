@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from colmena.config import Settings
 from colmena.domain.tenants import DEFAULT_CONFIG, new_token, token_digest
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from colmena.store import tenants as store
 from colmena.supervisor.runtime import INSTANCE_LABEL, BotStatus, Runtime
 
@@ -22,7 +22,9 @@ ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 FIRST_KEY = Fernet.generate_key().decode()
 
 
-def bot_settings(settings: Settings, tmp_path: Path, kind: str, image: str | None, **overrides: Any) -> Settings:
+def bot_settings(
+    settings: Settings, tmp_path: Path, kind: str, image: str | None, **overrides: Any
+) -> Settings:
     """Test settings: own instance label (containers of parallel runs never mix), no network,
     a fast heartbeat and a short restart backoff."""
     values: dict[str, Any] = {
@@ -59,8 +61,12 @@ async def add_tenant(
     """(tenant id, API token) of a new tenant with a stopped bot."""
     tenant_id, token = f"t-{uuid.uuid4().hex[:10]}", new_token()
     created = await store.create_tenant(
-        conn, tenant_id=tenant_id, email=f"{tenant_id}@example.com", plan=plan,
-        token_sha256=token_digest(token), config=config or dict(DEFAULT_CONFIG),
+        conn,
+        tenant_id=tenant_id,
+        email=f"{tenant_id}@example.com",
+        plan=plan,
+        token_sha256=token_digest(token),
+        config=config or dict(DEFAULT_CONFIG),
     )
     assert created is not None
     return tenant_id, token

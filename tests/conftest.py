@@ -20,15 +20,18 @@ import dramatiq
 import pika
 import pytest
 
-from colmena.broker import build_broker, queue_declarations, registered_actors
+from colmena.actors import all_actors
 from colmena.config import Settings
-from colmena.processes import DOMAIN_QUEUES
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime.broker import build_broker
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.queues import DOMAIN_QUEUES, queue_declarations
+from colmena.runtime.resources import Resources
 from colmena.store.migrate import apply_migrations
 
 ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-AMQP_URL = os.environ.get("COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30")
+AMQP_URL = os.environ.get(
+    "COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30"
+)
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -37,7 +40,9 @@ def _url_for(database: str) -> str:
     return f"{base}/{database}"
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05
+) -> Any:
     """Poll an async condition until it is truthy; fail with the last value after `timeout`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -108,7 +113,7 @@ def queue_prefix() -> Iterator[str]:
     """This test's own queue names; all of them (with .DQ and .XQ) are deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     yield prefix
-    queues = set(DOMAIN_QUEUES) | {spec.queue for spec in registered_actors().values()}
+    queues = set(DOMAIN_QUEUES) | {spec.queue for spec in all_actors()}
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
     for queue in queues:
@@ -164,7 +169,10 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
     started: list[WorkerSystem] = []
 
     def start(
-        *, threads: int = 2, settings_override: Settings | None = None, queues: list[str] | None = None
+        *,
+        threads: int = 2,
+        settings_override: Settings | None = None,
+        queues: list[str] | None = None,
     ) -> WorkerSystem:
         active = settings_override or settings
         resources = Resources(
@@ -172,10 +180,14 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
             database_url=active.require_database_url(),
             publisher=AmqpPublisher(active.require_broker_url(), active.queue_prefix),
         )
-        broker = build_broker(active, resources, broker_url=active.require_broker_url())
+        broker = build_broker(
+            active, resources, all_actors(), broker_url=active.require_broker_url()
+        )
         broker.emit_after("process_boot")
         consumed = {active.queue_prefix + queue for queue in queues} if queues else None
-        worker = dramatiq.Worker(broker, queues=consumed, worker_threads=threads, worker_timeout=100)
+        worker = dramatiq.Worker(
+            broker, queues=consumed, worker_threads=threads, worker_timeout=100
+        )
         worker.start()
         system = WorkerSystem(broker=broker, worker=worker, resources=resources)
         started.append(system)
@@ -196,12 +208,16 @@ async def make_client(settings: Settings) -> AsyncIterator[Callable[..., Awaitab
 
     clients: list[TestClient] = []
 
-    async def make(settings_override: Settings | None = None, *, database_url: str | None = None) -> TestClient:
+    async def make(
+        settings_override: Settings | None = None, *, database_url: str | None = None
+    ) -> TestClient:
         active = settings_override or settings
         resources = Resources(
             active,
             database_url=database_url or active.require_database_url(),
-            publisher=AmqpPublisher(active.require_broker_url(), active.queue_prefix, connect_timeout=2),
+            publisher=AmqpPublisher(
+                active.require_broker_url(), active.queue_prefix, connect_timeout=2
+            ),
         )
         client = TestClient(TestServer(create_app(active, resources), host="127.0.0.1"))
         await client.start_server()

@@ -52,24 +52,29 @@ FUZZ = settings(
 def fuzz_settings(settings_: Settings, **overrides: object) -> Settings:
     """Every secret configured (so each one can be looked for), and limits high enough that the
     rate limiter answers none of the examples (a 429 would test the limiter, not the route)."""
-    return settings_.model_copy(update={
-        "stripe_webhook_secrets": SecretStr(f"{STRIPE_SECRET},{STRIPE_OLD_SECRET}"),
-        "mercadopago_webhook_secret": SecretStr(MP_SECRET),
-        "mercadopago_access_token": SecretStr(MP_ACCESS_TOKEN),
-        "bot_admin_token": SecretStr(ADMIN_TOKEN),
-        "secret_keys": SecretStr(FIRST_KEY),
-        "rate_limit_per_minute": 1_000_000,
-        "license_download_ip_per_minute": 1_000_000,
-        "license_download_token_per_minute": 1_000_000,
-        **overrides,
-    })
+    return settings_.model_copy(
+        update={
+            "stripe_webhook_secrets": SecretStr(f"{STRIPE_SECRET},{STRIPE_OLD_SECRET}"),
+            "mercadopago_webhook_secret": SecretStr(MP_SECRET),
+            "mercadopago_access_token": SecretStr(MP_ACCESS_TOKEN),
+            "bot_admin_token": SecretStr(ADMIN_TOKEN),
+            "secret_keys": SecretStr(FIRST_KEY),
+            "rate_limit_per_minute": 1_000_000,
+            "license_download_ip_per_minute": 1_000_000,
+            "license_download_token_per_minute": 1_000_000,
+            **overrides,
+        }
+    )
 
 
 def configured_secrets(active: Settings) -> list[str]:
     """The secret values of these settings, as they would appear if leaked."""
     found = [
-        *active.stripe_secrets(), *active.mercadopago_secrets(),
-        MP_ACCESS_TOKEN, ADMIN_TOKEN, FIRST_KEY,
+        *active.stripe_secrets(),
+        *active.mercadopago_secrets(),
+        MP_ACCESS_TOKEN,
+        ADMIN_TOKEN,
+        FIRST_KEY,
     ]
     if active.license_signing_key is not None:
         pem = active.license_signing_key.get_secret_value()
@@ -96,7 +101,7 @@ class LogCapture:
 @contextmanager
 def capture_logs() -> Iterator[LogCapture]:
     """Production logging into a buffer. aiohttp's own access log is muted: the ingress runs
-    with access_log=None (colmena/processes.py), but the test server keeps it, and it would
+    with access_log=None (colmena/http/server.py), but the test server keeps it, and it would
     log request paths (a mutated download token holds the real one) that production never logs."""
     capture = LogCapture()
     configure_logging(dev=False, level="DEBUG")
@@ -124,7 +129,10 @@ class Answer:
         async with response:
             body = await response.read()
             headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
-            return cls(response.status, f"{response.reason}\n{headers}\n\n{body.decode('utf-8', 'replace')}")
+            return cls(
+                response.status,
+                f"{response.reason}\n{headers}\n\n{body.decode('utf-8', 'replace')}",
+            )
 
 
 def assert_no_secret(where: str, text: str, secrets: Iterable[str]) -> None:
@@ -168,7 +176,9 @@ class Fingerprint:
         assert not changed, f"{what} changed tables: {', '.join(changed)}"
 
 
-async def raw_request(host: str, port: int, head: bytes, body: bytes = b"", timeout: float = 10.0) -> Answer:
+async def raw_request(
+    host: str, port: int, head: bytes, body: bytes = b"", timeout: float = 10.0
+) -> Answer:
     """One HTTP/1.1 request written byte for byte (headers no client library would send), the
     connection closed after it; the status and the whole answer as text."""
     reader, writer = await asyncio.open_connection(host, port)
@@ -189,7 +199,9 @@ class Target:
     """The app under fuzz, with what each example needs around its request: the state before,
     the log position, and the properties checked after."""
 
-    def __init__(self, client: TestClient, fingerprint: Fingerprint, secrets: list[str], logs: LogCapture) -> None:
+    def __init__(
+        self, client: TestClient, fingerprint: Fingerprint, secrets: list[str], logs: LogCapture
+    ) -> None:
         self.client = client
         self.fingerprint = fingerprint
         self.secrets = secrets
@@ -207,7 +219,9 @@ class Target:
         self._before = await self.fingerprint.take()
         self._mark = self.logs.mark()
 
-    async def finish(self, answer: Answer, *, refused: bool | None = None, what: str = "a refused request") -> None:
+    async def finish(
+        self, answer: Answer, *, refused: bool | None = None, what: str = "a refused request"
+    ) -> None:
         """Check the properties; `refused` (default: any 4xx) means nothing may have changed."""
         check(answer, self.logs.since(self._mark), self.secrets)
         if refused is None:
@@ -222,5 +236,7 @@ class Target:
         return await raw_request(self.client.host, self.client.port, head, body)
 
 
-async def make_target(client: TestClient, conn: asyncpg.Connection, secrets: list[str], logs: LogCapture) -> Target:
+async def make_target(
+    client: TestClient, conn: asyncpg.Connection, secrets: list[str], logs: LogCapture
+) -> Target:
     return Target(client, await Fingerprint.of(conn), secrets, logs)

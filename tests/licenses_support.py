@@ -34,7 +34,9 @@ SIGNING_KEY = generate_key_pair()
 LINK = re.compile(r"/downloads/([A-Za-z0-9_-]{43})\b")
 
 
-def license_settings(settings: Settings, smtp: SmtpStandin, tmp_path: Path, **overrides: object) -> Settings:
+def license_settings(
+    settings: Settings, smtp: SmtpStandin, tmp_path: Path, **overrides: object
+) -> Settings:
     products = tmp_path / "products"
     product = products / PRODUCT
     (product / "bin").mkdir(parents=True, exist_ok=True)
@@ -101,8 +103,8 @@ async def drain(broker: dramatiq.Broker, worker: dramatiq.Worker, queue: str) ->
 async def deliver_inline(settings: Settings, payment_id: int, smtp: SmtpStandin) -> str:
     """Run the delivery in this process (no broker) and return the emailed token."""
     from colmena.actors.licenses import deliver_license
-    from colmena.publisher import AmqpPublisher
-    from colmena.resources import Resources
+    from colmena.runtime.publisher import AmqpPublisher
+    from colmena.runtime.resources import Resources
 
     before = len(smtp.messages)
     resources = Resources(
@@ -132,7 +134,9 @@ def _env(settings: Settings) -> dict[str, str]:
 
 async def run_cli(settings: Settings, args: list[str]) -> Result:
     """The CLI runs its own event loop, so it goes to a thread."""
-    return await asyncio.to_thread(CliRunner().invoke, cli, args, env=_env(settings), catch_exceptions=False)
+    return await asyncio.to_thread(
+        CliRunner().invoke, cli, args, env=_env(settings), catch_exceptions=False
+    )
 
 
 def a_key(private_pem: str = SIGNING_KEY.private_pem) -> str:

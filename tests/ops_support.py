@@ -30,19 +30,23 @@ def free_port() -> int:
 def colmena_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a colmena process on this test's database and queues, nothing inherited."""
     env = {
-        key: value for key, value in os.environ.items()
-        if not key.startswith(("COLMENA_", "dramatiq_")) and key.lower() != "prometheus_multiproc_dir"
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("COLMENA_", "dramatiq_"))
+        and key.lower() != "prometheus_multiproc_dir"
     }
-    env.update({
-        "COLMENA_DATABASE_URL": settings.require_database_url(),
-        "COLMENA_BROKER_URL": settings.require_broker_url(),
-        "COLMENA_QUEUE_PREFIX": settings.queue_prefix,
-        "COLMENA_DATA_DIR": str(settings.data_dir),
-        "COLMENA_HTTP_HOST": "127.0.0.1",
-        "COLMENA_MIN_BACKOFF_MS": "100",
-        "COLMENA_MAX_BACKOFF_MS": "500",
-        **extra,
-    })
+    env.update(
+        {
+            "COLMENA_DATABASE_URL": settings.require_database_url(),
+            "COLMENA_BROKER_URL": settings.require_broker_url(),
+            "COLMENA_QUEUE_PREFIX": settings.queue_prefix,
+            "COLMENA_DATA_DIR": str(settings.data_dir),
+            "COLMENA_HTTP_HOST": "127.0.0.1",
+            "COLMENA_MIN_BACKOFF_MS": "100",
+            "COLMENA_MAX_BACKOFF_MS": "500",
+            **extra,
+        }
+    )
     return env
 
 
@@ -63,8 +67,12 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
     def start(name: str, args: list[str], env: dict[str, str]) -> Spawned:
         log = tmp_path / f"{name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "colmena", *args], env=env, cwd=tmp_path, start_new_session=True,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "colmena", *args],
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         spawned = Spawned(process, log)
         started.append(spawned)

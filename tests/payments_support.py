@@ -15,21 +15,40 @@ MP_SECRET = "mp-webhook-secret"
 MP_OLD_SECRET = "mp-webhook-secret-previous"
 MP_TOKEN = "TEST-1234-access-token"
 
-LICENSE_METADATA = {"product": "colmena-enterprise", "product_kind": "license", "edition": "enterprise",
-                    "seats": "5", "locale": "es-MX", "rfc": "XAXX010101000", "fiscal_name": "PUBLICO EN GENERAL",
-                    "fiscal_regime": "616", "fiscal_postal_code": "06600", "cfdi_use": "S01"}
+LICENSE_METADATA = {
+    "product": "colmena-enterprise",
+    "product_kind": "license",
+    "edition": "enterprise",
+    "seats": "5",
+    "locale": "es-MX",
+    "rfc": "XAXX010101000",
+    "fiscal_name": "PUBLICO EN GENERAL",
+    "fiscal_regime": "616",
+    "fiscal_postal_code": "06600",
+    "cfdi_use": "S01",
+}
 
 
-def stripe_post_args(event: dict[str, Any], *, secret: str = STRIPE_SECRET, timestamp: int | None = None) -> dict[str, Any]:
+def stripe_post_args(
+    event: dict[str, Any], *, secret: str = STRIPE_SECRET, timestamp: int | None = None
+) -> dict[str, Any]:
     body = json.dumps(event)
     return {
         "data": body.encode(),
-        "headers": {"Content-Type": "application/json", "Stripe-Signature": stripe.sign(body, secret, timestamp)},
+        "headers": {
+            "Content-Type": "application/json",
+            "Stripe-Signature": stripe.sign(body, secret, timestamp),
+        },
     }
 
 
-def mercadopago_post_args(notification: dict[str, Any], *, secret: str = MP_SECRET, ts: int | None = None,
-                          query_id: str | None = None) -> dict[str, Any]:
+def mercadopago_post_args(
+    notification: dict[str, Any],
+    *,
+    secret: str = MP_SECRET,
+    ts: int | None = None,
+    query_id: str | None = None,
+) -> dict[str, Any]:
     request_id = str(uuid.uuid4())
     data_id = query_id if query_id is not None else str(notification["data"]["id"])
     return {
@@ -38,15 +57,21 @@ def mercadopago_post_args(notification: dict[str, Any], *, secret: str = MP_SECR
         "headers": {
             "Content-Type": "application/json",
             "x-request-id": request_id,
-            "x-signature": mercadopago.sign(data_id=data_id, request_id=request_id, secret=secret,
-                                            ts=int(time.time()) if ts is None else ts),
+            "x-signature": mercadopago.sign(
+                data_id=data_id,
+                request_id=request_id,
+                secret=secret,
+                ts=int(time.time()) if ts is None else ts,
+            ),
         },
     }
 
 
 async def payment_status(db, provider: str, provider_payment_id: str) -> str | None:
     return await db.fetchval(
-        "SELECT status FROM payments WHERE provider = $1 AND provider_payment_id = $2", provider, provider_payment_id
+        "SELECT status FROM payments WHERE provider = $1 AND provider_payment_id = $2",
+        provider,
+        provider_payment_id,
     )
 
 

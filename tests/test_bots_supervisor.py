@@ -25,7 +25,7 @@ from colmena.actors.bots import reconcile_all, reconcile_due, reconcile_one, run
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
 from colmena.http.tenants import LOG_STREAMS
-from colmena.resources import Resources
+from colmena.runtime.resources import Resources
 from colmena.store import tenants as store
 from colmena.supervisor.bot_image import ensure_bot_image
 from colmena.supervisor.docker_runtime import docker_available
@@ -105,7 +105,9 @@ def kill_from_outside(runtime: Runtime, tenant_id: str, bot_id: str) -> None:
 
 async def command_done(client, token: str, command_id: str) -> dict:
     async def finished():
-        body = await (await client.get(f"/api/v1/commands/{command_id}", headers=bearer(token))).json()
+        body = await (
+            await client.get(f"/api/v1/commands/{command_id}", headers=bearer(token))
+        ).json()
         return body if body["status"] != "queued" else None
 
     body = await wait_for(finished, timeout=30)
@@ -141,7 +143,10 @@ def counter(name: str) -> float:
 
 # Commands through the API ---------------------------------------------------------------------
 
-async def test_start_runs_the_bot_with_plan_limits_and_hardening(kind, active, db, make_client, start_worker) -> None:
+
+async def test_start_runs_the_bot_with_plan_limits_and_hardening(
+    kind, active, db, make_client, start_worker
+) -> None:
     tenant_id, token = await add_tenant(db, plan="pro")
     client = await make_client(active)
     start_worker(settings_override=active, queues=["bots"])
@@ -152,7 +157,9 @@ async def test_start_runs_the_bot_with_plan_limits_and_hardening(kind, active, d
     bot = await running_bot(rt, tenant_id)
     assert bot.config_version == 1
     status = await (await client.get("/api/v1/bot/status", headers=bearer(token))).json()
-    assert status["desired"] == "running" and status["actual"] == "running" and status["plan"] == "pro"
+    assert (
+        status["desired"] == "running" and status["actual"] == "running" and status["plan"] == "pro"
+    )
     if kind == "docker":
         attrs = docker.from_env().api.inspect_container(bot.bot_id)
         host = attrs["HostConfig"]
@@ -170,7 +177,10 @@ async def test_start_runs_the_bot_with_plan_limits_and_hardening(kind, active, d
         assert attrs["Config"]["Labels"][INSTANCE_LABEL] == active.bot_instance
     else:
         limits = Path(f"/proc/{rt.pid(tenant_id)}/limits").read_text()
-        assert any(line.startswith("Max address space") and str(128 * MiB) in line for line in limits.splitlines())
+        assert any(
+            line.startswith("Max address space") and str(128 * MiB) in line
+            for line in limits.splitlines()
+        )
 
 
 async def test_stop_removes_the_bot(active, db, make_client, start_worker) -> None:
@@ -204,7 +214,9 @@ async def test_restart_replaces_the_bot(active, db, make_client, start_worker) -
     assert done["reason"] == "restart requested"
 
 
-async def test_config_change_recreates_the_bot_with_the_new_config(active, db, make_client, start_worker) -> None:
+async def test_config_change_recreates_the_bot_with_the_new_config(
+    active, db, make_client, start_worker
+) -> None:
     tenant_id, token = await add_tenant(db, plan="pro")
     client = await make_client(active)
     start_worker(settings_override=active, queues=["bots"])
@@ -236,9 +248,18 @@ async def test_logs_and_the_log_stream(active, db, make_client, start_worker) ->
     rt = await runtime(active)
     await until_log(rt, tenant_id, "colmena-heartbeat")
 
-    lines = (await (await client.get("/api/v1/bot/logs?tail=500", headers=bearer(token))).json())["lines"]
+    lines = (await (await client.get("/api/v1/bot/logs?tail=500", headers=bearer(token))).json())[
+        "lines"
+    ]
     assert f"colmena-bot starting tenant={tenant_id} config_version=1" in lines
-    assert len((await (await client.get("/api/v1/bot/logs?tail=1", headers=bearer(token))).json())["lines"]) == 1
+    assert (
+        len(
+            (await (await client.get("/api/v1/bot/logs?tail=1", headers=bearer(token))).json())[
+                "lines"
+            ]
+        )
+        == 1
+    )
     for bad in ("abc", "-1", "5000", "1.5"):
         refused = await client.get(f"/api/v1/bot/logs?tail={bad}", headers=bearer(token))
         assert refused.status == 422, bad
@@ -259,6 +280,7 @@ async def test_logs_and_the_log_stream(active, db, make_client, start_worker) ->
 
 
 # The reconciler ---------------------------------------------------------------------------------
+
 
 async def _running(resources: Resources, db, plan: str = "free") -> tuple[str, Runtime]:
     tenant_id, _ = await add_tenant(db, plan=plan)
@@ -287,7 +309,11 @@ async def test_killed_bot_is_restarted_after_its_backoff(active, resources, db) 
     outcome = await reconcile_all(resources)
     assert outcome["wait"] == 1  # backing off, not restarted at once
     bot_row = await store.get_bot(db, tenant_id)
-    assert bot_row.observed == "backoff" and bot_row.next_restart_at is not None and bot_row.last_exit_code == 137
+    assert (
+        bot_row.observed == "backoff"
+        and bot_row.next_restart_at is not None
+        and bot_row.last_exit_code == 137
+    )
 
     async def restarted():
         await reconcile_due(resources)
@@ -323,10 +349,18 @@ async def test_crashing_fast_ends_in_crashloop_until_reset(active, resources, db
         logging.getLogger().handlers[:] = handlers
 
     row = await store.get_bot(db, tenant_id)
-    assert row.crashloop and row.observed == "crashloop" and row.restarts_total == active.bot_restart_max
+    assert (
+        row.crashloop
+        and row.observed == "crashloop"
+        and row.restarts_total == active.bot_restart_max
+    )
     assert "restarts within" in row.crashloop_reason
     assert counter("colmena_bot_crashloops_total") == crashloops_before + 1
-    errors = [json.loads(line) for line in logged.splitlines() if line.startswith("{") and "bot in crashloop" in line]
+    errors = [
+        json.loads(line)
+        for line in logged.splitlines()
+        if line.startswith("{") and "bot in crashloop" in line
+    ]
     assert any(e["level"] == "error" and e["tenant_id"] == tenant_id for e in errors)
 
     assert (await reconcile_all(resources))["crashloop"] == 1  # no more restarts
@@ -342,14 +376,18 @@ async def test_crashing_fast_ends_in_crashloop_until_reset(active, resources, db
     assert not (await store.get_bot(db, tenant_id)).crashloop
 
 
-async def test_deleted_bot_is_recreated_and_strangers_are_removed(kind, active, resources, db, request) -> None:
+async def test_deleted_bot_is_recreated_and_strangers_are_removed(
+    kind, active, resources, db, request
+) -> None:
     tenant_id, rt = await _running(resources, db)
     gone = await running_bot(rt, tenant_id)
     await asyncio.to_thread(rt.remove_bot, gone.bot_id, 1)  # behind colmena's back
     if kind == "docker":
         engine = request.getfixturevalue("docker_engine")
         stranger = engine.api.create_container(
-            active.bot_image, labels={INSTANCE_LABEL: active.bot_instance}, host_config=engine.api.create_host_config(network_mode="none"),
+            active.bot_image,
+            labels={INSTANCE_LABEL: active.bot_instance},
+            host_config=engine.api.create_host_config(network_mode="none"),
         )
         engine.api.start(stranger["Id"])
         expected_orphans = 1
@@ -359,7 +397,9 @@ async def test_deleted_bot_is_recreated_and_strangers_are_removed(kind, active, 
     from colmena.supervisor.reconciler import spec_for
 
     ghost = f"t-ghost{uuid.uuid4().hex[:6]}"
-    await asyncio.to_thread(rt.start_bot, spec_for(ghost, {}, 1, memory_mb=64, cpu_millis=100, settings=active))
+    await asyncio.to_thread(
+        rt.start_bot, spec_for(ghost, {}, 1, memory_mb=64, cpu_millis=100, settings=active)
+    )
 
     outcome = await reconcile_all(resources)
 
@@ -382,7 +422,9 @@ async def test_plan_limits_changed_by_an_operator_recreate_the_bot(active, resou
     assert second.bot_id != first.bot_id and second.config_hash != first.config_hash
 
 
-async def test_commands_for_one_tenant_wait_for_each_other(active, db, make_client, start_worker) -> None:
+async def test_commands_for_one_tenant_wait_for_each_other(
+    active, db, make_client, start_worker
+) -> None:
     busy, busy_token = await add_tenant(db)
     _, other_token = await add_tenant(db)
     client = await make_client(active)
@@ -393,7 +435,9 @@ async def test_commands_for_one_tenant_wait_for_each_other(active, db, make_clie
         busy_command = await send(client, busy_token, "start")
         other_command = await send(client, other_token, "start")
         await command_done(client, other_token, other_command)  # other tenants go on
-        body = await (await client.get(f"/api/v1/commands/{busy_command}", headers=bearer(busy_token))).json()
+        body = await (
+            await client.get(f"/api/v1/commands/{busy_command}", headers=bearer(busy_token))
+        ).json()
         assert body["status"] == "queued"
     finally:
         await store.unlock_tenant(db, busy)
@@ -401,13 +445,17 @@ async def test_commands_for_one_tenant_wait_for_each_other(active, db, make_clie
     await running_bot(await runtime(active), busy)
 
 
-async def test_bots_gauge_is_read_from_the_database_at_scrape_time(active, resources, db, make_client) -> None:
+async def test_bots_gauge_is_read_from_the_database_at_scrape_time(
+    active, resources, db, make_client
+) -> None:
     await _running(resources, db)
     await add_tenant(db)
     await reconcile_all(resources)
     client = await make_client(active)
     text = await (await client.get("/metrics")).text()
     assert 'colmena_bots{state="stopped"} 1.0' in text
-    running = 'colmena_bots{state="running"} 1.0' in text or 'colmena_bots{state="unhealthy"} 1.0' in text
+    running = (
+        'colmena_bots{state="running"} 1.0' in text or 'colmena_bots{state="unhealthy"} 1.0' in text
+    )
     assert running
     assert "colmena_bot_reconcile_duration_seconds_count" in text

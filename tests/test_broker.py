@@ -6,10 +6,11 @@ import asyncio
 
 import structlog
 
-from colmena.actors.outbox import publish_now
-from colmena.broker import PermanentError, actor
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.errors import PermanentError
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.registry import actor
+from colmena.runtime.resources import Resources
 from colmena.store import outbox
 from colmena.store.pool import create_pool
 from tests.conftest import queue_counts, wait_for
@@ -22,7 +23,9 @@ async def _note(resources: Resources, label: str) -> None:
     await resources.pool.execute(
         "CREATE TABLE IF NOT EXISTS test_attempts (label text, message_id text, at timestamptz DEFAULT clock_timestamp())"
     )
-    await resources.pool.execute("INSERT INTO test_attempts (label, message_id) VALUES ($1, $2)", label, message_id)
+    await resources.pool.execute(
+        "INSERT INTO test_attempts (label, message_id) VALUES ($1, $2)", label, message_id
+    )
 
 
 @actor(queue=TEST_QUEUE, name="test_always_fails")
@@ -46,7 +49,9 @@ async def attempts(db, label: str) -> list:
     exists = await db.fetchval("SELECT to_regclass('test_attempts') IS NOT NULL")
     if not exists:
         return []
-    return await db.fetch("SELECT message_id, at FROM test_attempts WHERE label = $1 ORDER BY at", label)
+    return await db.fetch(
+        "SELECT message_id, at FROM test_attempts WHERE label = $1 ORDER BY at", label
+    )
 
 
 async def test_async_actor_runs_with_the_pool_and_message_context(start_worker, db) -> None:
@@ -56,7 +61,9 @@ async def test_async_actor_runs_with_the_pool_and_message_context(start_worker, 
     assert rows[0]["message_id"] == message.message_id
 
 
-async def test_failing_actor_is_retried_with_backoff_then_dead_lettered(start_worker, db, settings) -> None:
+async def test_failing_actor_is_retried_with_backoff_then_dead_lettered(
+    start_worker, db, settings
+) -> None:
     system = start_worker()
     system.broker.get_actor("test_always_fails").send("doomed")
     await wait_for(lambda: _dead_letters(settings.queue_prefix), timeout=30)
@@ -66,7 +73,9 @@ async def test_failing_actor_is_retried_with_backoff_then_dead_lettered(start_wo
     assert all(gap >= settings.min_backoff_ms / 1000 * 0.5 for gap in gaps), gaps
 
 
-async def test_permanent_error_goes_to_dead_letters_without_retrying(start_worker, db, settings) -> None:
+async def test_permanent_error_goes_to_dead_letters_without_retrying(
+    start_worker, db, settings
+) -> None:
     system = start_worker()
     system.broker.get_actor("test_fails_permanently").send("hopeless")
     await wait_for(lambda: _dead_letters(settings.queue_prefix), timeout=30)
@@ -76,7 +85,9 @@ async def test_permanent_error_goes_to_dead_letters_without_retrying(start_worke
 async def test_outbox_row_reaches_the_actor(start_worker, db, database_url, settings) -> None:
     start_worker()
     async with db.transaction():
-        row = await outbox.record(db, queue=TEST_QUEUE, actor="test_writes_row", args=["via-outbox"])
+        row = await outbox.record(
+            db, queue=TEST_QUEUE, actor="test_writes_row", args=["via-outbox"]
+        )
     pool = await create_pool(database_url)
     publisher = AmqpPublisher(settings.require_broker_url(), settings.queue_prefix)
     try:

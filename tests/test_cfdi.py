@@ -25,7 +25,14 @@ from colmena.gateways.cfdi import (
     sign_invoice,
     validate_xml,
 )
-from tests.standins.csd import ISSUER_RFC, CertificateAuthority, CsdFiles, make_ca, make_csd, make_expired_csd
+from tests.standins.csd import (
+    ISSUER_RFC,
+    CertificateAuthority,
+    CsdFiles,
+    make_ca,
+    make_csd,
+    make_expired_csd,
+)
 from tests.standins.pac import sample_invoice
 
 CFDI4 = "{http://www.sat.gob.mx/cfd/4}"
@@ -68,7 +75,9 @@ def test_iva_rate_is_configurable_and_none_means_not_subject(csd: CsdFiles) -> N
     reduced = sign_invoice(type(base)(**{**base.__dict__, "iva_rate": Decimal("0.08")}), signer)
     untaxed = sign_invoice(type(base)(**{**base.__dict__, "iva_rate": None}), signer)
 
-    traslado = etree.fromstring(reduced.xml).find(f"{CFDI4}Impuestos/{CFDI4}Traslados/{CFDI4}Traslado")
+    traslado = etree.fromstring(reduced.xml).find(
+        f"{CFDI4}Impuestos/{CFDI4}Traslados/{CFDI4}Traslado"
+    )
     assert traslado is not None and traslado.attrib["TasaOCuota"] == "0.080000"
     untaxed_root = etree.fromstring(untaxed.xml)
     assert untaxed_root.find(f"{CFDI4}Impuestos") is None
@@ -105,7 +114,9 @@ def test_expired_csd_is_refused_before_signing(ca: CertificateAuthority) -> None
 
 def test_csd_of_another_rfc_is_refused(csd: CsdFiles) -> None:
     with pytest.raises(CsdMismatch):
-        check_csd(inspect_csd(csd.certificate), issuer_rfc="XIA190128J61", at=dt.datetime.now(dt.UTC))
+        check_csd(
+            inspect_csd(csd.certificate), issuer_rfc="XIA190128J61", at=dt.datetime.now(dt.UTC)
+        )
 
 
 def test_wrong_key_password_is_a_csd_error(csd: CsdFiles) -> None:

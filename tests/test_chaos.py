@@ -14,8 +14,16 @@ from bench.chaos import print_report, run_chaos
 
 @pytest.mark.chaos
 async def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path) -> None:
-    report = await run_chaos(events_count=500, rate=40.0, worker_count=2, kill_every_s=4.0,
-                             rabbit_fault="restart", seed=7, drain_timeout_s=180.0, log_dir=tmp_path / "logs")
+    report = await run_chaos(
+        events_count=500,
+        rate=40.0,
+        worker_count=2,
+        kill_every_s=4.0,
+        rabbit_fault="restart",
+        seed=7,
+        drain_timeout_s=180.0,
+        log_dir=tmp_path / "logs",
+    )
     print_report(report)
     assert report.worker_kills >= 2
     assert len(report.faults) == 2

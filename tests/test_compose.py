@@ -17,10 +17,19 @@ def test_stack_names_every_service_with_healthchecks() -> None:
     services = COMPOSE["services"]
     assert REQUIRED <= set(services)
     workers = {name for name in services if name.startswith("worker-")}
-    assert {"worker-payments", "worker-licenses", "worker-stamping", "worker-rates", "worker-bots"} <= workers
+    assert {
+        "worker-payments",
+        "worker-licenses",
+        "worker-stamping",
+        "worker-rates",
+        "worker-bots",
+    } <= workers
     for name in ("postgres", "rabbitmq", "ingress", "prometheus", *workers):
         assert "healthcheck" in services[name], name
-    assert services["ingress"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert (
+        services["ingress"]["depends_on"]["migrate"]["condition"]
+        == "service_completed_successfully"
+    )
     assert services["ingress"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
@@ -35,8 +44,12 @@ def test_no_secret_is_written_in_the_file() -> None:
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     binary = shutil.which("docker-compose")
-    assert binary is not None, "docker-compose is needed to validate the stack (.ci/run installs it)"
+    assert binary is not None, (
+        "docker-compose is needed to validate the stack (.ci/run installs it)"
+    )
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    result = subprocess.run([binary, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

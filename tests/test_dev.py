@@ -25,14 +25,20 @@ def start_dev(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
     env["COLMENA_HTTP_PORT"] = str(port)
     return subprocess.Popen(
-        [sys.executable, "-m", "colmena", "dev"], cwd=workdir, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "colmena", "dev"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
 async def ready(port: int) -> bool:
     try:
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
             return response.status == 200
     except aiohttp.ClientError:
         return False

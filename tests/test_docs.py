@@ -10,7 +10,11 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme() -> None:
-    missing = [f"COLMENA_{name.upper()}" for name in Settings.model_fields if f"COLMENA_{name.upper()}" not in README]
+    missing = [
+        f"COLMENA_{name.upper()}"
+        for name in Settings.model_fields
+        if f"COLMENA_{name.upper()}" not in README
+    ]
     assert missing == []
 
 

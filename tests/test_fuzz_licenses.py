@@ -13,8 +13,20 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tests.fuzz_support import FUZZ, capture_logs, configured_secrets, fuzz_settings, make_target
-from tests.licenses_support import a_key, deliver_inline, insert_payment, license_settings, tampered
+from tests.fuzz_support import (
+    FUZZ,
+    capture_logs,
+    configured_secrets,
+    fuzz_settings,
+    make_target,
+)
+from tests.licenses_support import (
+    a_key,
+    deliver_inline,
+    insert_payment,
+    license_settings,
+    tampered,
+)
 from tests.standins.smtp import SmtpStandin
 
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -32,7 +44,9 @@ async def web(settings, smtp, tmp_path, make_client, db):
     token = await deliver_inline(active, await insert_payment(db), smtp)
     license_id, key = await db.fetchrow("SELECT id, license_key FROM licenses")
     with capture_logs() as logs:
-        target = await make_target(await make_client(active), db, [*configured_secrets(active), token], logs)
+        target = await make_target(
+            await make_client(active), db, [*configured_secrets(active), token], logs
+        )
         target.token, target.key, target.license_id = token, key, str(license_id)  # type: ignore[attr-defined]
         yield target
 
@@ -47,15 +61,17 @@ def mutated(draw: st.DrawFn, original: str, alphabet: str) -> str:
     kind = draw(st.sampled_from(["change", "drop", "add", "swapcase", "random", "shape", "pad"]))
     at = draw(st.integers(0, len(original) - 1))
     if kind == "change":
-        return original[:at] + draw(st.sampled_from(alphabet)) + original[at + 1:]
+        return original[:at] + draw(st.sampled_from(alphabet)) + original[at + 1 :]
     if kind == "drop":
-        return original[:at] + original[at + 1:]
+        return original[:at] + original[at + 1 :]
     if kind == "add":
         return original[:at] + draw(st.text(min_size=1, max_size=3)) + original[at:]
     if kind == "swapcase":
         return original[:at] + original[at:].swapcase()
     if kind == "shape":
-        return draw(st.text(st.sampled_from(alphabet), min_size=len(original), max_size=len(original)))
+        return draw(
+            st.text(st.sampled_from(alphabet), min_size=len(original), max_size=len(original))
+        )
     if kind == "pad":
         return original + draw(st.sampled_from(["=", "==", "%00", " ", ".", "/.."]))
     return draw(st.text(min_size=1, max_size=120))
@@ -89,17 +105,29 @@ async def test_random_and_mutated_license_keys_are_4xx(web, data) -> None:
 @given(
     path=st.sampled_from(["/downloads/{}", "/licenses/{}/status", "/licenses/public-key"]),
     segment=st.binary(min_size=1, max_size=80),
-    header=st.sampled_from([b"User-Agent", b"X-Forwarded-For", b"Cookie", b"Range", b"If-None-Match"]),
+    header=st.sampled_from(
+        [b"User-Agent", b"X-Forwarded-For", b"Cookie", b"Range", b"If-None-Match"]
+    ),
     value=st.binary(max_size=60),
     method=st.sampled_from([b"GET", b"POST", b"HEAD"]),
 )
-async def test_raw_paths_and_headers_never_break_license_routes(web, path, segment, header, value, method) -> None:
+async def test_raw_paths_and_headers_never_break_license_routes(
+    web, path, segment, header, value, method
+) -> None:
     raw = bytes(b for b in segment if b > 0x20 and b not in b"/?#%\x7f")
     assume(raw and raw != web.token.encode())
     clean = bytes(b for b in value if b not in b"\r\n")
     await web.start()
     target = path.replace("{}", "\x00").encode().replace(b"\x00", raw)
-    head = (method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            + header + b": " + clean + b"\r\nContent-Length: 0\r\n")
+    head = (
+        method
+        + b" "
+        + target
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + header
+        + b": "
+        + clean
+        + b"\r\nContent-Length: 0\r\n"
+    )
     answer = await web.send_raw(head)
     await web.finish(answer, refused=True, what="a raw license request")

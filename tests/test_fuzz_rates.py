@@ -12,7 +12,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from colmena.store import rates as store
-from tests.fuzz_support import FUZZ, capture_logs, configured_secrets, fuzz_settings, make_target
+from tests.fuzz_support import (
+    FUZZ,
+    capture_logs,
+    configured_secrets,
+    fuzz_settings,
+    make_target,
+)
 
 ROUTES = {
     "/api/v1/rates/latest": [],
@@ -20,28 +26,72 @@ ROUTES = {
     "/api/v1/rates/convert": ["amount", "from", "to", "source"],
 }
 PUBLISHED = [
-    ("bcv", "USD/VES", Decimal("36.51230000")), ("bcv", "EUR/VES", Decimal("39.87654321")),
+    ("bcv", "USD/VES", Decimal("36.51230000")),
+    ("bcv", "EUR/VES", Decimal("39.87654321")),
     ("binance", "USDT/VES", Decimal("38.10000000")),
 ]
 
 # Values near the valid ones (so the parsers get past their first check) and odd ones: unicode
 # digits, signs, exponents, huge numbers, control and surrogate-escaped characters.
 tricky = st.sampled_from(["²", "١٢", "０", "𝟙", "³", "\x00", "\udcff", " 1", "1 ", "+1"])
-near_valid = st.sampled_from([
-    "USD/VES", "usd/ves", "USDT/VES", "EUR", "VES", "USD", "USDT", "bcv", "binance", "BCV", "2026-09-01",
-    "2026-02-30", "9999-12-31", "0001-01-01", "1", "500", "501", "0", "-1", "²", "١٢", "1e3", "100.50",
-    "0.00000001", "999999999999999.99999999", "1" * 40, "NaN", "Infinity", "MQ", "AAAAAAAAAAAAAAAAAAAAAAAA",
-    "=", " ", "%", "\x00", "\udcff", "🙂",
-])
+near_valid = st.sampled_from(
+    [
+        "USD/VES",
+        "usd/ves",
+        "USDT/VES",
+        "EUR",
+        "VES",
+        "USD",
+        "USDT",
+        "bcv",
+        "binance",
+        "BCV",
+        "2026-09-01",
+        "2026-02-30",
+        "9999-12-31",
+        "0001-01-01",
+        "1",
+        "500",
+        "501",
+        "0",
+        "-1",
+        "²",
+        "١٢",
+        "1e3",
+        "100.50",
+        "0.00000001",
+        "999999999999999.99999999",
+        "1" * 40,
+        "NaN",
+        "Infinity",
+        "MQ",
+        "AAAAAAAAAAAAAAAAAAAAAAAA",
+        "=",
+        " ",
+        "%",
+        "\x00",
+        "\udcff",
+        "🙂",
+    ]
+)
 values = tricky | near_valid | st.text(max_size=30)
-names = st.sampled_from(sorted({n for allowed in ROUTES.values() for n in allowed})) | st.text(max_size=10)
+names = st.sampled_from(sorted({n for allowed in ROUTES.values() for n in allowed})) | st.text(
+    max_size=10
+)
 
 
 @pytest.fixture
 async def web(settings, make_client, db):
     for source, pair, value in PUBLISHED:
-        await store.insert(db, source=source, pair=pair, value=value, effective_date=date(2026, 9, 1),
-                           status="accepted", reason="fuzz seed")
+        await store.insert(
+            db,
+            source=source,
+            pair=pair,
+            value=value,
+            effective_date=date(2026, 9, 1),
+            status="accepted",
+            reason="fuzz seed",
+        )
     active = fuzz_settings(settings, rates_api_cache_s=0)
     with capture_logs() as logs:
         yield await make_target(await make_client(active), db, configured_secrets(active), logs)
@@ -60,20 +110,33 @@ async def test_random_query_strings_are_answered_or_refused_cleanly(web, route, 
     await web.finish(answer, refused=True, what="a rates API read")
     assert answer.status in (200, 400, 404), answer.text[:300]
     if answer.status == 400:
-        assert '"invalid_parameter"' in answer.text and '"parameter"' in answer.text, answer.text[:300]
+        assert '"invalid_parameter"' in answer.text and '"parameter"' in answer.text, answer.text[
+            :300
+        ]
 
 
 VALID = {
-    "/api/v1/rates/history": {"pair": "USD/VES", "source": "bcv", "from": "2026-08-01", "to": "2026-09-30",
-                              "limit": "10", "cursor": "MTAw"},
+    "/api/v1/rates/history": {
+        "pair": "USD/VES",
+        "source": "bcv",
+        "from": "2026-08-01",
+        "to": "2026-09-30",
+        "limit": "10",
+        "cursor": "MTAw",
+    },
     "/api/v1/rates/convert": {"amount": "100.50", "from": "USD", "to": "VES", "source": "bcv"},
 }
 
 
-cases = st.one_of([
-    st.tuples(st.just(route), st.dictionaries(st.sampled_from(sorted(params)), values, min_size=1, max_size=2))
-    for route, params in VALID.items()
-])
+cases = st.one_of(
+    [
+        st.tuples(
+            st.just(route),
+            st.dictionaries(st.sampled_from(sorted(params)), values, min_size=1, max_size=2),
+        )
+        for route, params in VALID.items()
+    ]
+)
 
 
 @FUZZ
@@ -91,7 +154,9 @@ async def test_bad_parameters_among_valid_ones_are_refused_cleanly(web, case) ->
 
 @FUZZ
 @given(
-    amount=st.decimals(min_value=0, max_value=Decimal("999999999999999"), places=8, allow_nan=False).map(str)
+    amount=st.decimals(
+        min_value=0, max_value=Decimal("999999999999999"), places=8, allow_nan=False
+    ).map(str)
     | values,
     source_currency=st.sampled_from(["USD", "EUR", "USDT", "VES", "CNY"]),
     target_currency=st.sampled_from(["USD", "EUR", "USDT", "VES", "CNY"]),

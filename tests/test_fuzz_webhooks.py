@@ -21,8 +21,8 @@ import stripe as stripe_sdk
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from colmena import provider_events as events
 from colmena.gateways import mercadopago, stripe
+from colmena.gateways import sample_events as events
 from tests.fuzz_support import (
     FUZZ,
     MP_SECRET,
@@ -38,21 +38,36 @@ STRIPE = "/webhooks/stripe"
 MERCADOPAGO = "/webhooks/mercadopago"
 
 # Header values an HTTP client library can send (no CR/LF, latin-1); raw bytes go through raw_request.
-header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
+header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80
+)
 query_pairs = st.lists(st.tuples(st.text(max_size=12), st.text(max_size=40)), max_size=4)
-content_types = st.sampled_from([
-    "application/json", "application/json; charset=utf-8", "text/plain", "application/x-www-form-urlencoded",
-    "", "application/json; charset=latin-1", "multipart/form-data; boundary=x",
-])
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "",
+        "application/json; charset=latin-1",
+        "multipart/form-data; boundary=x",
+    ]
+)
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30) | st.sampled_from(["\x00", "a\x00b", "\ud800", "\udfff", "evt_\x00", "\u2028"])
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.sampled_from(["\x00", "a\x00b", "\ud800", "\udfff", "evt_\x00", "\u2028"])
 )
 # Nesting deeper than Python's recursion limit: json.loads raises RecursionError, not ValueError.
 deep_json = st.integers(1_000, 100_000).map(lambda n: b'{"data": ' + b"[" * n + b"]" * n + b"}")
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -89,7 +104,9 @@ def _stripe_verified(body: bytes, header: str | None) -> bool:
     return False
 
 
-def _mercadopago_verified(x_signature: str | None, x_request_id: str | None, data_id: str | None) -> bool:
+def _mercadopago_verified(
+    x_signature: str | None, x_request_id: str | None, data_id: str | None
+) -> bool:
     """The manifest HMAC Mercado Pago documents, computed from the secret; ts within 300 s."""
     if not x_signature or x_request_id is None or data_id is None:
         return False
@@ -110,6 +127,7 @@ def _mercadopago_verified(x_signature: str | None, x_request_id: str | None, dat
 
 # Mutations ---------------------------------------------------------------------------------------
 
+
 @st.composite
 def mutated_bytes(draw: st.DrawFn, original: bytes) -> bytes:
     kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "replace", "keep"]))
@@ -117,11 +135,13 @@ def mutated_bytes(draw: st.DrawFn, original: bytes) -> bytes:
         return original
     at = draw(st.integers(0, len(original) - 1))
     if kind == "flip":
-        return original[:at] + bytes([original[at] ^ draw(st.integers(1, 255))]) + original[at + 1:]
+        return (
+            original[:at] + bytes([original[at] ^ draw(st.integers(1, 255))]) + original[at + 1 :]
+        )
     if kind == "insert":
         return original[:at] + draw(st.binary(min_size=1, max_size=8)) + original[at:]
     if kind == "delete":
-        return original[:at] + original[at + draw(st.integers(1, 16)):]
+        return original[:at] + original[at + draw(st.integers(1, 16)) :]
     if kind == "truncate":
         return original[:at]
     return draw(st.binary(max_size=200))
@@ -129,7 +149,9 @@ def mutated_bytes(draw: st.DrawFn, original: bytes) -> bytes:
 
 @st.composite
 def mutated_text(draw: st.DrawFn, original: str) -> str | None:
-    kind = draw(st.sampled_from(["keep", "drop", "flip", "append", "prefix", "replace", "truncate"]))
+    kind = draw(
+        st.sampled_from(["keep", "drop", "flip", "append", "prefix", "replace", "truncate"])
+    )
     if kind == "keep":
         return original
     if kind == "drop":
@@ -145,25 +167,43 @@ def mutated_text(draw: st.DrawFn, original: str) -> str | None:
     at = draw(st.integers(0, len(original) - 1))
     if kind == "truncate":
         return original[:at]
-    return original[:at] + draw(header_text.filter(bool).map(lambda s: s[0])) + original[at + 1:]
+    return original[:at] + draw(header_text.filter(bool).map(lambda s: s[0])) + original[at + 1 :]
 
 
 # Stripe ------------------------------------------------------------------------------------------
+
 
 @st.composite
 def stripe_requests(draw: st.DrawFn) -> dict[str, Any]:
     event = events.stripe_event("payment_intent.succeeded", events.payment_intent())
     body = json.dumps(event).encode()
     age = draw(st.sampled_from([0, 0, 0, 299, 301, -301, 10**6]))
-    signature = stripe.sign(body.decode(), draw(st.sampled_from([STRIPE_SECRET, STRIPE_OLD_SECRET, "whsec_x"])),
-                            int(time.time()) - age)
+    signature = stripe.sign(
+        body.decode(),
+        draw(st.sampled_from([STRIPE_SECRET, STRIPE_OLD_SECRET, "whsec_x"])),
+        int(time.time()) - age,
+    )
     headers: dict[str, str] = {"Content-Type": draw(content_types)}
     new_signature = draw(mutated_text(signature))
     if new_signature is not None:
         headers["Stripe-Signature"] = new_signature
-    headers.update(draw(st.dictionaries(st.sampled_from(["X-Forwarded-For", "User-Agent", "Stripe-Signature",
-                                                         "Content-Encoding", "X-Request-Id"]),
-                                        header_text, max_size=2)))
+    headers.update(
+        draw(
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "X-Forwarded-For",
+                        "User-Agent",
+                        "Stripe-Signature",
+                        "Content-Encoding",
+                        "X-Request-Id",
+                    ]
+                ),
+                header_text,
+                max_size=2,
+            )
+        )
+    )
     return {"body": draw(mutated_bytes(body)), "headers": headers, "query": draw(query_pairs)}
 
 
@@ -174,11 +214,18 @@ def _event_body(**changes: Any) -> bytes:
 
 @FUZZ
 @given(sent=stripe_requests())
-@example(sent={"body": _event_body(), "query": [],  # found by this test: was a 500 (TypeError in Stripe's compare)
-               "headers": {"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=\xe9"}})
+@example(
+    sent={
+        "body": _event_body(),
+        "query": [],  # found by this test: was a 500 (TypeError in Stripe's compare)
+        "headers": {"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=\xe9"},
+    }
+)
 async def test_mutated_stripe_webhooks_store_nothing_unless_verified(web, sent) -> None:
     await web.start()
-    answer = await web.send("POST", _path(STRIPE, sent["query"]), data=sent["body"], headers=sent["headers"])
+    answer = await web.send(
+        "POST", _path(STRIPE, sent["query"]), data=sent["body"], headers=sent["headers"]
+    )
     content_type = sent["headers"]["Content-Type"].split(";")[0]
     verified = content_type == "application/json" and _stripe_verified(
         sent["body"], sent["headers"].get("Stripe-Signature")
@@ -200,8 +247,12 @@ def signed_stripe_garbage(draw: st.DrawFn) -> bytes:
     if shape == "value":
         return json.dumps(draw(json_values)).encode()
     if draw(st.booleans()):
-        event["data"]["object"]["metadata"] = draw(st.dictionaries(st.text(max_size=8), json_scalars, max_size=3))
-    for key in draw(st.lists(st.sampled_from(["id", "type", "created", "data", "object"]), max_size=3)):
+        event["data"]["object"]["metadata"] = draw(
+            st.dictionaries(st.text(max_size=8), json_scalars, max_size=3)
+        )
+    for key in draw(
+        st.lists(st.sampled_from(["id", "type", "created", "data", "object"]), max_size=3)
+    ):
         event[key] = draw(json_values)
     if draw(st.booleans()):
         event["id"] = "evt_" + draw(st.text(max_size=20))
@@ -210,7 +261,9 @@ def signed_stripe_garbage(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(body=signed_stripe_garbage())
-@example(body=_event_body(livemode=float("inf")))  # found by this test: were 503s (jsonb refused them)
+@example(
+    body=_event_body(livemode=float("inf"))
+)  # found by this test: were 503s (jsonb refused them)
 @example(body=_event_body(livemode="\x00"))
 @example(body=_event_body(livemode="\ud800"))
 @example(body=b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}")  # was a 500 (RecursionError)
@@ -221,12 +274,16 @@ async def test_signed_stripe_garbage_is_a_4xx_that_changes_nothing(web, body) ->
     except UnicodeDecodeError:
         signature = "t=1,v1=" + "0" * 64
     answer = await web.send(
-        "POST", STRIPE, data=body, headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+        "POST",
+        STRIPE,
+        data=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
     )
     await web.finish(answer, what="a refused signed Stripe webhook")
 
 
 # Mercado Pago ------------------------------------------------------------------------------------
+
 
 @st.composite
 def mercadopago_requests(draw: st.DrawFn) -> dict[str, Any]:
@@ -252,33 +309,58 @@ def mercadopago_requests(draw: st.DrawFn) -> dict[str, Any]:
         query.insert(0, ("data.id", draw(st.text(max_size=12))))
     elif mutation == "extra":
         query += draw(query_pairs)
-    return {"body": draw(mutated_bytes(json.dumps(notification).encode())), "headers": headers, "query": query}
+    return {
+        "body": draw(mutated_bytes(json.dumps(notification).encode())),
+        "headers": headers,
+        "query": query,
+    }
 
 
-def _mercadopago_signed(data_id: str, request_id: str, ts: str, body: bytes | None = None) -> dict[str, Any]:
+def _mercadopago_signed(
+    data_id: str, request_id: str, ts: str, body: bytes | None = None
+) -> dict[str, Any]:
     manifest = f"id:{data_id};request-id:{request_id};ts:{ts};"
     v1 = hmac.new(MP_SECRET.encode(), manifest.encode(), hashlib.sha256).hexdigest()
     return {
         "path": f"{MERCADOPAGO}?{_query([('data.id', data_id), ('type', 'payment')])}",
-        "headers": {"Content-Type": "application/json", "x-request-id": request_id, "x-signature": f"ts={ts},v1={v1}"},
-        "body": body if body is not None else json.dumps(events.mercadopago_notification(data_id)).encode(),
+        "headers": {
+            "Content-Type": "application/json",
+            "x-request-id": request_id,
+            "x-signature": f"ts={ts},v1={v1}",
+        },
+        "body": body
+        if body is not None
+        else json.dumps(events.mercadopago_notification(data_id)).encode(),
     }
 
 
 @FUZZ
 @given(sent=mercadopago_requests())
-@example(sent={  # found by this test: was a 500 (TypeError in the SDK's compare)
-    "body": json.dumps(events.mercadopago_notification("1")).encode(), "query": [("data.id", "1")],
-    "headers": {"Content-Type": "application/json", "x-request-id": "r", "x-signature": f"ts=1,v1={'0' * 63}\x80"},
-})
+@example(
+    sent={  # found by this test: was a 500 (TypeError in the SDK's compare)
+        "body": json.dumps(events.mercadopago_notification("1")).encode(),
+        "query": [("data.id", "1")],
+        "headers": {
+            "Content-Type": "application/json",
+            "x-request-id": "r",
+            "x-signature": f"ts=1,v1={'0' * 63}\x80",
+        },
+    }
+)
 async def test_mutated_mercadopago_webhooks_store_nothing_unless_verified(web, sent) -> None:
     await web.start()
     answer = await web.send(
-        "POST", _path(MERCADOPAGO, sent["query"]), data=sent["body"], headers=sent["headers"],
+        "POST",
+        _path(MERCADOPAGO, sent["query"]),
+        data=sent["body"],
+        headers=sent["headers"],
     )
     data_ids = [value for key, value in sent["query"] if key == "data.id"]
-    verified = sent["headers"]["Content-Type"].split(";")[0] == "application/json" and _mercadopago_verified(
-        sent["headers"].get("x-signature"), sent["headers"].get("x-request-id"),
+    verified = sent["headers"]["Content-Type"].split(";")[
+        0
+    ] == "application/json" and _mercadopago_verified(
+        sent["headers"].get("x-signature"),
+        sent["headers"].get("x-request-id"),
         data_ids[0] if data_ids else None,
     )
     await web.finish(answer, refused=not verified, what="an unverified Mercado Pago webhook")
@@ -289,9 +371,15 @@ async def test_mutated_mercadopago_webhooks_store_nothing_unless_verified(web, s
 @st.composite
 def signed_mercadopago_garbage(draw: st.DrawFn) -> dict[str, Any]:
     """A valid signature over odd ids, request ids and timestamps, with bodies of any shape."""
-    data_id = draw(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=16))
+    data_id = draw(
+        st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=16)
+    )
     request_id = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
-    ts = draw(st.sampled_from([str(int(time.time())), str(int(time.time() * 1000)), "²", "1" * 40, "0", "-1"]))
+    ts = draw(
+        st.sampled_from(
+            [str(int(time.time())), str(int(time.time() * 1000)), "²", "1" * 40, "0", "-1"]
+        )
+    )
     notification = events.mercadopago_notification(data_id)
     shape = draw(st.sampled_from(["notification", "value", "bytes", "deep"]))
     if shape == "bytes":
@@ -301,7 +389,9 @@ def signed_mercadopago_garbage(draw: st.DrawFn) -> dict[str, Any]:
     elif shape == "value":
         body = json.dumps(draw(json_values)).encode()
     else:
-        for key in draw(st.lists(st.sampled_from(["id", "type", "action", "data", "user_id"]), max_size=3)):
+        for key in draw(
+            st.lists(st.sampled_from(["id", "type", "action", "data", "user_id"]), max_size=3)
+        ):
             notification[key] = draw(json_values)
         body = json.dumps(notification).encode()
     return _mercadopago_signed(data_id, request_id, ts, body)
@@ -324,12 +414,16 @@ header_bytes = st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replac
 @FUZZ
 @given(
     path=st.sampled_from([STRIPE, MERCADOPAGO]),
-    name=st.sampled_from([b"Stripe-Signature", b"x-signature", b"x-request-id", b"Content-Type", b"X-Request-Id"]),
+    name=st.sampled_from(
+        [b"Stripe-Signature", b"x-signature", b"x-request-id", b"Content-Type", b"X-Request-Id"]
+    ),
     value=header_bytes,
     query=st.binary(max_size=40).map(lambda b: bytes(c for c in b if c not in b" \r\n#")),
     body=st.binary(max_size=100),
 )
-async def test_raw_header_and_query_bytes_never_break_the_webhooks(web, path, name, value, query, body) -> None:
+async def test_raw_header_and_query_bytes_never_break_the_webhooks(
+    web, path, name, value, query, body
+) -> None:
     await web.start()
     target = path.encode() + (b"?" + query if query else b"")
     head = (

@@ -38,7 +38,9 @@ async def test_readyz_is_503_when_the_database_is_unreachable(make_client, datab
 
 
 async def test_readyz_is_503_when_the_broker_is_unreachable(make_client, settings) -> None:
-    broken = settings.model_copy(update={"broker_url": SecretStr("amqp://guest:guest@127.0.0.1:1/")})
+    broken = settings.model_copy(
+        update={"broker_url": SecretStr("amqp://guest:guest@127.0.0.1:1/")}
+    )
     client = await make_client(broken)
     response = await client.get("/readyz")
     assert response.status == 503

@@ -75,7 +75,9 @@ def test_split_iva_hits_every_total_within_the_sats_bounds() -> None:
         assert base + iva == total
         # SAT: Importe between (Base - 0.005) x Tasa truncated and (Base + 0.005) x Tasa rounded up.
         low = ((base - Decimal("0.005")) * RATE).quantize(CENT, rounding=ROUND_DOWN)
-        high = ((base + Decimal("0.005") - Decimal("1e-12")) * RATE).quantize(CENT, rounding=ROUND_CEILING)
+        high = ((base + Decimal("0.005") - Decimal("1e-12")) * RATE).quantize(
+            CENT, rounding=ROUND_CEILING
+        )
         assert low <= iva <= high, total
 
 
@@ -98,14 +100,23 @@ def test_a_total_that_base_plus_rounded_iva_cannot_reach_is_invoiced_exactly() -
     taxes = root.find(f"{CFDI4}Impuestos")
     assert taxes is not None
     assert base + Decimal(taxes.attrib["TotalImpuestosTrasladados"]) == unreachable
-    assert (root.attrib["Folio"], root.attrib["FormaPago"], root.attrib["MetodoPago"]) == ("7", "03", "PUE")
+    assert (root.attrib["Folio"], root.attrib["FormaPago"], root.attrib["MetodoPago"]) == (
+        "7",
+        "03",
+        "PUE",
+    )
     assert root.attrib["Moneda"] == "MXN"
 
 
 def test_untaxed_invoice_bills_the_amount_as_is() -> None:
-    untaxed = ConceptDefaults(product_key="81112100", unit_key="E48", payment_form="04", iva_rate=None)
+    untaxed = ConceptDefaults(
+        product_key="81112100", unit_key="E48", payment_form="04", iva_rate=None
+    )
     document = invoice_for(payment(99_999), issuer=ISSUER, series="A", folio=1, defaults=untaxed)
-    assert document.concepts[0].unit_price == Decimal("999.99") and document.concepts[0].iva_amount is None
+    assert (
+        document.concepts[0].unit_price == Decimal("999.99")
+        and document.concepts[0].iva_amount is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,13 +132,22 @@ def test_unusable_payments_are_refused(change: dict[str, str], message: str) -> 
     currency = change.pop("currency", "mxn")
     with pytest.raises(FiscalDataError, match=message):
         invoice_for(
-            payment(1000, currency=currency, **change), issuer=ISSUER, series="A", folio=1, defaults=DEFAULTS
+            payment(1000, currency=currency, **change),
+            issuer=ISSUER,
+            series="A",
+            folio=1,
+            defaults=DEFAULTS,
         )
 
 
 def test_email_is_escaped_and_follows_the_locale() -> None:
     spanish = invoice_email(
-        locale="es-MX", issuer_name="<b>X</b>", label="A1", total=Decimal(1160), currency="MXN", uuid="U"
+        locale="es-MX",
+        issuer_name="<b>X</b>",
+        label="A1",
+        total=Decimal(1160),
+        currency="MXN",
+        uuid="U",
     )
     english = invoice_email(
         locale="en", issuer_name="X", label="A1", total=Decimal(1160), currency="MXN", uuid="U"

@@ -50,7 +50,9 @@ def test_keygen_writes_a_key_pair_and_never_prints_the_private_key(tmp_path: Pat
 def test_verify_prints_the_license_and_exits_0_when_the_signature_holds(tmp_path: Path) -> None:
     key = a_key()
     result = CliRunner().invoke(
-        cli, ["license", "verify", key], env={"COLMENA_LICENSE_SIGNING_KEY": SIGNING_KEY.private_pem}
+        cli,
+        ["license", "verify", key],
+        env={"COLMENA_LICENSE_SIGNING_KEY": SIGNING_KEY.private_pem},
     )
     assert result.exit_code == 0, result.output
     document = json.loads(result.output.rsplit("signature:", 1)[0])
@@ -58,11 +60,15 @@ def test_verify_prints_the_license_and_exits_0_when_the_signature_holds(tmp_path
     assert result.output.strip().endswith("signature: valid")
 
 
-@pytest.mark.parametrize("damage", [tampered, lambda key: key[:-5], lambda key: key.replace(".", "")])
+@pytest.mark.parametrize(
+    "damage", [tampered, lambda key: key[:-5], lambda key: key.replace(".", "")]
+)
 def test_a_tampered_or_cut_key_fails_verify_with_exit_1(tmp_path: Path, damage) -> None:
     public = tmp_path / "public.pem"
     public.write_text(SIGNING_KEY.public_pem)
-    result = CliRunner().invoke(cli, ["license", "verify", damage(a_key()), "--public-key", str(public)])
+    result = CliRunner().invoke(
+        cli, ["license", "verify", damage(a_key()), "--public-key", str(public)]
+    )
     assert result.exit_code == 1, result.output
     assert "signature: INVALID" in result.output
     assert "signature: valid" not in result.output
@@ -71,7 +77,9 @@ def test_a_tampered_or_cut_key_fails_verify_with_exit_1(tmp_path: Path, damage) 
 def test_a_tampered_key_shows_what_it_claims_as_unverified(tmp_path: Path) -> None:
     public = tmp_path / "public.pem"
     public.write_text(SIGNING_KEY.public_pem)
-    result = CliRunner().invoke(cli, ["license", "verify", tampered(a_key()), "--public-key", str(public)])
+    result = CliRunner().invoke(
+        cli, ["license", "verify", tampered(a_key()), "--public-key", str(public)]
+    )
     assert result.exit_code == 1
     assert "NOT verified" in result.output and '"seats": 300' in result.output
     assert "does not match" in result.output
@@ -79,13 +87,17 @@ def test_a_tampered_key_shows_what_it_claims_as_unverified(tmp_path: Path) -> No
 
 def test_verify_without_any_key_configured_is_a_settings_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        cli, ["license", "verify", a_key()], env={"COLMENA_LICENSE_SIGNING_KEY": "", "COLMENA_ENV": "production"}
+        cli,
+        ["license", "verify", a_key()],
+        env={"COLMENA_LICENSE_SIGNING_KEY": "", "COLMENA_ENV": "production"},
     )
     assert result.exit_code == 2
     assert "COLMENA_LICENSE_SIGNING_KEY is not set" in result.output
 
 
-async def test_revoke_by_hand_then_status_says_revoked(settings, smtp, tmp_path, db, make_client) -> None:
+async def test_revoke_by_hand_then_status_says_revoked(
+    settings, smtp, tmp_path, db, make_client
+) -> None:
     active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db)
     token = await deliver_inline(active, payment_id, smtp)

@@ -10,8 +10,8 @@ import pytest
 
 from colmena.actors.licenses import deliver_license
 from colmena.domain.licensing import load_private_key, verify_license_key
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from tests.conftest import queue_counts, wait_for
 from tests.licenses_support import (
     SIGNING_KEY,
@@ -54,9 +54,15 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
     packages = list((tmp_path / "packages").rglob("*.zip"))
     assert [p.name for p in packages] == ["colmena-bot.zip"]
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
-    stored = await db.fetchrow("SELECT token_sha256, max_downloads, used, expires_at - created_at AS ttl FROM download_links")
+    stored = await db.fetchrow(
+        "SELECT token_sha256, max_downloads, used, expires_at - created_at AS ttl FROM download_links"
+    )
     assert bytes(stored["token_sha256"]) == hashlib.sha256(token.encode()).digest()
-    assert (stored["max_downloads"], stored["used"], stored["ttl"].total_seconds()) == (1, 0, 72 * 3600)
+    assert (stored["max_downloads"], stored["used"], stored["ttl"].total_seconds()) == (
+        1,
+        0,
+        72 * 3600,
+    )
 
     client = await make_client(active)
     for _ in range(2):  # a mail scanner, then the customer: neither spends the link
@@ -79,7 +85,10 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
     assert set(members) == {"README.txt", "bin/colmena-bot", "license.key", "license.json"}
     proved = verify_license_key(members["license.key"].decode(), PUBLIC_KEY)
     assert (proved.license_id, proved.product, proved.edition, proved.seats) == (
-        str(license["id"]), "colmena-bot", "enterprise", 3,
+        str(license["id"]),
+        "colmena-bot",
+        "enterprise",
+        3,
     )
     assert proved.customer_email == "ana@example.com" and proved.perpetual
 
@@ -87,7 +96,9 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
     assert again.status == 410
     assert "ya se usó" in await again.text()
     assert (await client.get(f"/downloads/{token}")).status == 410
-    log = await db.fetch("SELECT outcome, link_id IS NOT NULL AS linked FROM download_log ORDER BY id")
+    log = await db.fetch(
+        "SELECT outcome, link_id IS NOT NULL AS linked FROM download_log ORDER BY id"
+    )
     assert [(r["outcome"], r["linked"]) for r in log] == [("ok", True), ("used", True)]
 
 
@@ -107,9 +118,12 @@ async def test_duplicate_and_concurrent_deliveries_give_one_license_and_one_emai
     assert len(smtp.messages) == 1
     assert await db.fetchval("SELECT count(*) FROM licenses") == 1
     assert await db.fetchval("SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL") == 1
-    assert await db.fetchval(
-        "SELECT count(*) FROM download_links WHERE invalidated_at IS NULL AND used < max_downloads"
-    ) == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM download_links WHERE invalidated_at IS NULL AND used < max_downloads"
+        )
+        == 1
+    )
     assert len(list((tmp_path / "packages").rglob("*.zip"))) == 1
     assert queue_counts(settings.queue_prefix + "licenses") == (0, 0, 0)
 
@@ -118,7 +132,9 @@ async def test_concurrent_calls_in_one_process_send_one_email(settings, smtp, tm
     active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db)
     resources = Resources(
-        active, database_url=active.require_database_url(), publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", "")
+        active,
+        database_url=active.require_database_url(),
+        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
     )
     await resources.start()
     try:
@@ -134,12 +150,16 @@ async def test_smtp_down_then_up_the_email_arrives_after_retries_with_the_only_w
     settings, tmp_path, db, start_worker, make_client
 ) -> None:
     smtp = SmtpStandin(port=free_port())  # not started: the server is down
-    active = license_settings(settings, smtp, tmp_path, max_retries=8, min_backoff_ms=100, max_backoff_ms=800)
+    active = license_settings(
+        settings, smtp, tmp_path, max_retries=8, min_backoff_ms=100, max_backoff_ms=800
+    )
     payment_id = await insert_payment(db, locale="en-US")
     system = start_worker(settings_override=active)
     system.broker.get_actor("deliver_license").send(payment_id)
 
-    await wait_for(lambda: db.fetchval("SELECT attempts >= 2 AND last_error IS NOT NULL FROM license_emails"))
+    await wait_for(
+        lambda: db.fetchval("SELECT attempts >= 2 AND last_error IS NOT NULL FROM license_emails")
+    )
     assert await db.fetchval("SELECT sent_at FROM license_emails") is None
     smtp.start()
     try:
@@ -148,7 +168,9 @@ async def test_smtp_down_then_up_the_email_arrives_after_retries_with_the_only_w
     finally:
         smtp.stop()
     assert mail.message["Subject"] == "Your colmena-bot (enterprise) license is ready"
-    links = await db.fetch("SELECT emailed_at IS NOT NULL AS emailed, invalidated_at IS NULL AS live FROM download_links")
+    links = await db.fetch(
+        "SELECT emailed_at IS NOT NULL AS emailed, invalidated_at IS NULL AS live FROM download_links"
+    )
     assert len(links) >= 3  # one per attempt
     assert [(r["emailed"], r["live"]) for r in links if r["live"]] == [(True, True)]
 
@@ -165,8 +187,13 @@ async def test_rejected_email_goes_to_dead_letters_and_resend_recovers_it(
     smtp.reply = "550 5.1.1 mailbox unavailable"
     system = start_worker(settings_override=active)
     system.broker.get_actor("deliver_license").send(payment_id)
-    await wait_for(lambda: asyncio.to_thread(lambda: queue_counts(settings.queue_prefix + "licenses")[2] == 1))
-    assert await db.fetchval("SELECT last_error FROM license_emails") == "SMTP delivery failed: server replied 550"
+    await wait_for(
+        lambda: asyncio.to_thread(lambda: queue_counts(settings.queue_prefix + "licenses")[2] == 1)
+    )
+    assert (
+        await db.fetchval("SELECT last_error FROM license_emails")
+        == "SMTP delivery failed: server replied 550"
+    )
     assert smtp.messages == []
 
     smtp.reply = None
@@ -211,7 +238,9 @@ async def test_refund_revokes_the_license_and_the_status_endpoint_says_so(
     assert refused.status == 410 and "revocada" in await refused.text()
 
 
-async def test_a_payment_refunded_before_delivery_gets_no_license(settings, smtp, tmp_path, db, start_worker) -> None:
+async def test_a_payment_refunded_before_delivery_gets_no_license(
+    settings, smtp, tmp_path, db, start_worker
+) -> None:
     active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db, status="refunded")
     system = start_worker(settings_override=active)
@@ -222,10 +251,16 @@ async def test_a_payment_refunded_before_delivery_gets_no_license(settings, smtp
     assert smtp.messages == []
 
 
-async def test_a_payment_that_is_not_a_license_is_dead_lettered_at_once(settings, smtp, tmp_path, db, start_worker) -> None:
+async def test_a_payment_that_is_not_a_license_is_dead_lettered_at_once(
+    settings, smtp, tmp_path, db, start_worker
+) -> None:
     active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db, product_kind="plan")
     system = start_worker(settings_override=active)
     system.broker.get_actor("deliver_license").send(payment_id)
-    await wait_for(lambda: asyncio.to_thread(lambda: queue_counts(settings.queue_prefix + "licenses") == (0, 0, 1)))
+    await wait_for(
+        lambda: asyncio.to_thread(
+            lambda: queue_counts(settings.queue_prefix + "licenses") == (0, 0, 1)
+        )
+    )
     assert await db.fetchval("SELECT count(*) FROM licenses") == 0

@@ -26,8 +26,8 @@ from colmena.domain.licensing import (
     verify_license_key,
 )
 from colmena.gateways.maildrop import MailDropMailer
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from colmena.store import licenses as store
 from tests.licenses_support import (
     LINK,
@@ -53,10 +53,16 @@ def active(settings, smtp, tmp_path):
 
 
 def resources_for(settings) -> Resources:
-    return Resources(settings, database_url=settings.require_database_url(), publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""))
+    return Resources(
+        settings,
+        database_url=settings.require_database_url(),
+        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
+    )
 
 
-async def test_forged_and_truncated_tokens_are_404_and_spend_nothing(active, smtp, db, make_client) -> None:
+async def test_forged_and_truncated_tokens_are_404_and_spend_nothing(
+    active, smtp, db, make_client
+) -> None:
     token = await deliver_inline(active, await insert_payment(db), smtp)
     client = await make_client(active)
     forged = secrets.token_urlsafe(32)
@@ -83,7 +89,9 @@ async def test_an_expired_link_is_410_on_get_and_post(active, smtp, db, make_cli
     assert await db.fetchval("SELECT outcome FROM download_log") == "expired"
 
 
-async def test_two_simultaneous_posts_on_a_one_time_link_download_once(active, smtp, db, make_client) -> None:
+async def test_two_simultaneous_posts_on_a_one_time_link_download_once(
+    active, smtp, db, make_client
+) -> None:
     token = await deliver_inline(active, await insert_payment(db), smtp)
     client = await make_client(active)
     responses = await asyncio.gather(*(client.post(f"/downloads/{token}") for _ in range(5)))
@@ -100,7 +108,9 @@ async def test_per_ip_rate_limit_answers_429(active, smtp, db, make_client) -> N
     assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
 
 
-async def test_per_token_rate_limit_answers_429_before_the_database(active, smtp, db, make_client) -> None:
+async def test_per_token_rate_limit_answers_429_before_the_database(
+    active, smtp, db, make_client
+) -> None:
     token = await deliver_inline(active, await insert_payment(db), smtp)
     client = await make_client(active.model_copy(update={"license_download_token_per_minute": 1}))
     assert (await client.post(f"/downloads/{token}")).status == 200
@@ -112,7 +122,9 @@ async def test_per_token_rate_limit_answers_429_before_the_database(active, smtp
     assert await db.fetchval("SELECT count(*) FROM download_log") == 1
 
 
-async def test_a_missing_package_is_503_and_the_link_stays_unspent(active, smtp, db, make_client, tmp_path) -> None:
+async def test_a_missing_package_is_503_and_the_link_stays_unspent(
+    active, smtp, db, make_client, tmp_path
+) -> None:
     token = await deliver_inline(active, await insert_payment(db), smtp)
     path = await db.fetchval("SELECT package_path FROM licenses")
     os.unlink(tmp_path / "packages" / path)
@@ -155,13 +167,20 @@ async def test_status_says_expired_for_an_expired_license(active, db, make_clien
     assert (await (await client.get(f"/licenses/{key}/status")).json())["status"] == "expired"
 
 
-async def test_cleanup_removes_dead_links_and_idle_packages_and_a_resend_rebuilds(active, smtp, db, tmp_path) -> None:
+async def test_cleanup_removes_dead_links_and_idle_packages_and_a_resend_rebuilds(
+    active, smtp, db, tmp_path
+) -> None:
     await deliver_inline(active, await insert_payment(db), smtp)
-    license_id, path, sha = await db.fetchrow("SELECT id, package_path, package_sha256 FROM licenses")
+    license_id, path, sha = await db.fetchrow(
+        "SELECT id, package_path, package_sha256 FROM licenses"
+    )
     resources = resources_for(active)
     await resources.start()
     try:
-        assert await cleanup_licenses(resources) == (0, 0)  # the link still works: nothing to remove
+        assert await cleanup_licenses(resources) == (
+            0,
+            0,
+        )  # the link still works: nothing to remove
         await db.execute(
             "UPDATE download_links SET expires_at = now() - interval '9 days', created_at = now() - interval '12 days'"
         )
@@ -182,8 +201,12 @@ async def test_cleanup_removes_dead_links_and_idle_packages_and_a_resend_rebuild
     assert (tmp_path / "packages" / path).is_file()
 
 
-async def test_dev_without_a_key_generates_one_once_and_production_refuses(settings, tmp_path) -> None:
-    dev = settings.model_copy(update={"env": "dev", "license_signing_key": None, "data_dir": tmp_path / "d"})
+async def test_dev_without_a_key_generates_one_once_and_production_refuses(
+    settings, tmp_path
+) -> None:
+    dev = settings.model_copy(
+        update={"env": "dev", "license_signing_key": None, "data_dir": tmp_path / "d"}
+    )
     first = signing_key(dev)
     key_file = tmp_path / "d" / "license-signing-key.pem"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

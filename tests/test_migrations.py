@@ -7,7 +7,12 @@ import asyncio
 import asyncpg
 import pytest
 
-from colmena.store.migrate import SchemaNotMigrated, apply_migrations, available_migrations, ensure_migrated
+from colmena.store.migrate import (
+    SchemaNotMigrated,
+    apply_migrations,
+    available_migrations,
+    ensure_migrated,
+)
 
 
 async def test_fresh_database_gets_every_migration_then_nothing(empty_database_url: str) -> None:
@@ -24,9 +29,14 @@ async def test_fresh_database_gets_every_migration_then_nothing(empty_database_u
 
 
 async def test_two_concurrent_runs_apply_each_migration_once(empty_database_url: str) -> None:
-    first, second = await asyncpg.connect(empty_database_url), await asyncpg.connect(empty_database_url)
+    first, second = (
+        await asyncpg.connect(empty_database_url),
+        await asyncpg.connect(empty_database_url),
+    )
     try:
-        applied_a, applied_b = await asyncio.gather(apply_migrations(first), apply_migrations(second))
+        applied_a, applied_b = await asyncio.gather(
+            apply_migrations(first), apply_migrations(second)
+        )
         expected = [migration.name for migration in available_migrations()]
         assert sorted(applied_a + applied_b) == sorted(expected)
         assert not (set(applied_a) & set(applied_b))

@@ -25,7 +25,12 @@ DOCUMENT = json.loads(load_document())
 
 
 def operations() -> set[tuple[str, str]]:
-    return {(method.upper(), path) for path, item in DOCUMENT["paths"].items() for method in item if method in METHODS}
+    return {
+        (method.upper(), path)
+        for path, item in DOCUMENT["paths"].items()
+        for method in item
+        if method in METHODS
+    }
 
 
 def _schema(reference_or_schema: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +40,9 @@ def _schema(reference_or_schema: dict[str, Any]) -> dict[str, Any]:
 
 def _response_spec(path: str, method: str, status: int) -> dict[str, Any]:
     responses = DOCUMENT["paths"][path][method.lower()]["responses"]
-    assert str(status) in responses, f"{method} {path} answered {status}, documented: {sorted(responses)}"
+    assert str(status) in responses, (
+        f"{method} {path} answered {status}, documented: {sorted(responses)}"
+    )
     spec = responses[str(status)]
     if "$ref" in spec:
         spec = DOCUMENT["components"]["responses"][spec["$ref"].rsplit("/", 1)[1]]
@@ -49,7 +56,9 @@ class Checked:
         self.client = client
         self.seen: set[tuple[str, str, int]] = set()
 
-    async def call(self, documented: str, method: str, path: str | None = None, **kwargs: Any) -> tuple[int, Any]:
+    async def call(
+        self, documented: str, method: str, path: str | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
         response = await self.client.request(method, path or documented, **kwargs)
         spec = _response_spec(documented, method, response.status)
         body = await response.read()
@@ -60,13 +69,19 @@ class Checked:
             assert response.content_type in content, (response.content_type, sorted(content))
             if response.content_type == "application/json":
                 parsed = json.loads(body)
-                validator = Draft202012Validator(_schema(content["application/json"]["schema"]),
-                                                 format_checker=FormatChecker())
-                errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(parsed)]
+                validator = Draft202012Validator(
+                    _schema(content["application/json"]["schema"]), format_checker=FormatChecker()
+                )
+                errors = [
+                    f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                    for e in validator.iter_errors(parsed)
+                ]
                 assert not errors, f"{method} {documented} {response.status}: {errors}"
                 body = parsed
         for header in spec.get("headers", {}):
-            assert header in response.headers, f"{method} {documented} {response.status}: no {header}"
+            assert header in response.headers, (
+                f"{method} {documented} {response.status}: no {header}"
+            )
         self.seen.add((method, documented, response.status))
         return response.status, body
 
@@ -78,7 +93,10 @@ def test_the_document_is_openapi_3_1_with_valid_schemas() -> None:
     for path, item in DOCUMENT["paths"].items():
         for method, operation in item.items():
             names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
-            assert names == {part[1:-1] for part in path.split("/") if part.startswith("{")}, (method, path)
+            assert names == {part[1:-1] for part in path.split("/") if part.startswith("{")}, (
+                method,
+                path,
+            )
             assert operation["responses"], (method, path)
     unresolved = [ref for ref in _refs(DOCUMENT) if not _resolves(ref)]
     assert not unresolved, unresolved
@@ -110,7 +128,9 @@ async def test_every_api_route_is_documented_and_nothing_else(client) -> None:
     served = {
         (route.method, route.resource.canonical)
         for route in client.app.router.routes()
-        if route.resource is not None and route.resource.canonical.startswith("/api/v1/") and route.method != "HEAD"
+        if route.resource is not None
+        and route.resource.canonical.startswith("/api/v1/")
+        and route.method != "HEAD"
     }
     assert served == operations()
 
@@ -124,9 +144,17 @@ def active(settings, tmp_path):
 async def test_real_answers_match_the_document(active, make_client, db, start_worker) -> None:
     tenant_id, token = await add_tenant(db)
     for source, pair, value in (("bcv", "USD/VES", "36.5123"), ("binance", "USDT/VES", "38.1")):
-        await rates_store.insert(db, source=source, pair=pair, value=Decimal(value), effective_date=date(2026, 9, 1),
-                                 status="accepted", reason="seed", buy=Decimal(value) if source == "binance" else None,
-                                 sell=Decimal(value) if source == "binance" else None)
+        await rates_store.insert(
+            db,
+            source=source,
+            pair=pair,
+            value=Decimal(value),
+            effective_date=date(2026, 9, 1),
+            status="accepted",
+            reason="seed",
+            buy=Decimal(value) if source == "binance" else None,
+            sell=Decimal(value) if source == "binance" else None,
+        )
     client = await make_client(active)
     api = Checked(client)
     me, admin = bearer(token), bearer(ADMIN_TOKEN)
@@ -136,7 +164,9 @@ async def test_real_answers_match_the_document(active, make_client, db, start_wo
     assert status == 200 and document == DOCUMENT
 
     # A running bot (a real process, started by a real worker): its logs and their stream.
-    status, accepted = await api.call("/api/v1/bot/{action}", "POST", "/api/v1/bot/start", headers=me)
+    status, accepted = await api.call(
+        "/api/v1/bot/{action}", "POST", "/api/v1/bot/start", headers=me
+    )
     assert status == 202
 
     async def finished() -> bool:
@@ -144,19 +174,31 @@ async def test_real_answers_match_the_document(active, make_client, db, start_wo
         return (await answer.json())["status"] != "queued"
 
     await wait_for(finished, timeout=30)
-    assert (await api.call("/api/v1/bot/logs", "GET", "/api/v1/bot/logs?tail=5", headers=me))[0] == 200
-    assert (await api.call("/api/v1/bot/logs", "GET", "/api/v1/bot/logs?tail=x", headers=me))[0] == 422
-    status, events = await api.call("/api/v1/bot/logs/stream", "GET", "/api/v1/bot/logs/stream?tail=1", headers=me)
+    assert (await api.call("/api/v1/bot/logs", "GET", "/api/v1/bot/logs?tail=5", headers=me))[
+        0
+    ] == 200
+    assert (await api.call("/api/v1/bot/logs", "GET", "/api/v1/bot/logs?tail=x", headers=me))[
+        0
+    ] == 422
+    status, events = await api.call(
+        "/api/v1/bot/logs/stream", "GET", "/api/v1/bot/logs/stream?tail=1", headers=me
+    )
     assert status == 200 and events.startswith(b"data: ")
 
     # Commands and their status.
     for action in ("stop", "restart"):
-        status, accepted = await api.call("/api/v1/bot/{action}", "POST", f"/api/v1/bot/{action}", headers=me)
+        status, accepted = await api.call(
+            "/api/v1/bot/{action}", "POST", f"/api/v1/bot/{action}", headers=me
+        )
         assert status == 202
     assert (await api.call("/api/v1/bot/{action}", "POST", "/api/v1/bot/start"))[0] == 401
     command = "/api/v1/commands/{command_id}"
-    assert (await api.call(command, "GET", f"/api/v1/commands/{accepted['command_id']}", headers=me))[0] == 200
-    assert (await api.call(command, "GET", f"/api/v1/commands/{uuid.uuid4()}", headers=me))[0] == 404
+    assert (
+        await api.call(command, "GET", f"/api/v1/commands/{accepted['command_id']}", headers=me)
+    )[0] == 200
+    assert (await api.call(command, "GET", f"/api/v1/commands/{uuid.uuid4()}", headers=me))[
+        0
+    ] == 404
     assert (await api.call("/api/v1/bot/status", "GET", headers=me))[0] == 200
     assert (await api.call("/api/v1/bot/status", "GET", headers=bearer("cmt_forged")))[0] == 401
 
@@ -165,24 +207,36 @@ async def test_real_answers_match_the_document(active, make_client, db, start_wo
     assert status == 200
     config = "/api/v1/bot/config"
     assert (await api.call(config, "PUT", json=current["config"], headers=me))[0] == 200
-    assert (await api.call(config, "PUT", json={**current["config"], "capital": "250.75"}, headers=me))[0] == 202
-    assert (await api.call(config, "PUT", json={"symbols": [], "mode": "x", "capital": 1}, headers=me))[0] == 422
+    assert (
+        await api.call(config, "PUT", json={**current["config"], "capital": "250.75"}, headers=me)
+    )[0] == 202
+    assert (
+        await api.call(config, "PUT", json={"symbols": [], "mode": "x", "capital": 1}, headers=me)
+    )[0] == 422
     assert (await api.call(config, "PUT", data=b"{not json", headers=me))[0] == 400
 
     # Provider keys.
     keys = "/api/v1/keys"
     new_key = {"provider": "binance", "key": "k-" + uuid.uuid4().hex}
     assert (await api.call(keys, "POST", json=new_key, headers=me))[0] == 201
-    assert (await api.call(keys, "POST", json={"provider": "Bin ance", "key": "short"}, headers=me))[0] == 422
+    assert (
+        await api.call(keys, "POST", json={"provider": "Bin ance", "key": "short"}, headers=me)
+    )[0] == 422
     assert (await api.call(keys, "GET", headers=me))[0] == 200
-    assert (await api.call("/api/v1/keys/{provider}", "DELETE", "/api/v1/keys/binance", headers=me))[0] == 204
-    assert (await api.call("/api/v1/keys/{provider}", "DELETE", "/api/v1/keys/binance", headers=me))[0] == 404
+    assert (
+        await api.call("/api/v1/keys/{provider}", "DELETE", "/api/v1/keys/binance", headers=me)
+    )[0] == 204
+    assert (
+        await api.call("/api/v1/keys/{provider}", "DELETE", "/api/v1/keys/binance", headers=me)
+    )[0] == 404
 
     # Admin.
     assert (await api.call("/api/v1/admin/bots", "GET", headers=admin))[0] == 200
     assert (await api.call("/api/v1/admin/bots", "GET", headers=me))[0] == 401
     stop = "/api/v1/admin/bots/{tenant}/stop"
-    assert (await api.call(stop, "POST", f"/api/v1/admin/bots/{tenant_id}/stop", headers=admin))[0] == 202
+    assert (await api.call(stop, "POST", f"/api/v1/admin/bots/{tenant_id}/stop", headers=admin))[
+        0
+    ] == 202
     assert (await api.call(stop, "POST", "/api/v1/admin/bots/nobody/stop", headers=admin))[0] == 404
 
     # Rates.

@@ -14,10 +14,10 @@ from pathlib import Path
 import pika
 import yaml
 
-from colmena import provider_events as events
-from colmena.broker import queue_declarations
-from colmena.ops.queues import QueueDepth, QueueProbe
-from colmena.publisher import AmqpPublisher
+from colmena.gateways import sample_events as events
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.queue_probe import QueueDepth, QueueProbe
+from colmena.runtime.queues import queue_declarations
 from colmena.store import inbox, outbox
 from colmena.store.outbox import OutboxMessage
 from tests import ops_support
@@ -33,7 +33,10 @@ spawn = ops_support.spawn
 def referenced_metrics() -> dict[str, set[str]]:
     """{metric name: where it is used} for every alert rule and dashboard panel."""
     used: dict[str, set[str]] = {}
-    rule_files = [OPS / "prometheus" / "alerts.yml", *sorted((OPS / "prometheus" / "rules").glob("*.yml"))]
+    rule_files = [
+        OPS / "prometheus" / "alerts.yml",
+        *sorted((OPS / "prometheus" / "rules").glob("*.yml")),
+    ]
     for path in rule_files:
         if path.name.endswith("_test.yml"):
             continue
@@ -52,11 +55,16 @@ def referenced_metrics() -> dict[str, set[str]]:
 def is_exported(name: str, exported: set[str]) -> bool:
     if name in exported:
         return True
-    return any(name.endswith(suffix) and name.removesuffix(suffix) in exported for suffix in HISTOGRAM_SUFFIXES)
+    return any(
+        name.endswith(suffix) and name.removesuffix(suffix) in exported
+        for suffix in HISTOGRAM_SUFFIXES
+    )
 
 
 def message(actor: str, *args: object, queue: str = "payments") -> OutboxMessage:
-    return OutboxMessage(id=0, message_id=str(uuid.uuid4()), queue=queue, actor=actor, args=list(args))
+    return OutboxMessage(
+        id=0, message_id=str(uuid.uuid4()), queue=queue, actor=actor, args=list(args)
+    )
 
 
 async def publish(settings, rows: list[OutboxMessage]) -> None:
@@ -73,8 +81,13 @@ async def stripe_events(db, count: int) -> list[OutboxMessage]:
     for _ in range(count):
         event = events.stripe_event("payment_intent.succeeded", events.payment_intent())
         _, row = await inbox.record_with_message(
-            db, provider="stripe", event_key=event["id"], kind=event["type"], payload=event,
-            queue="payments", actor="settle_stripe_event",
+            db,
+            provider="stripe",
+            event_key=event["id"],
+            kind=event["type"],
+            payload=event,
+            queue="payments",
+            actor="settle_stripe_event",
         )
         rows.append(row)
     return rows
@@ -92,24 +105,35 @@ async def test_every_metric_in_alerts_and_dashboard_is_exported(settings, spawn,
     ingress_port, worker_port, scheduler_port = free_port(), free_port(), free_port()
     spawn("ingress", ["ingress"], colmena_env(settings, COLMENA_HTTP_PORT=str(ingress_port)))
     worker = spawn(
-        "worker", ["worker", "--queues", "payments", "--processes", "1", "--threads", "2"],
+        "worker",
+        ["worker", "--queues", "payments", "--processes", "1", "--threads", "2"],
         colmena_env(settings, COLMENA_METRICS_PORT=str(worker_port), COLMENA_MAX_RETRIES="1"),
     )
-    spawn("scheduler", ["scheduler"], colmena_env(settings, COLMENA_METRICS_PORT=str(scheduler_port)))
+    spawn(
+        "scheduler", ["scheduler"], colmena_env(settings, COLMENA_METRICS_PORT=str(scheduler_port))
+    )
     worker_url = f"http://127.0.0.1:{worker_port}/"
     await wait_for(lambda: scrape(worker_url), timeout=60, interval=0.2)
 
     # One message settles a payment; one fails, is retried once, then dead-lettered.
-    await publish(settings, [*await stripe_events(db, 1), message("settle_stripe_event", "not-an-inbox-id")])
+    await publish(
+        settings, [*await stripe_events(db, 1), message("settle_stripe_event", "not-an-inbox-id")]
+    )
 
     async def worker_saw_everything() -> str | None:
         text = await scrape(worker_url)
         return text if text and value(text, "dramatiq_message_rejects_total") == 1 else None
 
     worker_text = await wait_for(worker_saw_everything, timeout=60, interval=0.2)
-    assert value(worker_text, "dramatiq_messages_total", actor_name="settle_stripe_event") == 3, worker.output()
-    ingress_text = await wait_for(lambda: scrape(f"http://127.0.0.1:{ingress_port}/metrics"), timeout=60, interval=0.2)
-    scheduler_text = await wait_for(lambda: scrape(f"http://127.0.0.1:{scheduler_port}/"), timeout=60, interval=0.2)
+    assert value(worker_text, "dramatiq_messages_total", actor_name="settle_stripe_event") == 3, (
+        worker.output()
+    )
+    ingress_text = await wait_for(
+        lambda: scrape(f"http://127.0.0.1:{ingress_port}/metrics"), timeout=60, interval=0.2
+    )
+    scheduler_text = await wait_for(
+        lambda: scrape(f"http://127.0.0.1:{scheduler_port}/"), timeout=60, interval=0.2
+    )
 
     # The ingress read RabbitMQ at scrape time: the dead letter, and the worker consuming payments.
     assert value(ingress_text, "colmena_queue_depth", queue="payments", kind="dead") == 1
@@ -118,20 +142,35 @@ async def test_every_metric_in_alerts_and_dashboard_is_exported(settings, spawn,
     assert value(ingress_text, "colmena_queue_depth", queue="stamping", kind="dead") == 0
     assert "colmena_csd_days_left" in exported_names(scheduler_text)
 
-    exported = exported_names(ingress_text) | exported_names(worker_text) | exported_names(scheduler_text)
+    exported = (
+        exported_names(ingress_text) | exported_names(worker_text) | exported_names(scheduler_text)
+    )
     used = referenced_metrics()
-    assert {"colmena_queue_depth", "colmena_outbox_oldest_pending_age_seconds", "dramatiq_messages_total"} <= set(used)
-    missing = {name: sorted(where) for name, where in used.items() if not is_exported(name, exported)}
+    assert {
+        "colmena_queue_depth",
+        "colmena_outbox_oldest_pending_age_seconds",
+        "dramatiq_messages_total",
+    } <= set(used)
+    missing = {
+        name: sorted(where) for name, where in used.items() if not is_exported(name, exported)
+    }
     assert missing == {}
 
 
-async def test_two_worker_processes_share_a_queue_and_process_each_message_once(settings, spawn, db, tmp_path) -> None:
+async def test_two_worker_processes_share_a_queue_and_process_each_message_once(
+    settings, spawn, db, tmp_path
+) -> None:
     count = 60
     ports = [free_port(), free_port()]
     for index, port in enumerate(ports):
         spawn(
-            f"worker{index}", ["worker", "--queues", "payments", "--processes", "1", "--threads", "1"],
-            colmena_env(settings, COLMENA_METRICS_PORT=str(port), COLMENA_DATA_DIR=str(tmp_path / f"worker{index}")),
+            f"worker{index}",
+            ["worker", "--queues", "payments", "--processes", "1", "--threads", "1"],
+            colmena_env(
+                settings,
+                COLMENA_METRICS_PORT=str(port),
+                COLMENA_DATA_DIR=str(tmp_path / f"worker{index}"),
+            ),
         )
 
     async def both_consuming() -> bool:
@@ -141,12 +180,18 @@ async def test_two_worker_processes_share_a_queue_and_process_each_message_once(
 
     await publish(settings, await stripe_events(db, count))
     await wait_for(
-        lambda: db.fetchval("SELECT count(*) = $1 FROM inbox WHERE processed_at IS NOT NULL", count), timeout=90
+        lambda: db.fetchval(
+            "SELECT count(*) = $1 FROM inbox WHERE processed_at IS NOT NULL", count
+        ),
+        timeout=90,
     )
 
     async def processed_per_worker() -> list[float] | None:
         texts = [await scrape(f"http://127.0.0.1:{port}/") for port in ports]
-        counts = [value(text or "", "dramatiq_messages_total", actor_name="settle_stripe_event") or 0 for text in texts]
+        counts = [
+            value(text or "", "dramatiq_messages_total", actor_name="settle_stripe_event") or 0
+            for text in texts
+        ]
         return counts if sum(counts) == count else None
 
     per_worker = await wait_for(processed_per_worker, timeout=30, interval=0.2)
@@ -166,8 +211,17 @@ def put_raw(settings, queue: str, target: str, count: int) -> None:
         for name, arguments in queue_declarations(settings.queue_prefix + queue, quorum=False):
             channel.queue_declare(queue=name, durable=True, arguments=arguments)
         for _ in range(count):
-            body = json.dumps({"queue_name": settings.queue_prefix + queue, "actor_name": "x", "args": [], "kwargs": {},
-                               "options": {}, "message_id": str(uuid.uuid4()), "message_timestamp": 0})
+            body = json.dumps(
+                {
+                    "queue_name": settings.queue_prefix + queue,
+                    "actor_name": "x",
+                    "args": [],
+                    "kwargs": {},
+                    "options": {},
+                    "message_id": str(uuid.uuid4()),
+                    "message_timestamp": 0,
+                }
+            )
             channel.basic_publish(exchange="", routing_key=target, body=body.encode())
     finally:
         connection.close()
@@ -175,13 +229,19 @@ def put_raw(settings, queue: str, target: str, count: int) -> None:
 
 async def run_status(settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "colmena", "status", *args], env=colmena_env(settings, **env),
-        capture_output=True, text=True, timeout=60,
+        subprocess.run,
+        [sys.executable, "-m", "colmena", "status", *args],
+        env=colmena_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 async def test_status_reports_what_the_system_holds(settings, start_worker, db) -> None:
-    await publish(settings, [message("deliver_license", 900 + n, queue="licenses") for n in range(3)])
+    await publish(
+        settings, [message("deliver_license", 900 + n, queue="licenses") for n in range(3)]
+    )
     dead = settings.queue_prefix + "stamping.XQ"
     await asyncio.to_thread(put_raw, settings, "stamping", dead, 1)
     await asyncio.to_thread(put_raw, settings, "payments", settings.queue_prefix + "payments.DQ", 2)
@@ -219,7 +279,10 @@ async def test_status_reports_what_the_system_holds(settings, start_worker, db) 
     assert status["dead_letters"] == 1
     assert status["outbox"]["pending"] == 2
     assert 90 <= status["outbox"]["oldest_age_s"] < 150
-    rates = [(rate["source"], rate["pair"], rate["value"], rate["status"], rate["source_stale"]) for rate in status["rates"]]
+    rates = [
+        (rate["source"], rate["pair"], rate["value"], rate["status"], rate["source_stale"])
+        for rate in status["rates"]
+    ]
     assert rates == [("bcv", "USD/VES", "36.5", "accepted", False)]
     assert status["bots"] == {"crashloop": 1, "running": 1}
 
@@ -233,7 +296,9 @@ async def test_status_reports_what_the_system_holds(settings, start_worker, db) 
 
 async def test_status_without_rabbitmq_still_reports_the_database(settings, db) -> None:
     await outbox.record(db, queue="payments", actor="settle_stripe_event", args=[1])
-    result = await run_status(settings, "--json", COLMENA_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    result = await run_status(
+        settings, "--json", COLMENA_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    )
     assert result.returncode == 1
     status = json.loads(result.stdout)
     assert status["queues"] is None and status["dead_letters"] is None

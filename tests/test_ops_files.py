@@ -17,16 +17,23 @@ GRAFANA = ROOT / "ops" / "grafana"
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("promtool")
-    assert binary is not None, "promtool is needed (Debian's prometheus package; .ci/run installs it)"
-    return subprocess.run([binary, *args], check=False, cwd=PROMETHEUS, capture_output=True, text=True, timeout=60)
+    assert binary is not None, (
+        "promtool is needed (Debian's prometheus package; .ci/run installs it)"
+    )
+    return subprocess.run(
+        [binary, *args], check=False, cwd=PROMETHEUS, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_prometheus_config_and_every_rule_file_are_valid() -> None:
     result = promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     rule_files = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["rule_files"]
-    on_disk = {path.relative_to(PROMETHEUS).as_posix() for path in PROMETHEUS.rglob("*.yml")
-               if "groups" in (yaml.safe_load(path.read_text()) or {})}
+    on_disk = {
+        path.relative_to(PROMETHEUS).as_posix()
+        for path in PROMETHEUS.rglob("*.yml")
+        if "groups" in (yaml.safe_load(path.read_text()) or {})
+    }
     assert set(rule_files) == on_disk, "every rules file must be loaded by prometheus.yml"
     result = promtool("check", "rules", *rule_files)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -38,20 +45,33 @@ def test_alert_unit_tests_pass() -> None:
 
 
 def test_the_issue_alerts_exist() -> None:
-    alerts = {rule["alert"] for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
-              for rule in group["rules"]}
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
     assert {
-        "ColmenaWebhookRejectionSpike", "ColmenaWebhookProcessingFailures", "ColmenaPaymentApprovalRateLow",
-        "ColmenaDeadLetters", "ColmenaOutboxBacklogOld", "ColmenaRateSourceStale", "ColmenaBotsInCrashloop",
-        "ColmenaCsdExpiring", "ColmenaIngressDown",
+        "ColmenaWebhookRejectionSpike",
+        "ColmenaWebhookProcessingFailures",
+        "ColmenaPaymentApprovalRateLow",
+        "ColmenaDeadLetters",
+        "ColmenaOutboxBacklogOld",
+        "ColmenaRateSourceStale",
+        "ColmenaBotsInCrashloop",
+        "ColmenaCsdExpiring",
+        "ColmenaIngressDown",
     } <= alerts
 
 
 def test_grafana_provisions_the_dashboard_on_the_prometheus_datasource() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mounts = dict(volume.split(":")[:2] for volume in compose["services"]["grafana"]["volumes"])
-    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
-    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "colmena.yml").read_text())
+    datasources = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    providers = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "colmena.yml").read_text()
+    )
     dashboard_dir = providers["providers"][0]["options"]["path"]
     assert mounts["./ops/grafana/dashboards"] == dashboard_dir
     assert mounts["./ops/grafana/provisioning"] == "/etc/grafana/provisioning"
@@ -69,7 +89,9 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     dashboard = json.loads((GRAFANA / "dashboards" / "colmena.json").read_text())
     rules = [
         {"record": f"dashboard:query_{index}", "expr": target["expr"]}
-        for index, target in enumerate(t for panel in dashboard["panels"] for t in panel.get("targets", []))
+        for index, target in enumerate(
+            t for panel in dashboard["panels"] for t in panel.get("targets", [])
+        )
     ]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from colmena.actors.outbox import publish_now, relay_once, relay_until_empty
-from colmena.publisher import AmqpPublisher
+from colmena.runtime.outbox import publish_now, relay_once, relay_until_empty
+from colmena.runtime.publisher import AmqpPublisher
 from colmena.store import outbox
 from colmena.store.pool import create_pool
 from tests.conftest import AMQP_URL, queue_counts
@@ -75,7 +75,9 @@ async def test_process_killed_between_commit_and_publish_is_repaired_by_the_rela
         asyncio.run(main())
         """
     )
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert child.returncode == -signal.SIGKILL
     assert "committed" in child.stdout
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
@@ -85,10 +87,14 @@ async def test_process_killed_between_commit_and_publish_is_repaired_by_the_rela
     assert queue_counts(queue_prefix + QUEUE)[0] == 1
 
 
-async def test_rows_wait_while_rabbitmq_is_unreachable_then_go_out(pool, publisher, queue_prefix) -> None:
+async def test_rows_wait_while_rabbitmq_is_unreachable_then_go_out(
+    pool, publisher, queue_prefix
+) -> None:
     async with pool.acquire() as conn, conn.transaction():
         rows = [await outbox.record(conn, queue=QUEUE, actor="noop", args=[i]) for i in range(5)]
-    unreachable = AmqpPublisher("amqp://guest:guest@127.0.0.1:1/%2F", queue_prefix, connect_timeout=1)
+    unreachable = AmqpPublisher(
+        "amqp://guest:guest@127.0.0.1:1/%2F", queue_prefix, connect_timeout=1
+    )
     assert await publish_now(pool, unreachable, rows) == 0
     assert await relay_until_empty(pool, unreachable, grace_s=0) == 0
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 5

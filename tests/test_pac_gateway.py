@@ -11,7 +11,13 @@ import pytest
 from satcfdi.cfdi import CFDI
 from satcfdi.models import Signer
 
-from colmena.gateways.cfdi import CsdExpired, load_signer, render_pdf, sign_invoice, validate_xml
+from colmena.gateways.cfdi import (
+    CsdExpired,
+    load_signer,
+    render_pdf,
+    sign_invoice,
+    validate_xml,
+)
 from colmena.gateways.pac import (
     PacAmbiguous,
     PacCredentials,
@@ -71,7 +77,9 @@ def gateway_for(pac: StandInSW, *, timeout: float = TIMEOUT, **credentials: str)
 
 
 def signed_xml(csd: CsdFiles, **invoice: str) -> bytes:
-    return sign_invoice(sample_invoice(**invoice), load_signer(csd.certificate, csd.key, csd.password)).xml
+    return sign_invoice(
+        sample_invoice(**invoice), load_signer(csd.certificate, csd.key, csd.password)
+    ).xml
 
 
 def stamps_sent(pac: StandInSW) -> list[str]:
@@ -90,7 +98,9 @@ async def test_happy_path_stamps_a_valid_cfdi_with_a_verifiable_tfd(
     assert tfd["Version"] == "1.1" and tfd["UUID"] == result.uuid
     assert tfd["FechaTimbrado"] == result.fecha_timbrado.replace(tzinfo=None)
     assert tfd["SelloCFD"] == stamped["Sello"]
-    assert tfd["NoCertificadoSAT"] == sat.certificate_number and tfd["RfcProvCertif"] == "LSO1306189R5"
+    assert (
+        tfd["NoCertificadoSAT"] == sat.certificate_number and tfd["RfcProvCertif"] == "LSO1306189R5"
+    )
     assert sat.verify_sha256(tfd.cadena_original().encode(), base64.b64decode(tfd["SelloSAT"]))
     assert list(pac.stamps) == [result.uuid]
     assert stamps_sent(pac) == ["invoice-1"]
@@ -106,7 +116,9 @@ async def test_user_and_password_authenticate_first(pac: StandInSW, csd: CsdFile
     assert list(pac.stamps) == [result.uuid]
 
 
-async def test_same_xml_again_is_recovered_from_the_307_answer(pac: StandInSW, csd: CsdFiles) -> None:
+async def test_same_xml_again_is_recovered_from_the_307_answer(
+    pac: StandInSW, csd: CsdFiles
+) -> None:
     gateway = gateway_for(pac)
     xml = signed_xml(csd)
 
@@ -159,7 +171,9 @@ async def test_5xx_is_unavailable_then_the_retry_stamps(pac: StandInSW, csd: Csd
     assert not result.recovered and list(pac.stamps) == [result.uuid]
 
 
-async def test_timeout_is_ambiguous_and_respects_the_configured_limit(pac: StandInSW, csd: CsdFiles) -> None:
+async def test_timeout_is_ambiguous_and_respects_the_configured_limit(
+    pac: StandInSW, csd: CsdFiles
+) -> None:
     gateway = gateway_for(pac, timeout=0.5)
     xml = signed_xml(csd)
     pac.hang_next = 1
@@ -173,7 +187,9 @@ async def test_timeout_is_ambiguous_and_respects_the_configured_limit(pac: Stand
     assert isinstance(PacTimeout(), PacAmbiguous)
 
 
-async def test_unregistered_receiver_rfc_is_rejected_with_the_pac_code(pac: StandInSW, csd: CsdFiles) -> None:
+async def test_unregistered_receiver_rfc_is_rejected_with_the_pac_code(
+    pac: StandInSW, csd: CsdFiles
+) -> None:
     xml = signed_xml(csd, receiver_rfc="XXX010101XX0")
 
     with pytest.raises(PacRejected) as caught:
@@ -186,7 +202,9 @@ async def test_unregistered_receiver_rfc_is_rejected_with_the_pac_code(pac: Stan
 
 async def test_bad_token_is_rejected(pac: StandInSW, csd: CsdFiles) -> None:
     with pytest.raises(PacRejected) as caught:
-        await asyncio.to_thread(gateway_for(pac, token="wrong").stamp, signed_xml(csd), reference="invoice-1")
+        await asyncio.to_thread(
+            gateway_for(pac, token="wrong").stamp, signed_xml(csd), reference="invoice-1"
+        )
 
     assert caught.value.code == "AU2000"
 
@@ -200,7 +218,9 @@ async def test_tampered_xml_is_rejected_by_the_seal_check(pac: StandInSW, csd: C
     assert caught.value.code == "302"
 
 
-async def test_expired_csd_is_refused_before_any_pac_call(pac: StandInSW, ca: CertificateAuthority) -> None:
+async def test_expired_csd_is_refused_before_any_pac_call(
+    pac: StandInSW, ca: CertificateAuthority
+) -> None:
     expired = make_expired_csd(ca)
     gateway = gateway_for(pac)
 
@@ -221,7 +241,9 @@ async def test_unreachable_pac_is_unavailable(csd: CsdFiles, sat: Signer) -> Non
     await stand_in.start()
     url = stand_in.url
     await stand_in.stop()
-    gateway = PacGateway("sw", "TEST", credentials=PacCredentials(token="t"), timeout=TIMEOUT, base_url=url)
+    gateway = PacGateway(
+        "sw", "TEST", credentials=PacCredentials(token="t"), timeout=TIMEOUT, base_url=url
+    )
 
     with pytest.raises(PacUnavailable):
         await asyncio.to_thread(gateway.stamp, signed_xml(csd), reference="invoice-1")

@@ -127,9 +127,7 @@ def test_missing_or_empty_product_dir_is_refused(tmp_path, signed):
     (tmp_path / "empty").mkdir()
     for product in (tmp_path / "nope", tmp_path / "empty"):
         with pytest.raises(PackagingError):
-            build_package(
-                product, tmp_path / "s", filename="p.zip", license=lic, license_key=key
-            )
+            build_package(product, tmp_path / "s", filename="p.zip", license=lic, license_key=key)
 
 
 def test_product_may_not_shadow_the_license_files(tmp_path, product_dir, signed):

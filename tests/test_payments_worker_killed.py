@@ -10,10 +10,16 @@ import sys
 
 from pydantic import SecretStr
 
-from colmena import provider_events as events
+from colmena.gateways import sample_events as events
 from colmena.store.pool import connect
 from tests.conftest import wait_for
-from tests.payments_support import LICENSE_METADATA, STRIPE_SECRET, follow_ups, payment_status, stripe_post_args
+from tests.payments_support import (
+    LICENSE_METADATA,
+    STRIPE_SECRET,
+    follow_ups,
+    payment_status,
+    stripe_post_args,
+)
 
 
 def free_port() -> int:
@@ -24,17 +30,33 @@ def free_port() -> int:
 
 def start_worker_process(settings, log_path) -> subprocess.Popen[bytes]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
-    env.update({
-        "COLMENA_DATABASE_URL": settings.require_database_url(),
-        "COLMENA_BROKER_URL": settings.require_broker_url(),
-        "COLMENA_QUEUE_PREFIX": settings.queue_prefix,
-        "COLMENA_DATA_DIR": str(settings.data_dir),
-        "COLMENA_METRICS_PORT": str(free_port()),
-        "COLMENA_MIN_BACKOFF_MS": "100",
-    })
+    env.update(
+        {
+            "COLMENA_DATABASE_URL": settings.require_database_url(),
+            "COLMENA_BROKER_URL": settings.require_broker_url(),
+            "COLMENA_QUEUE_PREFIX": settings.queue_prefix,
+            "COLMENA_DATA_DIR": str(settings.data_dir),
+            "COLMENA_METRICS_PORT": str(free_port()),
+            "COLMENA_MIN_BACKOFF_MS": "100",
+        }
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "colmena", "worker", "--queues", "payments", "--processes", "1", "--threads", "1"],
-        env=env, start_new_session=True, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "colmena",
+            "worker",
+            "--queues",
+            "payments",
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -56,7 +78,10 @@ async def test_killed_worker_message_is_redelivered_and_applied_once(
     await transaction.start()
     await blocker.execute("LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE")
 
-    response = await client.post("/webhooks/stripe", **stripe_post_args(events.stripe_event("payment_intent.succeeded", intent)))
+    response = await client.post(
+        "/webhooks/stripe",
+        **stripe_post_args(events.stripe_event("payment_intent.succeeded", intent)),
+    )
     assert response.status == 200
     first = start_worker_process(pay_settings, tmp_path / "first.log")
     try:
@@ -70,7 +95,10 @@ async def test_killed_worker_message_is_redelivered_and_applied_once(
 
     second = start_worker_process(pay_settings, tmp_path / "second.log")
     try:
-        await wait_for(lambda: db.fetchval("SELECT count(*) = 1 FROM inbox WHERE processed_at IS NOT NULL"), timeout=60)
+        await wait_for(
+            lambda: db.fetchval("SELECT count(*) = 1 FROM inbox WHERE processed_at IS NOT NULL"),
+            timeout=60,
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=60)

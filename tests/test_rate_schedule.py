@@ -4,7 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from colmena.domain.rate_schedule import CARACAS, bcv_trigger, binance_trigger, next_run_times
+from colmena.domain.rate_schedule import (
+    CARACAS,
+    bcv_trigger,
+    binance_trigger,
+    next_run_times,
+)
 
 
 def at(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
@@ -23,7 +28,9 @@ def test_bcv_week_has_twelve_runs_monday_to_saturday() -> None:
     runs = next_run_times(bcv_trigger(), at(7, 0), 13)
 
     assert [run.strftime("%a %H:%M") for run in runs[:12]] == [
-        f"{day} {hour}" for day in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat") for hour in ("08:00", "13:00")
+        f"{day} {hour}"
+        for day in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+        for hour in ("08:00", "13:00")
     ]
     assert runs[12] == at(14, 8)
 

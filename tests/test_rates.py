@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from colmena.actors import all_jobs
 from colmena.actors.rates import Source, enqueue_scrape, scrape
 from colmena.config import Settings, SettingsError, load_settings
 from colmena.config.logging import configure_logging
@@ -30,12 +31,18 @@ from colmena.domain.rate_schedule import CARACAS, next_run_times
 from colmena.gateways.bcv import BcvHttpError, parse_bcv_page
 from colmena.gateways.retry import with_retries
 from colmena.http.rates import TtlCache, convert_amount
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
-from colmena.scheduler import registered_jobs
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from colmena.store import rates as store
 from tests.conftest import wait_for
-from tests.standins.rates import FIXTURES, StandIn, StandInPki, bcv_standin, binance_standin, make_test_pki
+from tests.standins.rates import (
+    FIXTURES,
+    StandIn,
+    StandInPki,
+    bcv_standin,
+    binance_standin,
+    make_test_pki,
+)
 
 NORMAL_USD = Decimal("794.99170000")
 BCV_PAIRS = {"USD/VES", "EUR/VES", "CNY/VES", "TRY/VES", "RUB/VES"}
@@ -50,7 +57,9 @@ def dated_page(directory: Path, fixture: str, effective: date, *, usd: str | Non
     from August 2026, which the date gate rightly refuses as stale); the stand-in serves it."""
     html = (FIXTURES / "bcv" / fixture).read_text(encoding="utf-8")
     recorded = parse_bcv_page(html).effective_date.isoformat()
-    html = html.replace(f'content="{recorded}T00:00:00-04:00"', f'content="{effective.isoformat()}T00:00:00-04:00"')
+    html = html.replace(
+        f'content="{recorded}T00:00:00-04:00"', f'content="{effective.isoformat()}T00:00:00-04:00"'
+    )
     if usd is not None:
         html = html.replace("794,99170000", usd)
     path = directory / f"{fixture}-{effective}-{usd}.html"
@@ -77,7 +86,9 @@ async def binance_site() -> AsyncIterator[StandIn]:
 
 
 @pytest.fixture
-def rates_settings(settings: Settings, pki: StandInPki, bcv_site: StandIn, binance_site: StandIn) -> Settings:
+def rates_settings(
+    settings: Settings, pki: StandInPki, bcv_site: StandIn, binance_site: StandIn
+) -> Settings:
     return settings.model_copy(
         update={
             "bcv_url": bcv_site.url + "/",
@@ -130,7 +141,9 @@ async def test_bcv_pages_store_the_right_value_and_date(
     stored = {row.pair: row for row in await rows(db, "bcv")}
     assert set(stored) == BCV_PAIRS
     assert f"{stored['USD/VES'].value:f}" == usd  # all eight decimals, no float on the way
-    assert {row.effective_date for row in stored.values()} == {effective}  # never a decoy span's date
+    assert {row.effective_date for row in stored.values()} == {
+        effective
+    }  # never a decoy span's date
     assert {row.status for row in stored.values()} == {"accepted"}
     client = await make_client(rates_settings)
     shown = await published_values(client)
@@ -150,7 +163,9 @@ async def test_bcv_refusals_store_and_publish_nothing(
     rates_settings, db, make_client, bcv_site, page, mode, outcome, requests
 ) -> None:
     bcv_site.bcv_page, bcv_site.mode = page, mode
-    settings = rates_settings.model_copy(update={"rates_timeout_s": 1.0})  # room for a TLS handshake under load
+    settings = rates_settings.model_copy(
+        update={"rates_timeout_s": 1.0}
+    )  # room for a TLS handshake under load
 
     report = await scrape(Source.BCV, db, settings)
 
@@ -162,19 +177,29 @@ async def test_bcv_refusals_store_and_publish_nothing(
     assert await published_values(client) == {}
 
 
-async def test_binance_normal_book_publishes_mid_with_buy_and_sell(rates_settings, db, make_client) -> None:
+async def test_binance_normal_book_publishes_mid_with_buy_and_sell(
+    rates_settings, db, make_client
+) -> None:
     report = await scrape(Source.BINANCE, db, rates_settings)
 
     assert report.outcome == "accepted"
     [row] = await rows(db, "binance")
     assert (row.pair, row.buy, row.sell, row.value) == (
-        "USDT/VES", Decimal("1156.25"), Decimal("1140.70"), Decimal("1148.475")
+        "USDT/VES",
+        Decimal("1156.25"),
+        Decimal("1140.70"),
+        Decimal("1148.475"),
     )
     assert row.effective_date == caracas_today()
     client = await make_client(rates_settings)
     body = await (await client.get("/api/v1/rates/latest")).json()
     [shown] = body["rates"]
-    assert (shown["value"], shown["buy"], shown["sell"], shown["stale"]) == ("1148.475", "1156.25", "1140.70", False)
+    assert (shown["value"], shown["buy"], shown["sell"], shown["stale"]) == (
+        "1148.475",
+        "1156.25",
+        "1140.70",
+        False,
+    )
 
 
 async def test_binance_outlier_does_not_move_the_rate(rates_settings, db, binance_site) -> None:
@@ -216,7 +241,9 @@ async def test_binance_refusals_store_and_publish_nothing(
 # --- sanity: garbage is kept for the record, never published ----------------------------------------
 
 
-async def test_stale_value_date_is_rejected_and_never_published(rates_settings, db, make_client, bcv_site) -> None:
+async def test_stale_value_date_is_rejected_and_never_published(
+    rates_settings, db, make_client, bcv_site
+) -> None:
     bcv_site.bcv_page = "normal.html"  # as recorded: valid on 2026-08-31, months before "today"
 
     report = await scrape(Source.BCV, db, rates_settings)
@@ -229,13 +256,17 @@ async def test_stale_value_date_is_rejected_and_never_published(rates_settings, 
     assert await published_values(client) == {}
     history = await client.get("/api/v1/rates/history", params={"pair": "USD/VES"})
     assert (await history.json())["items"] == []
-    convert = await client.get("/api/v1/rates/convert", params={"amount": "1", "from": "USD", "to": "VES"})
+    convert = await client.get(
+        "/api/v1/rates/convert", params={"amount": "1", "from": "USD", "to": "VES"}
+    )
     assert convert.status == 404
 
 
 async def test_out_of_bounds_value_is_rejected(rates_settings, db, make_client) -> None:
     settings = rates_settings.model_copy(
-        update={"rates_bounds": {**rates_settings.rates_bounds, "USD/VES": (Decimal(1), Decimal(100))}}
+        update={
+            "rates_bounds": {**rates_settings.rates_bounds, "USD/VES": (Decimal(1), Decimal(100))}
+        }
     )
 
     report = await scrape(Source.BCV, db, settings)
@@ -253,14 +284,20 @@ async def test_big_bcv_move_is_suspect_until_the_next_scrape_confirms_it(
 ) -> None:
     client = await make_client(rates_settings)
     await scrape(Source.BCV, db, rates_settings)
-    bcv_site.bcv_page = dated_page(tmp_path, "normal.html", caracas_today(), usd="1.012,45610000")  # +27%
+    bcv_site.bcv_page = dated_page(
+        tmp_path, "normal.html", caracas_today(), usd="1.012,45610000"
+    )  # +27%
 
     suspect = await scrape(Source.BCV, db, rates_settings)
 
-    assert suspect.outcome == "suspect"  # EUR and the rest are unchanged, nothing new is published...
+    assert (
+        suspect.outcome == "suspect"
+    )  # EUR and the rest are unchanged, nothing new is published...
     [usd_result] = [r for r in suspect.results if r.pair == "USD/VES"]
     assert usd_result.action == "suspect" and "moved 27.35%" in usd_result.row.reason
-    assert (await published_values(client))[("bcv", "USD/VES")] == "794.99170000"  # ...USD not published
+    assert (await published_values(client))[
+        ("bcv", "USD/VES")
+    ] == "794.99170000"  # ...USD not published
 
     confirmed = await scrape(Source.BCV, db, rates_settings)
 
@@ -274,11 +311,18 @@ async def test_big_bcv_move_is_suspect_until_the_next_scrape_confirms_it(
     assert (await published_values(client))[("bcv", "USD/VES")] == "1012.45610000"
 
 
-async def test_big_binance_move_is_confirmed_by_an_agreeing_next_scrape(rates_settings, db, make_client) -> None:
+async def test_big_binance_move_is_confirmed_by_an_agreeing_next_scrape(
+    rates_settings, db, make_client
+) -> None:
     async with db.transaction():
         await store.insert(
-            db, source="binance", pair="USDT/VES", value=Decimal(900), effective_date=caracas_today(),
-            status="accepted", reason="seeded",
+            db,
+            source="binance",
+            pair="USDT/VES",
+            value=Decimal(900),
+            effective_date=caracas_today(),
+            status="accepted",
+            reason="seeded",
         )
     client = await make_client(rates_settings)
 
@@ -290,12 +334,17 @@ async def test_big_binance_move_is_confirmed_by_an_agreeing_next_scrape(rates_se
     assert second.outcome == "accepted"
     newest, suspect, seeded = await rows(db, "binance")
     assert (newest.status, suspect.status, suspect.decided_by, seeded.status) == (
-        "accepted", "confirmed", "scrape", "accepted"
+        "accepted",
+        "confirmed",
+        "scrape",
+        "accepted",
     )
     assert (await published_values(client))[("binance", "USDT/VES")] == "1148.475"
 
 
-async def test_unchanged_bcv_page_writes_no_new_row_but_refreshes_the_age(rates_settings, db) -> None:
+async def test_unchanged_bcv_page_writes_no_new_row_but_refreshes_the_age(
+    rates_settings, db
+) -> None:
     await scrape(Source.BCV, db, rates_settings)
     [before] = await rows(db, "bcv", "USD/VES")
 
@@ -308,10 +357,14 @@ async def test_unchanged_bcv_page_writes_no_new_row_but_refreshes_the_age(rates_
     assert len(await rows(db, "bcv")) == len(BCV_PAIRS)
 
 
-async def test_older_effective_date_than_the_published_one_is_rejected(rates_settings, db, bcv_site, tmp_path) -> None:
+async def test_older_effective_date_than_the_published_one_is_rejected(
+    rates_settings, db, bcv_site, tmp_path
+) -> None:
     bcv_site.bcv_page = dated_page(tmp_path, "normal.html", caracas_today() + timedelta(days=1))
     await scrape(Source.BCV, db, rates_settings)
-    bcv_site.bcv_page = dated_page(tmp_path, "normal.html", caracas_today(), usd="795,00000000")  # a cached old page
+    bcv_site.bcv_page = dated_page(
+        tmp_path, "normal.html", caracas_today(), usd="795,00000000"
+    )  # a cached old page
 
     report = await scrape(Source.BCV, db, rates_settings)
 
@@ -341,10 +394,16 @@ async def test_three_failures_make_the_source_stale_with_an_error_log(
     assert third.stale
     state = await health(db, "bcv")
     assert (state.stale, state.consecutive_failures, state.last_outcome) == (True, 3, "http_error")
-    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    logged = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
     [stale_line] = [line for line in logged if line["event"] == "rates source stale"]
     assert stale_line["level"] == "error"
-    assert (stale_line["source"], stale_line["consecutive_failures"], stale_line["outcome"]) == ("bcv", 3, "http_error")
+    assert (stale_line["source"], stale_line["consecutive_failures"], stale_line["outcome"]) == (
+        "bcv",
+        3,
+        "http_error",
+    )
     assert stale_line["last_success_at"] is not None
     body = await (await client.get("/api/v1/rates/latest")).json()
     assert {(r["pair"], r["stale"]) for r in body["rates"]} == {(pair, True) for pair in BCV_PAIRS}
@@ -380,8 +439,12 @@ async def test_metrics_show_published_rates_and_their_age(rates_settings, db, ma
 # --- schedule, outbox and the real worker ---------------------------------------------------------
 
 
-async def test_scheduled_tick_runs_the_actor_on_the_worker_once(rates_settings, db, start_worker, bcv_site) -> None:
-    system = start_worker(threads=1, settings_override=rates_settings)  # one thread: messages run in order
+async def test_scheduled_tick_runs_the_actor_on_the_worker_once(
+    rates_settings, db, start_worker, bcv_site
+) -> None:
+    system = start_worker(
+        threads=1, settings_override=rates_settings
+    )  # one thread: messages run in order
     resources = Resources(
         rates_settings,
         database_url=rates_settings.require_database_url(),
@@ -391,11 +454,15 @@ async def test_scheduled_tick_runs_the_actor_on_the_worker_once(rates_settings, 
     try:
         tick = datetime.now(UTC).replace(second=0, microsecond=0)
         first = await enqueue_scrape(resources, Source.BCV, now=tick + timedelta(seconds=5))
-        repeated = await enqueue_scrape(resources, Source.BCV, now=tick + timedelta(seconds=20))  # same minute
+        repeated = await enqueue_scrape(
+            resources, Source.BCV, now=tick + timedelta(seconds=20)
+        )  # same minute
     finally:
         await resources.close()
     assert first is not None and repeated is None
-    await wait_for(lambda: db.fetchval("SELECT count(*) = 1 FROM rate_scrapes WHERE source = 'bcv'"))
+    await wait_for(
+        lambda: db.fetchval("SELECT count(*) = 1 FROM rate_scrapes WHERE source = 'bcv'")
+    )
 
     # The tick's message delivered again (at-least-once) scrapes nothing twice; an on-demand
     # scrape sent after them marks the point where the worker has handled both.
@@ -403,10 +470,17 @@ async def test_scheduled_tick_runs_the_actor_on_the_worker_once(rates_settings, 
     actor.send(tick.isoformat())
     actor.send(tick.isoformat())
     actor.send()
-    await wait_for(lambda: db.fetchval("SELECT count(*) = 2 FROM rate_scrapes WHERE source = 'bcv'"))
+    await wait_for(
+        lambda: db.fetchval("SELECT count(*) = 2 FROM rate_scrapes WHERE source = 'bcv'")
+    )
 
-    scrapes = await db.fetch("SELECT run_key, outcome FROM rate_scrapes WHERE source = 'bcv' ORDER BY id")
-    assert [(r["run_key"], r["outcome"]) for r in scrapes] == [(tick.isoformat(), "accepted"), (None, "unchanged")]
+    scrapes = await db.fetch(
+        "SELECT run_key, outcome FROM rate_scrapes WHERE source = 'bcv' ORDER BY id"
+    )
+    assert [(r["run_key"], r["outcome"]) for r in scrapes] == [
+        (tick.isoformat(), "accepted"),
+        (None, "unchanged"),
+    ]
     assert len(bcv_site.requests) == 2
     assert {row.pair for row in await rows(db, "bcv")} == BCV_PAIRS
     assert len(await rows(db, "bcv")) == len(BCV_PAIRS)
@@ -421,21 +495,29 @@ async def test_worker_publishes_binance_and_a_late_tick_is_skipped(
     system.broker.get_actor("scrape_binance").send(late.isoformat())
     system.broker.get_actor("scrape_binance").send()
 
-    await wait_for(lambda: db.fetchval("SELECT count(*) = 2 FROM rate_scrapes WHERE source = 'binance'"))
-    outcomes = {r["run_key"]: r["outcome"] for r in await db.fetch("SELECT run_key, outcome FROM rate_scrapes")}
+    await wait_for(
+        lambda: db.fetchval("SELECT count(*) = 2 FROM rate_scrapes WHERE source = 'binance'")
+    )
+    outcomes = {
+        r["run_key"]: r["outcome"]
+        for r in await db.fetch("SELECT run_key, outcome FROM rate_scrapes")
+    }
     assert outcomes == {late.isoformat(): "expired", None: "accepted"}
     assert len(binance_site.requests) == 2  # both sides of the book, for the on-demand scrape only
 
 
 def test_jobs_are_registered_on_the_caracas_schedules() -> None:
-    jobs = registered_jobs()
+    jobs = {job.name: job for job in all_jobs()}
     monday = datetime(2026, 9, 7, 0, 0, tzinfo=CARACAS)
 
     bcv_runs = next_run_times(jobs["rates-bcv"].trigger, monday, 2)
     binance_runs = next_run_times(jobs["rates-binance"].trigger, monday, 26)
 
     assert [run.strftime("%H:%M") for run in bcv_runs] == ["08:00", "13:00"]
-    assert binance_runs[0].strftime("%H:%M") == "07:00" and binance_runs[24].strftime("%H:%M") == "19:00"
+    assert (
+        binance_runs[0].strftime("%H:%M") == "07:00"
+        and binance_runs[24].strftime("%H:%M") == "19:00"
+    )
     assert binance_runs[25] == datetime(2026, 9, 8, 7, 0, tzinfo=CARACAS)
 
 
@@ -456,7 +538,13 @@ async def seed(db: asyncpg.Connection) -> dict[str, store.RateRow]:
     async with db.transaction():
         for source, pair, value, status in specs:
             seeded[pair] = await store.insert(
-                db, source=source, pair=pair, value=Decimal(value), effective_date=today, status=status, reason="seeded"
+                db,
+                source=source,
+                pair=pair,
+                value=Decimal(value),
+                effective_date=today,
+                status=status,
+                reason="seeded",
             )
     return seeded
 
@@ -490,7 +578,9 @@ async def seed(db: asyncpg.Connection) -> dict[str, store.RateRow]:
         ("/api/v1/rates/convert?amount=1&from=USD&to=VES&source=x", "source"),
     ],
 )
-async def test_bad_parameters_are_400_json_naming_the_parameter(client, path: str, parameter: str) -> None:
+async def test_bad_parameters_are_400_json_naming_the_parameter(
+    client, path: str, parameter: str
+) -> None:
     response = await client.get(path)
 
     assert response.status == 400
@@ -506,7 +596,12 @@ async def test_history_pages_through_published_values_only(rates_settings, db, m
         for day in range(5):
             for status in ("accepted", "rejected"):
                 await store.insert(
-                    db, source="bcv", pair="USD/VES", value=Decimal(700 + day), status=status, reason="seeded",
+                    db,
+                    source="bcv",
+                    pair="USD/VES",
+                    value=Decimal(700 + day),
+                    status=status,
+                    reason="seeded",
                     effective_date=today - timedelta(days=4 - day),
                 )
     client = await make_client(rates_settings)
@@ -514,7 +609,12 @@ async def test_history_pages_through_published_values_only(rates_settings, db, m
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"pair": "usd/ves", "source": "bcv", "limit": "2", **({"cursor": cursor} if cursor else {})}
+        params = {
+            "pair": "usd/ves",
+            "source": "bcv",
+            "limit": "2",
+            **({"cursor": cursor} if cursor else {}),
+        }
         page = await (await client.get("/api/v1/rates/history", params=params)).json()
         seen += [item["value"] for item in page["items"]]
         assert {item["status"] for item in page["items"]} <= {"accepted"}
@@ -548,7 +648,9 @@ async def test_convert_is_exact_decimal_arithmetic(
     await seed(db)
     client = await make_client(rates_settings)
 
-    response = await client.get("/api/v1/rates/convert", params={"amount": amount, "from": source, "to": target})
+    response = await client.get(
+        "/api/v1/rates/convert", params={"amount": amount, "from": source, "to": target}
+    )
 
     assert response.status == 200
     body = await response.json()
@@ -561,7 +663,9 @@ async def test_convert_never_uses_an_unpublished_rate(rates_settings, db, make_c
     client = await make_client(rates_settings)
 
     for currency in ("CNY", "TRY", "RUB"):  # suspect, rejected, absent
-        response = await client.get("/api/v1/rates/convert", params={"amount": "1", "from": currency, "to": "VES"})
+        response = await client.get(
+            "/api/v1/rates/convert", params={"amount": "1", "from": currency, "to": "VES"}
+        )
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "rate_not_found"
     shown = await published_values(client)
@@ -571,7 +675,10 @@ async def test_convert_never_uses_an_unpublished_rate(rates_settings, db, make_c
 def test_convert_amount_multiplies_exactly_and_rounds_divisions_half_even() -> None:
     assert convert_amount(Decimal("0.1"), Decimal("0.2"), None) == (Decimal("0.02"), True)
     assert convert_amount(Decimal(1), None, Decimal(3)) == (Decimal("0.33333333"), False)
-    assert convert_amount(Decimal("0.000000025"), None, Decimal(1)) == (Decimal("0.00000002"), False)  # half-even
+    assert convert_amount(Decimal("0.000000025"), None, Decimal(1)) == (
+        Decimal("0.00000002"),
+        False,
+    )  # half-even
 
 
 async def test_latest_is_cached_for_a_few_seconds(rates_settings, db, make_client) -> None:
@@ -581,8 +688,13 @@ async def test_latest_is_cached_for_a_few_seconds(rates_settings, db, make_clien
     assert first.headers["Cache-Control"] == "public, max-age=60"
     async with db.transaction():
         await store.insert(
-            db, source="bcv", pair="USD/VES", value=Decimal("800.00000000"), effective_date=caracas_today(),
-            status="accepted", reason="newer",
+            db,
+            source="bcv",
+            pair="USD/VES",
+            value=Decimal("800.00000000"),
+            effective_date=caracas_today(),
+            status="accepted",
+            reason="newer",
         )
 
     shown = await published_values(client)
@@ -630,7 +742,9 @@ async def colmena(*args: str, settings: Settings) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_cli_scrape_prints_what_it_stored_and_refuses_garbage(rates_settings, db, bcv_site) -> None:
+async def test_cli_scrape_prints_what_it_stored_and_refuses_garbage(
+    rates_settings, db, bcv_site
+) -> None:
     code, out, err = await colmena("rates", "scrape", "bcv", settings=rates_settings)
 
     assert code == 0, err
@@ -659,7 +773,9 @@ async def test_cli_binance_scrape_and_list(rates_settings, db) -> None:
     assert "USDT/VES 1148.475" in out and ": accepted (" in out
 
 
-async def test_operator_accepts_a_suspect_through_the_cli(rates_settings, db, make_client, bcv_site, tmp_path) -> None:
+async def test_operator_accepts_a_suspect_through_the_cli(
+    rates_settings, db, make_client, bcv_site, tmp_path
+) -> None:
     await scrape(Source.BCV, db, rates_settings)
     bcv_site.bcv_page = dated_page(tmp_path, "normal.html", caracas_today(), usd="1.012,45610000")
     code, out, err = await colmena("rates", "scrape", "bcv", settings=rates_settings)
@@ -686,12 +802,22 @@ async def test_cli_accept_refuses_rejected_outdated_and_unknown_rates(rates_sett
     seeded = await seed(db)
     async with db.transaction():
         outdated = await store.insert(
-            db, source="bcv", pair="EUR/VES", value=Decimal(2000), effective_date=caracas_today(),
-            status="suspect", reason="seeded",
+            db,
+            source="bcv",
+            pair="EUR/VES",
+            value=Decimal(2000),
+            effective_date=caracas_today(),
+            status="suspect",
+            reason="seeded",
         )
         await store.insert(
-            db, source="bcv", pair="EUR/VES", value=Decimal(930), effective_date=caracas_today(),
-            status="accepted", reason="newer",
+            db,
+            source="bcv",
+            pair="EUR/VES",
+            value=Decimal(930),
+            effective_date=caracas_today(),
+            status="accepted",
+            reason="newer",
         )
 
     for rate_id, message in [
@@ -721,13 +847,22 @@ async def test_retry_loop_retries_only_what_can_heal() -> None:
         calls.clear()
         with pytest.raises(BcvHttpError):
             await with_retries(
-                lambda status=status: failing(status), errors=BcvHttpError, retryable=retryable,
-                attempts=3, backoff=0.001, event="test_retry",
+                lambda status=status: failing(status),
+                errors=BcvHttpError,
+                retryable=retryable,
+                attempts=3,
+                backoff=0.001,
+                event="test_retry",
             )
         assert len(calls) == expected_calls
     with pytest.raises(ValueError, match="attempts"):
         await with_retries(
-            lambda: failing(503), errors=BcvHttpError, retryable=retryable, attempts=0, backoff=0, event="x"
+            lambda: failing(503),
+            errors=BcvHttpError,
+            retryable=retryable,
+            attempts=0,
+            backoff=0,
+            event="x",
         )
 
 
@@ -742,7 +877,11 @@ def test_alert_rules_fire_only_inside_their_windows() -> None:
 
     result = subprocess.run(
         [promtool, "test", "rules", "rates_test.yml"],
-        cwd=rules, capture_output=True, text=True, timeout=60, check=False,
+        cwd=rules,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -49,7 +49,14 @@ from colmena.gateways.binance import (
     parse_search_response,
     search_body,
 )
-from tests.standins.rates import FIXTURES, StandIn, StandInPki, bcv_standin, binance_standin, make_test_pki
+from tests.standins.rates import (
+    FIXTURES,
+    StandIn,
+    StandInPki,
+    bcv_standin,
+    binance_standin,
+    make_test_pki,
+)
 
 
 class Retries(TypedDict):
@@ -90,7 +97,8 @@ def test_decoy_date_spans_elsewhere_are_ignored() -> None:
     # The fixture really does put other dates first, page-wide and inside the block.
     page_dates = [span.attributes["content"] for span in tree.css("span.date-display-single")]
     block_dates = [
-        span.attributes["content"] for span in tree.css(".view-tipo-de-cambio-oficial-del-bcv span.date-display-single")
+        span.attributes["content"]
+        for span in tree.css(".view-tipo-de-cambio-oficial-del-bcv span.date-display-single")
     ]
     assert page_dates[0] == "2026-08-28T00:00:00-04:00"
     assert block_dates[0] == "2026-08-14T00:00:00-04:00"
@@ -118,7 +126,9 @@ def test_future_value_date_becomes_the_effective_date() -> None:
 
     assert page.effective_date == date(2026, 9, 7)
     published_on_friday = date(2026, 9, 4)
-    assert check_effective_date(page.effective_date, published_on_friday).verdict is Verdict.ACCEPTED
+    assert (
+        check_effective_date(page.effective_date, published_on_friday).verdict is Verdict.ACCEPTED
+    )
     assert check_effective_date(date(2027, 9, 7), published_on_friday).verdict is Verdict.REJECTED
     assert check_effective_date(date(2026, 7, 1), published_on_friday).verdict is Verdict.REJECTED
 
@@ -136,7 +146,9 @@ def test_missing_value_date_in_the_rate_row_is_refused_despite_decoys() -> None:
 
 
 def test_unreadable_value_date_is_refused() -> None:
-    html = bcv_fixture("normal.html").replace('content="2026-08-31T00:00:00-04:00"', 'content="31/08/2026"')
+    html = bcv_fixture("normal.html").replace(
+        'content="2026-08-31T00:00:00-04:00"', 'content="31/08/2026"'
+    )
 
     with pytest.raises(MissingDateError):
         parse_bcv_page(html)
@@ -174,7 +186,9 @@ def test_ves_numbers_keep_every_decimal(text: str, expected: str) -> None:
     assert str(parse_ves_number(text)) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1,2,3", "1.01,5", "1.0123,5", "-5,0", "1e3,0", "NaN", "Infinity", ",5"])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "1,2,3", "1.01,5", "1.0123,5", "-5,0", "1e3,0", "NaN", "Infinity", ",5"]
+)
 def test_ves_number_garbage_is_refused(text: str) -> None:
     with pytest.raises(UnparsableNumberError):
         parse_ves_number(text)
@@ -221,7 +235,10 @@ def test_ssl_context_always_verifies(pki: StandInPki) -> None:
 
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname is True
-    assert {c["subject"][-1][0][1] for c in context.get_ca_certs()} == {"Test Root", "Test Intermediate"}
+    assert {c["subject"][-1][0][1] for c in context.get_ca_certs()} == {
+        "Test Root",
+        "Test Intermediate",
+    }
 
 
 def test_shipped_bundle_holds_the_sectigo_intermediate_bcv_omits() -> None:
@@ -242,7 +259,9 @@ def test_shipped_bundle_holds_the_sectigo_intermediate_bcv_omits() -> None:
     assert intermediate.not_valid_after_utc.year == 2036
 
 
-async def test_bcv_5xx_is_retried_three_times_then_refused(bcv_https: StandIn, pki: StandInPki) -> None:
+async def test_bcv_5xx_is_retried_three_times_then_refused(
+    bcv_https: StandIn, pki: StandInPki
+) -> None:
     bcv_https.mode = "5xx"
 
     with pytest.raises(BcvHttpError) as refused:
@@ -251,7 +270,9 @@ async def test_bcv_5xx_is_retried_three_times_then_refused(bcv_https: StandIn, p
     assert len(bcv_https.requests) == 3
 
 
-async def test_bcv_transient_5xx_recovers_on_a_later_attempt(bcv_https: StandIn, pki: StandInPki) -> None:
+async def test_bcv_transient_5xx_recovers_on_a_later_attempt(
+    bcv_https: StandIn, pki: StandInPki
+) -> None:
     bcv_https.mode, bcv_https.fail_times = "5xx", 2
 
     page = await scrape_bcv(bcv_https.url + "/", ca_bundle=pki.bundle, timeout=5, **FAST)
@@ -277,7 +298,9 @@ async def test_bcv_4xx_is_not_retried(bcv_https: StandIn, pki: StandInPki) -> No
     assert len(bcv_https.requests) == 1
 
 
-@pytest.mark.parametrize(("fixture", "error"), [("missing_dolar.html", MissingRateError), ("decoy_date.html", None)])
+@pytest.mark.parametrize(
+    ("fixture", "error"), [("missing_dolar.html", MissingRateError), ("decoy_date.html", None)]
+)
 async def test_bcv_scrape_parses_what_it_fetched(
     bcv_https: StandIn, pki: StandInPki, fixture: str, error: type[Exception] | None
 ) -> None:
@@ -310,7 +333,11 @@ async def test_binance_normal_book_gives_buy_sell_and_mid(binance: StandIn) -> N
     assert binance.requests[0].user_agent.startswith("Mozilla/5.0")
     rate = market_rate(book[Side.BUY], book[Side.SELL])
     assert rate is not None
-    assert (rate.buy, rate.sell, rate.mid) == (Decimal("1156.25"), Decimal("1140.70"), Decimal("1148.475"))
+    assert (rate.buy, rate.sell, rate.mid) == (
+        Decimal("1156.25"),
+        Decimal("1140.70"),
+        Decimal("1148.475"),
+    )
     assert rate.buy > rate.sell  # asks above bids: the sides were not swapped
 
 
@@ -320,13 +347,17 @@ async def test_binance_maker_side_maps_to_the_user_side(binance: StandIn) -> Non
     buy = {ad.price: ad for ad in book[Side.BUY]}
     assert Side.BUY.maker_trade_type == "SELL" and Side.SELL.maker_trade_type == "BUY"
     assert all(ad.maker_trade_type == "BUY" and ad.eligible for ad in book[Side.SELL])
-    assert buy[Decimal("1158.40")].maker_trade_type == "BUY" and not buy[Decimal("1158.40")].eligible
+    assert (
+        buy[Decimal("1158.40")].maker_trade_type == "BUY" and not buy[Decimal("1158.40")].eligible
+    )
     assert buy[Decimal("1154.00")].promoted
     assert not buy[Decimal("1154.20")].eligible  # isTradable: false
     assert sum(ad.eligible and not ad.promoted for ad in book[Side.BUY]) == 10
 
 
-async def test_binance_top_n_by_volume_ignores_promoted_and_ineligible_ads(binance: StandIn) -> None:
+async def test_binance_top_n_by_volume_ignores_promoted_and_ineligible_ads(
+    binance: StandIn,
+) -> None:
     book = await fetch_p2p_book(binance.url, timeout=5, **FAST)
 
     # The three excluded ads carry the largest volumes; were any counted, the top 5 would change.
@@ -345,7 +376,9 @@ async def test_binance_extreme_outlier_is_fenced_out(binance: StandIn) -> None:
     assert Decimal("115600.00") in prices and not low <= Decimal("115600.00") <= high
     assert representative_price(book[Side.BUY], top_n=5) == Decimal("1155.50")
     # Without the fence the fat-fingered ad, the largest by volume, would move the rate.
-    assert representative_price(book[Side.BUY], top_n=5, fence_k=Decimal(10**9)) != Decimal("1155.50")
+    assert representative_price(book[Side.BUY], top_n=5, fence_k=Decimal(10**9)) != Decimal(
+        "1155.50"
+    )
 
 
 async def test_binance_empty_book_writes_nothing(binance: StandIn) -> None:
@@ -450,7 +483,10 @@ def test_median_is_exact() -> None:
 
 def test_nothing_usable_gives_no_rate() -> None:
     assert representative_price([]) is None
-    assert representative_price([Q(Decimal("10"), promoted=True), Q(Decimal("11"), eligible=False)]) is None
+    assert (
+        representative_price([Q(Decimal("10"), promoted=True), Q(Decimal("11"), eligible=False)])
+        is None
+    )
     assert representative_price([Q(Decimal("10"), volume=Decimal(0))]) is None
     assert representative_price([Q(Decimal("NaN")), Q(Decimal("-1"))]) is None
 
@@ -486,7 +522,10 @@ def test_garbage_values_are_rejected(value: object) -> None:
 
 def test_first_value_and_small_moves_are_accepted() -> None:
     assert check_rate(Decimal("794.99"), last_accepted=None, **BOUNDS).verdict is Verdict.ACCEPTED
-    assert check_rate(Decimal("810.00"), last_accepted=Decimal("794.99"), **BOUNDS).verdict is Verdict.ACCEPTED
+    assert (
+        check_rate(Decimal("810.00"), last_accepted=Decimal("794.99"), **BOUNDS).verdict
+        is Verdict.ACCEPTED
+    )
     exactly_twenty = check_rate(Decimal("120"), last_accepted=Decimal("100"), **BOUNDS)
     assert exactly_twenty.verdict is Verdict.ACCEPTED
 
@@ -496,22 +535,33 @@ def test_big_move_is_suspect_until_the_next_scrape_confirms_it() -> None:
     assert first.verdict is Verdict.SUSPECT
 
     confirmed = check_rate(
-        Decimal("1003.00"), last_accepted=Decimal("794.99"), pending_suspect=Decimal("1000.00"), **BOUNDS
+        Decimal("1003.00"),
+        last_accepted=Decimal("794.99"),
+        pending_suspect=Decimal("1000.00"),
+        **BOUNDS,
     )
     assert confirmed.verdict is Verdict.ACCEPTED and confirmed.confirms_suspect
 
     wild_again = check_rate(
-        Decimal("1500.00"), last_accepted=Decimal("794.99"), pending_suspect=Decimal("1000.00"), **BOUNDS
+        Decimal("1500.00"),
+        last_accepted=Decimal("794.99"),
+        pending_suspect=Decimal("1000.00"),
+        **BOUNDS,
     )
     assert wild_again.verdict is Verdict.SUSPECT and not wild_again.confirms_suspect
 
     back_to_normal = check_rate(
-        Decimal("796.00"), last_accepted=Decimal("794.99"), pending_suspect=Decimal("1000.00"), **BOUNDS
+        Decimal("796.00"),
+        last_accepted=Decimal("794.99"),
+        pending_suspect=Decimal("1000.00"),
+        **BOUNDS,
     )
     assert back_to_normal.verdict is Verdict.ACCEPTED and not back_to_normal.confirms_suspect
 
 
 def test_max_change_is_configurable() -> None:
-    result = check_rate(Decimal("850"), last_accepted=Decimal("794.99"), max_change_pct=Decimal("5"), **BOUNDS)
+    result = check_rate(
+        Decimal("850"), last_accepted=Decimal("794.99"), max_change_pct=Decimal("5"), **BOUNDS
+    )
 
     assert result.verdict is Verdict.SUSPECT

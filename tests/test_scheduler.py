@@ -6,9 +6,9 @@ import asyncio
 
 from apscheduler.triggers.interval import IntervalTrigger
 
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
-from colmena.scheduler import ScheduledJob, build_scheduler, run_exclusively
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
+from colmena.runtime.scheduler import ScheduledJob, build_scheduler, run_exclusively
 from colmena.store import outbox
 from tests.conftest import queue_counts, wait_for
 
@@ -22,10 +22,12 @@ async def test_relay_job_publishes_what_was_left_behind(settings, db) -> None:
         publisher=AmqpPublisher(settings.require_broker_url(), settings.queue_prefix),
     )
     await resources.start()
-    scheduler = build_scheduler(resources)
+    scheduler = build_scheduler(resources, [])
     scheduler.start()
     try:
-        await wait_for(lambda: db.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
+        await wait_for(
+            lambda: db.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL")
+        )
     finally:
         scheduler.shutdown(wait=False)
         await resources.close()
@@ -47,7 +49,11 @@ async def test_a_job_never_runs_twice_at_once(settings) -> None:
 
     job = ScheduledJob("test-slow", IntervalTrigger(seconds=60), slow)
     first, second = (
-        Resources(settings, database_url=settings.require_database_url(), publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""))
+        Resources(
+            settings,
+            database_url=settings.require_database_url(),
+            publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
+        )
         for _ in range(2)
     )
     try:

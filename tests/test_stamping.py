@@ -113,7 +113,9 @@ def configure(
     return make
 
 
-async def insert_payment(db: asyncpg.Connection, *, amount_minor: int = 129_900, **metadata: str) -> int:
+async def insert_payment(
+    db: asyncpg.Connection, *, amount_minor: int = 129_900, **metadata: str
+) -> int:
     fiscal = {
         "rfc": RECEIVER_RFC,
         "fiscal_name": RECEIVER_NAME,
@@ -165,7 +167,12 @@ async def dead_letters(settings: Settings) -> int:
 
 
 async def test_approved_payment_is_stamped_filed_and_emailed(
-    db: asyncpg.Connection, configure, start_worker, pac: StandInSW, smtp: SmtpStandin, sat_files: CsdFiles
+    db: asyncpg.Connection,
+    configure,
+    start_worker,
+    pac: StandInSW,
+    smtp: SmtpStandin,
+    sat_files: CsdFiles,
 ) -> None:
     settings = configure()
     system = start_worker(settings_override=settings)
@@ -200,7 +207,10 @@ async def test_approved_payment_is_stamped_filed_and_emailed(
     assert mail.rcpt_tos == [CUSTOMER]
     assert mail.message["Subject"].startswith(f"Factura A1 de {ISSUER_NAME}")
     attached = {part.get_filename(): part.get_content() for part in mail.message.iter_attachments()}
-    assert attached == {f"A1_{invoice.uuid}.xml": invoice.stamped_xml, f"A1_{invoice.uuid}.pdf": pdf}
+    assert attached == {
+        f"A1_{invoice.uuid}.xml": invoice.stamped_xml,
+        f"A1_{invoice.uuid}.pdf": pdf,
+    }
     assert stamp_calls(pac) == [str(invoice.pac_reference)]
 
 
@@ -218,7 +228,10 @@ async def test_duplicate_message_stamps_once(
     await smtp.wait_for_async(1, timeout=30)
 
     async def drained() -> bool:
-        return (await asyncio.to_thread(queue_counts, settings.queue_prefix + "stamping"))[:2] == (0, 0)
+        return (await asyncio.to_thread(queue_counts, settings.queue_prefix + "stamping"))[:2] == (
+            0,
+            0,
+        )
 
     await wait_for(drained)
     await asyncio.to_thread(system.worker.join)
@@ -337,7 +350,9 @@ async def test_refund_marks_the_stamped_invoice_for_cancellation(
 
     async def cancelled() -> InvoiceRecord | None:
         invoice = await invoice_of(db, payment_id)
-        return invoice if invoice is not None and invoice.status == "cancellation_requested" else None
+        return (
+            invoice if invoice is not None and invoice.status == "cancellation_requested" else None
+        )
 
     invoice = await wait_for(cancelled)
     assert invoice.uuid is not None and invoice.cancel_requested_at is not None
@@ -373,7 +388,11 @@ async def test_payment_reversed_before_stamping_is_never_invoiced(
     system.broker.get_actor("stamp_invoice").send(payment_id)
 
     async def drained() -> bool:
-        return await asyncio.to_thread(queue_counts, settings.queue_prefix + "stamping") == (0, 0, 0)
+        return await asyncio.to_thread(queue_counts, settings.queue_prefix + "stamping") == (
+            0,
+            0,
+            0,
+        )
 
     await wait_for(drained)
     await asyncio.to_thread(system.worker.join)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from colmena.supervisor.secrets import SecretBox, SecretDecryptError, generate_key, mask_last4
+from colmena.supervisor.secrets import (
+    SecretBox,
+    SecretDecryptError,
+    generate_key,
+    mask_last4,
+)
 
 PLAINTEXT = "sk-live-0123456789abcdefWXYZ"
 

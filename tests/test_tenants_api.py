@@ -25,11 +25,11 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from colmena.actors.bots import apply_plan, reconcile_one, runtime_of
-from colmena.broker import PermanentError
 from colmena.cli import cli
 from colmena.config import Settings, SettingsError
 from colmena.config.logging import configure_logging
 from colmena.domain.tenants import token_digest
+from colmena.errors import PermanentError
 from colmena.store import tenants as store
 from colmena.store.pool import connect
 from colmena.supervisor.bot_image import ensure_bot_image
@@ -50,10 +50,18 @@ from tests.conftest import wait_for
 
 PLAINTEXT = "sk-live-" + uuid.uuid4().hex  # a provider key that must never show up anywhere
 TENANT_ROUTES = [
-    ("POST", "/api/v1/bot/start"), ("POST", "/api/v1/bot/stop"), ("POST", "/api/v1/bot/restart"),
-    ("GET", "/api/v1/bot/status"), ("GET", "/api/v1/bot/config"), ("PUT", "/api/v1/bot/config"),
-    ("GET", "/api/v1/bot/logs"), ("GET", "/api/v1/bot/logs/stream"), ("GET", f"/api/v1/commands/{uuid.uuid4()}"),
-    ("GET", "/api/v1/keys"), ("POST", "/api/v1/keys"), ("DELETE", "/api/v1/keys/binance"),
+    ("POST", "/api/v1/bot/start"),
+    ("POST", "/api/v1/bot/stop"),
+    ("POST", "/api/v1/bot/restart"),
+    ("GET", "/api/v1/bot/status"),
+    ("GET", "/api/v1/bot/config"),
+    ("PUT", "/api/v1/bot/config"),
+    ("GET", "/api/v1/bot/logs"),
+    ("GET", "/api/v1/bot/logs/stream"),
+    ("GET", f"/api/v1/commands/{uuid.uuid4()}"),
+    ("GET", "/api/v1/keys"),
+    ("POST", "/api/v1/keys"),
+    ("DELETE", "/api/v1/keys/binance"),
 ]
 
 
@@ -88,13 +96,20 @@ def security_events(reason: str) -> float:
 
 # Auth ---------------------------------------------------------------------------------------
 
+
 async def test_every_tenant_route_needs_a_valid_token(active, db, make_client) -> None:
     _, token = await add_tenant(db)
     client = await make_client(active)
     missing_before = security_events("tenant_token_missing")
     forged = "cmt_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
     for method, path in TENANT_ROUTES:
-        for headers in ({}, {"Authorization": "Basic abc"}, bearer("nonsense"), bearer(forged), bearer(token + "x")):
+        for headers in (
+            {},
+            {"Authorization": "Basic abc"},
+            bearer("nonsense"),
+            bearer(forged),
+            bearer(token + "x"),
+        ):
             response = await client.request(method, path, headers=headers)
             assert response.status == 401, (method, path, headers)
             assert (await response.json())["error"]["code"] == "unauthorized"
@@ -107,22 +122,33 @@ async def test_another_tenants_command_is_404(active, db, make_client) -> None:
     _, mine = await add_tenant(db)
     _, theirs = await add_tenant(db)
     client = await make_client(active)
-    their_command = (await (await client.post("/api/v1/bot/start", headers=bearer(theirs))).json())["command_id"]
+    their_command = (await (await client.post("/api/v1/bot/start", headers=bearer(theirs))).json())[
+        "command_id"
+    ]
 
     for command_id in (their_command, str(uuid.uuid4()), "not-a-uuid"):
         response = await client.get(f"/api/v1/commands/{command_id}", headers=bearer(mine))
         assert response.status == 404 and (await response.json())["error"]["code"] == "not_found"
-    assert (await client.get(f"/api/v1/commands/{their_command}", headers=bearer(theirs))).status == 200
+    assert (
+        await client.get(f"/api/v1/commands/{their_command}", headers=bearer(theirs))
+    ).status == 200
 
 
 # Config --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("config", "field"),
     [
-        ({"symbols": ["BTCUSDT", "ETHUSDT"], "mode": "paper", "capital": "100"}, "symbols"),  # over free's 1
+        (
+            {"symbols": ["BTCUSDT", "ETHUSDT"], "mode": "paper", "capital": "100"},
+            "symbols",
+        ),  # over free's 1
         ({"symbols": ["BTCUSDT"], "mode": "live", "capital": "100"}, "mode"),  # free is paper-only
-        ({"symbols": ["BTCUSDT"], "mode": "paper", "capital": 100.5}, "capital"),  # not a decimal string
+        (
+            {"symbols": ["BTCUSDT"], "mode": "paper", "capital": 100.5},
+            "capital",
+        ),  # not a decimal string
         ({"symbols": ["BTCUSDT"], "mode": "paper", "capital": "-5"}, "capital"),
         ({"symbols": ["btc/usdt"], "mode": "paper", "capital": "1"}, "symbols.0"),
         ({"symbols": ["BTCUSDT"], "mode": "margin", "capital": "1"}, "mode"),
@@ -130,7 +156,9 @@ async def test_another_tenants_command_is_404(active, db, make_client) -> None:
         ([], "body"),
     ],
 )
-async def test_invalid_or_over_plan_config_is_422_and_changes_nothing(active, db, make_client, config, field) -> None:
+async def test_invalid_or_over_plan_config_is_422_and_changes_nothing(
+    active, db, make_client, config, field
+) -> None:
     tenant_id, token = await add_tenant(db)
     client = await make_client(active)
     response = await client.put("/api/v1/bot/config", json=config, headers=bearer(token))
@@ -149,22 +177,33 @@ async def test_config_that_is_not_json_is_400(active, db, make_client) -> None:
     response = await client.put("/api/v1/bot/config", data=b"{nope", headers=bearer(token))
     assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
     shown = await (await client.get("/api/v1/bot/config", headers=bearer(token))).json()
-    assert shown["limits"] == {"max_symbols": 1, "live_allowed": False} and shown["config_version"] == 1
+    assert (
+        shown["limits"] == {"max_symbols": 1, "live_allowed": False}
+        and shown["config_version"] == 1
+    )
 
 
 # Provider keys -------------------------------------------------------------------------------
 
-async def test_keys_are_encrypted_masked_and_reach_only_the_container(on_docker, db, make_client, capsys) -> None:
+
+async def test_keys_are_encrypted_masked_and_reach_only_the_container(
+    on_docker, db, make_client, capsys
+) -> None:
     tenant_id, token = await add_tenant(db)
     handlers = logging.getLogger().handlers[:]
     configure_logging(dev=False, level="DEBUG")
     try:
         client = await make_client(on_docker)
-        stored = await client.post("/api/v1/keys", json={"provider": "binance", "key": PLAINTEXT}, headers=bearer(token))
+        stored = await client.post(
+            "/api/v1/keys", json={"provider": "binance", "key": PLAINTEXT}, headers=bearer(token)
+        )
         assert stored.status == 201
         assert await stored.json() == {"provider": "binance", "last4": "****" + PLAINTEXT[-4:]}
 
-        raw = await db.fetchrow("SELECT ciphertext, last4, key_version FROM provider_keys WHERE tenant_id = $1", tenant_id)
+        raw = await db.fetchrow(
+            "SELECT ciphertext, last4, key_version FROM provider_keys WHERE tenant_id = $1",
+            tenant_id,
+        )
         assert PLAINTEXT not in raw["ciphertext"] and PLAINTEXT[8:] not in raw["ciphertext"]
         assert Fernet(FIRST_KEY).decrypt(raw["ciphertext"].encode()).decode() == PLAINTEXT
         assert raw["key_version"] == key_version(FIRST_KEY)
@@ -172,7 +211,9 @@ async def test_keys_are_encrypted_masked_and_reach_only_the_container(on_docker,
         listing = await client.get("/api/v1/keys", headers=bearer(token))
         text = await listing.text()
         assert PLAINTEXT not in text
-        assert [(k["provider"], k["last4"]) for k in json.loads(text)["keys"]] == [("binance", "****" + PLAINTEXT[-4:])]
+        assert [(k["provider"], k["last4"]) for k in json.loads(text)["keys"]] == [
+            ("binance", "****" + PLAINTEXT[-4:])
+        ]
 
         await store.set_desired(db, tenant_id, "running", reset_restarts=True)
         resources = resources_for(on_docker)
@@ -217,7 +258,9 @@ async def test_bad_keys_are_422(active, db, make_client, body, field) -> None:
     assert await db.fetchval("SELECT count(*) FROM provider_keys") == 0
 
 
-def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decrypt(settings, tmp_path) -> None:
+def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decrypt(
+    settings, tmp_path
+) -> None:
     active = bot_settings(settings, tmp_path, "process", None)
     second = Fernet.generate_key().decode()
 
@@ -225,7 +268,14 @@ def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decryp
         conn = await connect(active.require_database_url())
         tenant_id, _ = await add_tenant(conn)
         old = Fernet(FIRST_KEY).encrypt(PLAINTEXT.encode()).decode()
-        await store.put_key(conn, tenant_id, "binance", ciphertext=old, last4="****", key_version=key_version(FIRST_KEY))
+        await store.put_key(
+            conn,
+            tenant_id,
+            "binance",
+            ciphertext=old,
+            last4="****",
+            key_version=key_version(FIRST_KEY),
+        )
         await conn.close()
         return tenant_id, old
 
@@ -236,14 +286,18 @@ def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decryp
 
     assert secret_box(rotating).decrypt(old) == PLAINTEXT
 
-    result = CliRunner().invoke(cli, ["keys", "rotate"], env=_cli_env(active, f"{second},{FIRST_KEY}"))
+    result = CliRunner().invoke(
+        cli, ["keys", "rotate"], env=_cli_env(active, f"{second},{FIRST_KEY}")
+    )
     assert result.exit_code == 0, result.output
     assert "1 provider key(s) re-encrypted" in result.output and PLAINTEXT not in result.output
 
     async def stored() -> asyncpg.Record:
         conn = await connect(active.require_database_url())
         try:
-            return await conn.fetchrow("SELECT ciphertext, key_version FROM provider_keys WHERE tenant_id = $1", tenant_id)
+            return await conn.fetchrow(
+                "SELECT ciphertext, key_version FROM provider_keys WHERE tenant_id = $1", tenant_id
+            )
         finally:
             await conn.close()
 
@@ -253,14 +307,19 @@ def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decryp
     with pytest.raises(InvalidToken):
         Fernet(FIRST_KEY).decrypt(row["ciphertext"].encode())  # the old key can now be retired
 
-    wrong = CliRunner().invoke(cli, ["keys", "rotate"], env=_cli_env(active, Fernet.generate_key().decode()))
+    wrong = CliRunner().invoke(
+        cli, ["keys", "rotate"], env=_cli_env(active, Fernet.generate_key().decode())
+    )
     assert wrong.exit_code == 1 and "nothing was changed" in wrong.output
     assert asyncio.run(stored())["ciphertext"] == row["ciphertext"]
 
 
 # Plans ---------------------------------------------------------------------------------------
 
-async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(on_docker, db, make_client, start_worker) -> None:
+
+async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(
+    on_docker, db, make_client, start_worker
+) -> None:
     tenant_id, token = await add_tenant(db)
     client = await make_client(on_docker)
     system = start_worker(settings_override=on_docker, queues=["bots"])
@@ -277,7 +336,9 @@ async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(on_docke
     live = {"symbols": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "mode": "live", "capital": "5000"}
     accepted = await client.put("/api/v1/bot/config", json=live, headers=bearer(token))
     assert accepted.status == 202, await accepted.text()
-    start = (await (await client.post("/api/v1/bot/start", headers=bearer(token))).json())["command_id"]
+    start = (await (await client.post("/api/v1/bot/start", headers=bearer(token))).json())[
+        "command_id"
+    ]
 
     async def done():
         command = await store.get_command(db, uuid.UUID(start))
@@ -288,23 +349,40 @@ async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(on_docke
     # A late, older message (an earlier cancellation) must not undo the upgrade.
     send(tenant_id, "pro", False, "subscription:sub_1", (t0 - timedelta(days=1)).isoformat())
     # Another subscription ending does not touch the plan this one pays for.
-    send(tenant_id, "enterprise", False, "subscription:sub_other", (t0 + timedelta(hours=1)).isoformat())
+    send(
+        tenant_id,
+        "enterprise",
+        False,
+        "subscription:sub_other",
+        (t0 + timedelta(hours=1)).isoformat(),
+    )
 
     async def recorded(count: int):
-        return await db.fetchval("SELECT count(*) FROM plan_changes WHERE tenant_ref = $1", tenant_id) >= count
+        return (
+            await db.fetchval("SELECT count(*) FROM plan_changes WHERE tenant_ref = $1", tenant_id)
+            >= count
+        )
 
     await wait_for(lambda: recorded(3))
     rows = await db.fetch("SELECT plan, outcome FROM plan_changes WHERE tenant_ref = $1", tenant_id)
     # Two worker threads may record the two late messages in either order.
     assert sorted((r["plan"], r["outcome"]) for r in rows) == [
-        ("enterprise", "ignored"), ("pro", "applied"), ("pro", "stale"),
+        ("enterprise", "ignored"),
+        ("pro", "applied"),
+        ("pro", "stale"),
     ]
     assert (await store.get_tenant(db, tenant_id)).plan == "pro"
 
-    send(tenant_id, "pro", False, "subscription:sub_1", (t0 + timedelta(days=30)).isoformat())  # downgrade
+    send(
+        tenant_id, "pro", False, "subscription:sub_1", (t0 + timedelta(days=30)).isoformat()
+    )  # downgrade
     await wait_for(lambda: on("free"))
     bot = await store.get_bot(db, tenant_id)
-    assert bot.config["mode"] == "paper" and bot.config["symbols"] == ["BTCUSDT"] and bot.config_version == 3
+    assert (
+        bot.config["mode"] == "paper"
+        and bot.config["symbols"] == ["BTCUSDT"]
+        and bot.config_version == 3
+    )
 
     runtime = await runtime_of(on_docker)
 
@@ -313,9 +391,15 @@ async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(on_docke
         return current if current is not None and current.config_version == 3 else None
 
     current = await wait_for(paper_bot, timeout=30)  # the reconcile the plan change asked for
-    env = dict(e.split("=", 1) for e in docker.from_env().api.inspect_container(current.bot_id)["Config"]["Env"])
+    env = dict(
+        e.split("=", 1)
+        for e in docker.from_env().api.inspect_container(current.bot_id)["Config"]["Env"]
+    )
     assert json.loads(env["BOT_CONFIG"])["mode"] == "paper"
-    assert docker.from_env().api.inspect_container(current.bot_id)["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    assert (
+        docker.from_env().api.inspect_container(current.bot_id)["HostConfig"]["Memory"]
+        == 64 * 1024 * 1024
+    )
 
 
 async def test_apply_plan_rejects_garbage_and_remembers_unknown_tenants(active, db) -> None:
@@ -325,8 +409,12 @@ async def test_apply_plan_rejects_garbage_and_remembers_unknown_tenants(active, 
         with pytest.raises(PermanentError):
             await apply_plan(resources, "t-nobody", "pro", True, "payment:1", "yesterday")
         with pytest.raises(PermanentError):
-            await apply_plan(resources, "t-nobody", "platinum", True, "payment:1", datetime.now(UTC).isoformat())
-        await apply_plan(resources, "t-later", "pro", True, "payment:7", datetime.now(UTC).isoformat())
+            await apply_plan(
+                resources, "t-nobody", "platinum", True, "payment:1", datetime.now(UTC).isoformat()
+            )
+        await apply_plan(
+            resources, "t-later", "pro", True, "payment:7", datetime.now(UTC).isoformat()
+        )
     finally:
         await resources.close()
     row = await db.fetchrow("SELECT outcome, reason FROM plan_changes WHERE tenant_ref = 't-later'")
@@ -335,13 +423,16 @@ async def test_apply_plan_rejects_garbage_and_remembers_unknown_tenants(active, 
 
 # Admin ---------------------------------------------------------------------------------------
 
+
 async def test_admin_routes_need_the_admin_token(active, db, make_client, start_worker) -> None:
     tenant_id, token = await add_tenant(db)
     client = await make_client(active)
     start_worker(settings_override=active, queues=["bots"])
     for headers in ({}, bearer(token), bearer(ADMIN_TOKEN + "x")):
         assert (await client.get("/api/v1/admin/bots", headers=headers)).status == 401
-        assert (await client.post(f"/api/v1/admin/bots/{tenant_id}/stop", headers=headers)).status == 401
+        assert (
+            await client.post(f"/api/v1/admin/bots/{tenant_id}/stop", headers=headers)
+        ).status == 401
     await store.set_desired(db, tenant_id, "running", reset_restarts=True)
 
     listed = await (await client.get("/api/v1/admin/bots", headers=bearer(ADMIN_TOKEN))).json()
@@ -352,7 +443,9 @@ async def test_admin_routes_need_the_admin_token(active, db, make_client, start_
     body = await wait_for(lambda: _finished(client, token, command_id), timeout=30)
     assert body["requested_by"] == "admin" and body["status"] == "done"
     assert (await store.get_bot(db, tenant_id)).desired == "stopped"
-    assert (await client.post("/api/v1/admin/bots/t-missing/stop", headers=bearer(ADMIN_TOKEN))).status == 404
+    assert (
+        await client.post("/api/v1/admin/bots/t-missing/stop", headers=bearer(ADMIN_TOKEN))
+    ).status == 404
 
     unset = await make_client(active.model_copy(update={"bot_admin_token": None}))
     assert (await unset.get("/api/v1/admin/bots", headers=bearer(ADMIN_TOKEN))).status == 503
@@ -364,6 +457,7 @@ async def _finished(client, token: str, command_id: str):
 
 
 # CLI -----------------------------------------------------------------------------------------
+
 
 def _cli_env(settings: Settings, keys: str = FIRST_KEY) -> dict[str, str]:
     return {
@@ -389,10 +483,17 @@ def _query(settings: Settings, sql: str, *args: object) -> list[asyncpg.Record]:
 def test_tenants_cli_creates_lists_rotates_and_applies_waiting_plans(settings) -> None:
     env = _cli_env(settings)
     runner = CliRunner()
-    _query(settings, "INSERT INTO plan_changes (tenant_ref, plan, active, source, provider_at, outcome, reason) "
-                     "VALUES ('acme-1', 'pro', true, 'payment:9', now(), 'unknown_tenant', 'no such tenant yet')")
+    _query(
+        settings,
+        "INSERT INTO plan_changes (tenant_ref, plan, active, source, provider_at, outcome, reason) "
+        "VALUES ('acme-1', 'pro', true, 'payment:9', now(), 'unknown_tenant', 'no such tenant yet')",
+    )
 
-    created = runner.invoke(cli, ["tenants", "create", "--email", "ops@acme.test", "--plan", "free", "--id", "acme-1"], env=env)
+    created = runner.invoke(
+        cli,
+        ["tenants", "create", "--email", "ops@acme.test", "--plan", "free", "--id", "acme-1"],
+        env=env,
+    )
     assert created.exit_code == 0, created.output
     token = created.output.rsplit(": ", 1)[1].strip()
     assert token.startswith("cmt_") and created.output.count(token) == 1
@@ -401,10 +502,24 @@ def test_tenants_cli_creates_lists_rotates_and_applies_waiting_plans(settings) -
     assert row["plan"] == "pro" and bytes(row["token_sha256"]) == token_digest(token)
     assert token.encode() not in b"".join(str(v).encode() for v in row.values())
 
-    assert runner.invoke(cli, ["tenants", "create", "--email", "x@acme.test", "--id", "acme-1"], env=env).exit_code == 1
-    assert runner.invoke(cli, ["tenants", "create", "--email", "x@acme.test", "--plan", "gold"], env=env).exit_code == 1
+    assert (
+        runner.invoke(
+            cli, ["tenants", "create", "--email", "x@acme.test", "--id", "acme-1"], env=env
+        ).exit_code
+        == 1
+    )
+    assert (
+        runner.invoke(
+            cli, ["tenants", "create", "--email", "x@acme.test", "--plan", "gold"], env=env
+        ).exit_code
+        == 1
+    )
     listed = runner.invoke(cli, ["tenants", "list"], env=env)
-    assert "acme-1" in listed.output and "ops@acme.test" in listed.output and token not in listed.output
+    assert (
+        "acme-1" in listed.output
+        and "ops@acme.test" in listed.output
+        and token not in listed.output
+    )
 
     rotated = runner.invoke(cli, ["tenants", "token", "rotate", "acme-1"], env=env)
     assert rotated.exit_code == 0
@@ -417,10 +532,15 @@ def test_tenants_cli_creates_lists_rotates_and_applies_waiting_plans(settings) -
 def test_bots_cli_lists_and_resets_a_crashloop(settings) -> None:
     env = _cli_env(settings)
     runner = CliRunner()
-    created = runner.invoke(cli, ["tenants", "create", "--email", "a@b.test", "--id", "loop-1"], env=env)
+    created = runner.invoke(
+        cli, ["tenants", "create", "--email", "a@b.test", "--id", "loop-1"], env=env
+    )
     assert created.exit_code == 0
-    _query(settings, "UPDATE bots SET desired = 'running', observed = 'crashloop', crashloop = true, "
-                     "crashloop_reason = '3 restarts within 0:02:00, limit 3', restarts_total = 3 WHERE tenant_id = 'loop-1'")
+    _query(
+        settings,
+        "UPDATE bots SET desired = 'running', observed = 'crashloop', crashloop = true, "
+        "crashloop_reason = '3 restarts within 0:02:00, limit 3', restarts_total = 3 WHERE tenant_id = 'loop-1'",
+    )
 
     listed = runner.invoke(cli, ["bots", "list"], env=env)
     assert listed.exit_code == 0
@@ -437,6 +557,7 @@ def test_bots_cli_lists_and_resets_a_crashloop(settings) -> None:
 
 # colmena dev fallbacks -------------------------------------------------------------------------
 
+
 def test_dev_falls_back_to_processes_and_production_insists_on_docker(settings, tmp_path) -> None:
     nowhere = {"bot_runtime": "auto", "docker_url": f"unix://{tmp_path}/no-docker.sock"}
     assert runtime_kind(settings.model_copy(update={**nowhere, "env": "dev"})) == "process"
@@ -444,8 +565,12 @@ def test_dev_falls_back_to_processes_and_production_insists_on_docker(settings, 
         runtime_kind(settings.model_copy(update={**nowhere, "env": "production"}))
 
 
-def test_dev_generates_one_fernet_key_and_production_requires_the_setting(settings, tmp_path) -> None:
-    dev = settings.model_copy(update={"env": "dev", "secret_keys": None, "data_dir": tmp_path / "data"})
+def test_dev_generates_one_fernet_key_and_production_requires_the_setting(
+    settings, tmp_path
+) -> None:
+    dev = settings.model_copy(
+        update={"env": "dev", "secret_keys": None, "data_dir": tmp_path / "data"}
+    )
     first = configured_keys(dev)
     assert configured_keys(dev) == first and len(first) == 1
     Fernet(first[0])  # a usable key

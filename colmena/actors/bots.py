@@ -33,13 +33,14 @@ import asyncpg
 import structlog
 from apscheduler.triggers.interval import IntervalTrigger
 
-from colmena.actors.outbox import publish_now
-from colmena.broker import PermanentError, actor
 from colmena.config import Settings
 from colmena.config.metrics import BOT_CRASHLOOPS, BOT_RECONCILE_SECONDS, BOT_RESTARTS
 from colmena.domain.tenants import PlanLimits, decide_plan_change, fit_to_plan
-from colmena.resources import Resources
-from colmena.scheduler import scheduled
+from colmena.errors import PermanentError
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.registry import actor
+from colmena.runtime.resources import Resources
+from colmena.runtime.scheduler import scheduled
 from colmena.store import tenants as store
 from colmena.store.outbox import OutboxMessage
 from colmena.supervisor.health import check_health
@@ -69,6 +70,7 @@ async def runtime_of(settings: Settings) -> Runtime:
 
 # Plans -----------------------------------------------------------------------------------------
 
+
 def _provider_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
@@ -80,27 +82,58 @@ def _provider_time(value: str) -> datetime:
 
 
 async def change_plan(
-    conn: asyncpg.Connection, tenant_ref: str, plan: str, active: bool, source: str, provider_at: datetime
+    conn: asyncpg.Connection,
+    tenant_ref: str,
+    plan: str,
+    active: bool,
+    source: str,
+    provider_at: datetime,
 ) -> tuple[str, OutboxMessage | None]:
     """Apply one plan change inside the caller's transaction; (outcome, reconcile message)."""
     if await store.get_plan(conn, plan) is None:
         raise PermanentError(f"unknown plan {plan!r}")
+
     async def record(outcome: str, reason: str) -> None:
-        await store.record_plan_change(conn, tenant_ref=tenant_ref, plan=plan, active=active, source=source,
-                                       provider_at=provider_at, outcome=outcome, reason=reason)
+        await store.record_plan_change(
+            conn,
+            tenant_ref=tenant_ref,
+            plan=plan,
+            active=active,
+            source=source,
+            provider_at=provider_at,
+            outcome=outcome,
+            reason=reason,
+        )
 
     tenant = await store.get_tenant(conn, tenant_ref, for_update=True)
     if tenant is None:
-        await record("unknown_tenant", "no such tenant yet; `colmena tenants create --id` applies it")
-        log.warning("plan change for an unknown tenant recorded", tenant_id=tenant_ref, plan=plan, active=active)
+        await record(
+            "unknown_tenant", "no such tenant yet; `colmena tenants create --id` applies it"
+        )
+        log.warning(
+            "plan change for an unknown tenant recorded",
+            tenant_id=tenant_ref,
+            plan=plan,
+            active=active,
+        )
         return "unknown_tenant", None
     decision = decide_plan_change(
-        current_plan=tenant.plan, current_source=tenant.plan_source, current_at=tenant.plan_provider_at,
-        plan=plan, active=active, source=source, provider_at=provider_at,
+        current_plan=tenant.plan,
+        current_source=tenant.plan_source,
+        current_at=tenant.plan_provider_at,
+        plan=plan,
+        active=active,
+        source=source,
+        provider_at=provider_at,
     )
     await record(decision.outcome, decision.reason)
     if decision.plan is None:
-        log.info("plan change not applied", tenant_id=tenant_ref, outcome=decision.outcome, reason=decision.reason)
+        log.info(
+            "plan change not applied",
+            tenant_id=tenant_ref,
+            outcome=decision.outcome,
+            reason=decision.reason,
+        )
         return decision.outcome, None
     await store.set_plan(conn, tenant_ref, decision.plan, source=source, provider_at=provider_at)
     new_plan = await store.get_plan(conn, decision.plan)
@@ -110,9 +143,20 @@ async def change_plan(
     fitted = fit_to_plan(bot.config, PlanLimits(new_plan.max_symbols, new_plan.live_allowed))
     if fitted != bot.config:
         version = await store.set_config(conn, tenant_ref, fitted)
-        log.info("bot config fitted to the new plan", tenant_id=tenant_ref, plan=decision.plan,
-                 mode=fitted.get("mode"), config_version=version)
-    log.info("plan applied", tenant_id=tenant_ref, old_plan=tenant.plan, plan=decision.plan, reason=decision.reason)
+        log.info(
+            "bot config fitted to the new plan",
+            tenant_id=tenant_ref,
+            plan=decision.plan,
+            mode=fitted.get("mode"),
+            config_version=version,
+        )
+    log.info(
+        "plan applied",
+        tenant_id=tenant_ref,
+        old_plan=tenant.plan,
+        plan=decision.plan,
+        reason=decision.reason,
+    )
     return "applied", await store.record_reconcile(conn, tenant_ref)
 
 
@@ -130,7 +174,10 @@ async def apply_plan(
 
 # Commands and reconciling one tenant ----------------------------------------------------------
 
-async def _decrypted_keys(conn: asyncpg.Connection, settings: Settings, tenant_id: str) -> dict[str, str]:
+
+async def _decrypted_keys(
+    conn: asyncpg.Connection, settings: Settings, tenant_id: str
+) -> dict[str, str]:
     ciphertexts = await store.key_ciphertexts(conn, tenant_id)
     if not ciphertexts:
         return {}
@@ -154,20 +201,36 @@ async def converge(
     otherwise the runtime is listed here. None when the tenant does not exist.
     """
     if not listed:
-        actual = next((b for b in await asyncio.to_thread(runtime.list_bots) if b.tenant_id == tenant_id), None)
+        actual = next(
+            (b for b in await asyncio.to_thread(runtime.list_bots) if b.tenant_id == tenant_id),
+            None,
+        )
     row = await store.get_bot(conn, tenant_id)
     if row is None:
         if actual is not None:
-            await asyncio.to_thread(runtime.remove_bot, actual.bot_id, settings.bot_stop_timeout_seconds)
+            await asyncio.to_thread(
+                runtime.remove_bot, actual.bot_id, settings.bot_stop_timeout_seconds
+            )
             log.warning("bot of a tenant that no longer exists removed", tenant_id=tenant_id)
         return None
-    spec = spec_for(tenant_id, row.config, row.config_version, memory_mb=row.plan.memory_mb,
-                    cpu_millis=row.plan.cpu_millis, settings=settings)
+    spec = spec_for(
+        tenant_id,
+        row.config,
+        row.config_version,
+        memory_mb=row.plan.memory_mb,
+        cpu_millis=row.plan.cpu_millis,
+        settings=settings,
+    )
     now = datetime.now(UTC)
     step = decide(
         desired_running=row.desired == "running",
-        restart_state=RestartState(restarts=row.restarts, streak=row.streak, crashloop=row.crashloop),
-        config_hash=spec.config_hash, actual=actual, policy=policy_from(settings), now=now,
+        restart_state=RestartState(
+            restarts=row.restarts, streak=row.streak, crashloop=row.crashloop
+        ),
+        config_hash=spec.config_hash,
+        actual=actual,
+        policy=policy_from(settings),
+        now=now,
         force_restart=force_restart,
     )
     healthy: bool | None = None
@@ -180,32 +243,56 @@ async def converge(
             BOT_RESTARTS.inc()
             log.warning("crashed bot restarted", tenant_id=tenant_id, reason=step.reason)
         else:
-            log.info("bot started", tenant_id=tenant_id, reason=step.reason, config_version=row.config_version)
+            log.info(
+                "bot started",
+                tenant_id=tenant_id,
+                reason=step.reason,
+                config_version=row.config_version,
+            )
     elif step.do is Do.CRASHLOOP and step.state is not None:
         BOT_CRASHLOOPS.inc()
-        log.error("bot in crashloop: no more restarts until the tenant or an operator acts",
-                  tenant_id=tenant_id, reason=step.reason, exit_code=actual.exit_code if actual else None)
+        log.error(
+            "bot in crashloop: no more restarts until the tenant or an operator acts",
+            tenant_id=tenant_id,
+            reason=step.reason,
+            exit_code=actual.exit_code if actual else None,
+        )
     elif step.do is Do.NOTHING and actual is not None and actual.state is BotState.RUNNING:
         healthy = await asyncio.to_thread(check_health, runtime, actual, now)
     if step.state is not None:
         await store.save_restart_state(
-            conn, tenant_id, restarts=step.state.restarts, streak=step.state.streak, crashloop=step.state.crashloop,
-            crashloop_reason=step.reason if step.state.crashloop else None, restarted=step.do is Do.RESTART,
+            conn,
+            tenant_id,
+            restarts=step.state.restarts,
+            streak=step.state.streak,
+            crashloop=step.state.crashloop,
+            crashloop_reason=step.reason if step.state.crashloop else None,
+            restarted=step.do is Do.RESTART,
         )
     exit_code = actual.exit_code if actual is not None and actual.state is BotState.EXITED else None
-    await store.set_observed(conn, tenant_id, step.observed, healthy=healthy, exit_code=exit_code,
-                             next_restart_at=step.restart_at)
+    await store.set_observed(
+        conn,
+        tenant_id,
+        step.observed,
+        healthy=healthy,
+        exit_code=exit_code,
+        next_restart_at=step.restart_at,
+    )
     return step
 
 
-async def reconcile_one(resources: Resources, tenant_id: str, *, force_restart: bool = False) -> Step | None:
+async def reconcile_one(
+    resources: Resources, tenant_id: str, *, force_restart: bool = False
+) -> Step | None:
     """Converge one tenant under its lock (waiting for a command in progress)."""
     runtime = await runtime_of(resources.settings)
     started = time.perf_counter()
     async with resources.pool.acquire() as conn:
         await store.lock_tenant(conn, tenant_id)
         try:
-            return await converge(conn, resources.settings, runtime, tenant_id, force_restart=force_restart)
+            return await converge(
+                conn, resources.settings, runtime, tenant_id, force_restart=force_restart
+            )
         finally:
             await store.unlock_tenant(conn, tenant_id)
             BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
@@ -240,7 +327,9 @@ async def run_command(resources: Resources, command_id: str) -> None:
             log.info("command already finished", command_id=command_id, status=command.status)
             return
         runtime = await runtime_of(resources.settings)
-        with structlog.contextvars.bound_contextvars(tenant_id=command.tenant_id, command_id=command_id):
+        with structlog.contextvars.bound_contextvars(
+            tenant_id=command.tenant_id, command_id=command_id
+        ):
             await store.lock_tenant(conn, command.tenant_id)
             try:
                 await _run_locked(conn, resources.settings, runtime, key)
@@ -248,7 +337,9 @@ async def run_command(resources: Resources, command_id: str) -> None:
                 await store.unlock_tenant(conn, command.tenant_id)
 
 
-async def _run_locked(conn: asyncpg.Connection, settings: Settings, runtime: Runtime, key: uuid.UUID) -> None:
+async def _run_locked(
+    conn: asyncpg.Connection, settings: Settings, runtime: Runtime, key: uuid.UUID
+) -> None:
     command = await store.get_command(conn, key)
     if command is None or command.status != "queued":
         return  # a duplicate delivery finished it while we waited for the lock
@@ -259,7 +350,9 @@ async def _run_locked(conn: asyncpg.Connection, settings: Settings, runtime: Run
         return
     started = time.perf_counter()
     try:
-        step = await converge(conn, settings, runtime, command.tenant_id, force_restart=command.kind == "restart")
+        step = await converge(
+            conn, settings, runtime, command.tenant_id, force_restart=command.kind == "restart"
+        )
     except Exception as exc:  # the reason goes to the tenant; the reconciler keeps converging
         reason = f"{type(exc).__name__}: {exc}"[:500]
         await store.finish_command(conn, key, "failed", reason)
@@ -272,6 +365,7 @@ async def _run_locked(conn: asyncpg.Connection, settings: Settings, runtime: Run
 
 
 # Every tenant ---------------------------------------------------------------------------------
+
 
 async def reconcile_all(resources: Resources) -> Counter[str]:
     """One pass over every tenant with one listing; returns how many tenants got each step.
@@ -289,8 +383,14 @@ async def reconcile_all(resources: Resources) -> Counter[str]:
     by_tenant = {bot.tenant_id: bot for bot in actual if bot.tenant_id in known}
     outcome: Counter[str] = Counter()
     for orphan in (bot for bot in actual if bot.tenant_id not in known):
-        await asyncio.to_thread(runtime.remove_bot, orphan.bot_id, settings.bot_stop_timeout_seconds)
-        log.warning("bot without a known tenant removed", bot_id=orphan.bot_id[:12], tenant_id=orphan.tenant_id)
+        await asyncio.to_thread(
+            runtime.remove_bot, orphan.bot_id, settings.bot_stop_timeout_seconds
+        )
+        log.warning(
+            "bot without a known tenant removed",
+            bot_id=orphan.bot_id[:12],
+            tenant_id=orphan.tenant_id,
+        )
         outcome["orphan_removed"] += 1
     gate = asyncio.Semaphore(settings.bot_reconcile_concurrency)
 
@@ -299,16 +399,24 @@ async def reconcile_all(resources: Resources) -> Counter[str]:
             if not await store.try_lock_tenant(conn, tenant_id):
                 return "busy"
             try:
-                step = await converge(conn, settings, runtime, tenant_id, actual=by_tenant.get(tenant_id), listed=True)
+                step = await converge(
+                    conn, settings, runtime, tenant_id, actual=by_tenant.get(tenant_id), listed=True
+                )
                 return step.do.value if step else "gone"
             finally:
                 await store.unlock_tenant(conn, tenant_id)
 
-    results = await asyncio.gather(*(one(tenant_id) for tenant_id in tenant_ids), return_exceptions=True)
+    results = await asyncio.gather(
+        *(one(tenant_id) for tenant_id in tenant_ids), return_exceptions=True
+    )
     for tenant_id, result in zip(tenant_ids, results, strict=True):
         if isinstance(result, BaseException):
             outcome["error"] += 1
-            log.error("reconcile failed for a tenant", tenant_id=tenant_id, error=f"{type(result).__name__}: {result}")
+            log.error(
+                "reconcile failed for a tenant",
+                tenant_id=tenant_id,
+                error=f"{type(result).__name__}: {result}",
+            )
         else:
             outcome[result] += 1
     elapsed = time.perf_counter() - started

@@ -28,7 +28,6 @@ import asyncpg
 import structlog
 from apscheduler.triggers.interval import IntervalTrigger
 
-from colmena.broker import PermanentError, actor
 from colmena.config import Settings
 from colmena.config.metrics import (
     LICENSE_CLEANUP_REMOVED,
@@ -45,6 +44,7 @@ from colmena.domain.licensing import (
     verify_license_key,
 )
 from colmena.domain.packaging import PackagingError, build_package
+from colmena.errors import PermanentError
 from colmena.gateways.mail import (
     Attachment,
     MailDeliveryError,
@@ -53,8 +53,9 @@ from colmena.gateways.mail import (
     license_delivery_email,
 )
 from colmena.gateways.maildrop import MailDropMailer
-from colmena.resources import Resources
-from colmena.scheduler import scheduled
+from colmena.runtime.registry import actor
+from colmena.runtime.resources import Resources
+from colmena.runtime.scheduler import scheduled
 from colmena.store import licenses as store
 from colmena.store import payments
 
@@ -70,7 +71,9 @@ _EMAIL_LOCK_SPACE = 0x4C49434D
 
 
 class Mailer(Protocol):
-    async def send_email(self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()) -> str: ...
+    async def send_email(
+        self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()
+    ) -> str: ...
 
 
 def mailer_for(settings: Settings) -> Mailer:
@@ -122,11 +125,15 @@ async def issue_license(
     if existing is not None:
         return existing, await store.add_email(conn, existing.id, "purchase"), False
     if payment.product_kind != "license":
-        raise PermanentError(f"payment {payment_id} is not for a license (product_kind={payment.product_kind!r})")
+        raise PermanentError(
+            f"payment {payment_id} is not for a license (product_kind={payment.product_kind!r})"
+        )
     if payment.approved_at is None:
         raise PermanentError(f"payment {payment_id} was never approved")
     if payment.status in REVERSED_STATUSES:
-        log.info("payment reversed before its license was issued; issuing none", payment_id=payment_id)
+        log.info(
+            "payment reversed before its license was issued; issuing none", payment_id=payment_id
+        )
         return None
     license = license_for(payment, now=datetime.now(UTC))
     try:
@@ -149,7 +156,12 @@ async def deliver_license(resources: Resources, payment_id: int) -> None:
     record, email_id, new = issued
     if new:
         LICENSES_ISSUED.inc()
-        log.info("license issued", license_id=str(record.id), payment_id=payment_id, product=record.product_ref)
+        log.info(
+            "license issued",
+            license_id=str(record.id),
+            payment_id=payment_id,
+            product=record.product_ref,
+        )
     await send_email(resources, email_id)
 
 
@@ -168,12 +180,19 @@ async def revoke_license(resources: Resources, payment_id: int) -> None:
             raise PermanentError(f"payment {payment_id} does not exist")
         record = await store.get_by_payment(conn, payment_id)
         if record is None:
-            log.info("no license to revoke for payment", payment_id=payment_id, status=payment.status)
+            log.info(
+                "no license to revoke for payment", payment_id=payment_id, status=payment.status
+            )
             return
         revoked = await store.revoke(conn, record.id, f"payment {payment.status}")
     if revoked:
         LICENSES_REVOKED.labels(source="payment").inc()
-        log.info("license revoked", license_id=str(record.id), payment_id=payment_id, status=payment.status)
+        log.info(
+            "license revoked",
+            license_id=str(record.id),
+            payment_id=payment_id,
+            status=payment.status,
+        )
 
 
 async def send_email(resources: Resources, email_id: int) -> None:
@@ -188,7 +207,9 @@ async def send_email(resources: Resources, email_id: int) -> None:
             await conn.execute("SELECT pg_advisory_unlock($1, $2)", *lock)
 
 
-async def _send_locked(conn: asyncpg.Connection, settings: Settings, mailer: Mailer, email_id: int) -> None:
+async def _send_locked(
+    conn: asyncpg.Connection, settings: Settings, mailer: Mailer, email_id: int
+) -> None:
     token = new_token()
     async with conn.transaction():
         pending = await store.lock_email(conn, email_id)
@@ -196,13 +217,18 @@ async def _send_locked(conn: asyncpg.Connection, settings: Settings, mailer: Mai
             raise PermanentError(f"license email {email_id} does not exist")
         record = pending.license
         skip = (
-            "already sent" if pending.sent
-            else "superseded by a newer email" if pending.superseded
-            else "license revoked" if record.revoked_at is not None
+            "already sent"
+            if pending.sent
+            else "superseded by a newer email"
+            if pending.superseded
+            else "license revoked"
+            if record.revoked_at is not None
             else None
         )
         if skip:
-            log.info("license email not sent", email_id=email_id, license_id=str(record.id), reason=skip)
+            log.info(
+                "license email not sent", email_id=email_id, license_id=str(record.id), reason=skip
+            )
             return
         await ensure_package(conn, settings, record)
         await store.invalidate_links(conn, record.id)
@@ -227,17 +253,30 @@ async def _send_locked(conn: asyncpg.Connection, settings: Settings, mailer: Mai
         smtp_message_id = await mailer.send_email(record.customer_email, email)
     except MailDeliveryError as exc:
         await store.note_email_failure(conn, email_id, str(exc))
-        LICENSE_EMAILS.labels(outcome="permanent_failure" if exc.permanent else "temporary_failure").inc()
+        LICENSE_EMAILS.labels(
+            outcome="permanent_failure" if exc.permanent else "temporary_failure"
+        ).inc()
         if exc.permanent:
-            raise PermanentError(f"license email {email_id}: {exc}; recover with `colmena license resend`") from exc
+            raise PermanentError(
+                f"license email {email_id}: {exc}; recover with `colmena license resend`"
+            ) from exc
         raise
     async with conn.transaction():
-        await store.mark_email_sent(conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id)
+        await store.mark_email_sent(
+            conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id
+        )
     LICENSE_EMAILS.labels(outcome="sent").inc()
-    log.info("license email sent", email_id=email_id, license_id=str(record.id), smtp_message_id=smtp_message_id)
+    log.info(
+        "license email sent",
+        email_id=email_id,
+        license_id=str(record.id),
+        smtp_message_id=smtp_message_id,
+    )
 
 
-async def ensure_package(conn: asyncpg.Connection, settings: Settings, record: store.LicenseRecord) -> None:
+async def ensure_package(
+    conn: asyncpg.Connection, settings: Settings, record: store.LicenseRecord
+) -> None:
     """Build the package unless it is on disk. The caller holds the license row lock, so a
     concurrent delivery or the cleanup job waits instead of racing on the file."""
     storage = settings.license_storage_path

@@ -33,8 +33,6 @@ import asyncio
 import asyncpg
 import structlog
 
-from colmena.actors.outbox import publish_now
-from colmena.broker import PermanentError, actor
 from colmena.config.metrics import PAYMENT_TRANSITIONS
 from colmena.domain.payment_events import (
     Ignored,
@@ -45,8 +43,15 @@ from colmena.domain.payment_events import (
     interpret_stripe,
 )
 from colmena.domain.payment_state import REVERSED, Status, decide
-from colmena.gateways.mercadopago import MercadoPagoClient, MercadoPagoNotFound, MercadoPagoRejected
-from colmena.resources import Resources
+from colmena.errors import PermanentError
+from colmena.gateways.mercadopago import (
+    MercadoPagoClient,
+    MercadoPagoNotFound,
+    MercadoPagoRejected,
+)
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.registry import actor
+from colmena.runtime.resources import Resources
 from colmena.store import inbox, outbox, payments
 from colmena.store.outbox import OutboxMessage
 from colmena.store.payments import Payment
@@ -61,7 +66,13 @@ async def _plan_message(conn: asyncpg.Connection, update: PlanUpdate) -> OutboxM
         conn,
         queue="bots",
         actor="apply_plan",
-        args=[update.tenant_ref, update.plan, update.active, update.source, update.provider_at.isoformat()],
+        args=[
+            update.tenant_ref,
+            update.plan,
+            update.active,
+            update.source,
+            update.provider_at.isoformat(),
+        ],
         dedupe_key=f"apply_plan:{update.source}:{update.provider_at.isoformat()}:{update.plan}:{update.active}",
     )
 
@@ -72,7 +83,9 @@ def _plan_source(payment: Payment) -> str:
     return f"subscription:{subscription}" if subscription else f"payment:{payment.id}"
 
 
-async def _follow_ups(conn: asyncpg.Connection, payment: Payment, *, first_approval: bool) -> list[OutboxMessage | None]:
+async def _follow_ups(
+    conn: asyncpg.Connection, payment: Payment, *, first_approval: bool
+) -> list[OutboxMessage | None]:
     """The outbox rows a status change calls for, recorded in the caller's transaction."""
     status = Status(payment.status)
     if status is Status.APPROVED and first_approval:
@@ -83,48 +96,88 @@ async def _follow_ups(conn: asyncpg.Connection, payment: Payment, *, first_appro
         return []
     rows: list[OutboxMessage | None] = []
     if payment.product_kind == "license":
-        rows.append(await outbox.record(
-            conn, queue="licenses", actor=license_actor, args=[payment.id], dedupe_key=f"{license_actor}:{payment.id}"
-        ))
+        rows.append(
+            await outbox.record(
+                conn,
+                queue="licenses",
+                actor=license_actor,
+                args=[payment.id],
+                dedupe_key=f"{license_actor}:{payment.id}",
+            )
+        )
     if payment.metadata.get("rfc"):
-        rows.append(await outbox.record(
-            conn, queue="stamping", actor=invoice_actor, args=[payment.id], dedupe_key=f"{invoice_actor}:{payment.id}"
-        ))
+        rows.append(
+            await outbox.record(
+                conn,
+                queue="stamping",
+                actor=invoice_actor,
+                args=[payment.id],
+                dedupe_key=f"{invoice_actor}:{payment.id}",
+            )
+        )
     if payment.product_kind == "plan":
         plan = payment.metadata.get("plan")
         if payment.tenant_ref and plan:
-            rows.append(await _plan_message(conn, PlanUpdate(
-                tenant_ref=payment.tenant_ref, plan=plan, active=active,
-                source=_plan_source(payment), provider_at=payment.status_at,
-            )))
+            rows.append(
+                await _plan_message(
+                    conn,
+                    PlanUpdate(
+                        tenant_ref=payment.tenant_ref,
+                        plan=plan,
+                        active=active,
+                        source=_plan_source(payment),
+                        provider_at=payment.status_at,
+                    ),
+                )
+            )
         else:
             log.warning("plan payment without tenant_id/plan metadata", payment_id=payment.id)
     return rows
 
 
-async def apply_update(conn: asyncpg.Connection, update: PaymentUpdate, inbox_id: int | None) -> tuple[str, list[OutboxMessage | None]]:
+async def apply_update(
+    conn: asyncpg.Connection, update: PaymentUpdate, inbox_id: int | None
+) -> tuple[str, list[OutboxMessage | None]]:
     """Apply one provider status to its payment; returns (outcome, follow-up rows)."""
     payment, created = await payments.lock_or_create(conn, update.details())
     if not created:
         await payments.fill_details(conn, payment.id, update.details())
     decision = decide(Status(payment.status), payment.status_at, update.status, update.provider_at)
     await payments.add_event(
-        conn, payment_id=payment.id, inbox_id=inbox_id, source=update.source, status=update.status.value,
-        provider_at=update.provider_at, applied=decision.apply, reason=decision.reason,
+        conn,
+        payment_id=payment.id,
+        inbox_id=inbox_id,
+        source=update.source,
+        status=update.status.value,
+        provider_at=update.provider_at,
+        applied=decision.apply,
+        reason=decision.reason,
     )
     if not decision.apply:
-        log.info("payment event ignored", payment_id=payment.id, status=update.status.value, reason=decision.reason)
+        log.info(
+            "payment event ignored",
+            payment_id=payment.id,
+            status=update.status.value,
+            reason=decision.reason,
+        )
         return f"ignored: {decision.reason}", []
     await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
     settled = await payments.get(conn, payment.id)
     assert settled is not None
     PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
-    log.info("payment status applied", payment_id=payment.id, provider=update.provider, status=update.status.value)
+    log.info(
+        "payment status applied",
+        payment_id=payment.id,
+        provider=update.provider,
+        status=update.status.value,
+    )
     rows = await _follow_ups(conn, settled, first_approval=payment.approved_at is None)
     return f"applied: {update.status.value}", rows
 
 
-async def settle(pool: asyncpg.Pool, inbox_id: int, interpretation: Interpretation) -> list[OutboxMessage | None]:
+async def settle(
+    pool: asyncpg.Pool, inbox_id: int, interpretation: Interpretation
+) -> list[OutboxMessage | None]:
     """Apply an interpreted inbox event exactly once; returns the follow-ups to publish."""
     async with pool.acquire() as conn, conn.transaction():
         event = await inbox.load_for_processing(conn, inbox_id)
@@ -178,7 +231,9 @@ async def settle_mercadopago_notification(resources: Resources, inbox_id: int) -
     if event.processed:
         return
     if event.kind != "payment":
-        rows = await settle(resources.pool, inbox_id, Ignored(f"notification type {event.kind} is not handled"))
+        rows = await settle(
+            resources.pool, inbox_id, Ignored(f"notification type {event.kind} is not handled")
+        )
         await publish_now(resources.pool, resources.publisher, rows)
         return
     payment_id = str(event.payload["data"]["id"])

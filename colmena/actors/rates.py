@@ -26,15 +26,22 @@ from enum import StrEnum
 import asyncpg
 import structlog
 
-from colmena.actors.outbox import publish_now
-from colmena.broker import PermanentError, actor
 from colmena.config import Settings
 from colmena.config.metrics import SCRAPES
 from colmena.domain.rate_schedule import CARACAS, bcv_trigger, binance_trigger
-from colmena.domain.rates import SanityResult, Verdict, check_effective_date, check_rate, market_rate
+from colmena.domain.rates import (
+    SanityResult,
+    Verdict,
+    check_effective_date,
+    check_rate,
+    market_rate,
+)
+from colmena.errors import PermanentError
 from colmena.gateways import bcv, binance
-from colmena.resources import Resources
-from colmena.scheduler import scheduled
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.registry import actor
+from colmena.runtime.resources import Resources
+from colmena.runtime.scheduler import scheduled
 from colmena.store import outbox
 from colmena.store import rates as store
 from colmena.store.outbox import OutboxMessage
@@ -113,18 +120,30 @@ def caracas_today() -> date:
 
 async def fetch(source: Source, settings: Settings) -> list[Observation]:
     """What the source shows right now; a gateway error (or an empty book) is raised."""
-    timeout, attempts, backoff = settings.rates_timeout_s, settings.rates_attempts, settings.rates_backoff_s
+    timeout, attempts, backoff = (
+        settings.rates_timeout_s,
+        settings.rates_attempts,
+        settings.rates_backoff_s,
+    )
     if source is Source.BCV:
         page = await bcv.scrape_bcv(
-            settings.bcv_url, ca_bundle=settings.bcv_ca_bundle or bcv.DEFAULT_CA_BUNDLE,
-            timeout=timeout, attempts=attempts, backoff=backoff,
+            settings.bcv_url,
+            ca_bundle=settings.bcv_ca_bundle or bcv.DEFAULT_CA_BUNDLE,
+            timeout=timeout,
+            attempts=attempts,
+            backoff=backoff,
         )
         return [Observation(pair, value, page.effective_date) for pair, value in page.rates.items()]
     book = await binance.fetch_p2p_book(
-        settings.binance_p2p_url, pay_types=settings.binance_pay_types,
-        timeout=timeout, attempts=attempts, backoff=backoff,
+        settings.binance_p2p_url,
+        pay_types=settings.binance_pay_types,
+        timeout=timeout,
+        attempts=attempts,
+        backoff=backoff,
     )
-    rate = market_rate(book[binance.Side.BUY], book[binance.Side.SELL], top_n=settings.binance_top_n)
+    rate = market_rate(
+        book[binance.Side.BUY], book[binance.Side.SELL], top_n=settings.binance_top_n
+    )
     if rate is None:
         raise EmptyBookError("no trustworthy advert on one side of the book")
     return [Observation(BINANCE_PAIR, rate.mid, caracas_today(), buy=rate.buy, sell=rate.sell)]
@@ -173,7 +192,12 @@ def judge(
 
 
 async def keep(
-    conn: asyncpg.Connection, source: Source, observation: Observation, settings: Settings, *, today: date
+    conn: asyncpg.Connection,
+    source: Source,
+    observation: Observation,
+    settings: Settings,
+    *,
+    today: date,
 ) -> PairResult:
     """Store one observation (the caller holds the source lock and the transaction).
 
@@ -189,13 +213,17 @@ async def keep(
         and kept.effective_date == observation.effective_date
     ):
         if kept.status == "suspect":
-            row = await store.confirm(conn, kept.id, by="scrape", reason="seen again by the next scrape")
+            row = await store.confirm(
+                conn, kept.id, by="scrape", reason="seen again by the next scrape"
+            )
             return PairResult(pair, "confirmed", row)
         await store.touch_seen(conn, kept.id)
         return PairResult(pair, "unchanged", kept)
     published = await store.latest_published(conn, source, pair)
     pending = await store.pending_suspect(conn, source, pair, published.id if published else 0)
-    verdict = judge(source, observation, settings, today=today, published=published, pending=pending)
+    verdict = judge(
+        source, observation, settings, today=today, published=published, pending=pending
+    )
     row = await store.insert(
         conn,
         source=source,
@@ -225,7 +253,11 @@ def summarize(results: list[PairResult]) -> str:
 
 
 async def scrape(
-    source: Source, conn: asyncpg.Connection, settings: Settings, *, scheduled_at: datetime | None = None
+    source: Source,
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    scheduled_at: datetime | None = None,
 ) -> ScrapeReport:
     """Run one scrape of `source` end to end and report what it stored or why it refused.
 
@@ -256,15 +288,25 @@ async def scrape(
         if error is not None:
             report.outcome, report.error = error.outcome, str(error)
         else:
-            report.results = [await keep(conn, source, obs, settings, today=today) for obs in observations]
+            report.results = [
+                await keep(conn, source, obs, settings, today=today) for obs in observations
+            ]
             report.outcome = summarize(report.results)
-            refused = [f"{r.pair}: {r.row.reason}" for r in report.results if r.action in ("rejected", "suspect")]
+            refused = [
+                f"{r.pair}: {r.row.reason}"
+                for r in report.results
+                if r.action in ("rejected", "suspect")
+            ]
             report.error = "; ".join(refused) or None
         if report.outcome in SUCCESSES:
             await store.note_success(conn, source, report.outcome)
         else:
             health = await store.note_failure(
-                conn, source, report.outcome, report.error or report.outcome, stale_after=settings.rates_stale_after
+                conn,
+                source,
+                report.outcome,
+                report.error or report.outcome,
+                stale_after=settings.rates_stale_after,
             )
             report.stale = health.stale
         await store.record_scrape(conn, source, run_key, report.outcome, report.error)
@@ -275,14 +317,19 @@ async def scrape(
     return report
 
 
-async def _skip_expired(conn: asyncpg.Connection, source: Source, run_key: str, age: float) -> ScrapeReport:
+async def _skip_expired(
+    conn: asyncpg.Connection, source: Source, run_key: str, age: float
+) -> ScrapeReport:
     async with conn.transaction():
         await store.lock_source(conn, source)
         if not await store.run_done(conn, source, run_key):
             await store.record_scrape(conn, source, run_key, "expired", f"tick {age:.0f}s old")
     SCRAPES.labels(source=source.value, outcome="expired").inc()
     log.warning(
-        "rates tick expired: skipped, the next tick scrapes", source=source.value, tick=run_key, age_s=round(age)
+        "rates tick expired: skipped, the next tick scrapes",
+        source=source.value,
+        tick=run_key,
+        age_s=round(age),
     )
     return ScrapeReport(source, "expired", error=f"tick {age:.0f}s old")
 
@@ -305,12 +352,18 @@ def _log_result(report: ScrapeReport) -> None:
     for result in report.results:
         if result.action in ("suspect", "rejected"):
             log.warning(
-                f"rate {result.action}", source=report.source, pair=result.pair, rate_id=result.row.id,
-                value=str(result.row.value), reason=result.row.reason,
+                f"rate {result.action}",
+                source=report.source,
+                pair=result.pair,
+                rate_id=result.row.id,
+                value=str(result.row.value),
+                reason=result.row.reason,
             )
     if report.outcome in SUCCESSES:
         log.info(
-            "rates scraped", source=report.source, outcome=report.outcome,
+            "rates scraped",
+            source=report.source,
+            outcome=report.outcome,
             pairs={r.pair: r.action for r in report.results},
         )
 
@@ -334,12 +387,22 @@ async def accept(conn: asyncpg.Connection, rate_id: int) -> tuple[RateRow, bool]
         if row.published:
             return row, False
         if row.status == "rejected":
-            raise AcceptRefused(f"rate #{rate_id} was rejected ({row.reason}); rejected values are never published")
+            raise AcceptRefused(
+                f"rate #{rate_id} was rejected ({row.reason}); rejected values are never published"
+            )
         newest = await store.latest_published(conn, row.source, row.pair)
         if newest is not None and newest.id > row.id:
             raise AcceptRefused(f"rate #{rate_id} is outdated: #{newest.id} was published after it")
-        confirmed = await store.confirm(conn, rate_id, by="operator", reason="accepted by an operator")
-    log.warning("rate accepted by an operator", rate_id=rate_id, source=row.source, pair=row.pair, value=str(row.value))
+        confirmed = await store.confirm(
+            conn, rate_id, by="operator", reason="accepted by an operator"
+        )
+    log.warning(
+        "rate accepted by an operator",
+        rate_id=rate_id,
+        source=row.source,
+        pair=row.pair,
+        value=str(row.value),
+    )
     return confirmed, True
 
 
@@ -377,7 +440,9 @@ async def scrape_binance(resources: Resources, scheduled_at: str | None = None) 
     await _run(resources, Source.BINANCE, scheduled_at)
 
 
-async def enqueue_scrape(resources: Resources, source: Source, *, now: datetime | None = None) -> OutboxMessage | None:
+async def enqueue_scrape(
+    resources: Resources, source: Source, *, now: datetime | None = None
+) -> OutboxMessage | None:
     """Record the scrape message for the tick at `now` (to the minute) and publish it.
 
     Returns None when that tick was already recorded (another scheduler, a repeated tick).
@@ -385,7 +450,11 @@ async def enqueue_scrape(resources: Resources, source: Source, *, now: datetime 
     tick = (now or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0).isoformat()
     async with resources.pool.acquire() as conn, conn.transaction():
         row = await outbox.record(
-            conn, queue=QUEUE, actor=source.actor_name, args=[tick], dedupe_key=f"rates:{source.value}:{tick}"
+            conn,
+            queue=QUEUE,
+            actor=source.actor_name,
+            args=[tick],
+            dedupe_key=f"rates:{source.value}:{tick}",
         )
     await publish_now(resources.pool, resources.publisher, [row])
     return row

@@ -37,8 +37,6 @@ from pydantic import SecretStr
 from satcfdi.models import Signer
 
 from colmena.actors.licenses import mailer_for
-from colmena.actors.outbox import publish_now
-from colmena.broker import PermanentError, actor
 from colmena.config import Settings
 from colmena.config.metrics import CSD_DAYS_LEFT, INVOICES
 from colmena.domain.invoicing import (
@@ -48,6 +46,7 @@ from colmena.domain.invoicing import (
     invoice_for,
     recipient_of,
 )
+from colmena.errors import PermanentError
 from colmena.gateways.cfdi import (
     CfdiInvalid,
     CsdError,
@@ -72,8 +71,10 @@ from colmena.gateways.pac import (
     PacUnavailable,
     StampResult,
 )
-from colmena.resources import Resources
-from colmena.scheduler import scheduled
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.registry import actor
+from colmena.runtime.resources import Resources
+from colmena.runtime.scheduler import scheduled
 from colmena.store import invoices, outbox, payments
 from colmena.store.invoices import InvoiceRecord
 
@@ -104,7 +105,11 @@ class StampingConfig:
 
 
 def csd_source(settings: Settings) -> CsdSource:
-    cer, key, password = settings.cfdi_csd_cer_path, settings.cfdi_csd_key_path, settings.cfdi_csd_password
+    cer, key, password = (
+        settings.cfdi_csd_cer_path,
+        settings.cfdi_csd_key_path,
+        settings.cfdi_csd_password,
+    )
     if cer is None or key is None or password is None:
         unset = [
             name
@@ -157,7 +162,9 @@ def _cached_signer(source: CsdSource, cer_mtime: int, key_mtime: int) -> Signer:
 def signer_for(source: CsdSource) -> Signer:
     """The CSD, loaded once per process and again when a file changes (renewal)."""
     try:
-        return _cached_signer(source, source.certificate.stat().st_mtime_ns, source.key.stat().st_mtime_ns)
+        return _cached_signer(
+            source, source.certificate.stat().st_mtime_ns, source.key.stat().st_mtime_ns
+        )
     except OSError as exc:
         raise CsdError(f"cannot read the CSD files: {exc.strerror} ({exc.filename})") from None
 
@@ -217,7 +224,9 @@ async def stamp_invoice(resources: Resources, payment_id: int) -> None:
         bound.info("invoice already stamped", uuid=invoice.uuid)
         return
     if invoice.status == "failed":
-        bound.info("invoice was refused; `colmena invoices retry` re-seals it", code=invoice.failure_code)
+        bound.info(
+            "invoice was refused; `colmena invoices retry` re-seals it", code=invoice.failure_code
+        )
         return
     if invoice.status == "cancellation_requested" and invoice.attempts == 0:
         bound.info("payment reversed before the invoice was sent to the PAC: not stamping")
@@ -226,7 +235,9 @@ async def stamp_invoice(resources: Resources, payment_id: int) -> None:
     await _stamp(resources, invoice, signed_xml)
 
 
-async def _open_invoice(pool: asyncpg.Pool, payment_id: int, config: StampingConfig) -> InvoiceRecord | None:
+async def _open_invoice(
+    pool: asyncpg.Pool, payment_id: int, config: StampingConfig
+) -> InvoiceRecord | None:
     """The payment's invoice, created (with its folio) if the payment is approved and has none."""
     async with pool.acquire() as conn, conn.transaction():
         payment = await payments.get(conn, payment_id, for_update=True)
@@ -256,8 +267,12 @@ async def _seal(resources: Resources, config: StampingConfig, invoice: InvoiceRe
         )
         signed = await asyncio.to_thread(_sign, document, config.csd)
     except CsdError as exc:
-        code = {CsdExpired: "CSD_EXPIRED", CsdMismatch: "CSD_MISMATCH"}.get(type(exc), "CSD_INVALID")
-        raise await _refused(resources.pool, invoice, "csd", code, str(exc), outcome="csd_refused") from exc
+        code = {CsdExpired: "CSD_EXPIRED", CsdMismatch: "CSD_MISMATCH"}.get(
+            type(exc), "CSD_INVALID"
+        )
+        raise await _refused(
+            resources.pool, invoice, "csd", code, str(exc), outcome="csd_refused"
+        ) from exc
     except (FiscalDataError, CfdiInvalid) as exc:
         raise await _refused(
             resources.pool, invoice, "data", "INVALID_DATA", str(exc), outcome="invalid_data"
@@ -288,7 +303,13 @@ def _sign(document: Invoice, source: CsdSource) -> SignedInvoice:
 
 
 async def _refused(
-    pool: asyncpg.Pool, invoice: InvoiceRecord, source: str, code: str, message: str, *, outcome: str
+    pool: asyncpg.Pool,
+    invoice: InvoiceRecord,
+    source: str,
+    code: str,
+    message: str,
+    *,
+    outcome: str,
 ) -> PermanentError:
     """Record a definite refusal on the invoice; returns the error that dead-letters the message."""
     async with pool.acquire() as conn:
@@ -303,13 +324,19 @@ async def _stamp(resources: Resources, invoice: InvoiceRecord, signed_xml: bytes
         await invoices.begin_attempt(conn, invoice.id)
     gateway = pac_gateway(resources.settings)
     try:
-        result = await asyncio.to_thread(gateway.stamp, signed_xml, reference=str(invoice.pac_reference))
+        result = await asyncio.to_thread(
+            gateway.stamp, signed_xml, reference=str(invoice.pac_reference)
+        )
     except PacRejected as exc:
         message = exc.message + (f" ({exc.detail})" if exc.detail else "")
-        raise await _refused(resources.pool, invoice, "pac", exc.code, message, outcome="rejected") from exc
+        raise await _refused(
+            resources.pool, invoice, "pac", exc.code, message, outcome="rejected"
+        ) from exc
     except (PacAmbiguous, PacUnavailable) as exc:
         async with resources.pool.acquire() as conn:
-            await invoices.note_transient(conn, invoice.id, code=type(exc).__name__, message=str(exc))
+            await invoices.note_transient(
+                conn, invoice.id, code=type(exc).__name__, message=str(exc)
+            )
         INVOICES.labels(outcome="retried").inc()
         raise
     if _seal_of(signed_xml) != _tfd_seal_of(result):
@@ -401,7 +428,9 @@ async def deliver_invoice(resources: Resources, invoice_id: int) -> None:
         try:
             await _deliver(resources, conn, invoice_id)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1, $2)", _DELIVERY_LOCK_SPACE, invoice_id)
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1, $2)", _DELIVERY_LOCK_SPACE, invoice_id
+            )
 
 
 async def _deliver(resources: Resources, conn: asyncpg.Connection, invoice_id: int) -> None:
@@ -419,7 +448,9 @@ async def _deliver(resources: Resources, conn: asyncpg.Connection, invoice_id: i
     xml_path, pdf_path, pdf = await asyncio.to_thread(_files, resources.settings, invoice)
     await invoices.set_files(conn, invoice_id, xml_path=str(xml_path), pdf_path=str(pdf_path))
     if not invoice.receiver_email:
-        raise PermanentError(f"invoice {invoice_id}: the payment has no customer email to send it to")
+        raise PermanentError(
+            f"invoice {invoice_id}: the payment has no customer email to send it to"
+        )
     payment = await payments.get(conn, invoice.payment_id)
     assert payment is not None
     email = invoice_email(
@@ -451,7 +482,11 @@ async def _deliver(resources: Resources, conn: asyncpg.Connection, invoice_id: i
 
 def _files(settings: Settings, invoice: InvoiceRecord) -> tuple[Path, Path, bytes]:
     """The XML file (rewritten if this host lacks it) and the PDF (rendered once, then read)."""
-    assert invoice.stamped_xml is not None and invoice.uuid is not None and invoice.fecha_timbrado is not None
+    assert (
+        invoice.stamped_xml is not None
+        and invoice.uuid is not None
+        and invoice.fecha_timbrado is not None
+    )
     xml_path = _file_for(settings, invoice, invoice.uuid, invoice.fecha_timbrado, "xml")
     if not xml_path.exists():
         _write_file(xml_path, invoice.stamped_xml)
@@ -476,7 +511,10 @@ async def cancel_invoice(resources: Resources, payment_id: int) -> None:
     async with resources.pool.acquire() as conn, conn.transaction():
         invoice = await invoices.get_by_payment(conn, payment_id, for_update=True)
         if invoice is None:
-            log.info("payment reversed before any invoice existed: nothing to cancel", payment_id=payment_id)
+            log.info(
+                "payment reversed before any invoice existed: nothing to cancel",
+                payment_id=payment_id,
+            )
             return
         if invoice.status == "cancellation_requested":
             return

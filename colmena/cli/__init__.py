@@ -12,7 +12,7 @@ import click
 
 from colmena.cli import core, invoices, licenses, payments, rates, status, tenants
 from colmena.config import SettingsError
-from colmena.processes import StartupError
+from colmena.runtime.startup import StartupError
 
 EXIT_CONFIG = 2
 

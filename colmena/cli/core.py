@@ -6,8 +6,12 @@ import asyncio
 
 import click
 
+from colmena.actors import all_jobs
 from colmena.config import load_settings
-from colmena.processes import DOMAIN_QUEUES, migrate, run_ingress, run_scheduler, run_worker
+from colmena.dev import run_dev
+from colmena.http.server import run_ingress
+from colmena.runtime.queues import DOMAIN_QUEUES
+from colmena.runtime.startup import migrate, run_scheduler, run_worker
 
 
 @click.command("migrate")
@@ -30,29 +34,38 @@ def ingress_command() -> None:
 
 @click.command("worker")
 @click.option(
-    "--queues", default=",".join(DOMAIN_QUEUES), show_default=True,
+    "--queues",
+    default=",".join(DOMAIN_QUEUES),
+    show_default=True,
     help="comma-separated queues this pool consumes",
 )
-@click.option("--processes", type=click.IntRange(min=1), default=None, help="default: COLMENA_WORKER_PROCESSES")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="default: COLMENA_WORKER_THREADS")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="default: COLMENA_WORKER_PROCESSES",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="default: COLMENA_WORKER_THREADS"
+)
 def worker_command(queues: str, processes: int | None, threads: int | None) -> None:
     """Run a pool of Dramatiq worker processes for some queues (SIGTERM drains it)."""
     settings = load_settings()
     names = [name.strip() for name in queues.split(",") if name.strip()]
-    run_worker(settings, names, processes or settings.worker_processes, threads or settings.worker_threads)
+    run_worker(
+        settings, names, processes or settings.worker_processes, threads or settings.worker_threads
+    )
 
 
 @click.command("scheduler")
 def scheduler_command() -> None:
     """Run periodic jobs: outbox relay, rate scraping, bot reconciliation, clean-ups."""
-    run_scheduler(load_settings())
+    run_scheduler(load_settings(), all_jobs())
 
 
 @click.command("dev")
 def dev_command() -> None:
     """Everything in one process, embedded database and broker unless URLs are set."""
-    from colmena.dev import run_dev
-
     settings = load_settings(env="dev")
     asyncio.run(run_dev(settings))
 

@@ -10,7 +10,7 @@ import asyncpg
 
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
-from colmena.processes import check_database, open_database
+from colmena.runtime.startup import check_database, open_database
 
 T = TypeVar("T")
 

@@ -11,7 +11,6 @@ from typing import TypeVar
 import asyncpg
 import click
 
-from colmena.actors.outbox import publish_now
 from colmena.actors.stamping import (
     QUEUE,
     StampingNotConfigured,
@@ -21,8 +20,9 @@ from colmena.actors.stamping import (
 )
 from colmena.config import Settings, SettingsError, load_settings
 from colmena.gateways.cfdi import CsdError
-from colmena.processes import open_database
-from colmena.publisher import AmqpPublisher
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.startup import open_database
 from colmena.store import invoices, outbox
 from colmena.store.invoices import STATUSES, InvoiceRecord
 from colmena.store.outbox import OutboxMessage
@@ -38,7 +38,9 @@ def invoices_group() -> None:
 
 
 @invoices_group.command("list")
-@click.option("--status", type=click.Choice(STATUSES), default=None, help="only invoices in this status")
+@click.option(
+    "--status", type=click.Choice(STATUSES), default=None, help="only invoices in this status"
+)
 @click.option("--limit", type=click.IntRange(min=1, max=10_000), default=50, show_default=True)
 def list_command(status: str | None, limit: int) -> None:
     """The most recent invoices, newest first."""
@@ -87,26 +89,38 @@ def show_command(invoice_id: int) -> None:
         ("UUID", invoice.uuid or "-"),
         (
             "stamped at",
-            _when(invoice.fecha_timbrado) + (" (recovered from the PAC)" if invoice.recovered else ""),
+            _when(invoice.fecha_timbrado)
+            + (" (recovered from the PAC)" if invoice.recovered else ""),
         ),
         ("XML", invoice.xml_path or "-"),
         ("PDF", invoice.pdf_path or "-"),
         (
             "emailed",
-            f"{_when(invoice.emailed_at)} to {invoice.receiver_email}" if invoice.emailed_at else "no",
+            f"{_when(invoice.emailed_at)} to {invoice.receiver_email}"
+            if invoice.emailed_at
+            else "no",
         ),
     ]
     if invoice.cancel_requested_at is not None:
         fields.append(
-            ("cancellation requested", _when(invoice.cancel_requested_at) + " (cancel it in the PAC)")
+            (
+                "cancellation requested",
+                _when(invoice.cancel_requested_at) + " (cancel it in the PAC)",
+            )
         )
     if invoice.failure_code is not None:
         if invoice.failure_source == "pac":
-            fields += [("PAC code", invoice.failure_code), ("PAC message", invoice.failure_message or "")]
+            fields += [
+                ("PAC code", invoice.failure_code),
+                ("PAC message", invoice.failure_message or ""),
+            ]
         else:
             label = "last error (retrying)" if invoice.failure_source == "transient" else "refused"
             fields.append(
-                (label, f"{invoice.failure_source}: {invoice.failure_code}: {invoice.failure_message}")
+                (
+                    label,
+                    f"{invoice.failure_source}: {invoice.failure_code}: {invoice.failure_message}",
+                )
             )
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
@@ -126,7 +140,9 @@ def retry_command(invoice_id: int) -> None:
             if invoice is None:
                 raise click.ClickException(f"no invoice {invoice_id}")
             if invoice.status == "cancellation_requested":
-                raise click.ClickException(f"invoice {invoice_id}: cancellation requested, not retried")
+                raise click.ClickException(
+                    f"invoice {invoice_id}: cancellation requested, not retried"
+                )
             if invoice.uuid is not None:
                 if invoice.emailed_at is not None:
                     raise click.ClickException(

@@ -26,10 +26,9 @@ from colmena.domain.licensing import (
     load_public_key,
     verify_license_key,
 )
-from colmena.publisher import AmqpPublisher
+from colmena.runtime.publisher import AmqpPublisher
 from colmena.store import licenses as store
 from colmena.store import outbox
-
 
 PRIVATE_KEY_FILE = "license-signing-key.pem"
 PUBLIC_KEY_FILE = "license-public-key.pem"
@@ -42,7 +41,10 @@ def license_group() -> None:
 
 @license_group.command("keygen")
 @click.option(
-    "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
     help="directory for license-signing-key.pem and license-public-key.pem",
 )
 def keygen_command(out_dir: Path) -> None:
@@ -55,8 +57,10 @@ def keygen_command(out_dir: Path) -> None:
     pair = generate_key_pair()
     _write_new(private_path, pair.private_pem, mode=0o600)
     _write_new(public_path, pair.public_pem, mode=0o644)
-    click.echo(f"private key: {private_path} (mode 0600; put its contents in COLMENA_LICENSE_SIGNING_KEY "
-               "for the workers, then keep it in your secret store only)")
+    click.echo(
+        f"private key: {private_path} (mode 0600; put its contents in COLMENA_LICENSE_SIGNING_KEY "
+        "for the workers, then keep it in your secret store only)"
+    )
     click.echo(f"public key:  {public_path} (ship it with your software; COLMENA_LICENSE_PUBLIC_KEY "
                "for the ingress)")  # fmt: skip
 
@@ -70,14 +74,20 @@ def _write_new(path: Path, text: str, *, mode: int) -> None:
 @license_group.command("verify")
 @click.argument("key")
 @click.option(
-    "--public-key", "public_key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--public-key",
+    "public_key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file to verify with; default: the configured key",
 )
 @click.pass_context
 def verify_command(ctx: click.Context, key: str, public_key_file: Path | None) -> None:
     """Print the license KEY proves, and whether its signature holds (exit 0) or not (exit 1)."""
     try:
-        verifier = load_public_key(public_key_file.read_text()) if public_key_file else public_key(load_settings())
+        verifier = (
+            load_public_key(public_key_file.read_text())
+            if public_key_file
+            else public_key(load_settings())
+        )
     except SigningKeyError as exc:
         raise SettingsError(str(exc)) from None
     try:
@@ -119,7 +129,9 @@ def revoke_command(license_id: uuid.UUID, reason: str) -> None:
     if record is None:
         raise click.ClickException(f"no license {license_id}")
     if record.revoked_at is not None:
-        click.echo(f"license {license_id} was already revoked at {record.revoked_at.isoformat(timespec='seconds')}")
+        click.echo(
+            f"license {license_id} was already revoked at {record.revoked_at.isoformat(timespec='seconds')}"
+        )
     else:
         click.echo(f"license {license_id} revoked; its download links no longer work")
 
@@ -139,7 +151,10 @@ def resend_command(license_id: uuid.UUID) -> None:
             await store.invalidate_links(conn, license_id)
             email_id = await store.add_email(conn, license_id, "resend")
             row = await outbox.record(
-                conn, queue="licenses", actor="send_license_email", args=[email_id],
+                conn,
+                queue="licenses",
+                actor="send_license_email",
+                args=[email_id],
                 dedupe_key=f"license-email:{email_id}",
             )
         return record, await _publish(conn, settings, row)
@@ -150,14 +165,20 @@ def resend_command(license_id: uuid.UUID) -> None:
     if record.revoked_at is not None:
         raise click.ClickException(f"license {license_id} is revoked; nothing to resend")
     where = "queued" if published else "recorded in the outbox; the scheduler's relay will queue it"
-    click.echo(f"new link for license {license_id} to {record.customer_email}: {where}; older links no longer work")
+    click.echo(
+        f"new link for license {license_id} to {record.customer_email}: {where}; older links no longer work"
+    )
 
 
-async def _publish(conn: asyncpg.Connection, settings: Settings, row: outbox.OutboxMessage | None) -> bool:
+async def _publish(
+    conn: asyncpg.Connection, settings: Settings, row: outbox.OutboxMessage | None
+) -> bool:
     """Publish now when a broker is configured; otherwise (or if it is down) the relay will."""
     if row is None or settings.broker_url is None:
         return False
-    publisher = AmqpPublisher(settings.broker_url.get_secret_value(), settings.queue_prefix, quorum=settings.quorum_queues)
+    publisher = AmqpPublisher(
+        settings.broker_url.get_secret_value(), settings.queue_prefix, quorum=settings.quorum_queues
+    )
     try:
         [ok] = await publisher.publish_many([row])
     finally:

@@ -13,29 +13,49 @@ from typing import Any
 import aiohttp
 import click
 
-from colmena import provider_events as events
+from colmena.actors.payments_reconcile import reconcile_mercadopago as run_reconcile
 from colmena.config import Settings, load_settings
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.gateways import mercadopago, stripe
-from colmena.deadletters import DeadLetter, list_dead_letters, requeue
-from colmena.processes import DOMAIN_QUEUES, open_database
+from colmena.gateways import sample_events as events
+from colmena.runtime.deadletters import DeadLetter, list_dead_letters, requeue
+from colmena.runtime.queues import DOMAIN_QUEUES
+from colmena.runtime.startup import open_database
 from colmena.store import deadletters as deadletter_store
 from colmena.store import payments as payment_store
 
 STRIPE_TYPES = (
-    "payment_intent.succeeded", "payment_intent.payment_failed", "checkout.session.completed",
-    "checkout.session.async_payment_succeeded", "checkout.session.async_payment_failed", "charge.refunded",
-    "invoice.paid", "invoice.payment_failed", "customer.subscription.updated", "customer.subscription.deleted",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "charge.refunded",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
 )
-MERCADOPAGO_STATUSES = ("approved", "authorized", "pending", "in_process", "in_mediation", "rejected",
-                        "cancelled", "refunded", "charged_back")
+MERCADOPAGO_STATUSES = (
+    "approved",
+    "authorized",
+    "pending",
+    "in_process",
+    "in_mediation",
+    "rejected",
+    "cancelled",
+    "refunded",
+    "charged_back",
+)
 
 
 def _ingress_url(settings: Settings, path: str) -> str:
     return f"http://{settings.http_host}:{settings.http_port}{path}"
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], params: dict[str, str] | None = None) -> None:
+def _post(
+    url: str, body: bytes, headers: dict[str, str], params: dict[str, str] | None = None
+) -> None:
     async def send() -> tuple[int, str]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
             async with session.post(url, data=body, headers=headers, params=params) as response:
@@ -44,44 +64,84 @@ def _post(url: str, body: bytes, headers: dict[str, str], params: dict[str, str]
     try:
         status, text = asyncio.run(send())
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise click.ClickException(f"cannot reach the ingress at {url}: {exc or type(exc).__name__}") from None
+        raise click.ClickException(
+            f"cannot reach the ingress at {url}: {exc or type(exc).__name__}"
+        ) from None
     click.echo(f"POST {url} -> {status} {text}")
     if status >= 300:
         raise click.ClickException(f"the ingress refused the event ({status})")
 
 
-def _metadata(kind: str | None, rfc: str | None, tenant: str | None, plan: str | None, email: str) -> dict[str, str]:
+def _metadata(
+    kind: str | None, rfc: str | None, tenant: str | None, plan: str | None, email: str
+) -> dict[str, str]:
     metadata = {"email": email, "locale": "es-MX"}
     if kind == "license":
-        metadata.update(product="colmena-enterprise", product_kind="license", edition="enterprise", seats="5")
+        metadata.update(
+            product="colmena-enterprise", product_kind="license", edition="enterprise", seats="5"
+        )
     if kind == "plan":
-        metadata.update(product=f"plan-{plan}", product_kind="plan", plan=plan or "pro", tenant_id=tenant or "demo")
+        metadata.update(
+            product=f"plan-{plan}",
+            product_kind="plan",
+            plan=plan or "pro",
+            tenant_id=tenant or "demo",
+        )
     if rfc:
-        metadata.update(rfc=rfc, fiscal_name="PUBLICO EN GENERAL", fiscal_regime="616", fiscal_postal_code="06600",
-                        cfdi_use="S01")
+        metadata.update(
+            rfc=rfc,
+            fiscal_name="PUBLICO EN GENERAL",
+            fiscal_regime="616",
+            fiscal_postal_code="06600",
+            cfdi_use="S01",
+        )
     return metadata
 
 
-def build_stripe_event(kind: str, *, payment_id: str | None, amount: int, currency: str, metadata: dict[str, str]) -> dict[str, Any]:
+def build_stripe_event(
+    kind: str, *, payment_id: str | None, amount: int, currency: str, metadata: dict[str, str]
+) -> dict[str, Any]:
     """A realistic event of `kind`; `payment_id` ties refunds and retries to an earlier payment."""
     intent_id = payment_id or events.new_id("pi")
     email = metadata["email"]
     if kind.startswith("payment_intent."):
         status = "succeeded" if kind.endswith("succeeded") else "requires_payment_method"
-        obj = events.payment_intent(payment_intent_id=intent_id, amount=amount, currency=currency, status=status,
-                                    email=email, metadata=metadata)
+        obj = events.payment_intent(
+            payment_intent_id=intent_id,
+            amount=amount,
+            currency=currency,
+            status=status,
+            email=email,
+            metadata=metadata,
+        )
     elif kind.startswith("checkout.session."):
         paid = "paid" if kind != "checkout.session.async_payment_failed" else "unpaid"
-        obj = events.checkout_session(payment_intent_id=intent_id, amount=amount, currency=currency,
-                                      payment_status=paid, email=email, metadata=metadata)
+        obj = events.checkout_session(
+            payment_intent_id=intent_id,
+            amount=amount,
+            currency=currency,
+            payment_status=paid,
+            email=email,
+            metadata=metadata,
+        )
     elif kind == "charge.refunded":
-        obj = events.charge(payment_intent_id=intent_id, amount=amount, currency=currency, metadata=metadata)
+        obj = events.charge(
+            payment_intent_id=intent_id, amount=amount, currency=currency, metadata=metadata
+        )
     elif kind.startswith("invoice."):
-        obj = events.invoice(subscription_id=payment_id or events.new_id("sub"), amount=amount, currency=currency,
-                             email=email, metadata=metadata, paid=kind == "invoice.paid")
+        obj = events.invoice(
+            subscription_id=payment_id or events.new_id("sub"),
+            amount=amount,
+            currency=currency,
+            email=email,
+            metadata=metadata,
+            paid=kind == "invoice.paid",
+        )
     else:
         status = "active" if kind.endswith("updated") else "canceled"
-        obj = events.subscription(subscription_id=payment_id or events.new_id("sub"), status=status, metadata=metadata)
+        obj = events.subscription(
+            subscription_id=payment_id or events.new_id("sub"), status=status, metadata=metadata
+        )
     return events.stripe_event(kind, obj)
 
 
@@ -92,36 +152,68 @@ def trigger() -> None:
 
 @trigger.command("stripe")
 @click.argument("event_type", type=click.Choice(STRIPE_TYPES))
-@click.option("--payment-id", help="PaymentIntent (or subscription) id to reuse, e.g. to refund an earlier one")
-@click.option("--amount", type=click.IntRange(min=0), default=150_000, show_default=True, help="minor units")
+@click.option(
+    "--payment-id",
+    help="PaymentIntent (or subscription) id to reuse, e.g. to refund an earlier one",
+)
+@click.option(
+    "--amount", type=click.IntRange(min=0), default=150_000, show_default=True, help="minor units"
+)
 @click.option("--currency", default="mxn", show_default=True)
 @click.option("--email", default="cliente@example.com", show_default=True)
-@click.option("--kind", type=click.Choice(["license", "plan"]), default="license", show_default=True)
-@click.option("--plan", type=click.Choice(["free", "pro", "enterprise"]), default="pro", show_default=True)
+@click.option(
+    "--kind", type=click.Choice(["license", "plan"]), default="license", show_default=True
+)
+@click.option(
+    "--plan", type=click.Choice(["free", "pro", "enterprise"]), default="pro", show_default=True
+)
 @click.option("--tenant", default="demo", show_default=True)
 @click.option("--rfc", help="ask for a CFDI for this RFC")
 @click.option("--url", help="ingress URL (default: COLMENA_HTTP_HOST/PORT)")
-def trigger_stripe(event_type: str, payment_id: str | None, amount: int, currency: str, email: str, kind: str,
-                   plan: str, tenant: str, rfc: str | None, url: str | None) -> None:
+def trigger_stripe(
+    event_type: str,
+    payment_id: str | None,
+    amount: int,
+    currency: str,
+    email: str,
+    kind: str,
+    plan: str,
+    tenant: str,
+    rfc: str | None,
+    url: str | None,
+) -> None:
     """Sign a Stripe EVENT_TYPE with the configured endpoint secret and post it."""
     settings = load_settings()
     secrets = settings.stripe_secrets()
     secret = secrets[0] if secrets else DEV_STRIPE_SECRET
     if not secrets:
-        click.echo("COLMENA_STRIPE_WEBHOOK_SECRETS is unset: signing with the `colmena dev` secret", err=True)
+        click.echo(
+            "COLMENA_STRIPE_WEBHOOK_SECRETS is unset: signing with the `colmena dev` secret",
+            err=True,
+        )
     event = build_stripe_event(
-        event_type, payment_id=payment_id, amount=amount, currency=currency.lower(),
+        event_type,
+        payment_id=payment_id,
+        amount=amount,
+        currency=currency.lower(),
         metadata=_metadata(kind, rfc, tenant, plan, email),
     )
     body = json.dumps(event)
-    click.echo(f"event {event['id']} ({event_type}) for {event['data']['object'].get('payment_intent') or event['data']['object']['id']}")
-    _post(url or _ingress_url(settings, "/webhooks/stripe"), body.encode(),
-          {"Content-Type": "application/json", "Stripe-Signature": stripe.sign(body, secret)})
+    click.echo(
+        f"event {event['id']} ({event_type}) for {event['data']['object'].get('payment_intent') or event['data']['object']['id']}"
+    )
+    _post(
+        url or _ingress_url(settings, "/webhooks/stripe"),
+        body.encode(),
+        {"Content-Type": "application/json", "Stripe-Signature": stripe.sign(body, secret)},
+    )
 
 
 @trigger.command("mercadopago")
 @click.argument("status", type=click.Choice(MERCADOPAGO_STATUSES))
-@click.option("--payment-id", default=lambda: str(uuid.uuid4().int % 10**10), help="Mercado Pago payment id")
+@click.option(
+    "--payment-id", default=lambda: str(uuid.uuid4().int % 10**10), help="Mercado Pago payment id"
+)
 @click.option("--url", help="ingress URL (default: COLMENA_HTTP_HOST/PORT)")
 def trigger_mercadopago(status: str, payment_id: str, url: str | None) -> None:
     """Post a signed notification for PAYMENT_ID; the actor then fetches that payment's STATUS.
@@ -134,20 +226,33 @@ def trigger_mercadopago(status: str, payment_id: str, url: str | None) -> None:
     secrets = settings.mercadopago_secrets()
     secret = secrets[0] if secrets else DEV_MERCADOPAGO_SECRET
     if not secrets:
-        click.echo("COLMENA_MERCADOPAGO_WEBHOOK_SECRET is unset: signing with the `colmena dev` secret", err=True)
+        click.echo(
+            "COLMENA_MERCADOPAGO_WEBHOOK_SECRET is unset: signing with the `colmena dev` secret",
+            err=True,
+        )
     request_id = str(uuid.uuid4())
     notification = events.mercadopago_notification(payment_id)
-    click.echo(f"notification {notification['id']} for payment {payment_id} (expected status: {status}); the actor "
-               f"will fetch {settings.mercadopago_api_url}/v1/payments/{payment_id}")
+    click.echo(
+        f"notification {notification['id']} for payment {payment_id} (expected status: {status}); the actor "
+        f"will fetch {settings.mercadopago_api_url}/v1/payments/{payment_id}"
+    )
     _post(
-        url or _ingress_url(settings, "/webhooks/mercadopago"), json.dumps(notification).encode(),
-        {"Content-Type": "application/json", "x-request-id": request_id,
-         "x-signature": mercadopago.sign(data_id=payment_id, request_id=request_id, secret=secret)},
+        url or _ingress_url(settings, "/webhooks/mercadopago"),
+        json.dumps(notification).encode(),
+        {
+            "Content-Type": "application/json",
+            "x-request-id": request_id,
+            "x-signature": mercadopago.sign(
+                data_id=payment_id, request_id=request_id, secret=secret
+            ),
+        },
         params={"data.id": payment_id, "type": "payment"},
     )
 
 
-def _payment_json(payment: payment_store.Payment, history: list[payment_store.PaymentEvent]) -> dict[str, Any]:
+def _payment_json(
+    payment: payment_store.Payment, history: list[payment_store.PaymentEvent]
+) -> dict[str, Any]:
     return {
         "provider": payment.provider,
         "id": payment.provider_payment_id,
@@ -161,8 +266,14 @@ def _payment_json(payment: payment_store.Payment, history: list[payment_store.Pa
         "status_at": payment.status_at.isoformat(),
         "approved_at": payment.approved_at.isoformat() if payment.approved_at else None,
         "events": [
-            {"source": e.source, "status": e.status, "provider_at": e.provider_at.isoformat(), "applied": e.applied,
-             "reason": e.reason, "recorded_at": e.recorded_at.isoformat()}
+            {
+                "source": e.source,
+                "status": e.status,
+                "provider_at": e.provider_at.isoformat(),
+                "applied": e.applied,
+                "reason": e.reason,
+                "recorded_at": e.recorded_at.isoformat(),
+            }
             for e in history
         ],
     }
@@ -179,6 +290,7 @@ def payments_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def payments_list(status: str | None, limit: int, as_json: bool) -> None:
     """The most recent payments."""
+
     async def load() -> list[payment_store.Payment]:
         conn = await open_database(load_settings().require_database_url())
         try:
@@ -193,8 +305,10 @@ def payments_list(status: str | None, limit: int, as_json: bool) -> None:
     if not found:
         click.echo("no payments")
     for p in found:
-        click.echo(f"{p.provider:<12} {p.provider_payment_id:<32} {p.status:<13} {p.amount_minor:>12} {p.currency}  "
-                   f"{p.customer_email or '-'}  {p.updated_at:%Y-%m-%d %H:%M:%S}")
+        click.echo(
+            f"{p.provider:<12} {p.provider_payment_id:<32} {p.status:<13} {p.amount_minor:>12} {p.currency}  "
+            f"{p.customer_email or '-'}  {p.updated_at:%Y-%m-%d %H:%M:%S}"
+        )
 
 
 @payments_group.command("show")
@@ -203,6 +317,7 @@ def payments_list(status: str | None, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def payments_show(provider: str, payment_id: str, as_json: bool) -> None:
     """What happened to one payment (PaymentIntent id, Mercado Pago payment id, Stripe invoice id)."""
+
     async def load() -> tuple[payment_store.Payment | None, list[payment_store.PaymentEvent]]:
         conn = await open_database(load_settings().require_database_url())
         try:
@@ -218,7 +333,17 @@ def payments_show(provider: str, payment_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
-    for key in ("provider", "id", "status", "amount", "currency", "customer_email", "product", "tenant", "approved_at"):
+    for key in (
+        "provider",
+        "id",
+        "status",
+        "amount",
+        "currency",
+        "customer_email",
+        "product",
+        "tenant",
+        "approved_at",
+    ):
         click.echo(f"{key:>15}: {document[key]}")
     click.echo("         events:")
     for event in document["events"]:
@@ -241,8 +366,12 @@ def dlq() -> None:
 
 def _dead_letters(settings: Settings, queue: str | None) -> list[DeadLetter]:
     """Dead letters from RabbitMQ, with the reason the worker recorded in PostgreSQL."""
-    letters = list_dead_letters(settings.require_broker_url(), settings.queue_prefix, _queues(queue),
-                                quorum=settings.quorum_queues)
+    letters = list_dead_letters(
+        settings.require_broker_url(),
+        settings.queue_prefix,
+        _queues(queue),
+        quorum=settings.quorum_queues,
+    )
     if not letters or settings.database_url is None:
         return letters
 
@@ -269,8 +398,10 @@ def dlq_list(queue: str | None, as_json: bool) -> None:
     if not letters:
         click.echo("no dead letters")
     for letter in letters:
-        click.echo(f"{letter.queue:<10} {letter.message_id}  {letter.actor}{list(letter.args)}  "
-                   f"retries={letter.retries}  {letter.error}")
+        click.echo(
+            f"{letter.queue:<10} {letter.message_id}  {letter.actor}{list(letter.args)}  "
+            f"retries={letter.retries}  {letter.error}"
+        )
 
 
 @dlq.command("show")
@@ -291,8 +422,13 @@ def dlq_show(queue: str | None, message_id: str) -> None:
 def dlq_requeue(queue: str | None, message_id: str | None) -> None:
     """Put dead letters back on their queue with their retries reset."""
     settings = load_settings()
-    moved = requeue(settings.require_broker_url(), settings.queue_prefix, _queues(queue), message_id=message_id,
-                    quorum=settings.quorum_queues)
+    moved = requeue(
+        settings.require_broker_url(),
+        settings.queue_prefix,
+        _queues(queue),
+        message_id=message_id,
+        quorum=settings.quorum_queues,
+    )
     if message_id is not None and not moved:
         raise click.ClickException(f"no dead letter {message_id}")
     click.echo(f"requeued {len(moved)} message(s)")
@@ -306,7 +442,9 @@ _SINCE = re.compile(r"^(\d+)([mhd])$")
 def parse_since(text: str) -> timedelta:
     match = _SINCE.match(text)
     if match is None:
-        raise click.BadParameter("use a number and m, h or d, e.g. 90m, 24h, 7d", param_hint="--since")
+        raise click.BadParameter(
+            "use a number and m, h or d, e.g. 90m, 24h, 7d", param_hint="--since"
+        )
     amount, unit = int(match.group(1)), match.group(2)
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
 
@@ -317,16 +455,18 @@ def reconcile() -> None:
 
 
 @reconcile.command("mercadopago")
-@click.option("--since", default="24h", show_default=True, help="how far back to look (90m, 24h, 7d)")
+@click.option(
+    "--since", default="24h", show_default=True, help="how far back to look (90m, 24h, 7d)"
+)
 def reconcile_mercadopago(since: str) -> None:
     """Feed Mercado Pago payments colmena has not settled through the payments actor."""
-    from colmena.actors.payments_reconcile import reconcile_mercadopago as run
-
     settings = load_settings()
     window = parse_since(since)
-    result = asyncio.run(run(settings, since=datetime.now(UTC) - window))
-    click.echo(f"checked {result.checked} payment(s); {result.queued} queued for settling, "
-               f"{result.up_to_date} already up to date")
+    result = asyncio.run(run_reconcile(settings, since=datetime.now(UTC) - window))
+    click.echo(
+        f"checked {result.checked} payment(s); {result.queued} queued for settling, "
+        f"{result.up_to_date} already up to date"
+    )
 
 
 COMMANDS = [trigger, payments_group, dlq, reconcile]

@@ -6,7 +6,6 @@ failed or kept nothing publishable (the line says why), 2 for settings or databa
 
 from __future__ import annotations
 
-
 import asyncpg
 import click
 
@@ -17,9 +16,12 @@ from colmena.store import rates as store
 from colmena.store.rates import RateRow
 
 
-
 def _describe(row: RateRow) -> str:
-    quotes = f" (buy {row.buy:f}, sell {row.sell:f})" if row.buy is not None and row.sell is not None else ""
+    quotes = (
+        f" (buy {row.buy:f}, sell {row.sell:f})"
+        if row.buy is not None and row.sell is not None
+        else ""
+    )
     return f"#{row.id} {row.source} {row.pair} {row.value:f}{quotes} effective {row.effective_date}"
 
 
@@ -62,24 +64,32 @@ def accept_command(rate_id: int) -> None:
         row, changed = with_database(load_settings(), lambda conn: accept(conn, rate_id))
     except AcceptRefused as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{_describe(row)}: {'published' if changed else 'already published'} ({row.status})")
+    click.echo(
+        f"{_describe(row)}: {'published' if changed else 'already published'} ({row.status})"
+    )
 
 
 @rates_group.command("list")
 @click.option("--source", type=click.Choice([s.value for s in Source]), default=None)
-@click.option("--status", type=click.Choice(["accepted", "confirmed", "suspect", "rejected"]), default=None)
+@click.option(
+    "--status", type=click.Choice(["accepted", "confirmed", "suspect", "rejected"]), default=None
+)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 def list_command(source: str | None, status: str | None, limit: int) -> None:
     """Recent stored rates (every status, newest first) and each source's health."""
 
     async def load(conn: asyncpg.Connection) -> tuple[list[RateRow], list[store.SourceHealth]]:
-        return await store.recent(conn, source=source, status=status, limit=limit), await store.sources(conn)
+        return await store.recent(
+            conn, source=source, status=status, limit=limit
+        ), await store.sources(conn)
 
     rows, health = with_database(load_settings(), load)
     for h in health:
         state = "STALE" if h.stale else "ok"
         last = h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never"
-        click.echo(f"{h.source}: {state}, last success {last}, {h.consecutive_failures} failure(s) in a row")
+        click.echo(
+            f"{h.source}: {state}, last success {last}, {h.consecutive_failures} failure(s) in a row"
+        )
     if not rows:
         click.echo("no rates stored")
     for row in rows:

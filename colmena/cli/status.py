@@ -9,7 +9,7 @@ import sys
 import click
 
 from colmena.config import load_settings
-from colmena.ops.status import Snapshot, collect
+from colmena.runtime.status import Snapshot, collect
 
 EXIT_BROKER_UNREACHABLE = 1
 
@@ -29,7 +29,9 @@ def _render(snapshot: Snapshot) -> list[str]:
     else:
         lines.append(f"{'queue':<10} {'ready':>7} {'delayed':>8} {'dead':>6} {'consumers':>10}")
         for depth in snapshot.queues:
-            lines.append(f"{depth.queue:<10} {depth.ready:>7} {depth.delayed:>8} {depth.dead:>6} {depth.consumers:>10}")
+            lines.append(
+                f"{depth.queue:<10} {depth.ready:>7} {depth.delayed:>8} {depth.dead:>6} {depth.consumers:>10}"
+            )
         hint = "  (colmena dlq list)" if snapshot.dead_letters else ""
         lines.append(f"dead letters: {snapshot.dead_letters}{hint}")
     oldest = f", oldest {_age(snapshot.outbox_oldest_age_s)}" if snapshot.outbox_pending else ""
@@ -42,8 +44,10 @@ def _render(snapshot: Snapshot) -> list[str]:
         lines.append("rates:")
         for rate in snapshot.rates:
             stale = "  SOURCE STALE" if rate.source_stale else ""
-            lines.append(f"  {rate.source:<8} {rate.pair:<9} {rate.value:>14} {rate.status:<10} "
-                         f"{rate.effective_date}  seen {_age(rate.age_s)} ago{stale}")
+            lines.append(
+                f"  {rate.source:<8} {rate.pair:<9} {rate.value:>14} {rate.status:<10} "
+                f"{rate.effective_date}  seen {_age(rate.age_s)} ago{stale}"
+            )
     if snapshot.bots is None:
         lines.append("bots: not installed")
     else:

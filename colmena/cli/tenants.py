@@ -23,24 +23,30 @@ from colmena.domain.tenants import (
     new_token,
     token_digest,
 )
-from colmena.publisher import AmqpPublisher
+from colmena.runtime.publisher import AmqpPublisher
 from colmena.store import outbox
 from colmena.store import tenants as store
 from colmena.supervisor.keys import newest_key_version, secret_box
 from colmena.supervisor.secrets import SecretDecryptError
 
 
-async def _publish(conn: asyncpg.Connection, settings: Settings, rows: list[outbox.OutboxMessage | None]) -> bool:
+async def _publish(
+    conn: asyncpg.Connection, settings: Settings, rows: list[outbox.OutboxMessage | None]
+) -> bool:
     """Publish now when a broker is configured; otherwise (or if it is down) the relay will."""
     pending = [row for row in rows if row is not None]
     if not pending or settings.broker_url is None:
         return False
-    publisher = AmqpPublisher(settings.broker_url.get_secret_value(), settings.queue_prefix, quorum=settings.quorum_queues)
+    publisher = AmqpPublisher(
+        settings.broker_url.get_secret_value(), settings.queue_prefix, quorum=settings.quorum_queues
+    )
     try:
         results = await publisher.publish_many(pending)
     finally:
         await publisher.close()
-    await outbox.mark_published(conn, [row.id for row, ok in zip(pending, results, strict=True) if ok])
+    await outbox.mark_published(
+        conn, [row.id for row, ok in zip(pending, results, strict=True) if ok]
+    )
     return all(results)
 
 
@@ -51,14 +57,22 @@ def tenants_group() -> None:
 
 @tenants_group.command("create")
 @click.option("--email", required=True)
-@click.option("--plan", default="free", show_default=True, help="free, pro, enterprise (or any row of plans)")
-@click.option("--id", "tenant_id", help="tenant id (what payments metadata tenant_id names); default: generated")
+@click.option(
+    "--plan", default="free", show_default=True, help="free, pro, enterprise (or any row of plans)"
+)
+@click.option(
+    "--id",
+    "tenant_id",
+    help="tenant id (what payments metadata tenant_id names); default: generated",
+)
 def create_command(email: str, plan: str, tenant_id: str | None) -> None:
     """Create a tenant with a stopped bot and print its API token (shown this once)."""
     settings = load_settings()
     tenant_id = tenant_id or new_tenant_id()
     if not TENANT_ID.fullmatch(tenant_id):
-        raise click.ClickException("--id: letters, digits, '.', '_' and '-', starting with a letter or digit, up to 63")
+        raise click.ClickException(
+            "--id: letters, digits, '.', '_' and '-', starting with a letter or digit, up to 63"
+        )
     if "@" not in email:
         raise click.ClickException("--email does not look like an email address")
     token = new_token()
@@ -69,18 +83,32 @@ def create_command(email: str, plan: str, tenant_id: str | None) -> None:
             if chosen is None:
                 names = ", ".join(p.name for p in await store.list_plans(conn))
                 raise click.ClickException(f"no plan {plan!r} (plans: {names})")
-            config = fit_to_plan(DEFAULT_CONFIG, PlanLimits(chosen.max_symbols, chosen.live_allowed))
+            config = fit_to_plan(
+                DEFAULT_CONFIG, PlanLimits(chosen.max_symbols, chosen.live_allowed)
+            )
             tenant = await store.create_tenant(
-                conn, tenant_id=tenant_id, email=email, plan=plan, token_sha256=token_digest(token), config=config
+                conn,
+                tenant_id=tenant_id,
+                email=email,
+                plan=plan,
+                token_sha256=token_digest(token),
+                config=config,
             )
             if tenant is None:
                 return None, []
             outcomes, rows = [], []
             for change in await store.waiting_plan_changes(conn, tenant_id):
                 outcome, row = await change_plan(
-                    conn, tenant_id, change["plan"], change["active"], change["source"], change["provider_at"]
+                    conn,
+                    tenant_id,
+                    change["plan"],
+                    change["active"],
+                    change["source"],
+                    change["provider_at"],
                 )
-                outcomes.append(f"{change['source']} ({change['plan']}, active={change['active']}): {outcome}")
+                outcomes.append(
+                    f"{change['source']} ({change['plan']}, active={change['active']}): {outcome}"
+                )
                 rows.append(row)
             final = await store.get_tenant(conn, tenant_id)
         await _publish(conn, settings, rows)
@@ -101,7 +129,9 @@ def list_command() -> None:
     tenants = with_database(load_settings(), store.list_tenants)
     click.echo(f"{'TENANT':<24} {'PLAN':<12} {'CREATED':<20} EMAIL")
     for tenant in tenants:
-        click.echo(f"{tenant.id:<24} {tenant.plan:<12} {tenant.created_at:%Y-%m-%d %H:%M:%S}  {tenant.email}")
+        click.echo(
+            f"{tenant.id:<24} {tenant.plan:<12} {tenant.created_at:%Y-%m-%d %H:%M:%S}  {tenant.email}"
+        )
 
 
 @tenants_group.group("token")
@@ -148,8 +178,10 @@ def rotate_keys_command() -> None:
         return len(rows)
 
     count = with_database(settings, work)
-    click.echo(f"{count} provider key(s) re-encrypted with key {version}; older keys can now be removed "
-               "from COLMENA_SECRET_KEYS")
+    click.echo(
+        f"{count} provider key(s) re-encrypted with key {version}; older keys can now be removed "
+        "from COLMENA_SECRET_KEYS"
+    )
 
 
 @click.group("bots")
@@ -167,13 +199,19 @@ def _health(bot: store.BotRow) -> str:
 def bots_list_command() -> None:
     """Tenant, desired and actual state (as of the last pass), restarts, health."""
     bots = with_database(load_settings(), store.list_bots)
-    click.echo(f"{'TENANT':<24} {'PLAN':<11} {'DESIRED':<8} {'ACTUAL':<10} {'RESTARTS':>8} {'HEALTH':<10} SEEN")
+    click.echo(
+        f"{'TENANT':<24} {'PLAN':<11} {'DESIRED':<8} {'ACTUAL':<10} {'RESTARTS':>8} {'HEALTH':<10} SEEN"
+    )
     for bot in bots:
         seen = f"{bot.observed_at:%Y-%m-%d %H:%M:%S}" if bot.observed_at else "never"
-        click.echo(f"{bot.tenant_id:<24} {bot.plan.name:<11} {bot.desired:<8} {bot.observed:<10} "
-                   f"{bot.restarts_total:>8} {_health(bot):<10} {seen}")
+        click.echo(
+            f"{bot.tenant_id:<24} {bot.plan.name:<11} {bot.desired:<8} {bot.observed:<10} "
+            f"{bot.restarts_total:>8} {_health(bot):<10} {seen}"
+        )
         if bot.crashloop:
-            click.echo(f"{'':<24} crashloop: {bot.crashloop_reason}; `colmena bots reset {bot.tenant_id}`")
+            click.echo(
+                f"{'':<24} crashloop: {bot.crashloop_reason}; `colmena bots reset {bot.tenant_id}`"
+            )
 
 
 @bots_group.command("reset")

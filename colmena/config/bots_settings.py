@@ -19,31 +19,52 @@ class BotsSettings(BaseModel):
         data_dir: Path  # declared by Settings
 
     bot_runtime: str = Field(
-        default="auto", pattern="^(auto|docker|process)$",
+        default="auto",
+        pattern="^(auto|docker|process)$",
         description="auto: Docker when an engine answers, else local processes (`colmena dev` only)",
     )
-    docker_url: str | None = Field(default=None, description="Docker engine URL; unset: DOCKER_HOST or the local socket")
-    bot_image: str | None = Field(default=None, description="bot image; unset: import the sample busybox bot")
-    bot_network: str = Field(default="bridge", description="network mode of bot containers (tests use none)")
+    docker_url: str | None = Field(
+        default=None, description="Docker engine URL; unset: DOCKER_HOST or the local socket"
+    )
+    bot_image: str | None = Field(
+        default=None, description="bot image; unset: import the sample busybox bot"
+    )
+    bot_network: str = Field(
+        default="bridge", description="network mode of bot containers (tests use none)"
+    )
     bot_instance: str = Field(
-        default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$",
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$",
         description="label value separating this deployment's bots from others on one engine",
     )
-    bot_log_dir: Path | None = Field(default=None, description="process runtime logs; default <COLMENA_DATA_DIR>/bots")
+    bot_log_dir: Path | None = Field(
+        default=None, description="process runtime logs; default <COLMENA_DATA_DIR>/bots"
+    )
     bot_heartbeat_seconds: int = Field(default=10, ge=1, le=30)
     secret_keys: SecretStr | None = Field(
-        default=None, description="Fernet keys, comma-separated, newest first; unset in `colmena dev` means generated"
+        default=None,
+        description="Fernet keys, comma-separated, newest first; unset in `colmena dev` means generated",
     )
-    bot_admin_token: SecretStr | None = Field(default=None, description="Bearer token of the /api/v1/admin routes")
-    bot_restart_max: int = Field(default=5, ge=1, description="restarts within the window before crashloop")
+    bot_admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the /api/v1/admin routes"
+    )
+    bot_restart_max: int = Field(
+        default=5, ge=1, description="restarts within the window before crashloop"
+    )
     bot_restart_window_seconds: float = Field(default=600.0, gt=0)
-    bot_restart_backoff_seconds: float = Field(default=10.0, gt=0, description="first restart delay, doubled per crash")
+    bot_restart_backoff_seconds: float = Field(
+        default=10.0, gt=0, description="first restart delay, doubled per crash"
+    )
     bot_restart_max_backoff_seconds: float = Field(default=300.0, gt=0)
     bot_reconcile_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
-    bot_reconcile_concurrency: int = Field(default=8, ge=1, le=64, description="tenants reconciled at once")
+    bot_reconcile_concurrency: int = Field(
+        default=8, ge=1, le=64, description="tenants reconciled at once"
+    )
     bot_stop_timeout_seconds: int = Field(default=10, ge=0, le=120)
     bot_sse_max_streams_per_tenant: int = Field(default=2, ge=1, le=20)
-    bot_sse_max_seconds: float = Field(default=3600.0, gt=0, description="a log stream is closed after this long")
+    bot_sse_max_seconds: float = Field(
+        default=3600.0, gt=0, description="a log stream is closed after this long"
+    )
     bot_sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
 
     @field_validator("docker_url", "bot_image", "secret_keys", "bot_admin_token", mode="before")

@@ -29,7 +29,8 @@ class LicenseSettings(BaseModel):
         default=None, description="Ed25519 public key PEM; unset means derived from the signing key"
     )
     license_products_dir: Path | None = Field(
-        default=None, description="one subdirectory per product_ref; default <COLMENA_DATA_DIR>/products"
+        default=None,
+        description="one subdirectory per product_ref; default <COLMENA_DATA_DIR>/products",
     )
     license_storage_dir: Path | None = Field(
         default=None, description="built packages; default <COLMENA_DATA_DIR>/licenses"
@@ -37,7 +38,9 @@ class LicenseSettings(BaseModel):
     license_link_ttl_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     license_max_downloads: int = Field(default=1, ge=1, le=100)
     license_retention_hours: float = Field(
-        default=168.0, ge=0, description="how long dead links and idle packages are kept before cleanup"
+        default=168.0,
+        ge=0,
+        description="how long dead links and idle packages are kept before cleanup",
     )
     license_base_url: str | None = Field(
         default=None,
@@ -56,7 +59,9 @@ class LicenseSettings(BaseModel):
     smtp_sender: str = Field(default="licenses@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
     smtp_timeout_s: float = Field(default=30.0, gt=0, le=120)
 
-    @field_validator("license_signing_key", "license_public_key", "smtp_host", "smtp_username", mode="before")
+    @field_validator(
+        "license_signing_key", "license_public_key", "smtp_host", "smtp_username", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """An empty variable (``COLMENA_SMTP_HOST=``) means unset, as it does for an operator."""
@@ -68,13 +73,20 @@ class LicenseSettings(BaseModel):
         if value is None:
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+        ):
             raise ValueError("expected an http(s) URL such as https://shop.example.com")
         return value.rstrip("/")
 
     @field_validator("smtp_password")
     @classmethod
-    def _credentials_together(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    def _credentials_together(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
         if (info.data.get("smtp_username") is None) != (value is None):
             raise ValueError("COLMENA_SMTP_USERNAME and COLMENA_SMTP_PASSWORD go together")
         return value

@@ -14,14 +14,18 @@ from typing import Any
 
 import structlog
 
-SECRET_KEY_PATTERN = re.compile(r"secret|token|passw|authorization|api[_-]?key|signature|cookie", re.I)
+SECRET_KEY_PATTERN = re.compile(
+    r"secret|token|passw|authorization|api[_-]?key|signature|cookie", re.I
+)
 REDACTED = "[redacted]"
 
 
 def _redact(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if isinstance(key, str) and SECRET_KEY_PATTERN.search(key) else _redact(item)
+            key: REDACTED
+            if isinstance(key, str) and SECRET_KEY_PATTERN.search(key)
+            else _redact(item)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):
@@ -64,5 +68,14 @@ def configure_logging(*, dev: bool, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("pika", "aiormq", "aio_pika", "asyncio", "docker", "urllib3", "pgserver", "apscheduler"):
+    for noisy in (
+        "pika",
+        "aiormq",
+        "aio_pika",
+        "asyncio",
+        "docker",
+        "urllib3",
+        "pgserver",
+        "apscheduler",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -17,7 +17,9 @@ HTTP_REQUESTS = Counter(
     "colmena_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
 )
 HTTP_LATENCY = Histogram(
-    "colmena_http_request_duration_seconds", "HTTP request latency.", ["route", "method"],
+    "colmena_http_request_duration_seconds",
+    "HTTP request latency.",
+    ["route", "method"],
     buckets=LATENCY_BUCKETS,
 )
 HTTP_IN_FLIGHT = Gauge(
@@ -41,11 +43,14 @@ OUTBOX_PENDING = Gauge(
     "colmena_outbox_pending", "Outbox rows not yet published.", multiprocess_mode="max"
 )
 OUTBOX_OLDEST_AGE = Gauge(
-    "colmena_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished outbox row.",
+    "colmena_outbox_oldest_pending_age_seconds",
+    "Age of the oldest unpublished outbox row.",
     multiprocess_mode="max",
 )
 QUEUE_DEPTH = Gauge(
-    "colmena_queue_depth", "Messages waiting in a queue, by kind (ready, delayed, dead).", ["queue", "kind"],
+    "colmena_queue_depth",
+    "Messages waiting in a queue, by kind (ready, delayed, dead).",
+    ["queue", "kind"],
     multiprocess_mode="max",
 )
 DEAD_LETTERS = Counter(
@@ -59,15 +64,21 @@ PAYMENT_TRANSITIONS = Counter(
 
 # Rates (gauges are read from the database by the ingress at scrape time; the latest reading wins)
 RATE = Gauge(
-    "colmena_rate", "Latest published exchange rate, VES per unit (Binance: mid).", ["source", "pair"],
+    "colmena_rate",
+    "Latest published exchange rate, VES per unit (Binance: mid).",
+    ["source", "pair"],
     multiprocess_mode="mostrecent",
 )
 RATE_AGE = Gauge(
-    "colmena_rate_age_seconds", "Seconds since a scrape last saw the published rate.", ["source", "pair"],
+    "colmena_rate_age_seconds",
+    "Seconds since a scrape last saw the published rate.",
+    ["source", "pair"],
     multiprocess_mode="mostrecent",
 )
 RATE_SOURCE_STALE = Gauge(
-    "colmena_rate_source_stale", "1 when the source failed its last N scrapes in a row.", ["source"],
+    "colmena_rate_source_stale",
+    "1 when the source failed its last N scrapes in a row.",
+    ["source"],
     multiprocess_mode="mostrecent",
 )
 SCRAPES = Counter(
@@ -75,10 +86,15 @@ SCRAPES = Counter(
 )
 
 # Licenses
-LICENSES_ISSUED = Counter("colmena_licenses_issued_total", "Licenses issued (one per approved license payment).")
-LICENSES_REVOKED = Counter("colmena_licenses_revoked_total", "Licenses revoked, by source.", ["source"])
+LICENSES_ISSUED = Counter(
+    "colmena_licenses_issued_total", "Licenses issued (one per approved license payment)."
+)
+LICENSES_REVOKED = Counter(
+    "colmena_licenses_revoked_total", "Licenses revoked, by source.", ["source"]
+)
 LICENSE_EMAILS = Counter(
-    "colmena_license_emails_total", "License delivery emails, by outcome (sent, temporary_failure, permanent_failure).",
+    "colmena_license_emails_total",
+    "License delivery emails, by outcome (sent, temporary_failure, permanent_failure).",
     ["outcome"],
 )
 LICENSE_DOWNLOADS = Counter(
@@ -87,7 +103,9 @@ LICENSE_DOWNLOADS = Counter(
     ["outcome"],
 )
 LICENSE_CLEANUP_REMOVED = Counter(
-    "colmena_license_cleanup_removed_total", "Dead download links and idle packages removed.", ["kind"]
+    "colmena_license_cleanup_removed_total",
+    "Dead download links and idle packages removed.",
+    ["kind"],
 )
 
 # Stamping (CFDI)
@@ -98,7 +116,9 @@ INVOICES = Counter(
     ["outcome"],
 )
 CSD_DAYS_LEFT = Gauge(
-    "colmena_csd_days_left", "Days until the issuer's CSD (sello digital) expires.", multiprocess_mode="livemin"
+    "colmena_csd_days_left",
+    "Days until the issuer's CSD (sello digital) expires.",
+    multiprocess_mode="livemin",
 )
 
 # Operations (read from RabbitMQ by the ingress at scrape time; queue is the unprefixed domain queue)
@@ -108,12 +128,18 @@ QUEUE_CONSUMERS = Gauge(
 
 # Tenant bots (colmena_bots is read from the database by the ingress at scrape time)
 BOTS = Gauge(
-    "colmena_bots", "Tenants' bots by state (running, unhealthy, backoff, crashloop, stopped, unknown).", ["state"],
+    "colmena_bots",
+    "Tenants' bots by state (running, unhealthy, backoff, crashloop, stopped, unknown).",
+    ["state"],
     multiprocess_mode="mostrecent",
 )
 BOT_RESTARTS = Counter("colmena_bot_restarts_total", "Crashed bots restarted by the supervisor.")
-BOT_CRASHLOOPS = Counter("colmena_bot_crashloops_total", "Bots that entered crashloop (restarts stopped).")
+BOT_CRASHLOOPS = Counter(
+    "colmena_bot_crashloops_total", "Bots that entered crashloop (restarts stopped)."
+)
 BOT_RECONCILE_SECONDS = Histogram(
-    "colmena_bot_reconcile_duration_seconds", "Reconcile duration, one tenant or a full pass.", ["scope"],
+    "colmena_bot_reconcile_duration_seconds",
+    "Reconcile duration, one tenant or a full pass.",
+    ["scope"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )

@@ -13,7 +13,8 @@ DEV_MERCADOPAGO_SECRET = "colmena-dev-only"
 
 class PaymentsSettings(BaseModel):
     stripe_webhook_secrets: SecretStr | None = Field(
-        default=None, description="comma-separated endpoint secrets (whsec_...); several during a roll"
+        default=None,
+        description="comma-separated endpoint secrets (whsec_...); several during a roll",
     )
     stripe_tolerance_s: int = Field(default=300, ge=1, le=3600)
     mercadopago_webhook_secret: SecretStr | None = Field(

@@ -27,20 +27,31 @@ DEFAULT_RATE_BOUNDS: dict[str, tuple[Decimal, Decimal]] = {
 
 
 class RatesSettings(BaseModel):
-    bcv_url: str = Field(default=BCV_PUBLIC_URL, description="BCV home page holding the official rates")
+    bcv_url: str = Field(
+        default=BCV_PUBLIC_URL, description="BCV home page holding the official rates"
+    )
     bcv_ca_bundle: Path | None = Field(
-        default=None, description="CA bundle that completes bcv.org.ve's chain; unset: the one shipped in colmena"
+        default=None,
+        description="CA bundle that completes bcv.org.ve's chain; unset: the one shipped in colmena",
     )
-    binance_p2p_url: str = Field(default=BINANCE_P2P_PUBLIC_URL, description="Binance P2P adv/search endpoint")
+    binance_p2p_url: str = Field(
+        default=BINANCE_P2P_PUBLIC_URL, description="Binance P2P adv/search endpoint"
+    )
     binance_pay_types: list[str] = Field(
-        default_factory=list, description='JSON list of payment methods to filter by, e.g. ["PagoMovil"]'
+        default_factory=list,
+        description='JSON list of payment methods to filter by, e.g. ["PagoMovil"]',
     )
-    binance_top_n: int = Field(default=10, ge=1, le=100, description="adverts (by volume) in the median")
+    binance_top_n: int = Field(
+        default=10, ge=1, le=100, description="adverts (by volume) in the median"
+    )
     rates_max_change_pct: Decimal = Field(
         default=Decimal(20), gt=0, le=1000, description="a larger move is stored as suspect"
     )
     rates_confirm_tolerance_pct: Decimal = Field(
-        default=Decimal(5), ge=0, le=100, description="how close the next scrape must be to confirm a suspect"
+        default=Decimal(5),
+        ge=0,
+        le=100,
+        description="how close the next scrape must be to confirm a suspect",
     )
     rates_bounds: dict[str, tuple[Decimal, Decimal]] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_BOUNDS),
@@ -48,16 +59,26 @@ class RatesSettings(BaseModel):
     )
     rates_timeout_s: float = Field(default=30.0, gt=0, le=120, description="per HTTP attempt")
     rates_attempts: int = Field(default=3, ge=1, le=10, description="HTTP attempts per scrape")
-    rates_backoff_s: float = Field(default=1.0, ge=0, le=60, description="first retry delay, doubled each time")
-    rates_stale_after: int = Field(default=3, ge=1, le=100, description="consecutive failed scrapes -> stale")
-    rates_tick_expiry_s: float = Field(
-        default=900.0, gt=0, description="a scheduled scrape published later than this is skipped, not replayed"
+    rates_backoff_s: float = Field(
+        default=1.0, ge=0, le=60, description="first retry delay, doubled each time"
     )
-    rates_api_cache_s: float = Field(default=5.0, ge=0, le=300, description="rates API in-process cache TTL")
+    rates_stale_after: int = Field(
+        default=3, ge=1, le=100, description="consecutive failed scrapes -> stale"
+    )
+    rates_tick_expiry_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="a scheduled scrape published later than this is skipped, not replayed",
+    )
+    rates_api_cache_s: float = Field(
+        default=5.0, ge=0, le=300, description="rates API in-process cache TTL"
+    )
 
     @field_validator("rates_bounds")
     @classmethod
-    def _check_bounds(cls, value: dict[str, tuple[Decimal, Decimal]]) -> dict[str, tuple[Decimal, Decimal]]:
+    def _check_bounds(
+        cls, value: dict[str, tuple[Decimal, Decimal]]
+    ) -> dict[str, tuple[Decimal, Decimal]]:
         for pair, (lower, upper) in value.items():
             if not (lower.is_finite() and upper.is_finite() and 0 < lower < upper):
                 raise ValueError(f"bounds of {pair} must be finite with 0 < min < max")

@@ -27,7 +27,9 @@ class SettingsError(Exception):
 
 def _postgres_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or parts.path.strip("/")):
+    if parts.scheme not in ("postgres", "postgresql") or not (
+        parts.hostname or parts.path.strip("/")
+    ):
         raise ValueError("expected postgresql://user@host:port/database")
     return value
 
@@ -62,7 +64,9 @@ class Settings(
     broker_url: SecretStr | None = Field(
         default=None, description="RabbitMQ URL; unset in `colmena dev` means the in-process broker"
     )
-    queue_prefix: str = Field(default="", description="prefix for every queue name (isolates test runs)")
+    queue_prefix: str = Field(
+        default="", description="prefix for every queue name (isolates test runs)"
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path("./.colmena")
@@ -77,14 +81,18 @@ class Settings(
     worker_processes: int = Field(default=2, ge=1)
     worker_threads: int = Field(default=8, ge=1)
     worker_prefetch: int = Field(default=1, ge=1, description="unacked messages per worker thread")
-    quorum_queues: bool = Field(default=False, description="declare quorum queues (RabbitMQ cluster)")
+    quorum_queues: bool = Field(
+        default=False, description="declare quorum queues (RabbitMQ cluster)"
+    )
     metrics_port: int = Field(default=9191, ge=1, le=65535, description="worker metrics port")
     max_retries: int = Field(default=8, ge=0)
     min_backoff_ms: int = Field(default=1_000, ge=10)
     max_backoff_ms: int = Field(default=300_000, ge=100, le=900_000)
     time_limit_ms: int = Field(default=300_000, ge=1_000, le=900_000)
     relay_interval_s: float = Field(default=2.0, gt=0)
-    relay_grace_s: float = Field(default=10.0, ge=0, description="age before the relay republishes a row")
+    relay_grace_s: float = Field(
+        default=10.0, ge=0, description="age before the relay republishes a row"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -23,14 +23,20 @@ class StampingSettings(BaseModel):
         default="sw", description="which PAC stamps the invoices"
     )
     pac_environment: Literal["TEST", "PRODUCTION"] = "TEST"
-    pac_base_url: str | None = Field(default=None, description="override of the PAC's stamping host")
-    pac_api_url: str | None = Field(default=None, description="override of SW's api host (recovery by UUID)")
+    pac_base_url: str | None = Field(
+        default=None, description="override of the PAC's stamping host"
+    )
+    pac_api_url: str | None = Field(
+        default=None, description="override of SW's api host (recovery by UUID)"
+    )
     pac_token: SecretStr | None = Field(default=None, description="SW or Diverza token")
     pac_user: str | None = None
     pac_password: SecretStr | None = None
     pac_contract: str | None = Field(default=None, description="Prodigia contract")
     pac_client_id: str | None = Field(default=None, description="Diverza client id")
-    pac_timeout_seconds: float = Field(default=30.0, gt=0, le=120, description="per HTTP call to the PAC")
+    pac_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=120, description="per HTTP call to the PAC"
+    )
 
     cfdi_csd_cer_path: Path | None = Field(
         default=None, description="the issuer's CSD certificate (.cer, DER)"
@@ -48,9 +54,14 @@ class StampingSettings(BaseModel):
     cfdi_issuer_postal_code: str | None = Field(default=None, pattern=r"^\d{5}$")
     cfdi_series: str = Field(default="A", pattern=r"^[^|]{1,25}$")
     cfdi_iva_rate: Decimal | None = Field(
-        default=Decimal("0.16"), ge=0, le=1, description="IVA traslado rate; `none` = not subject to tax"
+        default=Decimal("0.16"),
+        ge=0,
+        le=1,
+        description="IVA traslado rate; `none` = not subject to tax",
     )
-    cfdi_product_key: str = Field(default="81112100", pattern=r"^\d{8}$", description="ClaveProdServ")
+    cfdi_product_key: str = Field(
+        default="81112100", pattern=r"^\d{8}$", description="ClaveProdServ"
+    )
     cfdi_unit_key: str = Field(default="E48", pattern=r"^[A-Z0-9]{2,3}$", description="ClaveUnidad")
     cfdi_payment_form: str = Field(
         default="04", pattern=r"^\d{2}$", description="FormaPago when the payment metadata has none"

@@ -57,7 +57,9 @@ def amount_of(payment: Payment) -> tuple[Decimal, str]:
     currency = payment.currency.upper()
     exponent = SUPPORTED_CURRENCIES.get(currency)
     if exponent is None:
-        raise FiscalDataError(f"currency {currency} is not invoiced: only MXN (no TipoCambio support)")
+        raise FiscalDataError(
+            f"currency {currency} is not invoiced: only MXN (no TipoCambio support)"
+        )
     return Decimal(payment.amount_minor).scaleb(-exponent), currency
 
 

@@ -70,7 +70,11 @@ Interpretation = PaymentUpdate | PlanUpdate | Ignored
 def _metadata(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
         return {}
-    return {str(key): str(value) for key, value in raw.items() if value is not None and len(str(value)) <= 500}
+    return {
+        str(key): str(value)
+        for key, value in raw.items()
+        if value is not None and len(str(value)) <= 500
+    }
 
 
 def _common(metadata: dict[str, str]) -> dict[str, Any]:
@@ -100,7 +104,9 @@ _SESSION_STATUS = {
 }
 
 
-def _stripe_payment(obj: dict[str, Any], payment_id: str, status: Status, event: dict[str, Any], **extra: Any) -> PaymentUpdate:
+def _stripe_payment(
+    obj: dict[str, Any], payment_id: str, status: Status, event: dict[str, Any], **extra: Any
+) -> PaymentUpdate:
     metadata = _metadata(obj.get("metadata"))
     fields = _common(metadata)
     email = extra.pop("email", None) or metadata.get("email")
@@ -123,8 +129,12 @@ def interpret_stripe(event: dict[str, Any]) -> Interpretation:
     obj = event["data"]["object"]
     if kind in _PI_STATUS:
         return _stripe_payment(
-            obj, obj["id"], _PI_STATUS[kind], event,
-            amount=obj.get("amount_received") or obj.get("amount", 0), email=obj.get("receipt_email"),
+            obj,
+            obj["id"],
+            _PI_STATUS[kind],
+            event,
+            amount=obj.get("amount_received") or obj.get("amount", 0),
+            email=obj.get("receipt_email"),
         )
     if kind == "checkout.session.completed" or kind in _SESSION_STATUS:
         return _stripe_session(obj, event)
@@ -133,8 +143,12 @@ def interpret_stripe(event: dict[str, Any]) -> Interpretation:
             return Ignored("partial refund: the payment stays approved")
         payment_id = obj.get("payment_intent") or obj["id"]
         return _stripe_payment(
-            obj, payment_id, Status.REFUNDED, event,
-            amount=obj.get("amount", 0), email=(obj.get("billing_details") or {}).get("email"),
+            obj,
+            payment_id,
+            Status.REFUNDED,
+            event,
+            amount=obj.get("amount", 0),
+            email=(obj.get("billing_details") or {}).get("email"),
         )
     if kind in ("invoice.paid", "invoice.payment_failed"):
         return _stripe_invoice(obj, event)
@@ -153,12 +167,18 @@ def _stripe_session(obj: dict[str, Any], event: dict[str, Any]) -> Interpretatio
         status = _SESSION_STATUS[event["type"]]
     payment_id = obj.get("payment_intent") or obj["id"]
     email = (obj.get("customer_details") or {}).get("email") or obj.get("customer_email")
-    return _stripe_payment(obj, payment_id, status, event, amount=obj.get("amount_total") or 0, email=email)
+    return _stripe_payment(
+        obj, payment_id, status, event, amount=obj.get("amount_total") or 0, email=email
+    )
 
 
 def _subscription_metadata(invoice: dict[str, Any]) -> dict[str, str]:
     """Invoice metadata merged with its subscription's (old and new API shapes)."""
-    details = invoice.get("subscription_details") or (invoice.get("parent") or {}).get("subscription_details") or {}
+    details = (
+        invoice.get("subscription_details")
+        or (invoice.get("parent") or {}).get("subscription_details")
+        or {}
+    )
     return {**_metadata(details.get("metadata")), **_metadata(invoice.get("metadata"))}
 
 
@@ -194,9 +214,16 @@ def _stripe_subscription(obj: dict[str, Any], event: dict[str, Any]) -> Interpre
     tenant, plan = metadata.get("tenant_id"), metadata.get("plan")
     if not tenant or plan not in PLANS:
         return Ignored("subscription without tenant_id/plan metadata")
-    active = event["type"] == "customer.subscription.updated" and obj.get("status") in ("active", "trialing")
+    active = event["type"] == "customer.subscription.updated" and obj.get("status") in (
+        "active",
+        "trialing",
+    )
     return PlanUpdate(
-        tenant_ref=tenant, plan=plan, active=active, source=f"subscription:{obj['id']}", provider_at=_ts(event["created"])
+        tenant_ref=tenant,
+        plan=plan,
+        active=active,
+        source=f"subscription:{obj['id']}",
+        provider_at=_ts(event["created"]),
     )
 
 

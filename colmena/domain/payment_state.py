@@ -26,7 +26,14 @@ class Status(StrEnum):
     CHARGED_BACK = "charged_back"
 
 
-_OPEN = {Status.PENDING, Status.IN_PROCESS, Status.AUTHORIZED, Status.APPROVED, Status.REJECTED, Status.CANCELLED}
+_OPEN = {
+    Status.PENDING,
+    Status.IN_PROCESS,
+    Status.AUTHORIZED,
+    Status.APPROVED,
+    Status.REJECTED,
+    Status.CANCELLED,
+}
 
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.NEW: frozenset(Status) - {Status.NEW},
@@ -51,10 +58,15 @@ class Decision:
     reason: str | None = None
 
 
-def decide(current: Status, current_at: datetime, proposed: Status, proposed_at: datetime) -> Decision:
+def decide(
+    current: Status, current_at: datetime, proposed: Status, proposed_at: datetime
+) -> Decision:
     """Whether `proposed` (stamped `proposed_at` by the provider) may replace `current`."""
     if current is not Status.NEW and proposed_at < current_at:
-        return Decision(False, f"stale: provider time {proposed_at.isoformat()} is before {current_at.isoformat()}")
+        return Decision(
+            False,
+            f"stale: provider time {proposed_at.isoformat()} is before {current_at.isoformat()}",
+        )
     if proposed == current:
         return Decision(False, "no change")
     if proposed not in ALLOWED[current]:

@@ -2,7 +2,7 @@
 
 The triggers are built here, not in the scheduler process, so the schedule is
 a value tests can interrogate (next_run_times) instead of something they have
-to wait for. Register them with colmena.scheduler.scheduled, which already
+to wait for. Register them with colmena.runtime.scheduler.scheduled, which already
 coalesces missed runs instead of replaying them.
 """
 

@@ -100,7 +100,9 @@ def representative_price(
     if top_n < 1:
         raise ValueError("top_n must be at least 1")
     usable = [
-        q for q in quotes if q.eligible and not q.promoted and q.price.is_finite() and q.price > 0 and q.volume > 0
+        q
+        for q in quotes
+        if q.eligible and not q.promoted and q.price.is_finite() and q.price > 0 and q.volume > 0
     ]
     if not usable:
         return None
@@ -182,8 +184,12 @@ def check_rate(
         and percent_change(pending_suspect, value) <= confirm_tolerance_pct
     )
     if confirmed:
-        return SanityResult(Verdict.ACCEPTED, f"moved {move:.2f}%, confirmed by the previous scrape", True)
-    return SanityResult(Verdict.SUSPECT, f"moved {move:.2f}% (> {max_change_pct}%) from the last accepted value")
+        return SanityResult(
+            Verdict.ACCEPTED, f"moved {move:.2f}%, confirmed by the previous scrape", True
+        )
+    return SanityResult(
+        Verdict.SUSPECT, f"moved {move:.2f}% (> {max_change_pct}%) from the last accepted value"
+    )
 
 
 def check_effective_date(

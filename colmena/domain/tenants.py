@@ -110,13 +110,20 @@ def validate_config(data: Any, plan_name: str, limits: PlanLimits) -> dict[str, 
     try:
         config = BotConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([
-            FieldError(".".join(str(part) for part in error["loc"]) or "body", error["msg"].removeprefix("Value error, "))
-            for error in exc.errors()
-        ]) from None
+        raise ConfigError(
+            [
+                FieldError(
+                    ".".join(str(part) for part in error["loc"]) or "body",
+                    error["msg"].removeprefix("Value error, "),
+                )
+                for error in exc.errors()
+            ]
+        ) from None
     errors = []
     if len(config.symbols) > limits.max_symbols:
-        errors.append(FieldError("symbols", f"plan {plan_name} allows at most {limits.max_symbols} symbol(s)"))
+        errors.append(
+            FieldError("symbols", f"plan {plan_name} allows at most {limits.max_symbols} symbol(s)")
+        )
     if config.mode == "live" and not limits.live_allowed:
         errors.append(FieldError("mode", f"plan {plan_name} allows paper trading only"))
     if errors:
@@ -158,5 +165,7 @@ def decide_plan_change(
     if active:
         return PlanDecision("applied", f"plan {plan} active ({source})", plan)
     if current_source != source:
-        return PlanDecision("ignored", f"{source} ended, but the current plan comes from {current_source}")
+        return PlanDecision(
+            "ignored", f"{source} ended, but the current plan comes from {current_source}"
+        )
     return PlanDecision("applied", f"plan {plan} ended ({source}); back to {FREE_PLAN}", FREE_PLAN)

@@ -27,12 +27,16 @@ from colmena.gateways.retry import retryable_http, with_retries
 log = structlog.get_logger(__name__)
 
 DEFAULT_CA_BUNDLE = Path(__file__).parent / "certs" / "bcv-ca.pem"
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 RATE_BLOCK = ".view-tipo-de-cambio-oficial-del-bcv"
 # Element id on the page -> ISO 4217 code.
-CURRENCY_IDS: dict[str, str] = {"dolar": "USD", "euro": "EUR", "yuan": "CNY", "lira": "TRY", "rublo": "RUB"}
+CURRENCY_IDS: dict[str, str] = {
+    "dolar": "USD",
+    "euro": "EUR",
+    "yuan": "CNY",
+    "lira": "TRY",
+    "rublo": "RUB",
+}
 _VES_NUMBER = re.compile(r"^(?:\d{1,3}(?:\.\d{3})+|\d+),\d+$")
 
 
@@ -189,11 +193,21 @@ async def fetch_bcv_page(
     exponential backoff (backoff, 2*backoff, ...). TLS and other 4xx failures
     are raised at once: retrying cannot fix them."""
     ssl_context = build_ssl_context(ca_bundle)
-    headers = {"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml", "Accept-Language": "es-VE,es"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as session:
+    headers = {
+        "User-Agent": user_agent,
+        "Accept": "text/html,application/xhtml+xml",
+        "Accept-Language": "es-VE,es",
+    }
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout), headers=headers
+    ) as session:
         return await with_retries(
             lambda: _get_once(session, url, ssl_context),
-            errors=BcvError, retryable=_retryable, attempts=attempts, backoff=backoff, event="bcv_fetch_retry",
+            errors=BcvError,
+            retryable=_retryable,
+            attempts=attempts,
+            backoff=backoff,
+            event="bcv_fetch_retry",
         )
 
 
@@ -206,7 +220,11 @@ async def scrape_bcv(
     backoff: float = 1.0,
 ) -> BcvRates:
     """Fetch and parse in one call: what the scrape actor needs."""
-    html = await fetch_bcv_page(url, ca_bundle=ca_bundle, timeout=timeout, attempts=attempts, backoff=backoff)
+    html = await fetch_bcv_page(
+        url, ca_bundle=ca_bundle, timeout=timeout, attempts=attempts, backoff=backoff
+    )
     rates = parse_bcv_page(html)
-    log.info("bcv_scraped", effective_date=rates.effective_date.isoformat(), pairs=sorted(rates.rates))
+    log.info(
+        "bcv_scraped", effective_date=rates.effective_date.isoformat(), pairs=sorted(rates.rates)
+    )
     return rates

@@ -33,9 +33,7 @@ from colmena.gateways.retry import retryable_http, with_retries
 log = structlog.get_logger(__name__)
 
 DEFAULT_URL = "https://p2p.binance.com/bapi/c2c/v2/friendly/c2c/adv/search"
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 SUCCESS_CODE = "000000"
 MAX_ROWS = 20
 ASSET = "USDT"
@@ -172,14 +170,23 @@ def parse_search_response(payload: Any, side: Side) -> list[P2PAdvert]:
     data = payload.get("data")
     if not isinstance(data, list):
         raise BinanceResponseError("`data` is not a list")
-    adverts = [advert for item in data if isinstance(item, Mapping) and (advert := _advert(item, side)) is not None]
+    adverts = [
+        advert
+        for item in data
+        if isinstance(item, Mapping) and (advert := _advert(item, side)) is not None
+    ]
     if len(adverts) != len(data):
         log.warning("binance_rows_skipped", side=side.value, skipped=len(data) - len(adverts))
     return adverts
 
 
 def search_body(
-    side: Side, *, page: int = 1, rows: int = MAX_ROWS, pay_types: Sequence[str] = (), publisher_type: str | None = None
+    side: Side,
+    *,
+    page: int = 1,
+    rows: int = MAX_ROWS,
+    pay_types: Sequence[str] = (),
+    publisher_type: str | None = None,
 ) -> dict[str, Any]:
     if not 1 <= rows <= MAX_ROWS:
         raise ValueError(f"rows must be between 1 and {MAX_ROWS}")
@@ -237,16 +244,27 @@ async def fetch_p2p_book(
     book would publish a mid that nobody can trade at."""
     if pages < 1:
         raise ValueError("pages must be at least 1")
-    headers = {"User-Agent": user_agent, "Accept": "application/json", "Content-Type": "application/json"}
+    headers = {
+        "User-Agent": user_agent,
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
     book: dict[Side, list[P2PAdvert]] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as session:
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout), headers=headers
+    ) as session:
         for side in Side:
             adverts: list[P2PAdvert] = []
             for page in range(1, pages + 1):
-                body = search_body(side, page=page, rows=rows, pay_types=pay_types, publisher_type=publisher_type)
+                body = search_body(
+                    side, page=page, rows=rows, pay_types=pay_types, publisher_type=publisher_type
+                )
                 payload = await with_retries(
                     partial(_post_once, session, url, body),
-                    errors=BinanceError, retryable=_retryable, attempts=attempts, backoff=backoff,
+                    errors=BinanceError,
+                    retryable=_retryable,
+                    attempts=attempts,
+                    backoff=backoff,
                     event="binance_fetch_retry",
                 )
                 adverts.extend(parse_search_response(payload, side))

@@ -223,7 +223,9 @@ def build_comprobante(invoice: Invoice) -> cfdi40.Comprobante:
     )
 
 
-def sign_invoice(invoice: Invoice, signer: Signer, *, now: dt.datetime | None = None) -> SignedInvoice:
+def sign_invoice(
+    invoice: Invoice, signer: Signer, *, now: dt.datetime | None = None
+) -> SignedInvoice:
     """Seal and schema-check the invoice; refuses an expired or foreign CSD before signing."""
     now = now or dt.datetime.now(dt.UTC)
     check_csd(inspect_csd(signer.certificate_bytes()), issuer_rfc=invoice.issuer.rfc, at=now)

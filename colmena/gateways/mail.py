@@ -289,16 +289,19 @@ def license_delivery_email(
         else s["license_expiry"].format(when=_format_when(license_expires_at, lang))
     )
     product = _one_line(product_name)
-    text = "\n\n".join(
-        [
-            s["greeting"],
-            s["intro"].format(product=product),
-            download_url,
-            link_line,
-            license_line,
-            s["help"],
-        ]
-    ) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                s["greeting"],
+                s["intro"].format(product=product),
+                download_url,
+                link_line,
+                license_line,
+                s["help"],
+            ]
+        )
+        + "\n"
+    )
     e = html.escape
     html_body = (
         f'<!DOCTYPE html>\n<html lang="{lang}">\n<head><meta charset="utf-8">'
@@ -323,4 +326,3 @@ def _format_when(value: datetime, lang: Language) -> str:
     return _LICENSE_STRINGS[lang]["date"].format(
         day=utc.day, month=_MONTHS[lang][utc.month - 1], year=utc.year, time=utc.strftime("%H:%M")
     )
-

@@ -28,9 +28,15 @@ class MailDropMailer:
     def __repr__(self) -> str:
         return f"MailDropMailer(directory={str(self.directory)!r})"
 
-    async def send_email(self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()) -> str:
+    async def send_email(
+        self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()
+    ) -> str:
         message = build_message(
-            sender=self.sender, to=to, subject=email.subject, text=email.text, html_body=email.html,
+            sender=self.sender,
+            to=to,
+            subject=email.subject,
+            text=email.text,
+            html_body=email.html,
             attachments=attachments,
         )
         path = await asyncio.to_thread(self._write, message)

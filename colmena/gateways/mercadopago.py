@@ -22,7 +22,11 @@ import mercadopago
 from mercadopago.config.config import Config
 from mercadopago.config.request_options import RequestOptions
 from mercadopago.http.http_client import HttpClient
-from mercadopago.webhook import InvalidWebhookSignatureError, SignatureFailureReason, WebhookSignatureValidator
+from mercadopago.webhook import (
+    InvalidWebhookSignatureError,
+    SignatureFailureReason,
+    WebhookSignatureValidator,
+)
 from requests import RequestException
 
 MILLISECOND_TS_DIGITS = 13
@@ -61,7 +65,9 @@ def _parse_ts(header: str) -> str | None:
     return None
 
 
-def _signed_by(x_signature: str | None, x_request_id: str | None, data_id: str | None, secret: str) -> None:
+def _signed_by(
+    x_signature: str | None, x_request_id: str | None, data_id: str | None, secret: str
+) -> None:
     """Validate with data.id as sent, then lowercased; raise the SDK's error otherwise."""
     candidates = [data_id]
     if data_id is not None and data_id.lower() != data_id:
@@ -71,16 +77,26 @@ def _signed_by(x_signature: str | None, x_request_id: str | None, data_id: str |
             WebhookSignatureValidator.validate(x_signature, x_request_id, candidate, secret)
             return
         except InvalidWebhookSignatureError as exc:
-            if exc.reason is not SignatureFailureReason.SIGNATURE_MISMATCH or candidate is candidates[-1]:
+            if (
+                exc.reason is not SignatureFailureReason.SIGNATURE_MISMATCH
+                or candidate is candidates[-1]
+            ):
                 raise
 
 
 def verify_signature(
-    *, x_signature: str | None, x_request_id: str | None, data_id: str | None, secrets: list[str],
-    tolerance_s: int, now: float | None = None,
+    *,
+    x_signature: str | None,
+    x_request_id: str | None,
+    data_id: str | None,
+    secrets: list[str],
+    tolerance_s: int,
+    now: float | None = None,
 ) -> None:
     """Raise MercadoPagoSignatureError unless one of our secrets signed it, recently."""
-    if x_signature is not None and not x_signature.isascii():  # the SDK's compare_digest raises TypeError
+    if (
+        x_signature is not None and not x_signature.isascii()
+    ):  # the SDK's compare_digest raises TypeError
         raise MercadoPagoSignatureError(SignatureFailureReason.MALFORMED_SIGNATURE_HEADER.value)
     failure: InvalidWebhookSignatureError | None = None
     for secret in secrets:
@@ -118,18 +134,32 @@ class _RebasedHttpClient(HttpClient):
         self.base_url = base_url.rstrip("/")
         self.public_url = Config().api_base_url
 
-    def request(self, method: str, url: str, maxretries: Any = None, retry_on: Any = None, backoff_factor: Any = None, **kwargs: Any) -> Any:
+    def request(
+        self,
+        method: str,
+        url: str,
+        maxretries: Any = None,
+        retry_on: Any = None,
+        backoff_factor: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if url.startswith(self.public_url):
-            url = self.base_url + url[len(self.public_url):]
-        return super().request(method, url, maxretries=0, retry_on=retry_on, backoff_factor=backoff_factor, **kwargs)
+            url = self.base_url + url[len(self.public_url) :]
+        return super().request(
+            method, url, maxretries=0, retry_on=retry_on, backoff_factor=backoff_factor, **kwargs
+        )
 
 
 class MercadoPagoClient:
     """Blocking (the SDK uses requests): call it from a thread in async code."""
 
     def __init__(self, *, access_token: str, base_url: str, timeout_s: float) -> None:
-        options = RequestOptions(access_token=access_token, connection_timeout=timeout_s, max_retries=0)
-        self._sdk = mercadopago.SDK(access_token, http_client=_RebasedHttpClient(base_url), request_options=options)
+        options = RequestOptions(
+            access_token=access_token, connection_timeout=timeout_s, max_retries=0
+        )
+        self._sdk = mercadopago.SDK(
+            access_token, http_client=_RebasedHttpClient(base_url), request_options=options
+        )
 
     def _checked(self, call: Any, what: str) -> dict[str, Any]:
         try:

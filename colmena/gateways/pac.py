@@ -112,7 +112,9 @@ def parse_stamp(xml: bytes, *, recovered: bool) -> StampResult:
     return StampResult(
         xml=xml,
         uuid=tfd.attrib["UUID"].upper(),
-        fecha_timbrado=dt.datetime.fromisoformat(tfd.attrib["FechaTimbrado"]).replace(tzinfo=MEXICO_CITY),
+        fecha_timbrado=dt.datetime.fromisoformat(tfd.attrib["FechaTimbrado"]).replace(
+            tzinfo=MEXICO_CITY
+        ),
         recovered=recovered,
     )
 
@@ -237,9 +239,15 @@ class _SW(SWSapien):
 
 class _Finkok(Finkok):
     def __init__(
-        self, credentials: PacCredentials, environment: Environment, base_url: str | None, timeout: float
+        self,
+        credentials: PacCredentials,
+        environment: Environment,
+        base_url: str | None,
+        timeout: float,
     ):
-        super().__init__(username=credentials.user, password=credentials.password, environment=environment)
+        super().__init__(
+            username=credentials.user, password=credentials.password, environment=environment
+        )
         self._base_url = base_url
         self._timeout = timeout
 
@@ -254,7 +262,11 @@ class _Finkok(Finkok):
 
 class _Diverza(Diverza):
     def __init__(
-        self, credentials: PacCredentials, environment: Environment, base_url: str | None, timeout: float
+        self,
+        credentials: PacCredentials,
+        environment: Environment,
+        base_url: str | None,
+        timeout: float,
     ):
         super().__init__(
             rfc=credentials.issuer_rfc,
@@ -285,7 +297,11 @@ class _Diverza(Diverza):
 
 class _Prodigia(Prodigia):
     def __init__(
-        self, credentials: PacCredentials, environment: Environment, base_url: str | None, timeout: float
+        self,
+        credentials: PacCredentials,
+        environment: Environment,
+        base_url: str | None,
+        timeout: float,
     ):
         super().__init__(
             user=credentials.user,
@@ -296,7 +312,9 @@ class _Prodigia(Prodigia):
         self._base_url = base_url
         self._timeout = timeout
 
-    def _request(self, path: str, data: Any, method: str = "post", opciones: Any = None) -> requests.Response:
+    def _request(
+        self, path: str, data: Any, method: str = "post", opciones: Any = None
+    ) -> requests.Response:
         params = [
             ("contrato", self.contrato),
             ("opciones", "RESPUESTA_JSON"),
@@ -307,7 +325,10 @@ class _Prodigia(Prodigia):
             method,
             f"{(self._base_url or 'https://timbrado.pade.mx/servicio/rest').rstrip('/')}/{path}",
             self._timeout,
-            headers={"User-Agent": satcfdi_version.__user_agent__, "Content-Type": "application/xml"},
+            headers={
+                "User-Agent": satcfdi_version.__user_agent__,
+                "Content-Type": "application/xml",
+            },
             data=data,
             auth=self.auth,
             params=params,

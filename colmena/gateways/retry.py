@@ -50,6 +50,8 @@ async def with_retries(
             if attempt >= attempts or not retryable(exc):
                 raise
             delay = backoff * 2 ** (attempt - 1)
-            log.warning(event, attempt=attempt, outcome=getattr(exc, "outcome", "error"), delay_s=delay)
+            log.warning(
+                event, attempt=attempt, outcome=getattr(exc, "outcome", "error"), delay_s=delay
+            )
             await asyncio.sleep(delay)
             attempt += 1

@@ -23,7 +23,9 @@ class StripeEventError(ValueError):
     """Signed, but not a JSON Stripe event."""
 
 
-def verify_signature(payload: bytes, header: str | None, secrets: Sequence[str], *, tolerance_s: int) -> None:
+def verify_signature(
+    payload: bytes, header: str | None, secrets: Sequence[str], *, tolerance_s: int
+) -> None:
     if not header:
         raise StripeSignatureError("missing Stripe-Signature header")
     if not header.isascii():  # Stripe's compare_digest raises TypeError on non-ASCII text
@@ -51,7 +53,11 @@ def parse_event(payload: bytes) -> dict[str, Any]:
         raise StripeEventError("body is not JSON") from None
     if not isinstance(event, dict):
         raise StripeEventError("event is not a JSON object")
-    if not isinstance(event.get("id"), str) or not event["id"].startswith("evt_") or len(event["id"]) > 255:
+    if (
+        not isinstance(event.get("id"), str)
+        or not event["id"].startswith("evt_")
+        or len(event["id"]) > 255
+    ):
         raise StripeEventError("event has no valid id")
     if not isinstance(event.get("type"), str) or not event["type"]:
         raise StripeEventError("event has no type")

@@ -9,11 +9,15 @@ from aiohttp import web
 from colmena.config import Settings
 from colmena.http import health, licenses, openapi, ops, rates, tenants, webhooks
 from colmena.http.context import RESOURCES, SETTINGS
-from colmena.http.middlewares import DEFAULT_LIMITER, MAX_BODY, MIDDLEWARES, RATE_LIMITERS
+from colmena.http.middlewares import (
+    DEFAULT_LIMITER,
+    MAX_BODY,
+    MIDDLEWARES,
+    RATE_LIMITERS,
+)
 from colmena.http.publishing import AFTER_COMMIT, AfterCommitPublisher
 from colmena.http.ratelimit import RateLimiter
-from colmena.resources import Resources
-
+from colmena.runtime.resources import Resources
 
 ROUTE_MODULES = (
     health,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from colmena.config import Settings
-from colmena.resources import Resources
+from colmena.runtime.resources import Resources
 
 SETTINGS = web.AppKey("settings", Settings)
 RESOURCES = web.AppKey("resources", Resources)

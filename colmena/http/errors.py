@@ -16,7 +16,13 @@ class ApiError(Exception):
     """Raise from a handler to answer with a JSON error; the error middleware renders it."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.status_code = status

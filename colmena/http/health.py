@@ -9,9 +9,9 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from colmena.config.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 from colmena.http.context import RESOURCES
 from colmena.store.outbox import backlog
-from colmena.config.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 
 log = structlog.get_logger(__name__)
 
@@ -47,11 +47,21 @@ async def _broker_ok(app: web.Application) -> bool:
 
 async def readyz(request: web.Request) -> web.Response:
     database, broker = await asyncio.gather(_database_ok(request.app), _broker_ok(request.app))
-    checks = {"database": "ok" if database else "unreachable", "broker": "ok" if broker else "unreachable"}
+    checks = {
+        "database": "ok" if database else "unreachable",
+        "broker": "ok" if broker else "unreachable",
+    }
     if database and broker:
         return web.json_response({"status": "ready", "checks": checks})
     return web.json_response(
-        {"error": {"code": "not_ready", "message": "a dependency is unreachable", "checks": checks}}, status=503
+        {
+            "error": {
+                "code": "not_ready",
+                "message": "a dependency is unreachable",
+                "checks": checks,
+            }
+        },
+        status=503,
     )
 
 
@@ -69,7 +79,11 @@ async def metrics(request: web.Request) -> web.Response:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await refresh(request.app)
         except Exception as exc:  # a stale gauge is better than a failed scrape
-            log.warning("metrics: gauge refresh failed", refresher=refresh.__name__, error=type(exc).__name__)
+            log.warning(
+                "metrics: gauge refresh failed",
+                refresher=refresh.__name__,
+                error=type(exc).__name__,
+            )
     response = web.Response(body=generate_latest())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response

@@ -69,7 +69,14 @@ _GONE: dict[str, tuple[str, list[str]]] = {
 }  # fmt: skip
 
 
-def _page(status: int, title: str, paragraphs: list[str], *, form: str = "", headers: dict[str, str] | None = None) -> web.Response:
+def _page(
+    status: int,
+    title: str,
+    paragraphs: list[str],
+    *,
+    form: str = "",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     """A small bilingual page; every value is escaped, nothing is loaded from elsewhere."""
     body = "\n".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
     document = (
@@ -84,8 +91,12 @@ def _page(status: int, title: str, paragraphs: list[str], *, form: str = "", hea
         status=status,
         text=document,
         content_type="text/html",
-        headers={"Content-Security-Policy": HTML_CSP, "Cache-Control": "no-store",
-                 "Referrer-Policy": "no-referrer", **(headers or {})},
+        headers={
+            "Content-Security-Policy": HTML_CSP,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            **(headers or {}),
+        },
     )
 
 
@@ -109,14 +120,22 @@ def _key(request: web.Request) -> Ed25519PublicKey:
     try:
         return public_key(request.app[SETTINGS])
     except SigningKeyError:
-        log.error("license public key is not configured (COLMENA_LICENSE_PUBLIC_KEY or _SIGNING_KEY)")
-        raise ApiError(503, "license_key_unavailable", "license keys are not configured on this server") from None
+        log.error(
+            "license public key is not configured (COLMENA_LICENSE_PUBLIC_KEY or _SIGNING_KEY)"
+        )
+        raise ApiError(
+            503, "license_key_unavailable", "license keys are not configured on this server"
+        ) from None
 
 
 async def public_key_pem(request: web.Request) -> web.Response:
-    pem = _key(request).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = _key(request).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return web.Response(
-        body=pem, content_type="application/x-pem-file", headers={"Cache-Control": "public, max-age=3600"}
+        body=pem,
+        content_type="application/x-pem-file",
+        headers={"Cache-Control": "public, max-age=3600"},
     )
 
 
@@ -199,7 +218,12 @@ async def _spend(
 
     async def record(link_id: int, license_id: uuid.UUID, outcome: str) -> None:
         await store.log_download(
-            conn, link_id=link_id, license_id=license_id, outcome=outcome, client_ip=client, user_agent=user_agent
+            conn,
+            link_id=link_id,
+            license_id=license_id,
+            outcome=outcome,
+            client_ip=client,
+            user_agent=user_agent,
         )
 
     try:
@@ -214,7 +238,9 @@ async def _spend(
                 return view
             await record(consumed.link_id, consumed.license_id, "ok")
             try:
-                handle, size = await asyncio.to_thread(_open, storage / (consumed.package_path or ""))
+                handle, size = await asyncio.to_thread(
+                    _open, storage / (consumed.package_path or "")
+                )
             except OSError as exc:
                 raise _PackageMissing(consumed) from exc
             return _Spent(consumed, handle, size)
@@ -241,7 +267,9 @@ async def download(request: web.Request) -> web.StreamResponse:
 
     storage = request.app[SETTINGS].license_storage_path
     async with request.app[RESOURCES].pool.acquire() as conn:
-        result = await _spend(conn, digest, storage, client=client, user_agent=request.headers.get("User-Agent"))
+        result = await _spend(
+            conn, digest, storage, client=client, user_agent=request.headers.get("User-Agent")
+        )
     if result is None:
         return _refuse_unknown(client)
     if isinstance(result, _PackageMissing):
@@ -254,11 +282,25 @@ async def download(request: web.Request) -> web.StreamResponse:
         ])  # fmt: skip
     if isinstance(result, store.LinkView):
         LICENSE_DOWNLOADS.labels(outcome=result.state).inc()
-        log.info("download refused", link_id=result.id, license_id=str(result.license_id), outcome=result.state, client=client)
+        log.info(
+            "download refused",
+            link_id=result.id,
+            license_id=str(result.license_id),
+            outcome=result.state,
+            client=client,
+        )
         return _gone(result.state)
     LICENSE_DOWNLOADS.labels(outcome="ok").inc()
-    log.info("download started", link_id=result.link.link_id, license_id=str(result.link.license_id), size=result.size, client=client)
-    return await _stream(request, result.handle, result.size, filename=Path(result.link.package_path or "").name)
+    log.info(
+        "download started",
+        link_id=result.link.link_id,
+        license_id=str(result.link.license_id),
+        size=result.size,
+        client=client,
+    )
+    return await _stream(
+        request, result.handle, result.size, filename=Path(result.link.package_path or "").name
+    )
 
 
 def _refuse_unknown(client: str) -> web.Response:
@@ -268,7 +310,9 @@ def _refuse_unknown(client: str) -> web.Response:
     return _not_found()
 
 
-async def _stream(request: web.Request, handle: BinaryIO, size: int, *, filename: str) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, handle: BinaryIO, size: int, *, filename: str
+) -> web.StreamResponse:
     response = web.StreamResponse(
         status=200,
         headers={

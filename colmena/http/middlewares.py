@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from colmena.config.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, SECURITY_EVENTS
+from colmena.config.metrics import (
+    HTTP_IN_FLIGHT,
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    SECURITY_EVENTS,
+)
 from colmena.http.errors import ApiError, error_response
 from colmena.http.ratelimit import RateLimiter, retry_after_header
 
@@ -47,7 +52,9 @@ def client_ip(request: web.Request) -> str:
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    request_id = (
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    )
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         response = await handler(request)
         response.headers["X-Request-Id"] = request_id
@@ -70,8 +77,12 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
         HTTP_LATENCY.labels(route=route, method=request.method).observe(elapsed)
         log.info(
-            "http request", method=request.method, route=route, status=status,
-            duration_ms=round(elapsed * 1000, 2), client=client_ip(request),
+            "http request",
+            method=request.method,
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+            client=client_ip(request),
         )
 
 
@@ -112,7 +123,9 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     limit = request.app[MAX_BODY]
     if request.content_length is not None and request.content_length > limit:
         SECURITY_EVENTS.labels(reason="body_too_large").inc()
-        log.warning("security: body too large", route=route_name(request), length=request.content_length)
+        log.warning(
+            "security: body too large", route=route_name(request), length=request.content_length
+        )
         raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
     return await handler(request)
 
@@ -126,7 +139,9 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         SECURITY_EVENTS.labels(reason="rate_limited").inc()
         log.warning("security: rate limited", route=route, client=client_ip(request))
         raise ApiError(
-            429, "rate_limited", "too many requests; slow down",
+            429,
+            "rate_limited",
+            "too many requests; slow down",
             headers={"Retry-After": retry_after_header(wait)},
         )
     return await handler(request)
@@ -142,6 +157,8 @@ MIDDLEWARES = [
 ]
 
 
-def set_route_limit(app: web.Application, route: str, per_minute: int, *, burst: int | None = None) -> None:
+def set_route_limit(
+    app: web.Application, route: str, per_minute: int, *, burst: int | None = None
+) -> None:
     """Give one route (by its template) its own per-IP limit instead of the default."""
     app[RATE_LIMITERS][route] = RateLimiter(per_minute, burst=burst)

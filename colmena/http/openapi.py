@@ -22,7 +22,9 @@ def load_document() -> bytes:
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(
-        body=request.app[DOCUMENT], content_type="application/json", headers={"Cache-Control": "public, max-age=3600"}
+        body=request.app[DOCUMENT],
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=3600"},
     )
 
 

@@ -14,8 +14,8 @@ from aiohttp import web
 from colmena.config.metrics import QUEUE_CONSUMERS, QUEUE_DEPTH
 from colmena.http.context import SETTINGS
 from colmena.http.health import GAUGE_REFRESHERS
-from colmena.ops.queues import QueueProbe
-from colmena.processes import DOMAIN_QUEUES
+from colmena.runtime.queue_probe import QueueProbe
+from colmena.runtime.queues import DOMAIN_QUEUES
 
 PROBE = web.AppKey("queue_probe", QueueProbe)
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import structlog
 from aiohttp import web
 
-from colmena.actors.outbox import publish_now
-from colmena.resources import Resources
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.resources import Resources
 from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,9 @@ class AfterCommitPublisher:
             try:
                 await publish_now(self.resources.pool, self.resources.publisher, batch)
             except Exception as exc:  # the rows stay pending in PostgreSQL: the relay sends them
-                log.warning("after-commit publish failed; the relay will send it", error=type(exc).__name__)
+                log.warning(
+                    "after-commit publish failed; the relay will send it", error=type(exc).__name__
+                )
             finally:
                 for _ in batch:
                     self._queue.task_done()

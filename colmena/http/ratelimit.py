@@ -20,7 +20,13 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, *, burst: int | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.rate = per_minute / 60.0
         self.capacity = float(burst if burst is not None else max(1, per_minute // 6))
         self.clock = clock
@@ -43,7 +49,9 @@ class RateLimiter:
         refill_time = self.capacity / self.rate
         if now - self._last_sweep < refill_time:
             return
-        self._buckets = {key: b for key, b in self._buckets.items() if now - b.updated < refill_time}
+        self._buckets = {
+            key: b for key, b in self._buckets.items() if now - b.updated < refill_time
+        }
         self._last_sweep = now
 
 

@@ -168,7 +168,9 @@ def _cursor(params: Mapping[str, str]) -> int | None:
 def _amount(params: Mapping[str, str]) -> Decimal:
     value = _required(params, "amount")
     if not _AMOUNT.match(value):
-        raise _bad("amount", "amount must be a plain non-negative decimal, up to 15 digits and 8 decimals")
+        raise _bad(
+            "amount", "amount must be a plain non-negative decimal, up to 15 digits and 8 decimals"
+        )
     return Decimal(value)
 
 
@@ -234,7 +236,10 @@ async def latest(request: web.Request) -> web.Response:
         request,
         {
             "as_of": now.isoformat(),
-            "rates": [_rate_json(row, now=now, stale=_stale(snapshot, row.source)) for row in snapshot.rates],
+            "rates": [
+                _rate_json(row, now=now, stale=_stale(snapshot, row.source))
+                for row in snapshot.rates
+            ],
         },
     )
 
@@ -267,7 +272,9 @@ async def history(request: web.Request) -> web.Response:
     )
 
 
-def convert_amount(amount: Decimal, from_rate: Decimal | None, to_rate: Decimal | None) -> tuple[Decimal, bool]:
+def convert_amount(
+    amount: Decimal, from_rate: Decimal | None, to_rate: Decimal | None
+) -> tuple[Decimal, bool]:
     """amount * from_rate / to_rate (None = VES itself), in Decimal; returns (result, exact).
 
     Multiplying is exact (60 digits of precision hold any product of the accepted inputs). A
@@ -338,7 +345,9 @@ async def refresh_rate_gauges(app: web.Application) -> None:
     now = datetime.now(UTC)
     for row in rows:
         RATE.labels(source=row.source, pair=row.pair).set(float(row.value))
-        RATE_AGE.labels(source=row.source, pair=row.pair).set((now - row.last_seen_at).total_seconds())
+        RATE_AGE.labels(source=row.source, pair=row.pair).set(
+            (now - row.last_seen_at).total_seconds()
+        )
     for source in health:
         RATE_SOURCE_STALE.labels(source=source.source).set(1 if source.stale else 0)
 

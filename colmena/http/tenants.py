@@ -58,7 +58,9 @@ LOG_STREAMS = web.AppKey("bot_log_streams", defaultdict)
 def _unauthorized(reason: str, message: str) -> ApiError:
     SECURITY_EVENTS.labels(reason=reason).inc()
     log.warning("security: tenant request refused", reason=reason)
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="colmena"'})
+    return ApiError(
+        401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="colmena"'}
+    )
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -90,19 +92,29 @@ def authenticate_admin(request: web.Request) -> None:
     if not hmac.compare_digest(token_digest(token), token_digest(configured.get_secret_value())):
         SECURITY_EVENTS.labels(reason="admin_token_invalid").inc()
         log.warning("security: admin request refused")
-        raise ApiError(401, "unauthorized", "admin token missing or not valid",
-                       headers={"WWW-Authenticate": 'Bearer realm="colmena-admin"'})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "admin token missing or not valid",
+            headers={"WWW-Authenticate": 'Bearer realm="colmena-admin"'},
+        )
 
 
 async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):  # RecursionError: nested too deep
         raise ApiError(400, "invalid_json", "the body is not JSON") from None
 
 
 def _field_errors(errors: list[tuple[str, str]], message: str) -> ApiError:
-    return ApiError(422, "invalid_fields", message, fields=[{"field": f, "message": m} for f, m in errors])
+    return ApiError(
+        422, "invalid_fields", message, fields=[{"field": f, "message": m} for f, m in errors]
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -111,13 +123,20 @@ def _iso(value: datetime | None) -> str | None:
 
 # Commands -------------------------------------------------------------------------------------
 
-async def _command(request: web.Request, tenant_id: str, kind: str, *, requested_by: str) -> web.Response:
+
+async def _command(
+    request: web.Request, tenant_id: str, kind: str, *, requested_by: str
+) -> web.Response:
     desired = "stopped" if kind == "stop" else "running"
     async with request.app[RESOURCES].pool.acquire() as conn, conn.transaction():
         await store.set_desired(conn, tenant_id, desired, reset_restarts=kind != "stop")
-        command_id, row = await store.record_command(conn, tenant_id, kind, requested_by=requested_by)
+        command_id, row = await store.record_command(
+            conn, tenant_id, kind, requested_by=requested_by
+        )
     publish_in_background(request.app, [row])
-    log.info("bot command accepted", kind=kind, command_id=str(command_id), requested_by=requested_by)
+    log.info(
+        "bot command accepted", kind=kind, command_id=str(command_id), requested_by=requested_by
+    )
     return web.json_response({"command_id": str(command_id), "status": "queued"}, status=202)
 
 
@@ -136,19 +155,33 @@ async def get_command(request: web.Request) -> web.Response:
         command = await store.get_command(conn, command_id)
     if command is None or command.tenant_id != tenant.id:
         raise ApiError(404, "not_found", "no such command")
-    return web.json_response({
-        "command_id": str(command.id), "kind": command.kind, "status": command.status, "reason": command.reason,
-        "requested_by": command.requested_by, "created_at": _iso(command.created_at),
-        "finished_at": _iso(command.finished_at),
-    })
+    return web.json_response(
+        {
+            "command_id": str(command.id),
+            "kind": command.kind,
+            "status": command.status,
+            "reason": command.reason,
+            "requested_by": command.requested_by,
+            "created_at": _iso(command.created_at),
+            "finished_at": _iso(command.finished_at),
+        }
+    )
 
 
 def _bot_view(bot: store.BotRow) -> dict[str, Any]:
     return {
-        "tenant": bot.tenant_id, "plan": bot.plan.name, "desired": bot.desired, "actual": bot.observed,
-        "healthy": bot.healthy, "observed_at": _iso(bot.observed_at), "config_version": bot.config_version,
-        "restarts": bot.restarts_total, "crashloop": bot.crashloop, "crashloop_reason": bot.crashloop_reason,
-        "next_restart_at": _iso(bot.next_restart_at), "last_exit_code": bot.last_exit_code,
+        "tenant": bot.tenant_id,
+        "plan": bot.plan.name,
+        "desired": bot.desired,
+        "actual": bot.observed,
+        "healthy": bot.healthy,
+        "observed_at": _iso(bot.observed_at),
+        "config_version": bot.config_version,
+        "restarts": bot.restarts_total,
+        "crashloop": bot.crashloop,
+        "crashloop_reason": bot.crashloop_reason,
+        "next_restart_at": _iso(bot.next_restart_at),
+        "last_exit_code": bot.last_exit_code,
     }
 
 
@@ -162,14 +195,21 @@ async def bot_status(request: web.Request) -> web.Response:
 
 # Config ---------------------------------------------------------------------------------------
 
+
 async def get_config(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     async with request.app[RESOURCES].pool.acquire() as conn:
         bot = await store.get_bot(conn, tenant.id)
     assert bot is not None
     limits = {"max_symbols": bot.plan.max_symbols, "live_allowed": bot.plan.live_allowed}
-    return web.json_response({"config": bot.config, "config_version": bot.config_version,
-                              "plan": bot.plan.name, "limits": limits})
+    return web.json_response(
+        {
+            "config": bot.config,
+            "config_version": bot.config_version,
+            "plan": bot.plan.name,
+            "limits": limits,
+        }
+    )
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -182,24 +222,38 @@ async def put_config(request: web.Request) -> web.Response:
         bot = await store.get_bot(conn, tenant.id, for_update=True)
         assert bot is not None
         try:
-            config = validate_config(body, bot.plan.name, PlanLimits(bot.plan.max_symbols, bot.plan.live_allowed))
+            config = validate_config(
+                body, bot.plan.name, PlanLimits(bot.plan.max_symbols, bot.plan.live_allowed)
+            )
         except ConfigError as exc:
-            raise _field_errors([(e.field, e.message) for e in exc.errors], "the config is not valid") from None
+            raise _field_errors(
+                [(e.field, e.message) for e in exc.errors], "the config is not valid"
+            ) from None
         version = await store.set_config(conn, tenant.id, config)
         if version == bot.config_version:
-            return web.json_response({"config": config, "config_version": version, "changed": False})
+            return web.json_response(
+                {"config": config, "config_version": version, "changed": False}
+            )
         await store.reset_restarts(conn, tenant.id)
-        command_id, row = await store.record_command(conn, tenant.id, "configure", requested_by="tenant")
+        command_id, row = await store.record_command(
+            conn, tenant.id, "configure", requested_by="tenant"
+        )
     publish_in_background(request.app, [row])
     log.info("bot config accepted", config_version=version, command_id=str(command_id))
     return web.json_response(
-        {"command_id": str(command_id), "status": "queued", "config": config, "config_version": version,
-         "changed": True},
+        {
+            "command_id": str(command_id),
+            "status": "queued",
+            "config": config,
+            "config_version": version,
+            "changed": True,
+        },
         status=202,
     )
 
 
 # Logs -----------------------------------------------------------------------------------------
+
 
 def _tail(request: web.Request, default: int) -> int:
     raw = request.query.get("tail", str(default))
@@ -239,19 +293,32 @@ async def bot_log_stream(request: web.Request) -> web.StreamResponse:
     tail = _tail(request, 0)
     streams = request.app[LOG_STREAMS]
     if streams[tenant.id] >= settings.bot_sse_max_streams_per_tenant:
-        raise ApiError(429, "too_many_streams", f"at most {settings.bot_sse_max_streams_per_tenant} log streams at once")
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"at most {settings.bot_sse_max_streams_per_tenant} log streams at once",
+        )
     runtime = await _runtime(request)
     try:
         stream = await asyncio.to_thread(runtime.follow_logs, tenant.id, tail)
     except BotNotFound:
         raise ApiError(404, "no_bot", "the bot is not running and has no logs") from None
     streams[tenant.id] += 1
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no",
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
     try:
         await response.prepare(request)
-        await _pump(response, follow_logs_async(stream), settings.bot_sse_keepalive_seconds, settings.bot_sse_max_seconds)
+        await _pump(
+            response,
+            follow_logs_async(stream),
+            settings.bot_sse_keepalive_seconds,
+            settings.bot_sse_max_seconds,
+        )
     except ConnectionError:
         log.info("log stream client went away")
     finally:
@@ -262,7 +329,9 @@ async def bot_log_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _pump(response: web.StreamResponse, source: Any, keepalive_s: float, max_s: float) -> None:
+async def _pump(
+    response: web.StreamResponse, source: Any, keepalive_s: float, max_s: float
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_s
     async with aclosing(source) as lines:
@@ -290,17 +359,32 @@ async def _pump(response: web.StreamResponse, source: Any, keepalive_s: float, m
 
 # Provider keys --------------------------------------------------------------------------------
 
+
 async def put_key(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     body = await _json_body(request)
     if not isinstance(body, dict):
-        raise _field_errors([("body", "expected an object with provider and key")], "the key is not valid")
+        raise _field_errors(
+            [("body", "expected an object with provider and key")], "the key is not valid"
+        )
     provider, key = body.get("provider"), body.get("key")
     errors = []
     if not isinstance(provider, str) or not PROVIDER.fullmatch(provider):
-        errors.append(("provider", "lower-case letters, digits and _, 2 to 32 characters, e.g. binance"))
-    if not isinstance(key, str) or not 8 <= len(key) <= MAX_KEY_CHARS or not key.isprintable() or key != key.strip():
-        errors.append(("key", f"a printable string of 8 to {MAX_KEY_CHARS} characters without surrounding spaces"))
+        errors.append(
+            ("provider", "lower-case letters, digits and _, 2 to 32 characters, e.g. binance")
+        )
+    if (
+        not isinstance(key, str)
+        or not 8 <= len(key) <= MAX_KEY_CHARS
+        or not key.isprintable()
+        or key != key.strip()
+    ):
+        errors.append(
+            (
+                "key",
+                f"a printable string of 8 to {MAX_KEY_CHARS} characters without surrounding spaces",
+            )
+        )
     unknown = sorted(set(body) - {"provider", "key"})
     if unknown:
         errors.append((unknown[0], "unknown field"))
@@ -314,7 +398,14 @@ async def put_key(request: web.Request) -> web.Response:
         raise ApiError(503, "not_configured", "provider keys cannot be stored right now") from None
     ciphertext = box.encrypt(key)
     async with request.app[RESOURCES].pool.acquire() as conn:
-        await store.put_key(conn, tenant.id, provider, ciphertext=ciphertext, last4=mask_last4(key), key_version=version)
+        await store.put_key(
+            conn,
+            tenant.id,
+            provider,
+            ciphertext=ciphertext,
+            last4=mask_last4(key),
+            key_version=version,
+        )
     log.info("provider key stored", provider=provider)
     return web.json_response({"provider": provider, "last4": mask_last4(key)}, status=201)
 
@@ -323,16 +414,23 @@ async def list_keys(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     async with request.app[RESOURCES].pool.acquire() as conn:
         keys = await store.list_keys(conn, tenant.id)
-    return web.json_response({"keys": [
-        {"provider": k.provider, "last4": k.last4, "updated_at": _iso(k.updated_at)} for k in keys
-    ]})
+    return web.json_response(
+        {
+            "keys": [
+                {"provider": k.provider, "last4": k.last4, "updated_at": _iso(k.updated_at)}
+                for k in keys
+            ]
+        }
+    )
 
 
 async def delete_key(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     provider = request.match_info["provider"]
     deleted = False
-    if PROVIDER.fullmatch(provider):  # any other name cannot have a key (and may not reach SQL: NUL)
+    if PROVIDER.fullmatch(
+        provider
+    ):  # any other name cannot have a key (and may not reach SQL: NUL)
         async with request.app[RESOURCES].pool.acquire() as conn:
             deleted = await store.delete_key(conn, tenant.id, provider)
     if not deleted:
@@ -342,6 +440,7 @@ async def delete_key(request: web.Request) -> web.Response:
 
 
 # Admin ----------------------------------------------------------------------------------------
+
 
 async def admin_bots(request: web.Request) -> web.Response:
     authenticate_admin(request)

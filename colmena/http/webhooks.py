@@ -31,17 +31,32 @@ DB_TIMEOUT_S = 5.0
 DATABASE_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
-def _reject(request: web.Request, provider: str, status: int, outcome: str, message: str, reason: str) -> ApiError:
+def _reject(
+    request: web.Request, provider: str, status: int, outcome: str, message: str, reason: str
+) -> ApiError:
     """Count and log a refused webhook as a security event; the caller raises what it returns."""
     WEBHOOKS.labels(provider=provider, outcome=outcome).inc()
     SECURITY_EVENTS.labels(reason=f"webhook_{outcome}").inc()
-    log.warning("security: webhook rejected", provider=provider, outcome=outcome, reason=reason, client=client_ip(request))
+    log.warning(
+        "security: webhook rejected",
+        provider=provider,
+        outcome=outcome,
+        reason=reason,
+        client=client_ip(request),
+    )
     return ApiError(status, outcome, message)
 
 
 async def _body(request: web.Request, provider: str) -> bytes:
     if request.content_type != "application/json":
-        raise _reject(request, provider, 415, "unsupported_media_type", "send application/json", request.content_type)
+        raise _reject(
+            request,
+            provider,
+            415,
+            "unsupported_media_type",
+            "send application/json",
+            request.content_type,
+        )
     return await request.read()
 
 
@@ -68,32 +83,58 @@ def _jsonb_storable(value: Any) -> bool:
 
 
 async def _store(
-    request: web.Request, *, provider: str, event_key: str, kind: str, payload: dict[str, Any], actor: str
+    request: web.Request,
+    *,
+    provider: str,
+    event_key: str,
+    kind: str,
+    payload: dict[str, Any],
+    actor: str,
 ) -> web.Response:
     try:
         storable = _jsonb_storable(payload)
     except RecursionError:
         storable = False
     if not storable:  # a 503 would have the provider send it again forever; it can never be stored
-        raise _reject(request, provider, 400, "malformed", "the event holds values that cannot be stored",
-                      "not storable as jsonb")
+        raise _reject(
+            request,
+            provider,
+            400,
+            "malformed",
+            "the event holds values that cannot be stored",
+            "not storable as jsonb",
+        )
     resources = request.app[RESOURCES]
     try:
         async with asyncio.timeout(DB_TIMEOUT_S):
             async with resources.pool.acquire() as conn:
                 new, row = await inbox.record_with_message(
-                    conn, provider=provider, event_key=event_key, kind=kind, payload=payload,
-                    queue="payments", actor=actor,
+                    conn,
+                    provider=provider,
+                    event_key=event_key,
+                    kind=kind,
+                    payload=payload,
+                    queue="payments",
+                    actor=actor,
                 )
     except DATABASE_DOWN as exc:
         WEBHOOKS.labels(provider=provider, outcome="unavailable").inc()
-        log.error("webhook not stored: database unavailable", provider=provider, error=type(exc).__name__)
-        raise ApiError(503, "unavailable", "cannot store the event now; retry later", headers={"Retry-After": "30"}) from None
+        log.error(
+            "webhook not stored: database unavailable", provider=provider, error=type(exc).__name__
+        )
+        raise ApiError(
+            503,
+            "unavailable",
+            "cannot store the event now; retry later",
+            headers={"Retry-After": "30"},
+        ) from None
     if row is not None:
         publish_in_background(request.app, [row])
     outcome = "accepted" if new else "duplicate"
     WEBHOOKS.labels(provider=provider, outcome=outcome).inc()
-    log.debug("webhook stored", provider=provider, kind=kind, event_key=event_key, duplicate=not new)
+    log.debug(
+        "webhook stored", provider=provider, kind=kind, event_key=event_key, duplicate=not new
+    )
     return web.json_response({"received": True, "duplicate": not new})
 
 
@@ -106,16 +147,26 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     body = await _body(request, "stripe")
     try:
         stripe.verify_signature(
-            body, request.headers.get("Stripe-Signature"), secrets, tolerance_s=settings.stripe_tolerance_s
+            body,
+            request.headers.get("Stripe-Signature"),
+            secrets,
+            tolerance_s=settings.stripe_tolerance_s,
         )
     except stripe.StripeSignatureError as exc:
-        raise _reject(request, "stripe", 401, "invalid_signature", "signature verification failed", str(exc)) from None
+        raise _reject(
+            request, "stripe", 401, "invalid_signature", "signature verification failed", str(exc)
+        ) from None
     try:
         event = stripe.parse_event(body)
     except stripe.StripeEventError as exc:
         raise _reject(request, "stripe", 400, "malformed", str(exc), str(exc)) from None
     return await _store(
-        request, provider="stripe", event_key=event["id"], kind=event["type"], payload=event, actor="settle_stripe_event"
+        request,
+        provider="stripe",
+        event_key=event["id"],
+        kind=event["type"],
+        payload=event,
+        actor="settle_stripe_event",
     )
 
 
@@ -142,11 +193,21 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
     request_id = request.headers.get("x-request-id")
     try:
         mercadopago.verify_signature(
-            x_signature=request.headers.get("x-signature"), x_request_id=request_id, data_id=data_id,
-            secrets=secrets, tolerance_s=settings.mercadopago_tolerance_s,
+            x_signature=request.headers.get("x-signature"),
+            x_request_id=request_id,
+            data_id=data_id,
+            secrets=secrets,
+            tolerance_s=settings.mercadopago_tolerance_s,
         )
     except mercadopago.MercadoPagoSignatureError as exc:
-        raise _reject(request, "mercadopago", 401, "invalid_signature", "signature verification failed", exc.reason) from None
+        raise _reject(
+            request,
+            "mercadopago",
+            401,
+            "invalid_signature",
+            "signature verification failed",
+            exc.reason,
+        ) from None
     try:
         payload = _mercadopago_notification(body)
     except ValueError as exc:
@@ -154,13 +215,25 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
     body_id = payload["data"].get("id")
     if not data_id or body_id is None or str(body_id) not in (data_id, data_id.lower()):
         raise _reject(
-            request, "mercadopago", 400, "data_id_mismatch",
-            "data.id in the query string must be present and match the body", "data.id mismatch",
+            request,
+            "mercadopago",
+            400,
+            "data_id_mismatch",
+            "data.id in the query string must be present and match the body",
+            "data.id mismatch",
         )
     notification_id = payload.get("id")
-    event_key = str(notification_id) if notification_id else f"{data_id}:{payload.get('action')}:{request_id}"
+    event_key = (
+        str(notification_id)
+        if notification_id
+        else f"{data_id}:{payload.get('action')}:{request_id}"
+    )
     return await _store(
-        request, provider="mercadopago", event_key=event_key, kind=payload["type"], payload=payload,
+        request,
+        provider="mercadopago",
+        event_key=event_key,
+        kind=payload["type"],
+        payload=payload,
         actor="settle_mercadopago_notification",
     )
 

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import asyncpg
 
 
-async def record_dead_letter(pool: asyncpg.Pool, *, message_id: str, actor: str, error: str) -> None:
+async def record_dead_letter(
+    pool: asyncpg.Pool, *, message_id: str, actor: str, error: str
+) -> None:
     await pool.execute(
         """
         INSERT INTO dead_letter_reasons (message_id, actor, error) VALUES ($1, $2, $3)
@@ -21,6 +23,7 @@ async def record_dead_letter(pool: asyncpg.Pool, *, message_id: str, actor: str,
 
 async def reasons(conn: asyncpg.Connection, message_ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
-        "SELECT message_id, error FROM dead_letter_reasons WHERE message_id = ANY($1::text[])", list(message_ids)
+        "SELECT message_id, error FROM dead_letter_reasons WHERE message_id = ANY($1::text[])",
+        list(message_ids),
     )
     return {row["message_id"]: row["error"] for row in rows}

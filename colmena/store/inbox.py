@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
-
-import uuid
 
 import asyncpg
 
@@ -50,8 +49,14 @@ async def record_event(
 
 
 async def record_with_message(
-    conn: asyncpg.Connection, *, provider: str, event_key: str, kind: str, payload: dict[str, Any],
-    queue: str, actor: str,
+    conn: asyncpg.Connection,
+    *,
+    provider: str,
+    event_key: str,
+    kind: str,
+    payload: dict[str, Any],
+    queue: str,
+    actor: str,
 ) -> tuple[bool, OutboxMessage | None]:
     """Record a new event and the outbox message that will process it, in one statement.
 

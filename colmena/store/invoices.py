@@ -85,20 +85,28 @@ def _record(row: asyncpg.Record | None) -> InvoiceRecord | None:
     return InvoiceRecord(**dict(row)) if row is not None else None
 
 
-async def get(conn: asyncpg.Connection, invoice_id: int, *, for_update: bool = False) -> InvoiceRecord | None:
+async def get(
+    conn: asyncpg.Connection, invoice_id: int, *, for_update: bool = False
+) -> InvoiceRecord | None:
     lock = " FOR UPDATE" if for_update else ""
-    return _record(await conn.fetchrow(f"SELECT {_COLUMNS} FROM invoices WHERE id = $1{lock}", invoice_id))
+    return _record(
+        await conn.fetchrow(f"SELECT {_COLUMNS} FROM invoices WHERE id = $1{lock}", invoice_id)
+    )
 
 
 async def get_by_payment(
     conn: asyncpg.Connection, payment_id: int, *, for_update: bool = False
 ) -> InvoiceRecord | None:
     lock = " FOR UPDATE" if for_update else ""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM invoices WHERE payment_id = $1{lock}", payment_id)
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM invoices WHERE payment_id = $1{lock}", payment_id
+    )
     return _record(row)
 
 
-async def create(conn: asyncpg.Connection, *, payment_id: int, issuer_rfc: str, series: str) -> InvoiceRecord:
+async def create(
+    conn: asyncpg.Connection, *, payment_id: int, issuer_rfc: str, series: str
+) -> InvoiceRecord:
     """The payment's invoice with the issuer's next folio, in the caller's transaction.
 
     The caller holds the payment row lock (and found no invoice under it), so the folio is
@@ -206,7 +214,9 @@ async def mark_failed(
     )
 
 
-async def note_transient(conn: asyncpg.Connection, invoice_id: int, *, code: str, message: str) -> None:
+async def note_transient(
+    conn: asyncpg.Connection, invoice_id: int, *, code: str, message: str
+) -> None:
     """Why the last attempt is being retried; the status stays as it is (maybe stamped at the PAC)."""
     await conn.execute(
         "UPDATE invoices SET failure_source = 'transient', failure_code = $2, failure_message = $3, "
@@ -217,7 +227,9 @@ async def note_transient(conn: asyncpg.Connection, invoice_id: int, *, code: str
     )
 
 
-async def set_files(conn: asyncpg.Connection, invoice_id: int, *, xml_path: str, pdf_path: str) -> None:
+async def set_files(
+    conn: asyncpg.Connection, invoice_id: int, *, xml_path: str, pdf_path: str
+) -> None:
     await conn.execute(
         "UPDATE invoices SET xml_path = $2, pdf_path = $3, updated_at = now() WHERE id = $1",
         invoice_id,

@@ -84,7 +84,9 @@ async def get(conn: asyncpg.Connection, license_id: uuid.UUID) -> LicenseRecord 
 
 
 async def get_by_payment(conn: asyncpg.Connection, payment_id: int) -> LicenseRecord | None:
-    row = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE payment_id = $1", payment_id)
+    row = await conn.fetchrow(
+        f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE payment_id = $1", payment_id
+    )
     return _license(row) if row else None
 
 
@@ -126,7 +128,8 @@ async def add_email(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str
     )
     if email_id is None:
         email_id = await conn.fetchval(
-            "SELECT id FROM license_emails WHERE license_id = $1 AND reason = 'purchase'", license_id
+            "SELECT id FROM license_emails WHERE license_id = $1 AND reason = 'purchase'",
+            license_id,
         )
     return int(email_id)
 
@@ -162,7 +165,9 @@ async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | 
     )
     if row is None:
         return None
-    return PendingEmail(id=email_id, license=_license(row), sent=row["sent"], superseded=row["superseded"])
+    return PendingEmail(
+        id=email_id, license=_license(row), sent=row["sent"], superseded=row["superseded"]
+    )
 
 
 async def invalidate_links(conn: asyncpg.Connection, license_id: uuid.UUID) -> int:
@@ -204,10 +209,14 @@ async def note_email_attempt(conn: asyncpg.Connection, email_id: int) -> None:
 
 
 async def note_email_failure(conn: asyncpg.Connection, email_id: int, error: str) -> None:
-    await conn.execute("UPDATE license_emails SET last_error = $2 WHERE id = $1", email_id, error[:500])
+    await conn.execute(
+        "UPDATE license_emails SET last_error = $2 WHERE id = $1", email_id, error[:500]
+    )
 
 
-async def mark_email_sent(conn: asyncpg.Connection, email_id: int, *, link_id: int, smtp_message_id: str) -> None:
+async def mark_email_sent(
+    conn: asyncpg.Connection, email_id: int, *, link_id: int, smtp_message_id: str
+) -> None:
     await conn.execute(
         "UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL WHERE id = $1",
         email_id,

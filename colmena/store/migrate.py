@@ -12,7 +12,9 @@ from importlib import resources
 
 import asyncpg
 
-MIGRATION_LOCK_KEY = 0x636F6C6D656E61  # "colmena"
+from colmena.store.locks import advisory_lock, lock_space
+
+MIGRATION_LOCK_SPACE = lock_space("MIGR")
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -34,7 +36,9 @@ def available_migrations() -> list[Migration]:
     for entry in folder.iterdir():
         match = _NAME.match(entry.name)
         if match:
-            found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+            found.append(
+                Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8"))
+            )
     found.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in found]
     if len(set(versions)) != len(versions):
@@ -51,8 +55,7 @@ async def _applied_versions(conn: asyncpg.Connection) -> set[int]:
 
 async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
     """Apply what is missing; returns the names applied (empty when up to date)."""
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-    try:
+    async with advisory_lock(conn, MIGRATION_LOCK_SPACE, 0):
         await conn.execute(
             """
             CREATE TABLE IF NOT EXISTS colmena_migrations (
@@ -76,13 +79,13 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
                 )
             done.append(migration.name)
         return done
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 
 
 async def ensure_migrated(conn: asyncpg.Connection) -> None:
     """Refuse to run code against a schema it was not written for."""
-    missing = [m.name for m in available_migrations() if m.version not in await _applied_versions(conn)]
+    missing = [
+        m.name for m in available_migrations() if m.version not in await _applied_versions(conn)
+    ]
     if missing:
         raise SchemaNotMigrated(
             f"the database schema is missing {len(missing)} migration(s) ({missing[0]}...): "

@@ -1,7 +1,7 @@
 """The outbox: messages decided inside a transaction, published only after it commits.
 
 Rows are written with the caller's connection so they commit or roll back with the state change
-that decided them (DESIGN.md rule 4). Publishing is someone else's job (`colmena.actors.outbox`).
+that decided them (DESIGN.md rule 4). Publishing is someone else's job (`colmena.runtime.outbox`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ async def record(
     return message_from_row(row) if row is not None else None
 
 
-async def claim_pending(conn: asyncpg.Connection, *, older_than_s: float, limit: int) -> list[OutboxMessage]:
+async def claim_pending(
+    conn: asyncpg.Connection, *, older_than_s: float, limit: int
+) -> list[OutboxMessage]:
     """Lock unpublished rows older than the grace period; other relays skip them meanwhile."""
     rows = await conn.fetch(
         """
@@ -109,7 +111,9 @@ async def backlog(conn: asyncpg.Connection) -> tuple[int, float]:
 
 async def mark_consumed(pool: asyncpg.Pool, message_id: str) -> None:
     """Note that an actor finished the row's message (only tracked by the in-process broker)."""
-    await pool.execute("UPDATE outbox SET consumed_at = now() WHERE message_id = $1::uuid", message_id)
+    await pool.execute(
+        "UPDATE outbox SET consumed_at = now() WHERE message_id = $1::uuid", message_id
+    )
 
 
 async def requeue_unconsumed(conn: asyncpg.Connection) -> int:

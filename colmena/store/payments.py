@@ -50,13 +50,17 @@ def _payment(row: asyncpg.Record) -> Payment:
     return Payment(**dict(row))
 
 
-async def get(conn: asyncpg.Connection, payment_id: int, *, for_update: bool = False) -> Payment | None:
+async def get(
+    conn: asyncpg.Connection, payment_id: int, *, for_update: bool = False
+) -> Payment | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM payments WHERE id = $1{lock}", payment_id)
     return _payment(row) if row else None
 
 
-async def get_by_provider_id(conn: asyncpg.Connection, provider: str, provider_payment_id: str) -> Payment | None:
+async def get_by_provider_id(
+    conn: asyncpg.Connection, provider: str, provider_payment_id: str
+) -> Payment | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM payments WHERE provider = $1 AND provider_payment_id = $2",
         provider,
@@ -119,7 +123,9 @@ async def fill_details(conn: asyncpg.Connection, payment_id: int, fields: dict[s
     )
 
 
-async def set_status(conn: asyncpg.Connection, payment_id: int, status: str, provider_at: datetime) -> None:
+async def set_status(
+    conn: asyncpg.Connection, payment_id: int, status: str, provider_at: datetime
+) -> None:
     await conn.execute(
         """
         UPDATE payments SET status = $2, status_at = $3, updated_at = now(),
@@ -167,7 +173,9 @@ async def events(conn: asyncpg.Connection, payment_id: int) -> list[PaymentEvent
     return [PaymentEvent(**dict(row)) for row in rows]
 
 
-async def recent(conn: asyncpg.Connection, *, limit: int = 50, status: str | None = None) -> list[Payment]:
+async def recent(
+    conn: asyncpg.Connection, *, limit: int = 50, status: str | None = None
+) -> list[Payment]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM payments WHERE ($2::text IS NULL OR status = $2) "
         "ORDER BY created_at DESC LIMIT $1",

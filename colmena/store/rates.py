@@ -115,7 +115,9 @@ async def latest_published(conn: asyncpg.Connection, source: str, pair: str) -> 
     )
 
 
-async def pending_suspect(conn: asyncpg.Connection, source: str, pair: str, after_id: int) -> RateRow | None:
+async def pending_suspect(
+    conn: asyncpg.Connection, source: str, pair: str, after_id: int
+) -> RateRow | None:
     """The newest suspect recorded after the last published value: the one a scrape can confirm."""
     return _rate(
         await conn.fetchrow(
@@ -182,7 +184,9 @@ async def touch_seen(conn: asyncpg.Connection, rate_id: int) -> None:
 
 
 async def get_for_update(conn: asyncpg.Connection, rate_id: int) -> RateRow | None:
-    return _rate(await conn.fetchrow(f"SELECT {_COLUMNS} FROM rates WHERE id = $1 FOR UPDATE", rate_id))
+    return _rate(
+        await conn.fetchrow(f"SELECT {_COLUMNS} FROM rates WHERE id = $1 FOR UPDATE", rate_id)
+    )
 
 
 async def note_success(conn: asyncpg.Connection, source: str, outcome: str) -> None:
@@ -272,7 +276,11 @@ async def sources(conn: asyncpg.Connection) -> list[SourceHealth]:
 
 
 async def recent(
-    conn: asyncpg.Connection, *, source: str | None = None, status: str | None = None, limit: int = 20
+    conn: asyncpg.Connection,
+    *,
+    source: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
 ) -> list[RateRow]:
     rows = await conn.fetch(
         f"""

@@ -98,11 +98,21 @@ def _plan(row: asyncpg.Record) -> Plan:
 
 def _bot(row: asyncpg.Record) -> BotRow:
     return BotRow(
-        tenant_id=row["tenant_id"], plan=_plan(row), desired=row["desired"], config=row["config"],
-        config_version=row["config_version"], restarts=tuple(row["restarts"]), streak=row["streak"],
-        restarts_total=row["restarts_total"], crashloop=row["crashloop"], crashloop_reason=row["crashloop_reason"],
-        next_restart_at=row["next_restart_at"], observed=row["observed"], observed_at=row["observed_at"],
-        healthy=row["healthy"], last_exit_code=row["last_exit_code"],
+        tenant_id=row["tenant_id"],
+        plan=_plan(row),
+        desired=row["desired"],
+        config=row["config"],
+        config_version=row["config_version"],
+        restarts=tuple(row["restarts"]),
+        streak=row["streak"],
+        restarts_total=row["restarts_total"],
+        crashloop=row["crashloop"],
+        crashloop_reason=row["crashloop_reason"],
+        next_restart_at=row["next_restart_at"],
+        observed=row["observed"],
+        observed_at=row["observed_at"],
+        healthy=row["healthy"],
+        last_exit_code=row["last_exit_code"],
     )
 
 
@@ -112,7 +122,11 @@ async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
 
 
 async def try_lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id))
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id
+        )
+    )
 
 
 async def unlock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
@@ -121,19 +135,30 @@ async def unlock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
 
 # Plans ---------------------------------------------------------------------------------------
 
+
 async def get_plan(conn: asyncpg.Connection, name: str) -> Plan | None:
     row = await conn.fetchrow(f"SELECT {_PLAN} FROM plans WHERE name = $1", name)
     return _plan(row) if row else None
 
 
 async def list_plans(conn: asyncpg.Connection) -> list[Plan]:
-    return [_plan(row) for row in await conn.fetch(f"SELECT {_PLAN} FROM plans ORDER BY memory_mb, name")]
+    return [
+        _plan(row)
+        for row in await conn.fetch(f"SELECT {_PLAN} FROM plans ORDER BY memory_mb, name")
+    ]
 
 
 # Tenants -------------------------------------------------------------------------------------
 
+
 async def create_tenant(
-    conn: asyncpg.Connection, *, tenant_id: str, email: str, plan: str, token_sha256: bytes, config: dict[str, Any]
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    email: str,
+    plan: str,
+    token_sha256: bytes,
+    config: dict[str, Any],
 ) -> Tenant | None:
     """The new tenant with a stopped bot; None when the id is taken."""
     row = await conn.fetchrow(
@@ -141,7 +166,10 @@ async def create_tenant(
         INSERT INTO tenants (id, email, plan, plan_source, token_sha256) VALUES ($1, $2, $3, 'operator', $4)
         ON CONFLICT (id) DO NOTHING RETURNING {_TENANT}
         """,
-        tenant_id, email, plan, token_sha256,
+        tenant_id,
+        email,
+        plan,
+        token_sha256,
     )
     if row is None:
         return None
@@ -149,15 +177,21 @@ async def create_tenant(
     return Tenant(**dict(row))
 
 
-async def get_tenant(conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+async def get_tenant(
+    conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False
+) -> Tenant | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f"SELECT {_TENANT} FROM tenants WHERE id = $1{lock}", tenant_id)
     return Tenant(**dict(row)) if row else None
 
 
-async def tenant_by_token(conn: asyncpg.Connection, token_sha256: bytes) -> tuple[Tenant, bytes] | None:
+async def tenant_by_token(
+    conn: asyncpg.Connection, token_sha256: bytes
+) -> tuple[Tenant, bytes] | None:
     """The tenant holding this token digest, with the stored digest for a constant-time check."""
-    row = await conn.fetchrow(f"SELECT {_TENANT}, token_sha256 FROM tenants WHERE token_sha256 = $1", token_sha256)
+    row = await conn.fetchrow(
+        f"SELECT {_TENANT}, token_sha256 FROM tenants WHERE token_sha256 = $1", token_sha256
+    )
     if row is None:
         return None
     fields = dict(row)
@@ -167,26 +201,43 @@ async def tenant_by_token(conn: asyncpg.Connection, token_sha256: bytes) -> tupl
 
 async def set_token(conn: asyncpg.Connection, tenant_id: str, token_sha256: bytes) -> bool:
     done = await conn.execute(
-        "UPDATE tenants SET token_sha256 = $2, token_rotated_at = now() WHERE id = $1", tenant_id, token_sha256
+        "UPDATE tenants SET token_sha256 = $2, token_rotated_at = now() WHERE id = $1",
+        tenant_id,
+        token_sha256,
     )
     return done == "UPDATE 1"
 
 
 async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
-    return [Tenant(**dict(row)) for row in await conn.fetch(f"SELECT {_TENANT} FROM tenants ORDER BY created_at, id")]
+    return [
+        Tenant(**dict(row))
+        for row in await conn.fetch(f"SELECT {_TENANT} FROM tenants ORDER BY created_at, id")
+    ]
 
 
-async def set_plan(conn: asyncpg.Connection, tenant_id: str, plan: str, *, source: str, provider_at: datetime) -> None:
+async def set_plan(
+    conn: asyncpg.Connection, tenant_id: str, plan: str, *, source: str, provider_at: datetime
+) -> None:
     await conn.execute(
         "UPDATE tenants SET plan = $2, plan_source = $3, plan_provider_at = $4 WHERE id = $1",
-        tenant_id, plan, source, provider_at,
+        tenant_id,
+        plan,
+        source,
+        provider_at,
     )
 
 
 # Provider keys -------------------------------------------------------------------------------
 
+
 async def put_key(
-    conn: asyncpg.Connection, tenant_id: str, provider: str, *, ciphertext: str, last4: str, key_version: str
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    provider: str,
+    *,
+    ciphertext: str,
+    last4: str,
+    key_version: str,
 ) -> None:
     await conn.execute(
         """
@@ -195,7 +246,11 @@ async def put_key(
         SET ciphertext = excluded.ciphertext, last4 = excluded.last4, key_version = excluded.key_version,
             updated_at = now()
         """,
-        tenant_id, provider, ciphertext, last4, key_version,
+        tenant_id,
+        provider,
+        ciphertext,
+        last4,
+        key_version,
     )
 
 
@@ -208,12 +263,16 @@ async def list_keys(conn: asyncpg.Connection, tenant_id: str) -> list[KeyView]:
 
 
 async def delete_key(conn: asyncpg.Connection, tenant_id: str, provider: str) -> bool:
-    done = await conn.execute("DELETE FROM provider_keys WHERE tenant_id = $1 AND provider = $2", tenant_id, provider)
+    done = await conn.execute(
+        "DELETE FROM provider_keys WHERE tenant_id = $1 AND provider = $2", tenant_id, provider
+    )
     return done == "DELETE 1"
 
 
 async def key_ciphertexts(conn: asyncpg.Connection, tenant_id: str) -> dict[str, str]:
-    rows = await conn.fetch("SELECT provider, ciphertext FROM provider_keys WHERE tenant_id = $1", tenant_id)
+    rows = await conn.fetch(
+        "SELECT provider, ciphertext FROM provider_keys WHERE tenant_id = $1", tenant_id
+    )
     return {row["provider"]: row["ciphertext"] for row in rows}
 
 
@@ -223,23 +282,35 @@ async def lock_all_keys(conn: asyncpg.Connection) -> list[tuple[int, str]]:
     return [(row["id"], row["ciphertext"]) for row in rows]
 
 
-async def replace_ciphertext(conn: asyncpg.Connection, key_id: int, ciphertext: str, key_version: str) -> None:
+async def replace_ciphertext(
+    conn: asyncpg.Connection, key_id: int, ciphertext: str, key_version: str
+) -> None:
     await conn.execute(
         "UPDATE provider_keys SET ciphertext = $2, key_version = $3, updated_at = now() WHERE id = $1",
-        key_id, ciphertext, key_version,
+        key_id,
+        ciphertext,
+        key_version,
     )
 
 
 # Bots ----------------------------------------------------------------------------------------
 
-async def get_bot(conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False) -> BotRow | None:
+
+async def get_bot(
+    conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False
+) -> BotRow | None:
     lock = " FOR UPDATE OF b" if for_update else ""
-    row = await conn.fetchrow(f"SELECT {_BOT} FROM {_BOT_FROM} WHERE b.tenant_id = $1{lock}", tenant_id)
+    row = await conn.fetchrow(
+        f"SELECT {_BOT} FROM {_BOT_FROM} WHERE b.tenant_id = $1{lock}", tenant_id
+    )
     return _bot(row) if row else None
 
 
 async def list_bots(conn: asyncpg.Connection) -> list[BotRow]:
-    return [_bot(row) for row in await conn.fetch(f"SELECT {_BOT} FROM {_BOT_FROM} ORDER BY b.tenant_id")]
+    return [
+        _bot(row)
+        for row in await conn.fetch(f"SELECT {_BOT} FROM {_BOT_FROM} ORDER BY b.tenant_id")
+    ]
 
 
 async def due_restarts(conn: asyncpg.Connection) -> list[str]:
@@ -250,13 +321,20 @@ async def due_restarts(conn: asyncpg.Connection) -> list[str]:
     return [row["tenant_id"] for row in rows]
 
 
-async def set_desired(conn: asyncpg.Connection, tenant_id: str, desired: str, *, reset_restarts: bool) -> None:
+async def set_desired(
+    conn: asyncpg.Connection, tenant_id: str, desired: str, *, reset_restarts: bool
+) -> None:
     """Record what the tenant wants; an explicit start or restart also lifts a crashloop."""
     reset = (
         ", restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL, next_restart_at = NULL"
-        if reset_restarts else ""
+        if reset_restarts
+        else ""
     )
-    await conn.execute(f"UPDATE bots SET desired = $2, updated_at = now(){reset} WHERE tenant_id = $1", tenant_id, desired)
+    await conn.execute(
+        f"UPDATE bots SET desired = $2, updated_at = now(){reset} WHERE tenant_id = $1",
+        tenant_id,
+        desired,
+    )
 
 
 async def reset_restarts(conn: asyncpg.Connection, tenant_id: str) -> bool:
@@ -280,7 +358,8 @@ async def set_config(conn: asyncpg.Connection, tenant_id: str, config: dict[str,
                updated_at = now()
         WHERE tenant_id = $1 RETURNING config_version
         """,
-        tenant_id, config,
+        tenant_id,
+        config,
     )
     return version
 
@@ -301,7 +380,12 @@ async def save_restart_state(
                restarts_total = restarts_total + $6, updated_at = now()
         WHERE tenant_id = $1
         """,
-        tenant_id, list(restarts), streak, crashloop, crashloop_reason, int(restarted),
+        tenant_id,
+        list(restarts),
+        streak,
+        crashloop,
+        crashloop_reason,
+        int(restarted),
     )
 
 
@@ -321,7 +405,11 @@ async def set_observed(
                last_exit_code = coalesce($4, last_exit_code), next_restart_at = $5
         WHERE tenant_id = $1
         """,
-        tenant_id, observed, healthy, exit_code, next_restart_at,
+        tenant_id,
+        observed,
+        healthy,
+        exit_code,
+        next_restart_at,
     )
 
 
@@ -339,11 +427,17 @@ async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
 
 # Commands ------------------------------------------------------------------------------------
 
-async def insert_command(conn: asyncpg.Connection, tenant_id: str, kind: str, *, requested_by: str) -> uuid.UUID:
+
+async def insert_command(
+    conn: asyncpg.Connection, tenant_id: str, kind: str, *, requested_by: str
+) -> uuid.UUID:
     command_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO bot_commands (id, tenant_id, kind, requested_by) VALUES ($1, $2, $3, $4)",
-        command_id, tenant_id, kind, requested_by,
+        command_id,
+        tenant_id,
+        kind,
+        requested_by,
     )
     return command_id
 
@@ -354,7 +448,11 @@ async def record_command(
     """A queued command and, in the caller's transaction, the message that will run it."""
     command_id = await insert_command(conn, tenant_id, kind, requested_by=requested_by)
     row = await outbox.record(
-        conn, queue="bots", actor="run_command", args=[str(command_id)], dedupe_key=f"bot-command:{command_id}"
+        conn,
+        queue="bots",
+        actor="run_command",
+        args=[str(command_id)],
+        dedupe_key=f"bot-command:{command_id}",
     )
     return command_id, row
 
@@ -364,20 +462,29 @@ async def record_reconcile(conn: asyncpg.Connection, tenant_id: str) -> OutboxMe
     return await outbox.record(conn, queue="bots", actor="reconcile_tenant", args=[tenant_id])
 
 
-async def get_command(conn: asyncpg.Connection, command_id: uuid.UUID, *, for_update: bool = False) -> Command | None:
+async def get_command(
+    conn: asyncpg.Connection, command_id: uuid.UUID, *, for_update: bool = False
+) -> Command | None:
     lock = " FOR UPDATE" if for_update else ""
-    row = await conn.fetchrow(f"SELECT {_COMMAND} FROM bot_commands WHERE id = $1{lock}", command_id)
+    row = await conn.fetchrow(
+        f"SELECT {_COMMAND} FROM bot_commands WHERE id = $1{lock}", command_id
+    )
     return Command(**dict(row)) if row else None
 
 
-async def finish_command(conn: asyncpg.Connection, command_id: uuid.UUID, status: str, reason: str | None) -> None:
+async def finish_command(
+    conn: asyncpg.Connection, command_id: uuid.UUID, status: str, reason: str | None
+) -> None:
     await conn.execute(
         "UPDATE bot_commands SET status = $2, reason = $3, finished_at = now() WHERE id = $1 AND status = 'queued'",
-        command_id, status, reason,
+        command_id,
+        status,
+        reason,
     )
 
 
 # Plan changes --------------------------------------------------------------------------------
+
 
 async def record_plan_change(
     conn: asyncpg.Connection,
@@ -395,7 +502,13 @@ async def record_plan_change(
         INSERT INTO plan_changes (tenant_ref, plan, active, source, provider_at, outcome, reason)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         """,
-        tenant_ref, plan, active, source, provider_at, outcome, reason,
+        tenant_ref,
+        plan,
+        active,
+        source,
+        provider_at,
+        outcome,
+        reason,
     )
 
 

@@ -25,12 +25,16 @@ DEV_KEYS_FILE = "secret-keys"
 def configured_keys(settings: Settings) -> list[str]:
     """Fernet keys, newest first; SettingsError when production has none."""
     if settings.secret_keys is not None:
-        keys = [key.strip() for key in settings.secret_keys.get_secret_value().split(",") if key.strip()]
+        keys = [
+            key.strip() for key in settings.secret_keys.get_secret_value().split(",") if key.strip()
+        ]
     elif settings.env == "dev":
         keys = [dev_key(Path(settings.data_dir))]
     else:
-        raise SettingsError("COLMENA_SECRET_KEYS is not set (Fernet keys, newest first; make one with "
-                            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
+        raise SettingsError(
+            "COLMENA_SECRET_KEYS is not set (Fernet keys, newest first; make one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+        )
     if not keys:
         raise SettingsError("COLMENA_SECRET_KEYS holds no key")
     return keys

@@ -73,7 +73,9 @@ def spec_for(
 
 def with_keys(spec: BotSpec, keys: Mapping[str, str]) -> BotSpec:
     """The spec to create the bot with: provider keys as BOT_KEY_<PROVIDER> variables."""
-    return replace(spec, secrets={f"{KEY_ENV_PREFIX}{provider.upper()}": key for provider, key in keys.items()})
+    return replace(
+        spec, secrets={f"{KEY_ENV_PREFIX}{provider.upper()}": key for provider, key in keys.items()}
+    )
 
 
 def decide(
@@ -104,8 +106,16 @@ def decide(
     crash = Crash(started_at=actual.started_at or finished, finished_at=finished)
     state, decision = policy.on_crash(restart_state, crash, now)
     if decision.action is Action.RESTART:
-        return Step(Do.RESTART, "running", f"crashed (exit {actual.exit_code}); {decision.reason}", state)
+        return Step(
+            Do.RESTART, "running", f"crashed (exit {actual.exit_code}); {decision.reason}", state
+        )
     if decision.action is Action.WAIT:
-        return Step(Do.WAIT, "backoff", f"crashed (exit {actual.exit_code}); {decision.reason}", None, decision.restart_at)
+        return Step(
+            Do.WAIT,
+            "backoff",
+            f"crashed (exit {actual.exit_code}); {decision.reason}",
+            None,
+            decision.restart_at,
+        )
     newly = not restart_state.crashloop
     return Step(Do.CRASHLOOP, "crashloop", decision.reason, state if newly else None)

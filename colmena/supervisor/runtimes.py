@@ -16,6 +16,7 @@ import docker
 import structlog
 
 from colmena.config import Settings, SettingsError
+from colmena.supervisor.bot_image import ensure_bot_image
 from colmena.supervisor.docker_runtime import DockerRuntime, docker_available
 from colmena.supervisor.process_runtime import ProcessRuntime
 from colmena.supervisor.runtime import Runtime
@@ -29,8 +30,15 @@ _lock = threading.Lock()
 
 
 def _key(settings: Settings) -> tuple[object, ...]:
-    return (settings.bot_runtime, settings.docker_url, settings.bot_image, settings.bot_network,
-            settings.bot_instance, str(settings.bot_log_path.resolve()), settings.env)
+    return (
+        settings.bot_runtime,
+        settings.docker_url,
+        settings.bot_image,
+        settings.bot_network,
+        settings.bot_instance,
+        str(settings.bot_log_path.resolve()),
+        settings.env,
+    )
 
 
 def runtime_kind(settings: Settings) -> str:
@@ -41,7 +49,9 @@ def runtime_kind(settings: Settings) -> str:
         return "docker"
     if settings.env == "dev":
         return "process"
-    raise SettingsError("no Docker engine answers (COLMENA_DOCKER_URL); bots need one in production")
+    raise SettingsError(
+        "no Docker engine answers (COLMENA_DOCKER_URL); bots need one in production"
+    )
 
 
 def runtime_for(settings: Settings) -> Runtime:
@@ -63,16 +73,21 @@ def _build(settings: Settings) -> Runtime:
         atexit.register(process_runtime.close)
         return process_runtime
     client = (
-        docker.DockerClient(base_url=settings.docker_url, timeout=DOCKER_TIMEOUT_S) if settings.docker_url
+        docker.DockerClient(base_url=settings.docker_url, timeout=DOCKER_TIMEOUT_S)
+        if settings.docker_url
         else docker.from_env(timeout=DOCKER_TIMEOUT_S)
     )
     image = settings.bot_image
     if image is None:
-        from colmena.supervisor.bot_image import ensure_bot_image
-
         image = ensure_bot_image(client)
-    runtime = DockerRuntime(client, image=image, network_mode=settings.bot_network, instance=settings.bot_instance)
-    log.info("bots run as Docker containers", instance=settings.bot_instance, network=settings.bot_network)
+    runtime = DockerRuntime(
+        client, image=image, network_mode=settings.bot_network, instance=settings.bot_instance
+    )
+    log.info(
+        "bots run as Docker containers",
+        instance=settings.bot_instance,
+        network=settings.bot_network,
+    )
     return runtime
 
 

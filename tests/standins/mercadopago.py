@@ -24,14 +24,26 @@ def mp_time(moment: datetime) -> str:
 
 
 def payment_object(
-    *, payment_id: int | None = None, status: str = "approved", amount: Decimal = Decimal("1500.00"),
-    currency: str = "MXN", email: str = "comprador@example.com", metadata: dict[str, Any] | None = None,
-    external_reference: str | None = None, updated: datetime | None = None,
+    *,
+    payment_id: int | None = None,
+    status: str = "approved",
+    amount: Decimal = Decimal("1500.00"),
+    currency: str = "MXN",
+    email: str = "comprador@example.com",
+    metadata: dict[str, Any] | None = None,
+    external_reference: str | None = None,
+    updated: datetime | None = None,
 ) -> dict[str, Any]:
     now = updated or datetime.now(SELLER_TZ)
     created = now - timedelta(minutes=5)
-    detail = {"approved": "accredited", "pending": "pending_waiting_transfer", "rejected": "cc_rejected_other_reason",
-              "refunded": "refunded", "charged_back": "settled", "in_process": "pending_contingency"}.get(status, status)
+    detail = {
+        "approved": "accredited",
+        "pending": "pending_waiting_transfer",
+        "rejected": "cc_rejected_other_reason",
+        "refunded": "refunded",
+        "charged_back": "settled",
+        "in_process": "pending_contingency",
+    }.get(status, status)
     return {
         "id": payment_id or next(_ids),
         "date_created": mp_time(created),
@@ -49,21 +61,42 @@ def payment_object(
         "live_mode": False,
         "collector_id": 1_234_567_890,
         "payer": {
-            "id": "987654321", "email": email, "type": None,
-            "identification": {"type": "RFC", "number": None}, "first_name": None, "last_name": None,
+            "id": "987654321",
+            "email": email,
+            "type": None,
+            "identification": {"type": "RFC", "number": None},
+            "first_name": None,
+            "last_name": None,
         },
         "metadata": metadata or {},
-        "additional_info": {"items": [{"id": "colmena-enterprise", "title": "Colmena Enterprise", "quantity": "1",
-                                       "unit_price": str(amount)}]},
+        "additional_info": {
+            "items": [
+                {
+                    "id": "colmena-enterprise",
+                    "title": "Colmena Enterprise",
+                    "quantity": "1",
+                    "unit_price": str(amount),
+                }
+            ]
+        },
         "external_reference": external_reference,
         "transaction_amount": float(amount),
         "transaction_amount_refunded": float(amount) if status == "refunded" else 0,
         "coupon_amount": 0,
         "transaction_details": {
-            "net_received_amount": float(amount * Decimal("0.96")), "total_paid_amount": float(amount),
-            "overpaid_amount": 0, "installment_amount": float(amount), "financial_institution": None,
+            "net_received_amount": float(amount * Decimal("0.96")),
+            "total_paid_amount": float(amount),
+            "overpaid_amount": 0,
+            "installment_amount": float(amount),
+            "financial_institution": None,
         },
-        "fee_details": [{"type": "mercadopago_fee", "amount": float(amount * Decimal("0.04")), "fee_payer": "collector"}],
+        "fee_details": [
+            {
+                "type": "mercadopago_fee",
+                "amount": float(amount * Decimal("0.04")),
+                "fee_payer": "collector",
+            }
+        ],
         "captured": True,
         "binary_mode": False,
         "installments": 1,
@@ -72,7 +105,9 @@ def payment_object(
 
 
 def _error(status: int, message: str, error: str) -> web.Response:
-    return web.json_response({"message": message, "error": error, "status": status, "cause": []}, status=status)
+    return web.json_response(
+        {"message": message, "error": error, "status": status, "cause": []}, status=status
+    )
 
 
 class MercadoPagoStandin:
@@ -107,11 +142,19 @@ class MercadoPagoStandin:
         self.requests.append(request.path)
         if not self._authorized(request):
             return _error(401, "invalid access token", "unauthorized")
-        begin = datetime.fromisoformat(request.query.get("begin_date", "1970-01-01T00:00:00Z").replace("Z", "+00:00"))
+        begin = datetime.fromisoformat(
+            request.query.get("begin_date", "1970-01-01T00:00:00Z").replace("Z", "+00:00")
+        )
         offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 30))
-        matching = [p for p in self.payments.values() if datetime.fromisoformat(p["date_last_updated"]) >= begin]
-        page = matching[offset: offset + limit]
-        return web.json_response({"paging": {"total": len(matching), "limit": limit, "offset": offset}, "results": page})
+        matching = [
+            p
+            for p in self.payments.values()
+            if datetime.fromisoformat(p["date_last_updated"]) >= begin
+        ]
+        page = matching[offset : offset + limit]
+        return web.json_response(
+            {"paging": {"total": len(matching), "limit": limit, "offset": offset}, "results": page}
+        )
 
     async def start(self) -> str:
         app = web.Application()

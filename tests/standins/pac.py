@@ -53,7 +53,12 @@ from satcfdi.cfdi import CFDI
 from satcfdi.create.cfd.tfd11 import TimbreFiscalDigital
 from satcfdi.exceptions import SchemaValidationError
 from satcfdi.models import Signer
-from satcfdi.transform import SchemaCollector, cfdi_schemas, validate_xsd, xslt_transform
+from satcfdi.transform import (
+    SchemaCollector,
+    cfdi_schemas,
+    validate_xsd,
+    xslt_transform,
+)
 from satcfdi.utils import parser as satcfdi_parser
 
 from colmena.gateways.cfdi import Concept, Invoice, Issuer, Receiver
@@ -114,11 +119,18 @@ class StandInSW:
 
     async def _authenticate(self, request: web.Request) -> web.Response:
         self.received.append(("authenticate", ""))
-        if request.headers.get("user") != self.user or request.headers.get("password") != self.password:
+        if (
+            request.headers.get("user") != self.user
+            or request.headers.get("password") != self.password
+        ):
             return _error(401, "AU4101 - El usuario o contraseña son inválidos.")
         return web.json_response(
             {
-                "data": {"token": self.token, "expires_in": int(time.time()) + 7200, "tokeny_type": "bearer"},
+                "data": {
+                    "token": self.token,
+                    "expires_in": int(time.time()) + 7200,
+                    "tokeny_type": "bearer",
+                },
                 "status": "success",
             }
         )
@@ -211,10 +223,14 @@ class StandInSW:
         except InvalidSignature:
             return _error(400, "302. Sello mal formado o inválido.")
         fecha_utc = (
-            dt.datetime.fromisoformat(root.attrib["Fecha"]).replace(tzinfo=MEXICO_CITY).astimezone(dt.UTC)
+            dt.datetime.fromisoformat(root.attrib["Fecha"])
+            .replace(tzinfo=MEXICO_CITY)
+            .astimezone(dt.UTC)
         )
         if not certificate.not_valid_before_utc <= fecha_utc <= certificate.not_valid_after_utc:
-            return _error(400, "305. La fecha de emisión no está dentro de la vigencia del CSD del Emisor.")
+            return _error(
+                400, "305. La fecha de emisión no está dentro de la vigencia del CSD del Emisor."
+            )
         receiver = root.find(f"{{{CFDI4}}}Receptor")
         assert receiver is not None
         if self.registered_rfcs is not None and receiver.attrib["Rfc"] not in self.registered_rfcs:

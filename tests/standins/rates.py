@@ -93,11 +93,14 @@ def _certificate(
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(**{**_NO_KEY_USAGE, "key_cert_sign": True, "crl_sign": True}), critical=True
+            x509.KeyUsage(**{**_NO_KEY_USAGE, "key_cert_sign": True, "crl_sign": True}),
+            critical=True,
         )
     else:
         builder = (
-            builder.add_extension(x509.KeyUsage(**{**_NO_KEY_USAGE, "digital_signature": True}), critical=True)
+            builder.add_extension(
+                x509.KeyUsage(**{**_NO_KEY_USAGE, "digital_signature": True}), critical=True
+            )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
                 x509.SubjectAlternativeName(
@@ -115,9 +118,13 @@ def _pem(*certificates: x509.Certificate) -> bytes:
 
 def make_test_pki(directory: Path) -> StandInPki:
     """Root -> intermediate -> leaf for 127.0.0.1, plus an unrelated CA."""
-    root_key, intermediate_key, leaf_key, wrong_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    root_key, intermediate_key, leaf_key, wrong_key = (
+        ec.generate_private_key(ec.SECP256R1()) for _ in range(4)
+    )
     root = _certificate("Test Root", root_key, None, root_key, ca=True)
-    intermediate = _certificate("Test Intermediate", intermediate_key, root, root_key, ca=True, path_length=0)
+    intermediate = _certificate(
+        "Test Intermediate", intermediate_key, root, root_key, ca=True, path_length=0
+    )
     leaf = _certificate("127.0.0.1", leaf_key, intermediate, intermediate_key, ca=False)
     wrong = _certificate("Unrelated Root", wrong_key, None, wrong_key, ca=True)
 
@@ -127,14 +134,21 @@ def make_test_pki(directory: Path) -> StandInPki:
         "wrong-ca.pem": _pem(wrong),
         "leaf.pem": _pem(leaf),
         "leaf.key": leaf_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         ),
     }
     for name, content in files.items():
         (directory / name).write_bytes(content)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(directory / "leaf.pem", directory / "leaf.key")
-    return StandInPki(directory / "bundle.pem", directory / "root-only.pem", directory / "wrong-ca.pem", server_context)
+    return StandInPki(
+        directory / "bundle.pem",
+        directory / "root-only.pem",
+        directory / "wrong-ca.pem",
+        server_context,
+    )
 
 
 @dataclass
@@ -162,18 +176,28 @@ class StandIn:
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _failing(self) -> bool:
-        return self.mode != "ok" and (self.fail_times is None or len(self.requests) <= self.fail_times)
+        return self.mode != "ok" and (
+            self.fail_times is None or len(self.requests) <= self.fail_times
+        )
 
     async def _misbehave(self) -> web.Response:
         if self.mode == "timeout":
             await asyncio.wait_for(self._release.wait(), _HANG_LIMIT_S)
             return web.Response(status=504)
         if self.mode == "403":
-            return web.Response(status=403, text="<html><body>403 Forbidden</body></html>", content_type="text/html")
-        return web.Response(status=503, text="<html><body>Service Unavailable</body></html>", content_type="text/html")
+            return web.Response(
+                status=403, text="<html><body>403 Forbidden</body></html>", content_type="text/html"
+            )
+        return web.Response(
+            status=503,
+            text="<html><body>Service Unavailable</body></html>",
+            content_type="text/html",
+        )
 
     async def bcv(self, request: web.Request) -> web.Response:
-        self.requests.append(Recorded(request.method, request.path, request.headers.get("User-Agent", ""), None))
+        self.requests.append(
+            Recorded(request.method, request.path, request.headers.get("User-Agent", ""), None)
+        )
         if self._failing():
             return await self._misbehave()
         html = (FIXTURES / "bcv" / self.bcv_page).read_text(encoding="utf-8")
@@ -181,7 +205,9 @@ class StandIn:
 
     async def binance(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append(Recorded(request.method, request.path, request.headers.get("User-Agent", ""), body))
+        self.requests.append(
+            Recorded(request.method, request.path, request.headers.get("User-Agent", ""), body)
+        )
         if self._failing():
             return await self._misbehave()
         fixture = self.binance_book[body["tradeType"]]
@@ -190,7 +216,9 @@ class StandIn:
 
 
 @asynccontextmanager
-async def _serve(stand_in: StandIn, app: web.Application, ssl_context: ssl.SSLContext | None) -> AsyncIterator[StandIn]:
+async def _serve(
+    stand_in: StandIn, app: web.Application, ssl_context: ssl.SSLContext | None
+) -> AsyncIterator[StandIn]:
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)

@@ -20,12 +20,17 @@ from colmena.store.migrate import ensure_migrated
 from colmena.store.pool import create_pool
 
 if TYPE_CHECKING:
-    from colmena.publisher import Publisher
+    from colmena.runtime.publisher import Publisher
 
 
 class Resources:
     def __init__(
-        self, settings: Settings, *, database_url: str, publisher: Publisher, track_consumption: bool = False
+        self,
+        settings: Settings,
+        *,
+        database_url: str,
+        publisher: Publisher,
+        track_consumption: bool = False,
     ) -> None:
         self.settings = settings
         self.track_consumption = track_consumption
@@ -50,7 +55,9 @@ class Resources:
             if self._pool is not None:
                 return
             pool = await create_pool(
-                self.database_url, min_size=self.settings.db_pool_min, max_size=self.settings.db_pool_max
+                self.database_url,
+                min_size=self.settings.db_pool_min,
+                max_size=self.settings.db_pool_max,
             )
             try:
                 async with pool.acquire() as conn:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from colmena.broker import build_broker
+from colmena.actors import all_actors
 from colmena.config import load_settings
 from colmena.config.logging import configure_logging
-from colmena.processes import amqp_resources
+from colmena.runtime.broker import build_broker
+from colmena.runtime.startup import amqp_resources
 
 settings = load_settings()
 configure_logging(dev=settings.env == "dev", level=settings.log_level)
 resources = amqp_resources(settings)
 broker = build_broker(
-    settings, resources, broker_url=settings.require_broker_url(), metrics=True, quorum=settings.quorum_queues
+    settings,
+    resources,
+    all_actors(),
+    broker_url=settings.require_broker_url(),
+    metrics=True,
+    quorum=settings.quorum_queues,
 )

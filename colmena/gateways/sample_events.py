@@ -34,8 +34,13 @@ def stripe_event(kind: str, obj: dict[str, Any], *, created: int | None = None) 
 
 
 def payment_intent(
-    *, payment_intent_id: str | None = None, amount: int = 150_000, currency: str = "mxn",
-    status: str = "succeeded", email: str | None = "cliente@example.com", metadata: dict[str, str] | None = None,
+    *,
+    payment_intent_id: str | None = None,
+    amount: int = 150_000,
+    currency: str = "mxn",
+    status: str = "succeeded",
+    email: str | None = "cliente@example.com",
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": payment_intent_id or new_id("pi"),
@@ -54,12 +59,20 @@ def payment_intent(
         "receipt_email": email,
         "status": status,
         "created": int(time.time()),
-        "last_payment_error": None if status == "succeeded" else {"code": "card_declined", "type": "card_error"},
+        "last_payment_error": None
+        if status == "succeeded"
+        else {"code": "card_declined", "type": "card_error"},
     }
 
 
-def charge(*, payment_intent_id: str, amount: int = 150_000, refunded_amount: int | None = None,
-           currency: str = "mxn", metadata: dict[str, str] | None = None) -> dict[str, Any]:
+def charge(
+    *,
+    payment_intent_id: str,
+    amount: int = 150_000,
+    refunded_amount: int | None = None,
+    currency: str = "mxn",
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
     refunded = amount if refunded_amount is None else refunded_amount
     return {
         "id": new_id("ch"),
@@ -78,9 +91,16 @@ def charge(*, payment_intent_id: str, amount: int = 150_000, refunded_amount: in
     }
 
 
-def checkout_session(*, payment_intent_id: str | None, amount: int = 150_000, currency: str = "mxn",
-                     payment_status: str = "paid", email: str = "cliente@example.com",
-                     metadata: dict[str, str] | None = None, mode: str = "payment") -> dict[str, Any]:
+def checkout_session(
+    *,
+    payment_intent_id: str | None,
+    amount: int = 150_000,
+    currency: str = "mxn",
+    payment_status: str = "paid",
+    email: str = "cliente@example.com",
+    metadata: dict[str, str] | None = None,
+    mode: str = "payment",
+) -> dict[str, Any]:
     return {
         "id": new_id("cs_test"),
         "object": "checkout.session",
@@ -96,8 +116,15 @@ def checkout_session(*, payment_intent_id: str | None, amount: int = 150_000, cu
     }
 
 
-def invoice(*, subscription_id: str, amount: int = 49_900, currency: str = "usd", email: str = "cliente@example.com",
-            metadata: dict[str, str] | None = None, paid: bool = True) -> dict[str, Any]:
+def invoice(
+    *,
+    subscription_id: str,
+    amount: int = 49_900,
+    currency: str = "usd",
+    email: str = "cliente@example.com",
+    metadata: dict[str, str] | None = None,
+    paid: bool = True,
+) -> dict[str, Any]:
     return {
         "id": new_id("in"),
         "object": "invoice",
@@ -115,8 +142,15 @@ def invoice(*, subscription_id: str, amount: int = 49_900, currency: str = "usd"
     }
 
 
-def subscription(*, subscription_id: str, status: str = "active", metadata: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"id": subscription_id, "object": "subscription", "status": status, "metadata": metadata or {}}
+def subscription(
+    *, subscription_id: str, status: str = "active", metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "id": subscription_id,
+        "object": "subscription",
+        "status": status,
+        "metadata": metadata or {},
+    }
 
 
 def mercadopago_notification(payment_id: str, *, action: str = "payment.updated") -> dict[str, Any]:

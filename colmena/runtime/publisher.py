@@ -19,7 +19,7 @@ import dramatiq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from colmena.broker import queue_declarations, queue_name
+from colmena.runtime.queues import queue_declarations, queue_name
 from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,9 @@ class BrokerPublisher:
 class AmqpPublisher:
     """Pipelined, confirmed publishing to RabbitMQ over one connection per process."""
 
-    def __init__(self, url: str, prefix: str, *, quorum: bool = False, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, prefix: str, *, quorum: bool = False, connect_timeout: float = 5.0
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.quorum = quorum
@@ -119,8 +121,12 @@ class AmqpPublisher:
                 ),
                 return_exceptions=True,
             )
-        except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("broker unreachable, rows stay in the outbox", error=type(exc).__name__, count=len(rows))
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
+            log.warning(
+                "broker unreachable, rows stay in the outbox",
+                error=type(exc).__name__,
+                count=len(rows),
+            )
             await self._reset()
             return [False] * len(rows)
         results = [not isinstance(outcome, BaseException) for outcome in outcomes]
@@ -131,7 +137,7 @@ class AmqpPublisher:
     async def check(self) -> bool:
         try:
             await self._open_channel()
-        except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError):
             return False
         return True
 

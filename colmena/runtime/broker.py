@@ -1,9 +1,9 @@
 """Builds the Dramatiq broker and declares colmena's actors on it.
 
-Actor modules decorate plain `async def` functions with `actor(queue=...)`; nothing touches a
-broker at import time. `build_broker` then declares every registered actor on a fresh broker,
-under the configured queue prefix. That is what lets each test (and each deployment sharing a
-RabbitMQ) use its own queue names, and lets `colmena dev` swap RabbitMQ for the StubBroker.
+Actor modules register plain `async def` functions with `colmena.runtime.registry.actor`;
+`build_broker` declares the specs it is handed on a fresh broker, under the configured queue
+prefix. That is what lets each test (and each deployment sharing a RabbitMQ) use its own queue
+names, and lets `colmena dev` swap RabbitMQ for the StubBroker.
 
 Every actor receives the process's `Resources` (pool, publisher, settings) as its first argument,
 then the message's arguments, and runs on Dramatiq's event-loop thread with `message_id` and
@@ -12,14 +12,13 @@ then the message's arguments, and runs on Dramatiq's event-loop thread with `mes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import structlog
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import (
@@ -36,71 +35,16 @@ from dramatiq.middleware import (
 
 from colmena.config import Settings
 from colmena.config.metrics import DEAD_LETTERS
+from colmena.errors import PermanentError, is_permanent
+from colmena.runtime.queues import queue_declarations, queue_name
+from colmena.runtime.registry import ActorSpec
 from colmena.store.deadletters import record_dead_letter
 from colmena.store.outbox import mark_consumed
 
 if TYPE_CHECKING:
-    from colmena.resources import Resources
+    from colmena.runtime.resources import Resources
 
 log = structlog.get_logger(__name__)
-
-ActorFn = Callable[..., Awaitable[Any]]
-
-
-class PermanentError(Exception):
-    """A failure that retrying cannot fix: the message goes straight to the dead letters."""
-
-
-@dataclass(frozen=True)
-class ActorSpec:
-    fn: ActorFn
-    name: str
-    queue: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-_ACTORS: dict[str, ActorSpec] = {}
-
-
-def actor(*, queue: str, name: str | None = None, **options: Any) -> Callable[[ActorFn], ActorFn]:
-    """Register an `async def fn(resources, *args)` as an actor on `queue`; returns fn unchanged."""
-
-    def register(fn: ActorFn) -> ActorFn:
-        spec = ActorSpec(fn=fn, name=name or fn.__name__, queue=queue, options=options)
-        if spec.name in _ACTORS and _ACTORS[spec.name].fn is not fn:
-            raise RuntimeError(f"two actors are named {spec.name!r}")
-        _ACTORS[spec.name] = spec
-        return fn
-
-    return register
-
-
-def registered_actors() -> dict[str, ActorSpec]:
-    """Every actor known once `colmena.actors` is imported."""
-    from colmena.actors import import_all
-
-    import_all()
-
-    return dict(_ACTORS)
-
-
-def queue_name(prefix: str, queue: str) -> str:
-    return f"{prefix}{queue}"
-
-
-def queue_declarations(name: str, *, quorum: bool) -> list[tuple[str, dict[str, Any]]]:
-    """The queues Dramatiq needs for `name` (main, delay, dead letters) and their arguments.
-
-    Shared by the broker and the pipelined publisher: RabbitMQ refuses a redeclaration whose
-    arguments differ (PRECONDITION_FAILED), so both must say exactly the same thing.
-    """
-    kind = {"x-queue-type": "quorum"} if quorum else {}
-    main_args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(name), **kind}
-    return [
-        (name, main_args),
-        (dq_name(name), main_args),
-        (xq_name(name), {"x-message-ttl": DEAD_MESSAGE_TTL, **kind}),
-    ]
 
 
 class ColmenaRabbitmqBroker(RabbitmqBroker):
@@ -114,7 +58,9 @@ class ColmenaRabbitmqBroker(RabbitmqBroker):
         return dict(queue_declarations(queue, quorum=self.quorum))[queue]
 
     def _declare_queue(self, queue_name: str) -> Any:
-        return self.channel.queue_declare(queue=queue_name, durable=True, arguments=self._arguments(queue_name))
+        return self.channel.queue_declare(
+            queue=queue_name, durable=True, arguments=self._arguments(queue_name)
+        )
 
     def _declare_dq_queue(self, queue_name: str) -> Any:
         name = dq_name(queue_name)
@@ -155,7 +101,7 @@ class ResourcesLifecycle(Middleware):
 
 def _retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:
     def retry_when(retries: int, exception: BaseException) -> bool:
-        return retries < max_retries and not isinstance(exception, PermanentError)
+        return retries < max_retries and not is_permanent(exception)
 
     return retry_when
 
@@ -184,15 +130,23 @@ def _middleware(settings: Settings, *, metrics: bool) -> list[Middleware]:
 
 
 def _last_attempt(message: dramatiq.Message, exc: Exception, max_retries: int) -> bool:
-    return isinstance(exc, PermanentError) or message.options.get("retries", 0) >= max_retries
+    return is_permanent(exc) or message.options.get("retries", 0) >= max_retries
 
 
-async def _note_dead_letter(resources: Resources, message: dramatiq.Message, exc: Exception) -> None:
+async def _note_dead_letter(
+    resources: Resources, message: dramatiq.Message, exc: Exception
+) -> None:
     """Keep why a message is about to be dead-lettered: RabbitMQ keeps only its body."""
     try:
-        await record_dead_letter(resources.pool, message_id=message.message_id, actor=message.actor_name,
-                                 error=f"{type(exc).__name__}: {exc}")
-    except Exception as note_error:  # the dead letter itself must not be lost to a bookkeeping failure
+        await record_dead_letter(
+            resources.pool,
+            message_id=message.message_id,
+            actor=message.actor_name,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    except (
+        Exception
+    ) as note_error:  # the dead letter itself must not be lost to a bookkeeping failure
         log.warning("could not record the dead-letter reason", error=type(note_error).__name__)
 
 
@@ -213,7 +167,9 @@ def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
                 try:
                     result = await spec.fn(resources, *args, **kwargs)
                 except Exception as exc:
-                    if message is not None and _last_attempt(message, exc, resources.settings.max_retries):
+                    if message is not None and _last_attempt(
+                        message, exc, resources.settings.max_retries
+                    ):
                         await _note_dead_letter(resources, message, exc)
                     raise
                 if resources.track_consumption and message_id is not None:
@@ -230,25 +186,38 @@ def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
 
 
 def create_broker(
-    settings: Settings, *, broker_url: str | None = None, metrics: bool = False, quorum: bool = False
+    settings: Settings,
+    *,
+    broker_url: str | None = None,
+    metrics: bool = False,
+    quorum: bool = False,
 ) -> dramatiq.Broker:
     """A broker with colmena's middleware: RabbitMQ (publisher confirms on) when a URL is given,
     else the in-process StubBroker."""
     middleware = _middleware(settings, metrics=metrics)
     if broker_url is not None:
-        return ColmenaRabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=middleware, quorum=quorum)
+        return ColmenaRabbitmqBroker(
+            url=broker_url, confirm_delivery=True, middleware=middleware, quorum=quorum
+        )
     return StubBroker(middleware=middleware)
 
 
-def declare_actors(broker: dramatiq.Broker, settings: Settings, resources: Resources) -> None:
-    """Declare every registered actor under the queue prefix, bound to `resources`.
+def declare_actors(
+    broker: dramatiq.Broker, settings: Settings, resources: Resources, actors: Iterable[ActorSpec]
+) -> None:
+    """Declare `actors` under the queue prefix, bound to `resources`.
 
-    The broker is also made Dramatiq's global broker, as the worker CLI expects. Whoever runs a
-    bare `dramatiq.Worker` on it (dev mode, tests) emits `process_boot` first, as Dramatiq's CLI
-    does, or TimeLimit never arms.
+    An option no middleware of this broker knows is refused, as `dramatiq.actor` refuses it: a
+    misspelt `max_retires` would otherwise be silently ignored. The broker is also made
+    Dramatiq's global broker, as the worker CLI expects. Whoever runs a bare `dramatiq.Worker`
+    on it (dev mode, tests) emits `process_boot` first, as Dramatiq's CLI does, or TimeLimit
+    never arms.
     """
     broker.add_middleware(ResourcesLifecycle(resources))
-    for spec in registered_actors().values():
+    for spec in actors:
+        unknown = sorted(set(spec.options) - broker.actor_options)
+        if unknown:
+            raise ValueError(f"actor {spec.name!r} has unknown option(s) {', '.join(unknown)}")
         dramatiq.Actor(
             _bind(spec, resources),
             broker=broker,
@@ -263,6 +232,7 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings, resources: Resou
 def build_broker(
     settings: Settings,
     resources: Resources,
+    actors: Iterable[ActorSpec],
     *,
     broker_url: str | None = None,
     metrics: bool = False,
@@ -270,5 +240,5 @@ def build_broker(
 ) -> dramatiq.Broker:
     """`create_broker` then `declare_actors`, for callers whose publisher needs no broker."""
     broker = create_broker(settings, broker_url=broker_url, metrics=metrics, quorum=quorum)
-    declare_actors(broker, settings, resources)
+    declare_actors(broker, settings, resources, actors)
     return broker

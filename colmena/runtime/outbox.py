@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 
 from colmena.config.metrics import OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
-from colmena.publisher import Publisher
+from colmena.runtime.publisher import Publisher
 from colmena.store import outbox
 from colmena.store.outbox import OutboxMessage
 
@@ -35,7 +35,9 @@ async def _publish_and_record(
     return len(sent)
 
 
-async def publish_now(pool: asyncpg.Pool, publisher: Publisher, rows: Sequence[OutboxMessage | None]) -> int:
+async def publish_now(
+    pool: asyncpg.Pool, publisher: Publisher, rows: Sequence[OutboxMessage | None]
+) -> int:
     """Publish rows a committed transaction recorded; failures are left for the relay."""
     pending = [row for row in rows if row is not None]
     if not pending:
@@ -44,7 +46,9 @@ async def publish_now(pool: asyncpg.Pool, publisher: Publisher, rows: Sequence[O
         return await _publish_and_record(conn, publisher, pending, "direct")
 
 
-async def relay_once(pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float, batch: int = 500) -> int:
+async def relay_once(
+    pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float, batch: int = 500
+) -> int:
     """Publish one batch of rows older than `grace_s`; returns how many the broker confirmed.
 
     The rows stay locked (SKIP LOCKED) while they are published, so two relays never send the
@@ -60,7 +64,9 @@ async def relay_once(pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float
     return sent
 
 
-async def relay_until_empty(pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float, batch: int = 500) -> int:
+async def relay_until_empty(
+    pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float, batch: int = 500
+) -> int:
     """Drain the backlog in batches; stops early if a batch could not be published."""
     total = 0
     while True:

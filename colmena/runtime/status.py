@@ -12,8 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 from colmena.config import Settings
-from colmena.ops.queues import PROBE_ERRORS, QueueDepth, QueueProbe
-from colmena.processes import DOMAIN_QUEUES, StartupError, open_database
+from colmena.runtime.queue_probe import PROBE_ERRORS, QueueDepth, QueueProbe
+from colmena.runtime.queues import DOMAIN_QUEUES
+from colmena.runtime.startup import StartupError, open_database
 from colmena.store import ops as ops_store
 from colmena.store.migrate import SchemaNotMigrated, ensure_migrated
 from colmena.store.outbox import backlog
@@ -47,15 +48,27 @@ class Snapshot:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "queues": None if self.queues is None else {depth.queue: depth.to_json() for depth in self.queues},
+            "queues": None
+            if self.queues is None
+            else {depth.queue: depth.to_json() for depth in self.queues},
             "broker_error": self.broker_error,
             "dead_letters": self.dead_letters,
-            "outbox": {"pending": self.outbox_pending, "oldest_age_s": round(self.outbox_oldest_age_s, 3)},
-            "rates": None if self.rates is None else [
+            "outbox": {
+                "pending": self.outbox_pending,
+                "oldest_age_s": round(self.outbox_oldest_age_s, 3),
+            },
+            "rates": None
+            if self.rates is None
+            else [
                 {
-                    "source": rate.source, "pair": rate.pair, "value": str(rate.value), "status": rate.status,
-                    "effective_date": rate.effective_date, "last_seen_at": rate.last_seen_at.isoformat(),
-                    "age_s": round(rate.age_s, 3), "source_stale": rate.source_stale,
+                    "source": rate.source,
+                    "pair": rate.pair,
+                    "value": str(rate.value),
+                    "status": rate.status,
+                    "effective_date": rate.effective_date,
+                    "last_seen_at": rate.last_seen_at.isoformat(),
+                    "age_s": round(rate.age_s, 3),
+                    "source_stale": rate.source_stale,
                 }
                 for rate in self.rates
             ],
@@ -80,9 +93,14 @@ def _last_rates(found: tuple[list[RateRow], set[str]] | None) -> list[LastRate] 
     now = datetime.now(UTC)
     return [
         LastRate(
-            source=row.source, pair=row.pair, value=row.value, status=row.status,
-            effective_date=row.effective_date.isoformat(), last_seen_at=row.last_seen_at,
-            age_s=(now - row.last_seen_at).total_seconds(), source_stale=row.source in stale,
+            source=row.source,
+            pair=row.pair,
+            value=row.value,
+            status=row.status,
+            effective_date=row.effective_date.isoformat(),
+            last_seen_at=row.last_seen_at,
+            age_s=(now - row.last_seen_at).total_seconds(),
+            source_stale=row.source in stale,
         )
         for row in latest
     ]
@@ -103,6 +121,10 @@ async def collect(settings: Settings) -> Snapshot:
         await conn.close()
     queues, broker_error = await _queues(settings)
     return Snapshot(
-        queues=queues, broker_error=broker_error, outbox_pending=pending, outbox_oldest_age_s=oldest,
-        rates=rates, bots=bots,
+        queues=queues,
+        broker_error=broker_error,
+        outbox_pending=pending,
+        outbox_oldest_age_s=oldest,
+        rates=rates,
+        bots=bots,
     )

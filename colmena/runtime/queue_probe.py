@@ -18,9 +18,14 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from dramatiq.common import dq_name, xq_name
 
-from colmena.broker import queue_name
+from colmena.runtime.queues import queue_name
 
-PROBE_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, OSError, asyncio.TimeoutError)
+PROBE_ERRORS = (
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.AMQPError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 @dataclass(frozen=True)

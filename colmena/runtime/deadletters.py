@@ -18,7 +18,7 @@ import pika
 from dramatiq.common import xq_name
 from pika.adapters.blocking_connection import BlockingChannel
 
-from colmena.broker import queue_declarations, queue_name
+from colmena.runtime.queues import queue_declarations, queue_name
 
 RETRY_BOOKKEEPING = ("retries", "traceback", "requeue_timestamp", "eta")
 
@@ -35,8 +35,12 @@ class DeadLetter:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "queue": self.queue, "message_id": self.message_id, "actor": self.actor, "args": list(self.args),
-            "retries": self.retries, "error": self.error,
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "actor": self.actor,
+            "args": list(self.args),
+            "retries": self.retries,
+            "error": self.error,
         }
 
 
@@ -76,7 +80,9 @@ def _decode(queue: str, body: bytes) -> tuple[dramatiq.Message, DeadLetter]:
     return message, letter
 
 
-def _browse(broker_url: str, name: str, quorum: bool) -> Iterator[tuple[BlockingChannel, int, bytes]]:
+def _browse(
+    broker_url: str, name: str, quorum: bool
+) -> Iterator[tuple[BlockingChannel, int, bytes]]:
     """Every dead letter of queue `name`, taken unacknowledged on one channel.
 
     Whatever the caller does not acknowledge goes back to RabbitMQ when the channel closes.
@@ -90,7 +96,9 @@ def _browse(broker_url: str, name: str, quorum: bool) -> Iterator[tuple[Blocking
             yield channel, method.delivery_tag, body
 
 
-def list_dead_letters(broker_url: str, prefix: str, queues: list[str], *, quorum: bool = False) -> list[DeadLetter]:
+def list_dead_letters(
+    broker_url: str, prefix: str, queues: list[str], *, quorum: bool = False
+) -> list[DeadLetter]:
     return [
         _decode(queue, body)[1]
         for queue in queues
@@ -99,7 +107,12 @@ def list_dead_letters(broker_url: str, prefix: str, queues: list[str], *, quorum
 
 
 def requeue(
-    broker_url: str, prefix: str, queues: list[str], *, message_id: str | None = None, quorum: bool = False
+    broker_url: str,
+    prefix: str,
+    queues: list[str],
+    *,
+    message_id: str | None = None,
+    quorum: bool = False,
 ) -> list[DeadLetter]:
     """Move dead letters (all, or the one with `message_id`) back to their queue."""
     moved: list[DeadLetter] = []
@@ -109,10 +122,15 @@ def requeue(
             message, letter = _decode(queue, body)
             if message_id is not None and letter.message_id != message_id:
                 continue
-            options = {key: value for key, value in message.options.items() if key not in RETRY_BOOKKEEPING}
+            options = {
+                key: value for key, value in message.options.items() if key not in RETRY_BOOKKEEPING
+            }
             channel.basic_publish(
-                exchange="", routing_key=name, body=message.copy(queue_name=name, options=options).encode(),
-                properties=pika.BasicProperties(delivery_mode=2), mandatory=True,
+                exchange="",
+                routing_key=name,
+                body=message.copy(queue_name=name, options=options).encode(),
+                properties=pika.BasicProperties(delivery_mode=2),
+                mandatory=True,
             )
             channel.basic_ack(tag)
             moved.append(letter)

@@ -1,4 +1,5 @@
-"""Starting colmena's long-running processes: ingress, worker, scheduler.
+"""Start-up of colmena's long-running processes: the checks they share, the worker pool and the
+scheduler (the ingress starts in `colmena.http.server`).
 
 Each checks what it depends on before serving and fails with one line an operator can act on,
 because a traceback from asyncpg is no way to learn that `colmena migrate` was forgotten.
@@ -14,19 +15,20 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from colmena.config import Settings, SettingsError
 from colmena.config.logging import configure_logging
-from colmena.ops.exposition import serve_metrics
-from colmena.publisher import AmqpPublisher
-from colmena.resources import Resources
+from colmena.runtime import scheduler
+from colmena.runtime.metrics_server import serve_metrics
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.queues import DOMAIN_QUEUES
+from colmena.runtime.resources import Resources
+from colmena.runtime.scheduler import ScheduledJob
 from colmena.store.migrate import SchemaNotMigrated, apply_migrations, ensure_migrated
 from colmena.store.pool import connect
 
 log = structlog.get_logger(__name__)
 
-DOMAIN_QUEUES = ("payments", "licenses", "stamping", "rates", "bots")
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -37,7 +39,7 @@ class StartupError(Exception):
 async def open_database(database_url: str) -> asyncpg.Connection:
     try:
         return await connect(database_url, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         reason = str(exc) or type(exc).__name__
         raise StartupError(f"cannot reach the database (COLMENA_DATABASE_URL): {reason}") from None
 
@@ -61,25 +63,15 @@ async def check_database(database_url: str) -> None:
 
 
 def amqp_resources(settings: Settings) -> Resources:
-    publisher = AmqpPublisher(settings.require_broker_url(), settings.queue_prefix, quorum=settings.quorum_queues)
+    publisher = AmqpPublisher(
+        settings.require_broker_url(), settings.queue_prefix, quorum=settings.quorum_queues
+    )
     return Resources(settings, database_url=settings.require_database_url(), publisher=publisher)
 
 
-def run_ingress(settings: Settings) -> None:
-    """Serve the ingress until SIGTERM; aiohttp then stops accepting and drains handlers."""
-    from colmena.http.app import create_app
-
-    configure_logging(dev=settings.env == "dev", level=settings.log_level)
-    asyncio.run(check_database(settings.require_database_url()))
-    app = create_app(settings, amqp_resources(settings))
-    log.info("ingress listening", host=settings.http_host, port=settings.http_port)
-    web.run_app(
-        app, host=settings.http_host, port=settings.http_port, reuse_port=True,
-        shutdown_timeout=30, access_log=None, print=None,
-    )
-
-
-def worker_command(settings: Settings, queues: list[str], processes: int, threads: int) -> tuple[list[str], dict[str, str]]:
+def worker_command(
+    settings: Settings, queues: list[str], processes: int, threads: int
+) -> tuple[list[str], dict[str, str]]:
     """The Dramatiq CLI invocation (argv, environment) for a pool of worker processes.
 
     Dramatiq's CLI owns process management, graceful SIGTERM (finish or requeue) and the
@@ -87,7 +79,9 @@ def worker_command(settings: Settings, queues: list[str], processes: int, thread
     """
     unknown = sorted(set(queues) - set(DOMAIN_QUEUES))
     if unknown:
-        raise SettingsError(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(DOMAIN_QUEUES)}")
+        raise SettingsError(
+            f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(DOMAIN_QUEUES)}"
+        )
     metrics_dir = Path(settings.data_dir, "metrics").resolve()
     metrics_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -99,9 +93,17 @@ def worker_command(settings: Settings, queues: list[str], processes: int, thread
         "dramatiq_queue_prefetch": str(threads * settings.worker_prefetch),
     }
     argv = [
-        sys.executable, "-m", "dramatiq", "colmena.worker_boot",
-        "--processes", str(processes), "--threads", str(threads), "--skip-logging",
-        "--queues", *(settings.queue_prefix + queue for queue in queues),
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "colmena.actors.boot",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--skip-logging",
+        "--queues",
+        *(settings.queue_prefix + queue for queue in queues),
     ]
     return argv, env
 
@@ -113,9 +115,7 @@ def run_worker(settings: Settings, queues: list[str], processes: int, threads: i
     os.execvpe(argv[0], argv, env)
 
 
-def run_scheduler(settings: Settings) -> None:
-    from colmena import scheduler
-
+def run_scheduler(settings: Settings, jobs: list[ScheduledJob]) -> None:
     configure_logging(dev=settings.env == "dev", level=settings.log_level)
     asyncio.run(check_database(settings.require_database_url()))
     resources = amqp_resources(settings)
@@ -128,7 +128,7 @@ def run_scheduler(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             await resources.start()
-            await scheduler.run_forever(resources, stop)
+            await scheduler.run_forever(resources, jobs, stop)
         finally:
             await resources.close()
 

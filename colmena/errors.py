@@ -1,0 +1,36 @@
+"""colmena's one error root, and the one marker the retry machinery reads.
+
+Every error colmena raises on purpose derives from `ColmenaError`. Whether retrying can help is
+said once, by the class attribute `retryable`, and read in one place (`is_permanent`): the
+worker's retry policy dead-letters a permanent failure at once and backs off on any other. Each
+gateway has its own root (`PacError`, `MercadoPagoError`, ...) whose subclasses set the marker,
+so an actor lets a gateway error propagate instead of translating it. This module imports
+nothing of colmena's, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ColmenaError(Exception):
+    """Root of every error colmena raises on purpose. Retryable unless a subclass says not."""
+
+    retryable: ClassVar[bool] = True
+
+
+class PermanentError(ColmenaError):
+    """A failure that retrying cannot fix: the message goes straight to the dead letters."""
+
+    retryable = False
+
+
+class TransientError(ColmenaError):
+    """A failure that may pass (a timeout, a 5xx, a lock held elsewhere): retry with backoff."""
+
+    retryable = True
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying `exc` cannot help: only an error that says so is permanent."""
+    return isinstance(exc, ColmenaError) and not exc.retryable
