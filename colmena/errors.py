@@ -1,22 +1,21 @@
 """colmena's one error root, and the one marker the retry machinery reads.
 
 Every error colmena raises on purpose derives from `ColmenaError`. Whether retrying can help is
-said once, by the class attribute `retryable`, and read in one place (`is_permanent`): the
-worker's retry policy dead-letters a permanent failure at once and backs off on any other. Each
-gateway has its own root (`PacError`, `MercadoPagoError`, ...) whose subclasses set the marker,
-so an actor lets a gateway error propagate instead of translating it. This module imports
-nothing of colmena's, so every layer may use it.
+said once, by the attribute `retryable` (a class sets it; an instance may, say from an HTTP
+status), and read in one place (`is_permanent`): the worker's retry policy dead-letters a
+permanent failure at once and backs off on any other, and a gateway's own retry loop reads the
+same attribute. Each gateway has its own root (`PacError`, `MercadoPagoError`, ...) whose
+subclasses set the marker, so an actor lets a gateway error propagate instead of translating it.
+This module imports nothing of colmena's, so every layer may use it.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 
 class ColmenaError(Exception):
     """Root of every error colmena raises on purpose. Retryable unless a subclass says not."""
 
-    retryable: ClassVar[bool] = True
+    retryable: bool = True
 
 
 class PermanentError(ColmenaError):
