@@ -1,4 +1,9 @@
-"""What a process holds open: settings, the database pool and the publisher.
+"""What a process holds open: settings, the database pool, the publisher and shared clients.
+
+Process-wide clients (the mailer, PAC gateways, the CSD signer, bot runtimes) have one owner:
+this object. A module declares a `SharedClient` key once; `resources.shared(key)` creates the
+client on first use and `close()` closes every client it created, so no module keeps a global
+dict of clients and nothing outlives the process's shutdown.
 
 `track_consumption` is for the in-process broker of `colmena dev`, whose queues vanish with the
 process: actors then stamp their outbox row as consumed, and a restart republishes the rest.
@@ -11,7 +16,11 @@ argument; the ingress keeps it in the aiohttp app.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import asyncpg
 
@@ -21,6 +30,17 @@ from colmena.store.pool import create_pool
 
 if TYPE_CHECKING:
     from colmena.runtime.publisher import Publisher
+
+ClientT = TypeVar("ClientT")
+
+
+@dataclass(frozen=True, eq=False)
+class SharedClient(Generic[ClientT]):
+    """How to make (from settings) and close one process-wide client; the key is the object."""
+
+    name: str
+    create: Callable[[Settings], ClientT]
+    close: Callable[[ClientT], Awaitable[None] | None] | None = None
 
 
 class Resources:
@@ -38,6 +58,8 @@ class Resources:
         self.publisher = publisher
         self._pool: asyncpg.Pool | None = None
         self._lock: asyncio.Lock | None = None
+        self._clients: dict[SharedClient[Any], Any] = {}
+        self._clients_lock = threading.Lock()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -67,7 +89,22 @@ class Resources:
                 raise
             self._pool = pool
 
+    def shared(self, key: SharedClient[ClientT]) -> ClientT:
+        """The process's client for `key`, created on first use (from any thread)."""
+        with self._clients_lock:
+            if key not in self._clients:
+                self._clients[key] = key.create(self.settings)
+            return cast(ClientT, self._clients[key])
+
     async def close(self) -> None:
+        """Close shared clients (newest first), the pool and the publisher."""
+        with self._clients_lock:
+            clients, self._clients = self._clients, {}
+        for key, client in reversed(clients.items()):
+            if key.close is not None:
+                closing = key.close(client)
+                if inspect.isawaitable(closing):
+                    await closing
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
