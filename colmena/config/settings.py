@@ -9,6 +9,7 @@ traceback to an operator.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -121,7 +122,7 @@ class Settings(
         return self.broker_url.get_secret_value()
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning pydantic's report into one line that names the variable."""
     try:
         return Settings(**overrides)

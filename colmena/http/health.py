@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 
 READY_TIMEOUT_S = 3.0
 GaugeRefresher = Callable[[web.Application], Awaitable[None]]
-GAUGE_REFRESHERS = web.AppKey("gauge_refreshers", list)
+GAUGE_REFRESHERS = web.AppKey("gauge_refreshers", list[GaugeRefresher])
 
 
 async def healthz(_request: web.Request) -> web.Response:

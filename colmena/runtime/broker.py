@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import structlog
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
@@ -76,7 +77,7 @@ class ColmenaRabbitmqBroker(RabbitmqBroker):
 class DeadLetterAlarm(Middleware):
     """Counts and logs every message that leaves for the dead letters, so operators see it."""
 
-    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         DEAD_LETTERS.labels(queue=message.queue_name, actor=message.actor_name).inc()
         log.error(
             "message dead-lettered",
