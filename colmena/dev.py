@@ -9,26 +9,35 @@ so actors stamp their outbox rows as consumed and a restart republishes everythi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import signal
+import warnings
 from pathlib import Path
 
 import dramatiq
 import structlog
 from aiohttp import web
+from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 
 from colmena.actors import all_actors, all_jobs
 from colmena.config import Settings
+from colmena.config.dev_stack import new_dev_stack, remove_dev_stack, write_dev_stack
 from colmena.config.logging import configure_logging
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.http.app import create_app
+from colmena.http.dev_control import control_app
 from colmena.runtime import scheduler
 from colmena.runtime.broker import create_broker, declare_actors
 from colmena.runtime.outbox import relay_until_empty
+from colmena.runtime.ports import port_in_use
 from colmena.runtime.publisher import AmqpPublisher, BrokerPublisher, Publisher
+from colmena.runtime.queue_admin import InProcessQueueAdmin
 from colmena.runtime.resources import Resources
 from colmena.runtime.startup import migrate
 from colmena.store.outbox import requeue_unconsumed
+from colmena.supervisor.keys import dev_seal_key_pair
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +63,7 @@ def _banner(settings: Settings, database: str, broker: str) -> str:
             f"    database   {database}",
             f"    broker     {broker}",
             "",
-            "  try next (webhooks are signed with the dev secrets unless COLMENA_*_WEBHOOK_SECRET(S) is set):",
+            "  try next (webhooks are signed with the dev secrets unless configured):",
             "    colmena trigger stripe payment_intent.succeeded",
             "    colmena payments list",
             "  Ctrl-C stops it; the data stays in " + str(settings.data_dir),
@@ -71,6 +80,17 @@ def with_dev_secrets(settings: Settings) -> Settings:
     if settings.mercadopago_webhook_secret is None:
         update["mercadopago_webhook_secret"] = SecretStr(DEV_MERCADOPAGO_SECRET)
     return settings.model_copy(update=update)
+
+
+def with_dev_key_pair(settings: Settings) -> Settings:
+    """The pair that seals provider keys from the ingress to the bots actors, made once under
+    COLMENA_DATA_DIR, unless either half is configured."""
+    if settings.key_seal_public_key is not None or settings.key_seal_private_key is not None:
+        return settings
+    private_key, public_key = dev_seal_key_pair(settings.data_dir)
+    return settings.model_copy(
+        update={"key_seal_private_key": SecretStr(private_key), "key_seal_public_key": public_key}
+    )
 
 
 SAMPLE_PRODUCT = "colmena-enterprise"
@@ -90,18 +110,39 @@ def seed_sample_product(settings: Settings) -> None:
     log.info("sample product created", directory=str(sample))
 
 
+def _embedded_database(settings: Settings) -> str:
+    """Start the embedded PostgreSQL; pgserver stops it at interpreter exit, on every path that
+    exits (an error, Ctrl-C during start-up, SIGTERM)."""
+    with warnings.catch_warnings():
+        # platformdirs' note that XDG_RUNTIME_DIR is unset says nothing a dev user can act on.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        return embedded_database_url(settings.data_dir)
+
+
+async def _serve(app: web.Application, settings: Settings) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise port_in_use(settings.http_host, settings.http_port, "COLMENA_HTTP_PORT") from None
+        raise
+    return runner
+
+
 async def run_dev(settings: Settings) -> None:
+    """Run everything until SIGTERM or Ctrl-C; whatever was started is stopped on the way out."""
     configure_logging(dev=True, level=settings.log_level)
-    settings = with_dev_secrets(settings)
+    settings = with_dev_key_pair(with_dev_secrets(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     seed_sample_product(settings)
     if settings.database_url is not None:
-        database_url, database_label = (
-            settings.database_url.get_secret_value(),
-            "COLMENA_DATABASE_URL",
-        )
+        database_url = settings.database_url.get_secret_value()
+        database_label = "COLMENA_DATABASE_URL"
     else:
-        database_url = await asyncio.to_thread(embedded_database_url, settings.data_dir)
+        database_url = await asyncio.to_thread(_embedded_database, settings)
         database_label = f"embedded PostgreSQL in {settings.data_dir / 'pgdata'}"
     applied = await migrate(database_url)
     if applied:
@@ -115,47 +156,50 @@ async def run_dev(settings: Settings) -> None:
             return BrokerPublisher(broker, settings.queue_prefix)
         return AmqpPublisher(broker_url, settings.queue_prefix, quorum=settings.quorum_queues)
 
-    broker = create_broker(settings, broker_url=broker_url, quorum=settings.quorum_queues)
-    worker_resources = Resources(
-        settings,
-        database_url=database_url,
-        publisher=publisher(broker),
-        track_consumption=in_process,
-    )
-    declare_actors(broker, settings, worker_resources, all_actors())
-    resources = Resources(settings, database_url=database_url, publisher=publisher(broker))
-    await resources.start()
-    if in_process:
-        async with resources.pool.acquire() as conn:
-            requeued = await requeue_unconsumed(conn)
-        sent = await relay_until_empty(resources.pool, resources.publisher, grace_s=0)
-        if requeued or sent:
-            log.info("republished messages left from the last run", count=sent)
-
-    broker.emit_after("process_boot")
-    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
-    worker.start()
-
-    app = create_app(settings, resources)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(
-        _banner(
+    async with contextlib.AsyncExitStack() as running:
+        broker = create_broker(settings, broker_url=broker_url, quorum=settings.quorum_queues)
+        running.callback(broker.close)
+        worker_resources = Resources(
             settings,
-            database_label,
-            "RabbitMQ (COLMENA_BROKER_URL)" if broker_url else "in-process",
-        ),
-        flush=True,
-    )
-    try:
+            database_url=database_url,
+            publisher=publisher(broker),
+            track_consumption=in_process,
+        )
+        declare_actors(broker, settings, worker_resources, all_actors())
+        resources = Resources(settings, database_url=database_url, publisher=publisher(broker))
+        await resources.start()
+        if in_process:
+            async with resources.pool.acquire() as conn:
+                requeued = await requeue_unconsumed(conn)
+            sent = await relay_until_empty(resources.pool, resources.publisher, grace_s=0)
+            if requeued or sent:
+                log.info("republished messages left from the last run", count=sent)
+
+        broker.emit_after("process_boot")
+        worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
+        worker.start()
+        running.push_async_callback(asyncio.to_thread, worker.stop)
+
+        stack = new_dev_stack(
+            database_url=database_url,
+            broker_url=broker_url,
+            ingress_url=f"http://{settings.http_host}:{settings.http_port}",
+        )
+        app = create_app(settings, resources)
+        if isinstance(broker, StubBroker):
+            queues = InProcessQueueAdmin(
+                broker, settings.queue_prefix, consumers=settings.worker_threads
+            )
+            app.add_subapp("/dev", control_app(queues, stack.control_token))
+        runner = await _serve(app, settings)
+        running.push_async_callback(runner.cleanup)
+        write_dev_stack(settings.data_dir, stack)
+        running.callback(remove_dev_stack, settings.data_dir, stack)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        broker_label = "RabbitMQ (COLMENA_BROKER_URL)" if broker_url else "in-process"
+        print(_banner(settings, database_label, broker_label), flush=True)
         await scheduler.run_forever(resources, all_jobs(), stop)
-    finally:
-        await runner.cleanup()
-        await asyncio.to_thread(worker.stop)
-        broker.close()

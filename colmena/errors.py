@@ -30,6 +30,11 @@ class TransientError(ColmenaError):
     retryable = True
 
 
+class StartupError(PermanentError):
+    """A process cannot start: a dependency is missing or wrong, a port is taken. The CLI prints
+    it as one line and exits 2; a traceback is only for bugs."""
+
+
 def is_permanent(exc: BaseException) -> bool:
     """Whether retrying `exc` cannot help: only an error that says so is permanent."""
     return isinstance(exc, ColmenaError) and not exc.retryable

@@ -110,7 +110,9 @@ async def test_every_metric_in_alerts_and_dashboard_is_exported(settings, spawn,
         colmena_env(settings, COLMENA_METRICS_PORT=str(worker_port), COLMENA_MAX_RETRIES="1"),
     )
     spawn(
-        "scheduler", ["scheduler"], colmena_env(settings, COLMENA_METRICS_PORT=str(scheduler_port))
+        "scheduler",
+        ["scheduler"],
+        colmena_env(settings, COLMENA_SCHEDULER_METRICS_PORT=str(scheduler_port)),
     )
     worker_url = f"http://127.0.0.1:{worker_port}/"
     await wait_for(lambda: scrape(worker_url), timeout=60, interval=0.2)

@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from colmena.cli import core, invoices, licenses, payments, rates, status, tenants
+from colmena.cli import core, deadletters, invoices, licenses, payments, rates, status, tenants
 from colmena.config import SettingsError
-from colmena.runtime.startup import StartupError
+from colmena.errors import StartupError
 
 EXIT_CONFIG = 2
 
@@ -35,6 +35,7 @@ def cli() -> None:
 COMMAND_MODULES = [
     core,
     payments,
+    deadletters,
     rates,
     licenses,
     invoices,

@@ -9,6 +9,8 @@ import sys
 import click
 
 from colmena.config import load_settings
+from colmena.config.dev_stack import operator_settings
+from colmena.runtime.queue_admin import queue_admin_for
 from colmena.runtime.status import Snapshot, collect
 
 EXIT_BROKER_UNREACHABLE = 1
@@ -25,7 +27,7 @@ def _age(seconds: float) -> str:
 def _render(snapshot: Snapshot) -> list[str]:
     lines = []
     if snapshot.queues is None:
-        lines.append(f"queues: RabbitMQ unreachable ({snapshot.broker_error})")
+        lines.append(f"queues: {snapshot.broker_error}")
     else:
         lines.append(f"{'queue':<10} {'ready':>7} {'delayed':>8} {'dead':>6} {'consumers':>10}")
         for depth in snapshot.queues:
@@ -61,9 +63,11 @@ def _render(snapshot: Snapshot) -> list[str]:
 def status_command(as_json: bool) -> None:
     """Queue depths and consumers, dead letters, outbox backlog, last rates, bots by state.
 
-    Exits 1 when RabbitMQ does not answer (the database part is still shown).
+    Exits 1 when the broker does not answer (the database part is still shown). With no
+    COLMENA_* settings it reads the `colmena dev` running in this directory.
     """
-    snapshot = asyncio.run(collect(load_settings()))
+    settings, stack = operator_settings(load_settings())
+    snapshot = asyncio.run(collect(settings, queue_admin_for(settings, stack)))
     if as_json:
         click.echo(json.dumps(snapshot.to_json(), indent=2))
     else:

@@ -86,6 +86,9 @@ class Settings(
         default=False, description="declare quorum queues (RabbitMQ cluster)"
     )
     metrics_port: int = Field(default=9191, ge=1, le=65535, description="worker metrics port")
+    scheduler_metrics_port: int = Field(
+        default=9192, ge=1, le=65535, description="scheduler metrics port"
+    )
     max_retries: int = Field(default=8, ge=0)
     min_backoff_ms: int = Field(default=1_000, ge=10)
     max_backoff_ms: int = Field(default=300_000, ge=100, le=900_000)

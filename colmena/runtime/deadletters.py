@@ -49,6 +49,12 @@ def _last_line(traceback: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def fresh_copy(message: dramatiq.Message, queue: str) -> dramatiq.Message:
+    """The dead message as it first was: same id and arguments, retry bookkeeping dropped."""
+    options = {key: value for key, value in message.options.items() if key not in RETRY_BOOKKEEPING}
+    return message.copy(queue_name=queue, options=options)
+
+
 @contextmanager
 def _channel(broker_url: str) -> Iterator[BlockingChannel]:
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
@@ -66,7 +72,7 @@ def _declare(channel: BlockingChannel, name: str, quorum: bool) -> None:
         channel.queue_declare(queue=queue, durable=True, arguments=arguments)
 
 
-def _decode(queue: str, body: bytes) -> tuple[dramatiq.Message, DeadLetter]:
+def decode_dead_letter(queue: str, body: bytes) -> tuple[dramatiq.Message, DeadLetter]:
     message = dramatiq.Message.decode(body)
     letter = DeadLetter(
         queue=queue,
@@ -100,7 +106,7 @@ def list_dead_letters(
     broker_url: str, prefix: str, queues: list[str], *, quorum: bool = False
 ) -> list[DeadLetter]:
     return [
-        _decode(queue, body)[1]
+        decode_dead_letter(queue, body)[1]
         for queue in queues
         for _ch, _tag, body in _browse(broker_url, queue_name(prefix, queue), quorum)
     ]
@@ -119,16 +125,13 @@ def requeue(
     for queue in queues:
         name = queue_name(prefix, queue)
         for channel, tag, body in _browse(broker_url, name, quorum):
-            message, letter = _decode(queue, body)
+            message, letter = decode_dead_letter(queue, body)
             if message_id is not None and letter.message_id != message_id:
                 continue
-            options = {
-                key: value for key, value in message.options.items() if key not in RETRY_BOOKKEEPING
-            }
             channel.basic_publish(
                 exchange="",
                 routing_key=name,
-                body=message.copy(queue_name=name, options=options).encode(),
+                body=fresh_copy(message, name).encode(),
                 properties=pika.BasicProperties(delivery_mode=2),
                 mandatory=True,
             )

@@ -60,7 +60,7 @@ class QueueProbe:
         self._lock = asyncio.Lock()
 
     async def depths(self, queues: Sequence[str]) -> list[QueueDepth]:
-        """Depths of the unprefixed `queues`; raises one of PROBE_ERRORS when RabbitMQ does not answer."""
+        """Depths of the unprefixed `queues`; raises one of PROBE_ERRORS if RabbitMQ is silent."""
         async with self._lock:
             try:
                 return [await self._depth(queue) for queue in queues]

@@ -18,8 +18,9 @@ import structlog
 
 from colmena.config import Settings, SettingsError
 from colmena.config.logging import configure_logging
+from colmena.errors import StartupError
 from colmena.runtime import scheduler
-from colmena.runtime.metrics_server import serve_metrics
+from colmena.runtime.ports import ensure_port_free, serve_metrics
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.queues import DOMAIN_QUEUES
 from colmena.runtime.resources import Resources
@@ -30,10 +31,6 @@ from colmena.store.pool import connect
 log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-
-
-class StartupError(Exception):
-    """A dependency is missing or wrong; printed as one line, exit code 2."""
 
 
 async def open_database(database_url: str) -> asyncpg.Connection:
@@ -110,6 +107,7 @@ def worker_command(
 
 def run_worker(settings: Settings, queues: list[str], processes: int, threads: int) -> None:
     settings.require_broker_url()
+    ensure_port_free(settings.http_host, settings.metrics_port, "COLMENA_METRICS_PORT")
     asyncio.run(check_database(settings.require_database_url()))
     argv, env = worker_command(settings, queues, processes, threads)
     os.execvpe(argv[0], argv, env)
@@ -118,8 +116,8 @@ def run_worker(settings: Settings, queues: list[str], processes: int, threads: i
 def run_scheduler(settings: Settings, jobs: list[ScheduledJob]) -> None:
     configure_logging(dev=settings.env == "dev", level=settings.log_level)
     asyncio.run(check_database(settings.require_database_url()))
-    resources = amqp_resources(settings)
     serve_metrics(settings)
+    resources = amqp_resources(settings)
 
     async def main() -> None:
         stop = asyncio.Event()

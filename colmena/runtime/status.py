@@ -12,9 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from colmena.config import Settings
-from colmena.runtime.queue_probe import PROBE_ERRORS, QueueDepth, QueueProbe
+from colmena.errors import StartupError
+from colmena.runtime.queue_admin import BrokerUnreachable, QueueAdmin
+from colmena.runtime.queue_probe import QueueDepth
 from colmena.runtime.queues import DOMAIN_QUEUES
-from colmena.runtime.startup import StartupError, open_database
+from colmena.runtime.startup import open_database
 from colmena.store import ops as ops_store
 from colmena.store.migrate import SchemaNotMigrated, ensure_migrated
 from colmena.store.outbox import backlog
@@ -76,14 +78,13 @@ class Snapshot:
         }
 
 
-async def _queues(settings: Settings) -> tuple[list[QueueDepth] | None, str | None]:
-    probe = QueueProbe(settings.require_broker_url(), settings.queue_prefix)
+async def _queues(admin: QueueAdmin) -> tuple[list[QueueDepth] | None, str | None]:
     try:
-        return await probe.depths(DOMAIN_QUEUES), None
-    except PROBE_ERRORS as exc:
-        return None, str(exc) or type(exc).__name__
+        return await admin.depths(DOMAIN_QUEUES), None
+    except BrokerUnreachable as exc:
+        return None, str(exc)
     finally:
-        await probe.close()
+        await admin.close()
 
 
 def _last_rates(found: tuple[list[RateRow], set[str]] | None) -> list[LastRate] | None:
@@ -106,7 +107,7 @@ def _last_rates(found: tuple[list[RateRow], set[str]] | None) -> list[LastRate] 
     ]
 
 
-async def collect(settings: Settings) -> Snapshot:
+async def collect(settings: Settings, admin: QueueAdmin) -> Snapshot:
     """Read everything; raises StartupError when the database is unreachable or not migrated."""
     conn = await open_database(settings.require_database_url())
     try:
@@ -119,7 +120,7 @@ async def collect(settings: Settings) -> Snapshot:
         bots = await ops_store.bots_by_state(conn)
     finally:
         await conn.close()
-    queues, broker_error = await _queues(settings)
+    queues, broker_error = await _queues(admin)
     return Snapshot(
         queues=queues,
         broker_error=broker_error,
