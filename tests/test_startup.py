@@ -59,3 +59,43 @@ def test_a_busy_port_is_one_line_and_exit_2(
         "stop what holds it or set another"
     ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_refuses_to_serve_a_queue_it_cannot_work(
+    settings: Settings, tmp_path: Path
+) -> None:
+    result = run(["worker", "--queues", "stamping"], colmena_env(settings), tmp_path)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "colmena: stamping needs COLMENA_CFDI_CSD_CER_PATH to stamp CFDI invoices (and "
+        )
+    ), result.stderr
+
+
+def test_check_shows_readiness_and_never_a_secret(settings: Settings, tmp_path: Path) -> None:
+    secret = "sk-very-secret-0123456789"
+    env = colmena_env(
+        settings,
+        COLMENA_MERCADOPAGO_WEBHOOK_SECRET=secret,
+        COLMENA_SMTP_HOST="127.0.0.1",
+        COLMENA_SMTP_PASSWORD=secret,
+        COLMENA_SMTP_USERNAME="mailer",
+    )
+
+    result = run(["check"], env, tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert secret not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith("MISSING  payments") and "COLMENA_MERCADOPAGO_ACCESS_TOKEN" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("ok       licenses") and "COLMENA_SMTP_HOST" in line for line in lines
+    )
+    assert any(line.startswith("ok       database") for line in lines)

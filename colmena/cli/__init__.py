@@ -10,7 +10,17 @@ import sys
 
 import click
 
-from colmena.cli import core, deadletters, invoices, licenses, payments, rates, status, tenants
+from colmena.cli import (
+    check,
+    core,
+    deadletters,
+    invoices,
+    licenses,
+    payments,
+    rates,
+    status,
+    tenants,
+)
 from colmena.config import SettingsError
 from colmena.errors import StartupError
 
@@ -34,6 +44,7 @@ def cli() -> None:
 
 COMMAND_MODULES = [
     core,
+    check,
     payments,
     deadletters,
     rates,

@@ -18,6 +18,7 @@ import structlog
 
 from colmena.config import Settings, SettingsError
 from colmena.config.logging import configure_logging
+from colmena.config.readiness import require_ready
 from colmena.errors import StartupError
 from colmena.runtime import scheduler
 from colmena.runtime.ports import ensure_port_free, serve_metrics
@@ -107,6 +108,7 @@ def worker_command(
 
 def run_worker(settings: Settings, queues: list[str], processes: int, threads: int) -> None:
     settings.require_broker_url()
+    require_ready(settings, queues)
     ensure_port_free(settings.http_host, settings.metrics_port, "COLMENA_METRICS_PORT")
     asyncio.run(check_database(settings.require_database_url()))
     argv, env = worker_command(settings, queues, processes, threads)
