@@ -13,9 +13,14 @@ from __future__ import annotations
 
 
 class ColmenaError(Exception):
-    """Root of every error colmena raises on purpose. Retryable unless a subclass says not."""
+    """Root of every error colmena raises on purpose. Retryable unless a subclass says not.
+
+    `hint` says, in one line, what an operator can do about it ("set COLMENA_SMTP_HOST"); the
+    dead-letter log line carries it, so `colmena dev` shows it on the console.
+    """
 
     retryable: bool = True
+    hint: str | None = None
 
 
 class PermanentError(ColmenaError):

@@ -12,6 +12,7 @@ then the message's arguments, and runs on Dramatiq's event-loop thread with `mes
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -75,16 +76,49 @@ class ColmenaRabbitmqBroker(RabbitmqBroker):
 
 
 class DeadLetterAlarm(Middleware):
-    """Counts and logs every message that leaves for the dead letters, so operators see it."""
+    """Counts and logs every message that leaves for the dead letters, so operators see it.
+
+    The log line is at ERROR and says why: the actor, the exception and its message, and the
+    error's `hint` (what to configure or fix) when it has one. The exception is only known to
+    `after_process_message` (which Dramatiq calls before Retries decides, after-hooks run in
+    reverse order); it is kept per message id until the ack (retried or done) or the nack (dead)
+    that follows it.
+    """
+
+    def __init__(self) -> None:
+        self._failures: dict[str, BaseException] = {}
+        self._lock = threading.Lock()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is not None:
+            with self._lock:
+                self._failures[message.message_id] = exception
+
+    def after_ack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._failures.pop(message.message_id, None)
 
     def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         DEAD_LETTERS.labels(queue=message.queue_name, actor=message.actor_name).inc()
+        with self._lock:
+            exception = self._failures.pop(message.message_id, None)
+        reason = "skipped before it ran" if exception is None else type(exception).__name__
         log.error(
             "message dead-lettered",
             message_id=message.message_id,
             actor=message.actor_name,
             queue=message.queue_name,
             retries=message.options.get("retries", 0),
+            reason=reason,
+            error=None if exception is None else str(exception),
+            hint=getattr(exception, "hint", None),
         )
 
 
