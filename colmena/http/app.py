@@ -14,6 +14,7 @@ from colmena.http.middlewares import (
     MAX_BODY,
     MIDDLEWARES,
     RATE_LIMITERS,
+    UNAVAILABLE_LOGGED,
 )
 from colmena.http.publishing import AFTER_COMMIT, AfterCommitPublisher
 from colmena.http.ratelimit import RateLimiter
@@ -44,6 +45,7 @@ def create_app(settings: Settings, resources: Resources) -> web.Application:
     app[RESOURCES] = resources
     app[MAX_BODY] = settings.max_body_bytes
     app[RATE_LIMITERS] = {}
+    app[UNAVAILABLE_LOGGED] = set()
     app[DEFAULT_LIMITER] = RateLimiter(settings.rate_limit_per_minute)
     app[AFTER_COMMIT] = AfterCommitPublisher(resources)
     app[health.GAUGE_REFRESHERS] = []

@@ -26,6 +26,9 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RATE_LIMITERS = web.AppKey("rate_limiters", dict)
+# (route, code) pairs whose 503 was already logged: an operator needs the reason once, not per
+# request of a provider retrying against an unconfigured endpoint.
+UNAVAILABLE_LOGGED = web.AppKey("unavailable_logged", set[tuple[str, str]])
 DEFAULT_LIMITER = web.AppKey("default_limiter", RateLimiter)
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -94,12 +97,24 @@ async def security_headers_middleware(request: web.Request, handler: Handler) ->
     return response
 
 
+def _log_unavailable_once(request: web.Request, exc: ApiError) -> None:
+    logged = request.config_dict[UNAVAILABLE_LOGGED]
+    key = (route_name(request), exc.code)
+    if key not in logged:
+        logged.add(key)
+        log.warning(
+            "answering 503", route=key[0], code=exc.code, reason=exc.error_message, once=True
+        )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as JSON; an unexpected one is logged with its traceback, not sent."""
     try:
         return await handler(request)
     except ApiError as exc:
+        if exc.status_code == 503:
+            _log_unavailable_once(request, exc)
         response = error_response(exc.status_code, exc.code, exc.error_message, **exc.extra)
         response.headers.update(exc.headers)
         return response
