@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import NamedTuple
 
 import structlog
 
 from colmena.config.logging import configure_logging, redact_secrets
+
+
+class Credentials(NamedTuple):
+    user: str
+    api_key: str
+    extra: dict[str, str]
+
+
+class Pair(tuple[str, str]):
+    """A tuple subclass whose constructor takes two arguments, not one iterable."""
+
+    def __new__(cls, left: str, right: str) -> Pair:
+        return super().__new__(cls, (left, right))
 
 
 def test_redaction_reaches_nested_keys() -> None:
@@ -24,6 +38,42 @@ def test_redaction_reaches_nested_keys() -> None:
     assert out["nested"]["items"][0] == {"client_secret": "[redacted]", "amount": 5}
     assert out["webhook_signature"] == "[redacted]"
     assert out["note"] == "fine"
+
+
+def test_tuple_subclasses_are_redacted_without_raising() -> None:
+    event = {
+        "event": "x",
+        "login": Credentials("ana", "k-123", {"password": "hunter2", "note": "fine"}),
+        "pair": Pair("a", "b"),
+        "nested": [({"token": "t"},)],
+    }
+
+    out = redact_secrets(None, "info", event)
+
+    assert out["login"] == {
+        "user": "ana",
+        "api_key": "[redacted]",
+        "extra": {"password": "[redacted]", "note": "fine"},
+    }
+    assert out["pair"] == ("a", "b")
+    assert out["nested"] == [({"token": "[redacted]"},)]
+    assert "hunter2" not in json.dumps(out) and "k-123" not in json.dumps(out)
+
+
+def test_a_named_tuple_in_a_log_call_is_rendered_redacted(capsys) -> None:
+    configure_logging(dev=False)
+    try:
+        structlog.get_logger("test").info(
+            "login", who=Credentials("ana", "k-123", {"password": "hunter2"})
+        )
+        [line] = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    finally:
+        structlog.reset_defaults()
+    assert line["who"] == {
+        "user": "ana",
+        "api_key": "[redacted]",
+        "extra": {"password": "[redacted]"},
+    }
 
 
 def test_production_lines_are_json_with_context_and_no_secret(capsys) -> None:

@@ -24,15 +24,17 @@ import asyncpg
 import pytest
 
 from colmena.actors import all_jobs
-from colmena.actors.rates import Source, enqueue_scrape, scrape
+from colmena.actors.rates import enqueue_scrape
 from colmena.config import Settings, SettingsError, load_settings
 from colmena.config.logging import configure_logging
 from colmena.domain.rate_schedule import CARACAS, next_run_times
-from colmena.gateways.bcv import BcvHttpError, parse_bcv_page
-from colmena.gateways.retry import with_retries
+from colmena.domain.rates import Source
+from colmena.gateways import rate_sources
+from colmena.gateways.bcv import parse_bcv_page
 from colmena.http.rates import TtlCache, convert_amount
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
+from colmena.store import rate_keeping
 from colmena.store import rates as store
 from tests.conftest import wait_for
 from tests.standins.rates import (
@@ -50,6 +52,13 @@ BCV_PAIRS = {"USD/VES", "EUR/VES", "CNY/VES", "TRY/VES", "RUB/VES"}
 
 def caracas_today() -> date:
     return datetime.now(CARACAS).date()
+
+
+async def scrape(
+    source: Source, db: asyncpg.Connection, settings: Settings
+) -> rate_keeping.ScrapeReport:
+    """One on-demand scrape through the real gateways, as `colmena rates scrape` runs it."""
+    return await rate_keeping.scrape(source, db, settings, fetch=rate_sources.fetch)
 
 
 def dated_page(directory: Path, fixture: str, effective: date, *, usd: str | None = None) -> str:
@@ -238,7 +247,7 @@ async def test_binance_refusals_store_and_publish_nothing(
     assert await published_values(client) == {}
 
 
-# --- sanity: garbage is kept for the record, never published ----------------------------------------
+# --- sanity: garbage is kept for the record, never published --------------------------------------
 
 
 async def test_stale_value_date_is_rejected_and_never_published(
@@ -710,16 +719,19 @@ async def test_ttl_cache_expires_and_stays_bounded() -> None:
         loads += 1
         return loads
 
-    cache = TtlCache(ttl_s=0.05, max_entries=2)
+    now = 1000.0
+    cache = TtlCache(ttl_s=5, max_entries=2, clock=lambda: now)
     assert [await cache.get("a", load), await cache.get("a", load)] == [1, 1]
-    await asyncio.sleep(0.06)  # past the TTL
-    assert await cache.get("a", load) == 2
+    now += 4.9
+    assert await cache.get("a", load) == 1  # still inside the TTL
+    now += 0.2
+    assert await cache.get("a", load) == 2  # past it
     await cache.get("b", load)
     await cache.get("c", load)
     assert await cache.get("a", load) == 5  # evicted by b and c
 
 
-# --- the CLI ----------------------------------------------------------------------------------------
+# --- the CLI --------------------------------------------------------------------------------------
 
 
 async def colmena(*args: str, settings: Settings) -> tuple[int, str, str]:
@@ -830,43 +842,7 @@ async def test_cli_accept_refuses_rejected_outdated_and_unknown_rates(rates_sett
     assert {row.status for row in await rows(db, "bcv", "EUR/VES")} == {"suspect", "accepted"}
 
 
-# --- the shared retry loop ---------------------------------------------------------------------------
-
-
-async def test_retry_loop_retries_only_what_can_heal() -> None:
-    calls: list[int] = []
-
-    async def failing(status: int) -> None:
-        calls.append(status)
-        raise BcvHttpError(status)
-
-    def retryable(exc: BcvHttpError) -> bool:
-        return exc.status >= 500
-
-    for status, expected_calls in ((503, 3), (404, 1)):
-        calls.clear()
-        with pytest.raises(BcvHttpError):
-            await with_retries(
-                lambda status=status: failing(status),
-                errors=BcvHttpError,
-                retryable=retryable,
-                attempts=3,
-                backoff=0.001,
-                event="test_retry",
-            )
-        assert len(calls) == expected_calls
-    with pytest.raises(ValueError, match="attempts"):
-        await with_retries(
-            lambda: failing(503),
-            errors=BcvHttpError,
-            retryable=retryable,
-            attempts=0,
-            backoff=0,
-            event="x",
-        )
-
-
-# --- alert rules ------------------------------------------------------------------------------------
+# --- alert rules ----------------------------------------------------------------------------------
 
 
 def test_alert_rules_fire_only_inside_their_windows() -> None:

@@ -8,17 +8,17 @@ Actors (queue "payments"):
 Both lock the inbox row, apply the state machine (`colmena.domain.payment_state`) and, in the
 same transaction, write the follow-ups to the outbox. Follow-up messages (queue / actor / args):
 
-| queue    | actor          | args                                              | when |
-| licenses | deliver_license | [payment_id]                                     | first approval, metadata product_kind = "license" |
-| licenses | revoke_license  | [payment_id]                                     | refunded/charged back after approval, license product |
-| stamping | stamp_invoice   | [payment_id]                                     | first approval, metadata has "rfc" |
-| stamping | cancel_invoice  | [payment_id]                                     | refunded/charged back after approval, "rfc" present |
-| bots     | apply_plan      | [tenant_ref, plan, active, source, provider_at]  | plan bought/refunded; Stripe subscription updated/deleted |
+- licenses / deliver_license / [payment_id]: first approval, metadata product_kind = "license"
+- licenses / revoke_license / [payment_id]: refunded or charged back after approval, license
+- stamping / stamp_invoice / [payment_id]: first approval, metadata has "rfc"
+- stamping / cancel_invoice / [payment_id]: refunded or charged back after approval, "rfc" present
+- bots / apply_plan / [tenant_ref, plan, active, source, provider_at]: plan bought or refunded;
+  Stripe subscription updated or deleted
 
 `payment_id` is colmena's payments.id; `plan` is free|pro|enterprise; `active` a bool; `source`
 "subscription:<stripe subscription id>" (invoices and subscription events alike) or
-"payment:<payment_id>" for a one-off plan purchase; `provider_at` the provider's ISO-8601 time, so the
-bots side can ignore a stale plan change. Each follow-up has a dedupe key: at most one per
+"payment:<payment_id>" for a one-off plan purchase; `provider_at` the provider's ISO-8601 time,
+so the bots side can ignore a stale plan change. Each follow-up has a dedupe key: at most one per
 payment and kind, however many times an event is delivered.
 
 Metadata colmena reads (Stripe `metadata`, Mercado Pago `metadata`): product, product_kind
@@ -44,11 +44,7 @@ from colmena.domain.payment_events import (
 )
 from colmena.domain.payment_state import REVERSED, Status, decide
 from colmena.errors import PermanentError
-from colmena.gateways.mercadopago import (
-    MercadoPagoClient,
-    MercadoPagoNotFound,
-    MercadoPagoRejected,
-)
+from colmena.gateways.mercadopago import MercadoPagoClient
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
@@ -73,7 +69,10 @@ async def _plan_message(conn: asyncpg.Connection, update: PlanUpdate) -> OutboxM
             update.source,
             update.provider_at.isoformat(),
         ],
-        dedupe_key=f"apply_plan:{update.source}:{update.provider_at.isoformat()}:{update.plan}:{update.active}",
+        dedupe_key=(
+            f"apply_plan:{update.source}:{update.provider_at.isoformat()}"
+            f":{update.plan}:{update.active}"
+        ),
     )
 
 
@@ -163,7 +162,8 @@ async def apply_update(
         return f"ignored: {decision.reason}", []
     await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
     settled = await payments.get(conn, payment.id)
-    assert settled is not None
+    if settled is None:  # locked by this transaction: only a bug or a manual DELETE gets here
+        raise PermanentError(f"payment {payment.id} vanished while locked")
     PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
     log.info(
         "payment status applied",
@@ -238,9 +238,7 @@ async def settle_mercadopago_notification(resources: Resources, inbox_id: int) -
         return
     payment_id = str(event.payload["data"]["id"])
     client = mercadopago_client(resources)
-    try:
-        payment = await asyncio.to_thread(client.get_payment, payment_id)
-    except (MercadoPagoNotFound, MercadoPagoRejected) as exc:
-        raise PermanentError(f"Mercado Pago payment {payment_id}: {exc}") from None
+    # A MercadoPagoError propagates: unavailable is retried, unknown or refused dead-letters.
+    payment = await asyncio.to_thread(client.get_payment, payment_id)
     rows = await settle(resources.pool, inbox_id, interpret_mercadopago(payment))
     await publish_now(resources.pool, resources.publisher, rows)

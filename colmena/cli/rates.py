@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncpg
 import click
 
-from colmena.actors.rates import AcceptRefused, ScrapeReport, Source, accept, scrape
 from colmena.cli.database import with_database
 from colmena.config import load_settings
+from colmena.domain.rates import AcceptRefused, Source
+from colmena.gateways import rate_sources
 from colmena.store import rates as store
+from colmena.store.rate_keeping import ScrapeReport, accept, scrape
 from colmena.store.rates import RateRow
 
 
@@ -31,7 +33,10 @@ def _print_report(report: ScrapeReport) -> None:
         if result.action == "unchanged":
             line += " (no new row)"
         elif result.action == "suspect":
-            line += f", not published ({result.row.reason}); `colmena rates accept {result.row.id}` publishes it"
+            line += (
+                f", not published ({result.row.reason}); "
+                f"`colmena rates accept {result.row.id}` publishes it"
+            )
         elif result.action in ("rejected", "accepted"):
             line += f" ({result.row.reason})"
         click.echo(line)
@@ -47,7 +52,9 @@ def rates_group() -> None:
 def scrape_command(source: str) -> None:
     """Scrape SOURCE now and print what was stored, or why it was refused."""
     settings = load_settings()
-    report = with_database(settings, lambda conn: scrape(Source(source), conn, settings))
+    report = with_database(
+        settings, lambda conn: scrape(Source(source), conn, settings, fetch=rate_sources.fetch)
+    )
     _print_report(report)
     if report.ok:
         return
@@ -87,9 +94,8 @@ def list_command(source: str | None, status: str | None, limit: int) -> None:
     for h in health:
         state = "STALE" if h.stale else "ok"
         last = h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never"
-        click.echo(
-            f"{h.source}: {state}, last success {last}, {h.consecutive_failures} failure(s) in a row"
-        )
+        failures = f"{h.consecutive_failures} failure(s) in a row"
+        click.echo(f"{h.source}: {state}, last success {last}, {failures}")
     if not rows:
         click.echo("no rates stored")
     for row in rows:

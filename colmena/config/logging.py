@@ -21,6 +21,12 @@ REDACTED = "[redacted]"
 
 
 def _redact(value: Any) -> Any:
+    """A copy of `value` with every secret-named key's value replaced, at any depth.
+
+    Containers come back as plain dicts, lists and tuples: rebuilding a subclass by calling its
+    type can raise (a NamedTuple takes its fields one by one), and a log call must never raise.
+    A NamedTuple becomes a dict of its fields, so a field named like a secret is redacted too.
+    """
     if isinstance(value, Mapping):
         return {
             key: REDACTED
@@ -28,8 +34,13 @@ def _redact(value: Any) -> Any:
             else _redact(item)
             for key, item in value.items()
         }
-    if isinstance(value, (list, tuple)):
-        return type(value)(_redact(item) for item in value)
+    if isinstance(value, tuple):
+        fields = getattr(type(value), "_fields", None)
+        if isinstance(fields, tuple) and all(isinstance(name, str) for name in fields):
+            return _redact(dict(zip(fields, value, strict=False)))
+        return tuple(_redact(item) for item in value)
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
     return value
 
 

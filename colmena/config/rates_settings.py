@@ -32,7 +32,9 @@ class RatesSettings(BaseModel):
     )
     bcv_ca_bundle: Path | None = Field(
         default=None,
-        description="CA bundle that completes bcv.org.ve's chain; unset: the one shipped in colmena",
+        description=(
+            "CA bundle that completes bcv.org.ve's chain; unset: the one shipped in colmena"
+        ),
     )
     binance_p2p_url: str = Field(
         default=BINANCE_P2P_PUBLIC_URL, description="Binance P2P adv/search endpoint"
@@ -55,12 +57,20 @@ class RatesSettings(BaseModel):
     )
     rates_bounds: dict[str, tuple[Decimal, Decimal]] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_BOUNDS),
-        description='JSON {"PAIR": [min, max]}; replaces the defaults, a pair missing here is rejected',
+        description=(
+            'JSON {"PAIR": [min, max]}; replaces the defaults, a pair missing here is rejected'
+        ),
     )
     rates_timeout_s: float = Field(default=30.0, gt=0, le=120, description="per HTTP attempt")
     rates_attempts: int = Field(default=3, ge=1, le=10, description="HTTP attempts per scrape")
     rates_backoff_s: float = Field(
-        default=1.0, ge=0, le=60, description="first retry delay, doubled each time"
+        default=1.0,
+        ge=0,
+        le=60,
+        description="first retry delay, doubled each time and stretched by a random 1-2x",
+    )
+    rates_max_backoff_s: float = Field(
+        default=30.0, gt=0, le=300, description="longest wait between two HTTP attempts"
     )
     rates_stale_after: int = Field(
         default=3, ge=1, le=100, description="consecutive failed scrapes -> stale"

@@ -1,19 +1,26 @@
-"""Exchange-rate arithmetic: the representative P2P rate and the sanity gate.
+"""Exchange-rate rules: the representative P2P rate, the sanity gate, and what a scrape keeps.
 
-Everything here is pure (plain values in, plain values out) so the scrape
-actor can call it between the gateway and the store, and tests can pin every
-edge without a network or a database. Money is Decimal end to end: a float
-would silently drop the BCV's eighth decimal.
+Everything here is pure (plain values in, decisions out) so the scrape can call it between the
+gateway and the store, and tests can pin every edge without a network or a database. Money is
+Decimal end to end: a float would silently drop the BCV's eighth decimal.
+
+What a scrape decides, in order: a source's answer becomes observations (`binance_observation`
+refuses an empty book); an observation the BCV shows again unchanged writes no row
+(`repeat_of`); any other is judged against the last published value (`judge`); the scrape's
+outcome is summarised from the pairs (`summarize`). An operator may publish a suspect
+(`check_acceptance`), never a rejected or overtaken value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
+
+from colmena.errors import ColmenaError
 
 DEFAULT_TOP_N = 10
 DEFAULT_FENCE_K = Decimal("2.5")
@@ -208,3 +215,180 @@ def check_effective_date(
     if -delta > max_behind_days:
         return SanityResult(Verdict.REJECTED, f"effective date {effective} is {-delta} days old")
     return SanityResult(Verdict.ACCEPTED, f"effective date {effective}")
+
+
+# --- what a scrape keeps --------------------------------------------------------------------------
+
+PUBLISHED = frozenset({"accepted", "confirmed"})  # the only statuses any reader is shown
+SUCCESSES = frozenset({"accepted", "unchanged", "suspect"})  # any other outcome counts to stale
+BINANCE_PAIR = "USDT/VES"
+
+
+class Source(StrEnum):
+    BCV = "bcv"
+    BINANCE = "binance"
+
+
+class RateSourceError(ColmenaError):
+    """A source showed nothing usable this time: a gateway's refusal or an empty book.
+
+    The scrape records it (`outcome` is the metric label) rather than failing its message: the
+    gateway already retried what can heal, and the next tick is the next attempt. Permanent
+    unless a subclass or an instance says it may heal, which the gateway's retry loop reads.
+    """
+
+    outcome: ClassVar[str] = "error"
+    retryable = False
+
+
+class EmptyBookError(RateSourceError):
+    """Binance answered, but a side had no trustworthy price: nothing is written."""
+
+    outcome = "empty"
+
+
+class AcceptRefused(ColmenaError):
+    """An operator asked to publish something that must not be (the message says why)."""
+
+    retryable = False
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value a source showed: VES per unit of `pair`, valid from `effective_date`."""
+
+    pair: str
+    value: Decimal
+    effective_date: date
+    buy: Decimal | None = None
+    sell: Decimal | None = None
+
+
+class StoredRate(Protocol):
+    """A kept value as the rules read it (colmena.store.rates.RateRow is one)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def value(self) -> Decimal: ...
+
+    @property
+    def effective_date(self) -> date: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """The sanity gate's limits: (min, max) per pair (a pair without bounds is rejected), the
+    move that makes a value suspect, and how close a later scrape must come to confirm it."""
+
+    bounds: Mapping[str, tuple[Decimal, Decimal]]
+    max_change_pct: Decimal = DEFAULT_MAX_CHANGE_PCT
+    confirm_tolerance_pct: Decimal = DEFAULT_CONFIRM_TOLERANCE_PCT
+
+
+def binance_observation(
+    buy_quotes: Iterable[Quote], sell_quotes: Iterable[Quote], *, top_n: int, today: date
+) -> Observation:
+    """The USDT/VES mid of the book, valid today; EmptyBookError when a side has nothing."""
+    rate = market_rate(buy_quotes, sell_quotes, top_n=top_n)
+    if rate is None:
+        raise EmptyBookError("no trustworthy advert on one side of the book")
+    return Observation(BINANCE_PAIR, rate.mid, today, buy=rate.buy, sell=rate.sell)
+
+
+def repeat_of(source: Source, observation: Observation, kept: StoredRate | None) -> str | None:
+    """'unchanged' or 'confirmed' when the BCV shows its newest kept value again, else None.
+
+    The BCV shows the same value all day: seeing it again writes no row, it only restarts the
+    value's age, and publishes it if it was still suspect (a later scrape agreeing). Every
+    Binance reading is a fresh look at a moving market, so each one is judged.
+    """
+    if source is not Source.BCV or kept is None:
+        return None
+    if kept.value != observation.value or kept.effective_date != observation.effective_date:
+        return None
+    return "confirmed" if kept.status == "suspect" else "unchanged"
+
+
+def judge(
+    source: Source,
+    observation: Observation,
+    gate: Gate,
+    *,
+    today: date,
+    published: StoredRate | None,
+    pending: StoredRate | None,
+) -> SanityResult:
+    """The sanity gate for one new value, against the last published one and the suspect that
+    followed it (if any): bounds, the BCV's value date, both Binance sides, then the move."""
+    bounds = gate.bounds.get(observation.pair)
+    if bounds is None:
+        return SanityResult(Verdict.REJECTED, f"no bounds configured for {observation.pair}")
+    lower, upper = bounds
+    if source is Source.BCV:
+        dated = check_effective_date(observation.effective_date, today)
+        if dated.verdict is Verdict.REJECTED:
+            return dated
+        if published is not None and observation.effective_date < published.effective_date:
+            return SanityResult(
+                Verdict.REJECTED,
+                f"effective date {observation.effective_date} precedes the published "
+                f"{published.effective_date}",
+            )
+    for side, quote in (("buy", observation.buy), ("sell", observation.sell)):
+        if quote is not None:
+            checked = check_rate(quote, lower=lower, upper=upper, last_accepted=None)
+            if checked.verdict is Verdict.REJECTED:
+                return SanityResult(Verdict.REJECTED, f"{side} {checked.reason}")
+    return check_rate(
+        observation.value,
+        lower=lower,
+        upper=upper,
+        last_accepted=published.value if published else None,
+        pending_suspect=pending.value if pending else None,
+        max_change_pct=gate.max_change_pct,
+        confirm_tolerance_pct=gate.confirm_tolerance_pct,
+    )
+
+
+def summarize(actions: Iterable[str]) -> str:
+    """A scrape's outcome from what became of each pair: rejected only when nothing survived."""
+    seen = set(actions)
+    if seen <= {"rejected"}:
+        return "rejected"
+    if seen & {"accepted", "confirmed"}:
+        return "accepted"
+    if "suspect" in seen:
+        return "suspect"
+    return "unchanged"
+
+
+def tick_expired(scheduled_at: datetime, *, now: datetime, expiry_s: float) -> bool:
+    """A tick older than `expiry_s` is skipped, not scraped: an outage is never replayed as a
+    burst, and the next tick scrapes anyway."""
+    return (now - scheduled_at).total_seconds() > expiry_s
+
+
+def check_acceptance(row: StoredRate, newest: StoredRate | None) -> bool:
+    """Whether an operator's word publishes `row`: False when it already is published.
+
+    AcceptRefused for a rejected value (out of bounds or misdated: garbage by definition) and
+    for a suspect that a newer published value (`newest` of its series) has overtaken:
+    publishing it would show an older rate.
+    """
+    if row.status in PUBLISHED:
+        return False
+    if row.status == "rejected":
+        raise AcceptRefused(
+            f"rate #{row.id} was rejected ({row.reason}); rejected values are never published"
+        )
+    if newest is not None and newest.id > row.id:
+        raise AcceptRefused(f"rate #{row.id} is outdated: #{newest.id} was published after it")
+    return True

@@ -16,18 +16,21 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
 
 import aiohttp
 import structlog
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from colmena.gateways.retry import retryable_http, with_retries
+from colmena.domain.rates import RateSourceError
+from colmena.gateways.retry import DEFAULT_MAX_BACKOFF_S, retryable_http, with_retries
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_CA_BUNDLE = Path(__file__).parent / "certs" / "bcv-ca.pem"
-USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
 RATE_BLOCK = ".view-tipo-de-cambio-oficial-del-bcv"
 # Element id on the page -> ISO 4217 code.
 CURRENCY_IDS: dict[str, str] = {
@@ -40,10 +43,10 @@ CURRENCY_IDS: dict[str, str] = {
 _VES_NUMBER = re.compile(r"^(?:\d{1,3}(?:\.\d{3})+|\d+),\d+$")
 
 
-class BcvError(Exception):
-    """Base of every BCV refusal; `outcome` is the metrics label."""
-
-    outcome: ClassVar[str] = "error"
+class BcvError(RateSourceError):
+    """Root of every BCV refusal; `outcome` is the metrics label. Permanent, as every
+    RateSourceError, unless it says not: only a timeout, a dropped connection, a 429 or a 5xx
+    may heal by retrying."""
 
 
 class BcvParseError(BcvError):
@@ -63,15 +66,19 @@ class MissingDateError(BcvParseError):
 
 
 class BcvHttpError(BcvError):
+    """A status other than 200: retryable when it is 429 or 5xx."""
+
     outcome = "http_error"
 
     def __init__(self, status: int) -> None:
         super().__init__(f"BCV answered HTTP {status}")
         self.status = status
+        self.retryable = retryable_http(status)
 
 
 class BcvTimeoutError(BcvError):
     outcome = "timeout"
+    retryable = True
 
 
 class BcvTlsError(BcvError):
@@ -82,6 +89,7 @@ class BcvTlsError(BcvError):
 
 class BcvConnectionError(BcvError):
     outcome = "connection_error"
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +168,6 @@ def build_ssl_context(ca_bundle: str | Path) -> ssl.SSLContext:
     return ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=str(ca_bundle))
 
 
-def _retryable(exc: BcvError) -> bool:
-    if isinstance(exc, BcvHttpError):
-        return retryable_http(exc.status)
-    return isinstance(exc, BcvTimeoutError | BcvConnectionError)
-
-
 async def _get_once(session: aiohttp.ClientSession, url: str, ssl_context: ssl.SSLContext) -> str:
     try:
         async with session.get(url, ssl=ssl_context) as response:
@@ -187,11 +189,12 @@ async def fetch_bcv_page(
     timeout: float = 30.0,
     attempts: int = 3,
     backoff: float = 1.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF_S,
     user_agent: str = USER_AGENT,
 ) -> str:
-    """GET the page, retrying timeouts, connection errors, 429 and 5xx with
-    exponential backoff (backoff, 2*backoff, ...). TLS and other 4xx failures
-    are raised at once: retrying cannot fix them."""
+    """GET the page, retrying timeouts, connection errors, 429 and 5xx with jittered
+    exponential backoff (colmena.gateways.retry). TLS and other 4xx failures are raised at
+    once: retrying cannot fix them."""
     ssl_context = build_ssl_context(ca_bundle)
     headers = {
         "User-Agent": user_agent,
@@ -203,10 +206,9 @@ async def fetch_bcv_page(
     ) as session:
         return await with_retries(
             lambda: _get_once(session, url, ssl_context),
-            errors=BcvError,
-            retryable=_retryable,
             attempts=attempts,
             backoff=backoff,
+            max_backoff=max_backoff,
             event="bcv_fetch_retry",
         )
 
@@ -218,10 +220,16 @@ async def scrape_bcv(
     timeout: float = 30.0,
     attempts: int = 3,
     backoff: float = 1.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF_S,
 ) -> BcvRates:
-    """Fetch and parse in one call: what the scrape actor needs."""
+    """Fetch and parse in one call: what a scrape needs."""
     html = await fetch_bcv_page(
-        url, ca_bundle=ca_bundle, timeout=timeout, attempts=attempts, backoff=backoff
+        url,
+        ca_bundle=ca_bundle,
+        timeout=timeout,
+        attempts=attempts,
+        backoff=backoff,
+        max_backoff=max_backoff,
     )
     rates = parse_bcv_page(html)
     log.info(

@@ -23,17 +23,21 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 import structlog
 
-from colmena.gateways.retry import retryable_http, with_retries
+from colmena.domain.rates import RateSourceError
+from colmena.gateways.retry import DEFAULT_MAX_BACKOFF_S, retryable_http, with_retries
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_URL = "https://p2p.binance.com/bapi/c2c/v2/friendly/c2c/adv/search"
-USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
 SUCCESS_CODE = "000000"
 MAX_ROWS = 20
 ASSET = "USDT"
@@ -56,10 +60,10 @@ class Side(StrEnum):
         return "SELL" if self is Side.BUY else "BUY"
 
 
-class BinanceError(Exception):
-    """Base of every Binance refusal; `outcome` is the metrics label."""
-
-    outcome: ClassVar[str] = "error"
+class BinanceError(RateSourceError):
+    """Root of every Binance refusal; `outcome` is the metrics label. Permanent, as every
+    RateSourceError, unless it says not: only a timeout, a dropped connection, a 429 or a 5xx
+    may heal by retrying."""
 
 
 class BinanceApiCodeError(BinanceError):
@@ -79,19 +83,24 @@ class BinanceForbiddenError(BinanceError):
 
 
 class BinanceHttpError(BinanceError):
+    """A status other than 200 and 403: retryable when it is 429 or 5xx."""
+
     outcome = "http_error"
 
     def __init__(self, status: int) -> None:
         super().__init__(f"Binance answered HTTP {status}")
         self.status = status
+        self.retryable = retryable_http(status)
 
 
 class BinanceTimeoutError(BinanceError):
     outcome = "timeout"
+    retryable = True
 
 
 class BinanceConnectionError(BinanceError):
     outcome = "connection_error"
+    retryable = True
 
 
 class BinanceResponseError(BinanceError):
@@ -203,12 +212,6 @@ def search_body(
     }
 
 
-def _retryable(exc: BinanceError) -> bool:
-    if isinstance(exc, BinanceHttpError):
-        return retryable_http(exc.status)
-    return isinstance(exc, BinanceTimeoutError | BinanceConnectionError)
-
-
 async def _post_once(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
     try:
         async with session.post(url, json=body) as response:
@@ -237,6 +240,7 @@ async def fetch_p2p_book(
     timeout: float = 30.0,
     attempts: int = 3,
     backoff: float = 1.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF_S,
     user_agent: str = USER_AGENT,
 ) -> dict[Side, list[P2PAdvert]]:
     """Both sides of the USDT/VES book, `pages` pages of `rows` each (fewer
@@ -261,10 +265,9 @@ async def fetch_p2p_book(
                 )
                 payload = await with_retries(
                     partial(_post_once, session, url, body),
-                    errors=BinanceError,
-                    retryable=_retryable,
                     attempts=attempts,
                     backoff=backoff,
+                    max_backoff=max_backoff,
                     event="binance_fetch_retry",
                 )
                 adverts.extend(parse_search_response(payload, side))

@@ -29,10 +29,20 @@ from mercadopago.webhook import (
 )
 from requests import RequestException
 
+from colmena.errors import ColmenaError
+from colmena.gateways.retry import retryable_http
+
 MILLISECOND_TS_DIGITS = 13
 
 
-class MercadoPagoSignatureError(Exception):
+class MercadoPagoError(ColmenaError):
+    """Root of every Mercado Pago refusal. Permanent unless it says not: the worker's retry
+    policy backs off on an unavailable API and dead-letters the rest at once."""
+
+    retryable = False
+
+
+class MercadoPagoSignatureError(MercadoPagoError):
     """The notification is not signed by our secret, or is stale; `reason` is for logs."""
 
     def __init__(self, reason: str) -> None:
@@ -40,15 +50,17 @@ class MercadoPagoSignatureError(Exception):
         self.reason = reason
 
 
-class MercadoPagoUnavailable(Exception):
+class MercadoPagoUnavailable(MercadoPagoError):
     """A 5xx, 429, timeout or connection failure: worth retrying later."""
 
+    retryable = True
 
-class MercadoPagoNotFound(Exception):
+
+class MercadoPagoNotFound(MercadoPagoError):
     """The API does not know the payment: retrying will not change that."""
 
 
-class MercadoPagoRejected(Exception):
+class MercadoPagoRejected(MercadoPagoError):
     """A 4xx other than 404/429 (bad token, forbidden): an operator must act."""
 
 
@@ -169,7 +181,7 @@ class MercadoPagoClient:
         status = result["status"]
         if status == 404:
             raise MercadoPagoNotFound(f"{what}: not found")
-        if status == 429 or status >= 500:
+        if retryable_http(status):
             raise MercadoPagoUnavailable(f"{what}: HTTP {status}")
         if status >= 400:
             raise MercadoPagoRejected(f"{what}: HTTP {status}")

@@ -14,12 +14,20 @@ from typing import Any
 
 import stripe
 
+from colmena.errors import ColmenaError
 
-class StripeSignatureError(Exception):
+
+class StripeError(ColmenaError):
+    """Root of every refusal of a Stripe webhook: none heals by trying the same bytes again."""
+
+    retryable = False
+
+
+class StripeSignatureError(StripeError):
     """Not signed by any configured secret, stale, or no usable header; the reason is for logs."""
 
 
-class StripeEventError(ValueError):
+class StripeEventError(StripeError):
     """Signed, but not a JSON Stripe event."""
 
 

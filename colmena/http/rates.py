@@ -44,15 +44,26 @@ _CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
 
 
 class TtlCache:
-    """A few seconds of memory for read-only answers; bounded, oldest entries evicted first."""
+    """A few seconds of memory for read-only answers; bounded, oldest entries evicted first.
 
-    def __init__(self, ttl_s: float, max_entries: int = CACHE_MAX_ENTRIES) -> None:
+    `clock` (seconds, monotonic) is a parameter so a test can step past the TTL instead of
+    waiting for it.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_entries: int = CACHE_MAX_ENTRIES,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self._clock = clock
         self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
 
     async def get(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
-        now = time.monotonic()
+        now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]

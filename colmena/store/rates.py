@@ -13,8 +13,9 @@ from decimal import Decimal
 
 import asyncpg
 
-PUBLISHED = ("accepted", "confirmed")
-SOURCES = ("bcv", "binance")
+from colmena.domain.rates import PUBLISHED, Source
+
+SOURCES = tuple(source.value for source in Source)
 
 _COLUMNS = (
     "id, source, pair, value, buy, sell, effective_date, fetched_at, last_seen_at, status, reason, "
@@ -95,7 +96,8 @@ async def latest_kept(conn: asyncpg.Connection, source: str, pair: str) -> RateR
     """The newest value of a series that was not rejected (published or still suspect)."""
     return _rate(
         await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM rates WHERE source = $1 AND pair = $2 AND status <> 'rejected' "
+            f"SELECT {_COLUMNS} FROM rates "
+            "WHERE source = $1 AND pair = $2 AND status <> 'rejected' "
             "ORDER BY id DESC LIMIT 1",
             source,
             pair,
@@ -106,7 +108,8 @@ async def latest_kept(conn: asyncpg.Connection, source: str, pair: str) -> RateR
 async def latest_published(conn: asyncpg.Connection, source: str, pair: str) -> RateRow | None:
     return _rate(
         await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM rates WHERE source = $1 AND pair = $2 AND status = ANY($3::text[]) "
+            f"SELECT {_COLUMNS} FROM rates "
+            "WHERE source = $1 AND pair = $2 AND status = ANY($3::text[]) "
             "ORDER BY id DESC LIMIT 1",
             source,
             pair,
@@ -121,7 +124,8 @@ async def pending_suspect(
     """The newest suspect recorded after the last published value: the one a scrape can confirm."""
     return _rate(
         await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM rates WHERE source = $1 AND pair = $2 AND status = 'suspect' AND id > $3 "
+            f"SELECT {_COLUMNS} FROM rates "
+            "WHERE source = $1 AND pair = $2 AND status = 'suspect' AND id > $3 "
             "ORDER BY id DESC LIMIT 1",
             source,
             pair,
@@ -164,8 +168,9 @@ async def confirm(conn: asyncpg.Connection, rate_id: int, *, by: str, reason: st
     """Publish a suspect: a later scrape saw it again, or an operator vouched for it."""
     row = await conn.fetchrow(
         f"""
-        UPDATE rates SET status = 'confirmed', decided_by = $2, decided_at = now(), last_seen_at = now(),
-                         reason = reason || '; ' || $3
+        UPDATE rates
+        SET status = 'confirmed', decided_by = $2, decided_at = now(), last_seen_at = now(),
+            reason = reason || '; ' || $3
         WHERE id = $1 AND status = 'suspect'
         RETURNING {_COLUMNS}
         """,
@@ -181,6 +186,13 @@ async def confirm(conn: asyncpg.Connection, rate_id: int, *, by: str, reason: st
 async def touch_seen(conn: asyncpg.Connection, rate_id: int) -> None:
     """An unchanged value seen again: its age restarts, no new row is written."""
     await conn.execute("UPDATE rates SET last_seen_at = now() WHERE id = $1", rate_id)
+
+
+async def source_of(conn: asyncpg.Connection, rate_id: int) -> str | None:
+    """The source of a rate, read without a lock: what the caller locks first (the scrape's
+    lock order is the source, then its rate rows)."""
+    source = await conn.fetchval("SELECT source FROM rates WHERE id = $1", rate_id)
+    return str(source) if source is not None else None
 
 
 async def get_for_update(conn: asyncpg.Connection, rate_id: int) -> RateRow | None:
