@@ -17,7 +17,7 @@ import json
 import os
 import secrets
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -41,6 +41,9 @@ class DevStack:
     broker_url: str | None
     ingress_url: str
     control_token: str
+    # Base URL of each provider sandbox the dev process serves, by provider ("mercadopago", ...),
+    # so `colmena trigger` talks to the API the running server uses.
+    sandboxes: dict[str, str] = field(default_factory=dict)
 
 
 def process_start_time(pid: int) -> str | None:
@@ -57,7 +60,13 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def new_dev_stack(*, database_url: str, broker_url: str | None, ingress_url: str) -> DevStack:
+def new_dev_stack(
+    *,
+    database_url: str,
+    broker_url: str | None,
+    ingress_url: str,
+    sandboxes: dict[str, str] | None = None,
+) -> DevStack:
     """The stack description of this process, with a fresh control token."""
     pid = os.getpid()
     started = process_start_time(pid)
@@ -70,6 +79,7 @@ def new_dev_stack(*, database_url: str, broker_url: str | None, ingress_url: str
         broker_url=broker_url,
         ingress_url=ingress_url,
         control_token=secrets.token_urlsafe(32),
+        sandboxes=dict(sandboxes or {}),
     )
 
 
