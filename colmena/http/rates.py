@@ -100,7 +100,8 @@ def _params(request: web.Request, allowed: set[str]) -> dict[str, str]:
     query = request.rel_url.query
     for name in query:
         if name not in allowed:
-            raise _bad(name, f"unknown parameter {name!r}; allowed: {', '.join(sorted(allowed))}")
+            known = f"allowed: {', '.join(sorted(allowed))}" if allowed else "it takes none"
+            raise _bad(name, f"unknown parameter {name!r}; {known}")
         if len(query.getall(name)) > 1:
             raise _bad(name, f"parameter {name!r} given more than once")
     return dict(query)

@@ -1,4 +1,4 @@
-"""An endpoint that is not configured answers 503 every time, and says why in the log once."""
+"""What the ingress says when it refuses: a 503 reason logged once, error messages that help."""
 
 from __future__ import annotations
 
@@ -29,3 +29,9 @@ async def test_the_reason_for_a_503_is_logged_once(make_client, settings: Settin
             "once": True,
         }
     ]
+
+
+async def test_a_route_without_parameters_says_so(client) -> None:
+    response = await client.get("/api/v1/rates/latest", params={"pair": "USD/VES"})
+    assert response.status == 400
+    assert (await response.json())["error"]["message"] == "unknown parameter 'pair'; it takes none"
