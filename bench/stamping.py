@@ -38,20 +38,8 @@ from satcfdi.create.cfd import cfdi40
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database
-from bench.licenses import Clock
-from colmena.actors import stamping as actor_module
-from colmena.config import Settings
-from colmena.config.logging import configure_logging
-from colmena.gateways import cfdi
-from colmena.gateways.cfdi import build_comprobante, load_signer, render_pdf, validate
-from colmena.gateways.mail import SmtpMailer
-from colmena.gateways.pac import PacGateway
-from colmena.runtime import broker as broker_module
-from colmena.runtime.broker import build_broker
-from colmena.runtime.publisher import AmqpPublisher
-from colmena.runtime.resources import Resources
-from colmena.store.pool import connect
-from tests.standins.csd import (
+from bench.licenses import Clock, timed_actors
+from bench.standins.csd import (
     ISSUER_NAME,
     ISSUER_RFC,
     RECEIVER_NAME,
@@ -61,8 +49,18 @@ from tests.standins.csd import (
     make_csd,
     make_sat_certificate,
 )
-from tests.standins.pac import StandInSW, sample_invoice
-from tests.standins.smtp import SmtpStandin
+from bench.standins.pac import StandInSW, sample_invoice
+from bench.standins.smtp import SmtpSink
+from colmena.config import Settings
+from colmena.config.logging import configure_logging
+from colmena.gateways import cfdi, invoice_files
+from colmena.gateways.cfdi import build_comprobante, load_signer, render_pdf, validate
+from colmena.gateways.mail import SmtpMailer
+from colmena.gateways.pac import PacGateway
+from colmena.runtime.broker import build_broker
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
+from colmena.store.pool import connect
 
 CPU_STEPS = ("build", "signing", "validation", "pdf")
 E2E_PHASES = ("signing", "validation", "pdf", "pac", "smtp", "database")
@@ -95,7 +93,9 @@ def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
     elapsed = time.perf_counter() - started
 
     pdf_count = max(1, min(10, count // 20))
-    stamped = [pac.issue_stamp(etree.fromstring(xml)).xml.encode() for xml in documents[:pdf_count]]
+    stamped = [
+        pac.issue_stamp(etree.fromstring(xml))["cfdi"].encode() for xml in documents[:pdf_count]
+    ]
     render_pdf(stamped[0])  # load fonts and stylesheets once
     for xml in stamped:
         clock.wrap_sync("pdf", render_pdf)(xml)
@@ -124,21 +124,15 @@ def instrumented(clock: Clock) -> Iterator[None]:
 
     patch(cfdi40.Comprobante, "sign", clock.wrap_sync("signing", cfdi40.Comprobante.sign))
     patch(cfdi, "validate", clock.wrap_sync("validation", cfdi.validate))
-    patch(actor_module, "render_pdf", clock.wrap_sync("pdf", actor_module.render_pdf))
+    patch(invoice_files, "render_pdf", clock.wrap_sync("pdf", invoice_files.render_pdf))
     patch(PacGateway, "stamp", clock.wrap_sync("pac", PacGateway.stamp))
     patch(SmtpMailer, "send_email", clock.wrap_async("smtp", SmtpMailer.send_email))
     for method in _DB_METHODS:
         original = getattr(asyncpg.connection.Connection, method)
         patch(asyncpg.connection.Connection, method, clock.wrap_async("database", original))
-    specs = {name: broker_module._ACTORS[name] for name in _ACTORS}
-    for name, spec in specs.items():
-        broker_module._ACTORS[name] = dataclasses.replace(
-            spec, fn=clock.wrap_async("total", spec.fn)
-        )
     try:
         yield
     finally:
-        broker_module._ACTORS.update(specs)
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)
 
@@ -148,10 +142,11 @@ async def insert_payments(url: str, count: int) -> list[int]:
     try:
         rows = await conn.fetch(
             """
-            INSERT INTO payments (provider, provider_payment_id, amount_minor, currency, customer_email,
-                customer_locale, product_ref, product_kind, metadata, status, status_at, approved_at)
-            SELECT 'stripe', 'pi_bench_' || g, 129900 + g, 'mxn', 'buyer' || g || '@example.com', 'es',
-                'bench-product', 'license', $2::jsonb, 'approved', now(), now()
+            INSERT INTO payments (provider, provider_payment_id, amount_minor, currency,
+                customer_email, customer_locale, product_ref, product_kind, metadata, status,
+                status_at, approved_at)
+            SELECT 'stripe', 'pi_bench_' || g, 129900 + g, 'mxn', 'buyer' || g || '@example.com',
+                'es', 'bench-product', 'license', $2::jsonb, 'approved', now(), now()
             FROM generate_series(1, $1) AS g
             RETURNING id
             """,
@@ -178,23 +173,36 @@ class Run:
 async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) -> Run:
     prefix = f"bench{uuid.uuid4().hex[:6]}_"
     clock = Clock()
-    with tempfile.TemporaryDirectory() as tmp, SmtpStandin() as smtp:
+    with tempfile.TemporaryDirectory() as tmp, SmtpSink() as smtp:
         cer, key = csd.write(Path(tmp), "csd")
         async with scratch_database() as url:
             settings = Settings(
-                database_url=url, broker_url=AMQP_URL, queue_prefix=prefix, data_dir=Path(tmp, "data"),
-                db_pool_max=threads + 2, pac_base_url=pac.url, pac_token=SecretStr(pac.token),
-                cfdi_csd_cer_path=cer, cfdi_csd_key_path=key, cfdi_csd_password=SecretStr(csd.password),
-                cfdi_issuer_rfc=ISSUER_RFC, cfdi_issuer_name=ISSUER_NAME, cfdi_issuer_regime="601",
-                cfdi_issuer_postal_code="42501", smtp_host=smtp.host, smtp_port=smtp.port, smtp_starttls=False,
+                database_url=url,
+                broker_url=AMQP_URL,
+                queue_prefix=prefix,
+                data_dir=Path(tmp, "data"),
+                db_pool_max=threads + 2,
+                pac_base_url=pac.url,
+                pac_token=SecretStr(pac.token),
+                cfdi_csd_cer_path=cer,
+                cfdi_csd_key_path=key,
+                cfdi_csd_password=SecretStr(csd.password),
+                cfdi_issuer_rfc=ISSUER_RFC,
+                cfdi_issuer_name=ISSUER_NAME,
+                cfdi_issuer_regime="601",
+                cfdi_issuer_postal_code="42501",
+                smtp_host=smtp.host,
+                smtp_port=smtp.port,
+                smtp_starttls=False,
                 _env_file=None,
-            )  # fmt: skip
+            )
             payment_ids = await insert_payments(url, count + 1)
             with instrumented(clock):
                 resources = Resources(
                     settings, database_url=url, publisher=AmqpPublisher(AMQP_URL, prefix)
                 )
-                broker = build_broker(settings, resources, broker_url=AMQP_URL)
+                actors = timed_actors(clock, _ACTORS)
+                broker = build_broker(settings, resources, actors, broker_url=AMQP_URL)
                 broker.emit_after("process_boot")
                 worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
                 worker.start()
@@ -211,7 +219,7 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
                 finally:
                     await asyncio.to_thread(worker.stop)
                     broker.close()
-                    delete_queues(prefix, ("stamping",))
+                    delete_queues(prefix)
     total = clock.spent["total"]
     shares = {phase: 100 * clock.spent[phase] / total for phase in E2E_PHASES}
     shares["other"] = max(0.0, 100 - sum(shares.values()))
@@ -230,9 +238,12 @@ async def run_all(invoices: int, e2e: int, thread_counts: list[int]) -> None:
         for threads in thread_counts:
             result = await end_to_end(e2e, threads, csd, pac)
             figure(
-                f"invoices end to end (stand-in PAC, PDF, email), {threads} worker thread(s)", result.rate,
-                "invoices/s", baseline=baseline, baseline_name=f"{thread_counts[0]} thread(s)",
-            )  # fmt: skip
+                f"invoices end to end (stand-in PAC, PDF, email), {threads} worker thread(s)",
+                result.rate,
+                "invoices/s",
+                baseline=baseline,
+                baseline_name=f"{thread_counts[0]} thread(s)",
+            )
             baseline = baseline or result.rate
             for phase, share in result.shares.items():
                 figure(f"  share of actor time in {phase}, {threads} thread(s)", share, "%")
@@ -250,7 +261,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(dev=True, level="WARNING")  # the figures are the output
     print(
-        f"machine: {machine()}; CPU-only invoices: {args.invoices}; end-to-end invoices per run: {args.e2e}"
+        f"machine: {machine()}; CPU-only invoices: {args.invoices}; "
+        f"end-to-end invoices per run: {args.e2e}"
     )
     asyncio.run(run_all(args.invoices, args.e2e, [int(n) for n in args.threads.split(",")]))
 

@@ -70,7 +70,8 @@ async def insert_payment(
         """
         INSERT INTO payments (provider, provider_payment_id, amount_minor, currency, customer_email,
             customer_locale, product_ref, product_kind, metadata, status, status_at, approved_at)
-        VALUES ('stripe', 'pi_' || md5(random()::text), 49900, 'USD', $1, $2, $3, $4, $5, $6, now(), now())
+        VALUES ('stripe', 'pi_' || md5(random()::text), 49900, 'USD', $1, $2, $3, $4, $5, $6,
+            now(), now())
         RETURNING id
         """,
         email,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -13,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 from satcfdi.transform import xslt_transform
 
+from colmena.errors import is_permanent
 from colmena.gateways.cfdi import (
     CfdiInvalid,
     CsdExpired,
@@ -25,6 +28,8 @@ from colmena.gateways.cfdi import (
     sign_invoice,
     validate_xml,
 )
+from colmena.gateways.csd import CsdSigner
+from colmena.gateways.stamping_config import CsdSource
 from tests.standins.csd import (
     ISSUER_RFC,
     CertificateAuthority,
@@ -130,3 +135,45 @@ def test_pdf_renders(csd: CsdFiles) -> None:
     pdf = render_pdf(signed.xml)
 
     assert pdf.startswith(b"%PDF-") and len(pdf) > 5000
+
+
+def _number(signer: CsdSigner) -> str:
+    return inspect_csd(signer.signer().certificate_bytes()).certificate_number
+
+
+def test_csd_signer_loads_once_and_again_when_the_files_are_replaced(
+    ca: CertificateAuthority, csd: CsdFiles, tmp_path: Path
+) -> None:
+    cer, key = csd.write(tmp_path, "csd")
+    signer = CsdSigner(CsdSource(cer, key, csd.password))
+    loaded = signer.signer()
+    assert signer.signer() is loaded and _number(signer) == csd.certificate_number
+
+    renewed = make_csd(ca)
+    renewed_cer, renewed_key = renewed.write(tmp_path, "renewed")
+    os.replace(renewed_cer, cer)  # as an operator renews it: new files under the old names
+    os.replace(renewed_key, key)
+
+    assert signer.signer() is not loaded and _number(signer) == renewed.certificate_number
+    assert signer.signer() is signer.signer()
+
+
+def test_csd_signer_with_missing_files_is_a_permanent_csd_error(
+    csd: CsdFiles, tmp_path: Path
+) -> None:
+    signer = CsdSigner(CsdSource(tmp_path / "none.cer", tmp_path / "none.key", csd.password))
+    with pytest.raises(CsdInvalid, match="cannot read the CSD files") as caught:
+        signer.signer()
+    assert is_permanent(caught.value) and caught.value.code == "CSD_INVALID"
+    assert csd.password not in repr(signer.source)
+
+
+def test_csd_and_schema_errors_are_permanent(ca: CertificateAuthority) -> None:
+    expired = make_expired_csd(ca)
+    with pytest.raises(CsdExpired) as caught:
+        sign_invoice(
+            sample_invoice(), load_signer(expired.certificate, expired.key, expired.password)
+        )
+    assert is_permanent(caught.value) and caught.value.code == "CSD_EXPIRED"
+    assert is_permanent(CsdMismatch("another RFC")) and CsdMismatch.code == "CSD_MISMATCH"
+    assert is_permanent(CfdiInvalid(["line 1: not a CFDI"]))

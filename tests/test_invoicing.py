@@ -11,11 +11,13 @@ from lxml import etree
 from colmena.domain.invoicing import (
     ConceptDefaults,
     FiscalDataError,
-    invoice_email,
+    Issuer,
     invoice_for,
     split_iva,
 )
-from colmena.gateways.cfdi import Issuer, load_signer, sign_invoice
+from colmena.errors import is_permanent
+from colmena.gateways.cfdi import load_signer, sign_invoice
+from colmena.gateways.invoice_email import invoice_email
 from colmena.store.payments import Payment
 from tests.standins.csd import (
     ISSUER_NAME,
@@ -130,7 +132,7 @@ def test_untaxed_invoice_bills_the_amount_as_is() -> None:
 )
 def test_unusable_payments_are_refused(change: dict[str, str], message: str) -> None:
     currency = change.pop("currency", "mxn")
-    with pytest.raises(FiscalDataError, match=message):
+    with pytest.raises(FiscalDataError, match=message) as refused:
         invoice_for(
             payment(1000, currency=currency, **change),
             issuer=ISSUER,
@@ -138,6 +140,7 @@ def test_unusable_payments_are_refused(change: dict[str, str], message: str) -> 
             folio=1,
             defaults=DEFAULTS,
         )
+    assert is_permanent(refused.value)  # the same payment is refused the same way next time
 
 
 def test_email_is_escaped_and_follows_the_locale() -> None:

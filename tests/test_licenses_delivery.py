@@ -55,7 +55,8 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
     assert [p.name for p in packages] == ["colmena-bot.zip"]
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
     stored = await db.fetchrow(
-        "SELECT token_sha256, max_downloads, used, expires_at - created_at AS ttl FROM download_links"
+        "SELECT token_sha256, max_downloads, used, expires_at - created_at AS ttl "
+        "FROM download_links"
     )
     assert bytes(stored["token_sha256"]) == hashlib.sha256(token.encode()).digest()
     assert (stored["max_downloads"], stored["used"], stored["ttl"].total_seconds()) == (
@@ -120,7 +121,8 @@ async def test_duplicate_and_concurrent_deliveries_give_one_license_and_one_emai
     assert await db.fetchval("SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL") == 1
     assert (
         await db.fetchval(
-            "SELECT count(*) FROM download_links WHERE invalidated_at IS NULL AND used < max_downloads"
+            "SELECT count(*) FROM download_links "
+            "WHERE invalidated_at IS NULL AND used < max_downloads"
         )
         == 1
     )
@@ -169,7 +171,8 @@ async def test_smtp_down_then_up_the_email_arrives_after_retries_with_the_only_w
         smtp.stop()
     assert mail.message["Subject"] == "Your colmena-bot (enterprise) license is ready"
     links = await db.fetch(
-        "SELECT emailed_at IS NOT NULL AS emailed, invalidated_at IS NULL AS live FROM download_links"
+        "SELECT emailed_at IS NOT NULL AS emailed, invalidated_at IS NULL AS live "
+        "FROM download_links"
     )
     assert len(links) >= 3  # one per attempt
     assert [(r["emailed"], r["live"]) for r in links if r["live"]] == [(True, True)]
@@ -194,7 +197,7 @@ async def test_rejected_email_goes_to_dead_letters_and_resend_recovers_it(
         await db.fetchval("SELECT last_error FROM license_emails")
         == "SMTP delivery failed: server replied 550"
     )
-    assert smtp.messages == []
+    assert smtp.messages == [] and smtp.refusals == 1  # permanent: never retried
 
     smtp.reply = None
     license_id = await db.fetchval("SELECT id FROM licenses")
@@ -204,8 +207,10 @@ async def test_rejected_email_goes_to_dead_letters_and_resend_recovers_it(
     [mail] = await smtp.wait_for_async(1)
     client = await make_client(active)
     assert (await client.post(f"/downloads/{token_in(mail)}")).status == 200
-    emails = await db.fetch("SELECT reason, sent_at IS NOT NULL AS sent, superseded_at IS NOT NULL AS superseded "
-                            "FROM license_emails ORDER BY id")  # fmt: skip
+    emails = await db.fetch(
+        "SELECT reason, sent_at IS NOT NULL AS sent, superseded_at IS NOT NULL AS superseded "
+        "FROM license_emails ORDER BY id"
+    )
     assert [tuple(r) for r in emails] == [("purchase", False, True), ("resend", True, False)]
 
 

@@ -11,13 +11,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from colmena.actors.licenses import (
-    cleanup_licenses,
-    deliver_license,
-    mailer_for,
-    send_email,
-)
-from colmena.domain.license_keys import SigningKeyMissing, public_key, signing_key
+from colmena.actors.licenses import cleanup_licenses, deliver_license, send_email
 from colmena.domain.licensing import (
     License,
     load_private_key,
@@ -25,7 +19,10 @@ from colmena.domain.licensing import (
     sign_license,
     verify_license_key,
 )
+from colmena.errors import is_permanent
+from colmena.gateways.license_keys import SigningKeyMissing, public_key, signing_key
 from colmena.gateways.maildrop import MailDropMailer
+from colmena.gateways.mailer import MailerNotConfigured, mailer_for
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
 from colmena.store import licenses as store
@@ -157,9 +154,9 @@ async def test_public_key_and_status_endpoints(active, smtp, db, make_client) ->
 async def test_status_says_expired_for_an_expired_license(active, db, make_client) -> None:
     payment_id = await insert_payment(db)
     license = License(
-        license_id="6d3f4a8e-0f7e-4c39-9a53-0c0e6a1b7f10", product="colmena-bot", edition="standard",
-        customer_email="ana@example.com", seats=1, issued_at=datetime(2020, 1, 1, tzinfo=UTC),
-        expires_at=datetime(2021, 1, 1, tzinfo=UTC),
+        license_id="6d3f4a8e-0f7e-4c39-9a53-0c0e6a1b7f10", product="colmena-bot",
+        edition="standard", customer_email="ana@example.com", seats=1,
+        issued_at=datetime(2020, 1, 1, tzinfo=UTC), expires_at=datetime(2021, 1, 1, tzinfo=UTC),
     )  # fmt: skip
     key = sign_license(license, load_private_key(SIGNING_KEY.private_pem))
     await store.insert(db, license, payment_id=payment_id, locale=None, key=key)
@@ -182,7 +179,8 @@ async def test_cleanup_removes_dead_links_and_idle_packages_and_a_resend_rebuild
             0,
         )  # the link still works: nothing to remove
         await db.execute(
-            "UPDATE download_links SET expires_at = now() - interval '9 days', created_at = now() - interval '12 days'"
+            "UPDATE download_links SET expires_at = now() - interval '9 days', "
+            "created_at = now() - interval '12 days'"
         )
         await db.execute("UPDATE licenses SET package_built_at = now() - interval '12 days'")
         assert await cleanup_licenses(resources) == (1, 1)
@@ -219,6 +217,9 @@ async def test_dev_without_a_key_generates_one_once_and_production_refuses(
 async def test_dev_without_smtp_writes_the_email_to_a_file(settings, smtp, db, tmp_path) -> None:
     dev = license_settings(settings, smtp, tmp_path, smtp_host=None)
     assert isinstance(mailer_for(dev), MailDropMailer)
+    with pytest.raises(MailerNotConfigured, match="COLMENA_SMTP_HOST") as unset:
+        mailer_for(dev.model_copy(update={"env": "production"}))
+    assert is_permanent(unset.value)
     payment_id = await insert_payment(db, locale=None)
     resources = resources_for(dev)
     await resources.start()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from colmena.errors import is_permanent
 from colmena.gateways.mail import (
     Attachment,
     MailDeliveryError,
@@ -148,7 +149,7 @@ async def test_server_down_raises_typed_error_promptly():
     with pytest.raises(MailDeliveryError) as caught:
         await mailer.send_email("ana@example.com", delivery("es"))
     assert time.monotonic() - started < 2.0
-    assert caught.value.permanent is False and caught.value.code is None
+    assert not is_permanent(caught.value) and caught.value.code is None
 
 
 async def test_down_then_up_on_the_same_port(smtp):
@@ -169,7 +170,7 @@ async def test_server_refusal_is_classified(smtp, reply, permanent):
     with pytest.raises(MailDeliveryError) as caught:
         await mailer_for(smtp).send_email("ana@example.com", delivery("es"))
     assert caught.value.code == int(reply[:3])
-    assert caught.value.permanent is permanent
+    assert is_permanent(caught.value) is permanent
     assert smtp.messages == []
 
 
@@ -184,14 +185,14 @@ async def test_credentials_are_used_and_bad_ones_are_permanent():
             await mailer_for(server, username="mailer", password="wrong").send_email(
                 "ana@example.com", delivery("es")
             )
-        assert caught.value.permanent is True and caught.value.code == 535
+        assert is_permanent(caught.value) and caught.value.code == 535
         assert "s3cret" not in repr(mailer_for(server, username="mailer", password="s3cret"))
 
 
 async def test_starttls_required_but_not_offered_fails_instead_of_sending_in_clear(smtp):
     with pytest.raises(MailDeliveryError) as caught:
         await mailer_for(smtp, starttls=True).send_email("ana@example.com", delivery("es"))
-    assert caught.value.permanent is True
+    assert is_permanent(caught.value)
     assert smtp.messages == []
 
 
@@ -213,5 +214,5 @@ async def test_plain_sender_is_refused_by_a_starttls_only_server():
     with SmtpStandin(tls=True) as server:
         with pytest.raises(MailDeliveryError) as caught:
             await mailer_for(server).send_email("ana@example.com", delivery("es"))
-        assert caught.value.permanent is True and caught.value.code == 530
+        assert is_permanent(caught.value) and caught.value.code == 530
         assert server.messages == []

@@ -11,6 +11,7 @@ import pytest
 from satcfdi.cfdi import CFDI
 from satcfdi.models import Signer
 
+from colmena.errors import is_permanent
 from colmena.gateways.cfdi import (
     CsdExpired,
     load_signer,
@@ -21,11 +22,13 @@ from colmena.gateways.cfdi import (
 from colmena.gateways.pac import (
     PacAmbiguous,
     PacCredentials,
+    PacForeignStamp,
     PacGateway,
     PacRejected,
     PacTimeout,
     PacUnavailable,
     StampResult,
+    check_certifies,
 )
 from tests.standins.csd import (
     ISSUER_RFC,
@@ -141,6 +144,23 @@ async def test_reused_customid_is_recovered_through_storage(pac: StandInSW, csd:
     assert len(pac.stamps) == 1
 
 
+async def test_a_stamp_that_certifies_another_document_is_refused_as_foreign(
+    pac: StandInSW, csd: CsdFiles
+) -> None:
+    gateway = gateway_for(pac)
+    theirs, ours = signed_xml(csd, folio="1"), signed_xml(csd, folio="2")
+    first = await asyncio.to_thread(gateway.stamp, theirs, reference="shared-reference")
+    # The same reference reused on a shared PAC account: the PAC hands back the first stamp.
+    again = await asyncio.to_thread(gateway.stamp, ours, reference="shared-reference")
+
+    check_certifies(first, theirs)
+    assert again.uuid == first.uuid
+    with pytest.raises(PacForeignStamp) as foreign:
+        check_certifies(again, ours)
+    assert foreign.value.code == "FOREIGN_STAMP" and first.uuid in foreign.value.message
+    assert is_permanent(foreign.value)
+
+
 async def test_response_lost_after_stamping_then_retry_recovers_one_uuid(
     pac: StandInSW, csd: CsdFiles
 ) -> None:
@@ -148,9 +168,10 @@ async def test_response_lost_after_stamping_then_retry_recovers_one_uuid(
     xml = signed_xml(csd)
     pac.drop_next = 1
 
-    with pytest.raises(PacAmbiguous):
+    with pytest.raises(PacAmbiguous) as caught:
         await asyncio.to_thread(gateway.stamp, xml, reference="invoice-1")
     assert len(pac.stamps) == 1  # the PAC did stamp; only the answer was lost
+    assert not is_permanent(caught.value)  # the worker asks again, with the same bytes
 
     retried = await asyncio.to_thread(gateway.stamp, xml, reference="invoice-1")
 
@@ -162,9 +183,9 @@ async def test_5xx_is_unavailable_then_the_retry_stamps(pac: StandInSW, csd: Csd
     xml = signed_xml(csd)
     pac.fail_next = 1
 
-    with pytest.raises(PacUnavailable):
+    with pytest.raises(PacUnavailable) as caught:
         await asyncio.to_thread(gateway.stamp, xml, reference="invoice-1")
-    assert pac.stamps == {}
+    assert pac.stamps == {} and not is_permanent(caught.value)
 
     result = await asyncio.to_thread(gateway.stamp, xml, reference="invoice-1")
 
@@ -197,7 +218,7 @@ async def test_unregistered_receiver_rfc_is_rejected_with_the_pac_code(
 
     assert caught.value.code == "CFDI40143"
     assert "RFC del receptor" in caught.value.message
-    assert pac.stamps == {}
+    assert pac.stamps == {} and is_permanent(caught.value)
 
 
 async def test_bad_token_is_rejected(pac: StandInSW, csd: CsdFiles) -> None:

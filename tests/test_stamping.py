@@ -28,8 +28,13 @@ from satcfdi.transform import xslt_transform
 from colmena.actors.stamping import watch_csd
 from colmena.cli import cli
 from colmena.config import Settings
+from colmena.config.shared_client import SharedClient
 from colmena.gateways.cfdi import load_signer, validate_xml
-from colmena.gateways.pac import TFD
+from colmena.gateways.csd import CSD_SIGNER
+from colmena.gateways.mailer import MAILER
+from colmena.gateways.pac import PAC_GATEWAY, TFD
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from colmena.store import invoices
 from colmena.store.invoices import InvoiceRecord
 from tests.conftest import queue_counts, wait_for
@@ -130,7 +135,8 @@ async def insert_payment(
         """
         INSERT INTO payments (provider, provider_payment_id, amount_minor, currency, customer_email,
             customer_locale, product_ref, product_kind, metadata, status, status_at, approved_at)
-        VALUES ('stripe', $1, $2, 'mxn', $3, 'es-MX', 'colmena-pro', 'license', $4, 'approved', now(), now())
+        VALUES ('stripe', $1, $2, 'mxn', $3, 'es-MX', 'colmena-pro', 'license', $4, 'approved',
+            now(), now())
         RETURNING id
         """,
         f"pi_{os.urandom(6).hex()}",
@@ -406,3 +412,72 @@ async def test_csd_expiry_job_sets_the_days_left_gauge(configure, ca: Certificat
     await watch_csd(SimpleNamespace(settings=configure(expiring)))  # type: ignore[arg-type]
 
     assert REGISTRY.get_sample_value("colmena_csd_days_left") == 11
+
+
+async def test_refused_invoice_email_dead_letters_at_once_and_a_deferred_one_is_retried(
+    db: asyncpg.Connection, configure, start_worker, smtp: SmtpStandin
+) -> None:
+    settings = configure(max_retries=8)
+    system = start_worker(settings_override=settings)
+    stamp = system.broker.get_actor("stamp_invoice")
+
+    smtp.reply = "550 5.1.1 mailbox unavailable"
+    refused = await insert_payment(db)
+    stamp.send(refused)
+
+    async def dead() -> bool:
+        return await dead_letters(settings) == 1
+
+    await wait_for(dead, timeout=30)
+    invoice = await invoice_of(db, refused)
+    assert invoice is not None and invoice.status == "stamped" and invoice.emailed_at is None
+    assert smtp.refusals == 1  # a 5xx is permanent: no retry
+
+    smtp.reply = "451 4.3.0 try later"
+    deferred = await insert_payment(db)
+    stamp.send(deferred)
+
+    async def retried() -> bool:
+        return smtp.refusals >= 3
+
+    await wait_for(retried, timeout=30)
+    smtp.reply = None
+    [mail] = await smtp.wait_for_async(1, timeout=30)
+    emailed = await invoice_of(db, deferred)
+    assert emailed is not None and mail.rcpt_tos == [CUSTOMER]
+    assert await dead_letters(settings) == 1
+
+
+async def test_shared_clients_are_made_once_per_resources_and_closed_with_them(
+    configure,
+) -> None:
+    settings = configure()
+
+    def resources() -> Resources:
+        return Resources(
+            settings,
+            database_url=settings.require_database_url(),
+            publisher=AmqpPublisher(settings.require_broker_url(), settings.queue_prefix),
+        )
+
+    first, second = resources(), resources()
+    closed: list[object] = []
+
+    async def close_later(client: object) -> None:
+        closed.append(client)
+
+    probes = [
+        SharedClient("sync-probe", lambda _: object(), close=closed.append),
+        SharedClient("async-probe", lambda _: object(), close=close_later),
+    ]
+    keys: list[SharedClient[Any]] = [CSD_SIGNER, PAC_GATEWAY, MAILER, *probes]
+    made = {key: first.shared(key) for key in keys}
+    for key in keys:
+        assert first.shared(key) is made[key] and second.shared(key) is not made[key]
+
+    await first.close()
+    await second.close()
+
+    assert closed[:2] == [made[probes[1]], made[probes[0]]]  # newest first
+    assert all(first.shared(key) is not made[key] for key in keys)  # a fresh one after close
+    await first.close()

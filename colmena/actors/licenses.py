@@ -19,10 +19,8 @@ import asyncio
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import structlog
@@ -36,28 +34,18 @@ from colmena.config.metrics import (
     LICENSES_REVOKED,
 )
 from colmena.domain.downloads import new_token, product_name, token_digest
-from colmena.domain.license_keys import signing_key
-from colmena.domain.licensing import (
-    License,
-    SigningKeyError,
-    sign_license,
-    verify_license_key,
-)
+from colmena.domain.licensing import License, LicenseKeyError, sign_license, verify_license_key
 from colmena.domain.packaging import PackagingError, build_package
 from colmena.errors import PermanentError
-from colmena.gateways.mail import (
-    Attachment,
-    MailDeliveryError,
-    RenderedEmail,
-    SmtpMailer,
-    license_delivery_email,
-)
-from colmena.gateways.maildrop import MailDropMailer
+from colmena.gateways.license_keys import signing_key
+from colmena.gateways.mail import MailDeliveryError, license_delivery_email
+from colmena.gateways.mailer import MAILER, Mailer
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
 from colmena.store import licenses as store
 from colmena.store import payments
+from colmena.store.locks import advisory_lock, lock_space
 
 log = structlog.get_logger(__name__)
 
@@ -66,30 +54,8 @@ REVERSED_STATUSES = frozenset({"refunded", "charged_back"})
 DEFAULT_EDITION = "standard"
 # product_ref names a directory and a file: keep it to one safe path segment.
 _PRODUCT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# First key of pg_advisory_lock(int, int) for email sends ("LICM"); the second is the email id.
-_EMAIL_LOCK_SPACE = 0x4C49434D
-
-
-class Mailer(Protocol):
-    async def send_email(
-        self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()
-    ) -> str: ...
-
-
-def mailer_for(settings: Settings) -> Mailer:
-    if settings.smtp_host:
-        return SmtpMailer(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            sender=settings.smtp_sender,
-            starttls=settings.smtp_starttls,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            timeout=settings.smtp_timeout_s,
-        )
-    if settings.env == "dev":
-        return MailDropMailer(Path(settings.data_dir, "mail"), sender=settings.smtp_sender)
-    raise PermanentError("COLMENA_SMTP_HOST is not set: license emails cannot be sent")
+# Serialises the sends of one email row (the key is the email id) across processes.
+EMAIL_LOCK = lock_space("LICM")
 
 
 def license_for(payment: payments.Payment, *, now: datetime) -> License:
@@ -136,10 +102,7 @@ async def issue_license(
         )
         return None
     license = license_for(payment, now=datetime.now(UTC))
-    try:
-        key = sign_license(license, signing_key(settings))
-    except SigningKeyError as exc:
-        raise PermanentError(str(exc)) from None
+    key = sign_license(license, signing_key(settings))
     locale = payment.customer_locale or (payment.metadata or {}).get("locale")
     record = await store.insert(conn, license, payment_id=payment_id, locale=locale, key=key)
     email_id = await store.add_email(conn, record.id, "purchase")
@@ -196,15 +159,13 @@ async def revoke_license(resources: Resources, payment_id: int) -> None:
 
 
 async def send_email(resources: Resources, email_id: int) -> None:
-    settings = resources.settings
-    mailer = mailer_for(settings)
-    async with resources.pool.acquire() as conn:
-        lock = (_EMAIL_LOCK_SPACE, email_id % 2**31)
-        await conn.execute("SELECT pg_advisory_lock($1, $2)", *lock)
-        try:
-            await _send_locked(conn, settings, mailer, email_id)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1, $2)", *lock)
+    """Send the email row ``email_id`` with a fresh link, unless it was sent or superseded."""
+    mailer = resources.shared(MAILER)
+    async with (
+        resources.pool.acquire() as conn,
+        advisory_lock(conn, EMAIL_LOCK, email_id % 2**31),
+    ):
+        await _send_locked(conn, resources.settings, mailer, email_id)
 
 
 async def _send_locked(
@@ -254,12 +215,15 @@ async def _send_locked(
     except MailDeliveryError as exc:
         await store.note_email_failure(conn, email_id, str(exc))
         LICENSE_EMAILS.labels(
-            outcome="permanent_failure" if exc.permanent else "temporary_failure"
+            outcome="temporary_failure" if exc.retryable else "permanent_failure"
         ).inc()
-        if exc.permanent:
-            raise PermanentError(
-                f"license email {email_id}: {exc}; recover with `colmena license resend`"
-            ) from exc
+        if not exc.retryable:
+            log.error(
+                "license email refused; recover with `colmena license resend`",
+                email_id=email_id,
+                license_id=str(record.id),
+                error=str(exc),
+            )
         raise
     async with conn.transaction():
         await store.mark_email_sent(
@@ -284,7 +248,7 @@ async def ensure_package(
         return
     try:
         license = verify_license_key(record.license_key, signing_key(settings).public_key())
-    except (SigningKeyError, ValueError) as exc:
+    except LicenseKeyError as exc:
         raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
     filename = f"{record.product_ref}.zip"
     try:

@@ -11,15 +11,11 @@ from typing import TypeVar
 import asyncpg
 import click
 
-from colmena.actors.stamping import (
-    QUEUE,
-    StampingNotConfigured,
-    csd_source,
-    read_csd_certificate,
-    signer_for,
-)
+from colmena.actors.invoice_stamping import QUEUE
 from colmena.config import Settings, SettingsError, load_settings
 from colmena.gateways.cfdi import CsdError
+from colmena.gateways.csd import load_csd_signer, read_csd_certificate
+from colmena.gateways.stamping_config import StampingNotConfigured, csd_source
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.startup import open_database
@@ -185,7 +181,7 @@ def check_csd_command() -> None:
         raise SettingsError(str(exc)) from None
     try:
         info = read_csd_certificate(source)
-        signer_for(source)
+        load_csd_signer(source)
     except CsdError as exc:
         raise click.ClickException(str(exc)) from None
     now = dt.datetime.now(dt.UTC)

@@ -18,7 +18,6 @@ import click
 
 from colmena.cli.database import with_database
 from colmena.config import Settings, SettingsError, load_settings
-from colmena.domain.license_keys import public_key
 from colmena.domain.licensing import (
     LicenseKeyError,
     SigningKeyError,
@@ -26,6 +25,7 @@ from colmena.domain.licensing import (
     load_public_key,
     verify_license_key,
 )
+from colmena.gateways.license_keys import public_key
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.store import licenses as store
 from colmena.store import outbox
@@ -61,8 +61,10 @@ def keygen_command(out_dir: Path) -> None:
         f"private key: {private_path} (mode 0600; put its contents in COLMENA_LICENSE_SIGNING_KEY "
         "for the workers, then keep it in your secret store only)"
     )
-    click.echo(f"public key:  {public_path} (ship it with your software; COLMENA_LICENSE_PUBLIC_KEY "
-               "for the ingress)")  # fmt: skip
+    click.echo(
+        f"public key:  {public_path} (ship it with your software; "
+        "COLMENA_LICENSE_PUBLIC_KEY for the ingress)"
+    )
 
 
 def _write_new(path: Path, text: str, *, mode: int) -> None:
@@ -129,9 +131,8 @@ def revoke_command(license_id: uuid.UUID, reason: str) -> None:
     if record is None:
         raise click.ClickException(f"no license {license_id}")
     if record.revoked_at is not None:
-        click.echo(
-            f"license {license_id} was already revoked at {record.revoked_at.isoformat(timespec='seconds')}"
-        )
+        revoked_at = record.revoked_at.isoformat(timespec="seconds")
+        click.echo(f"license {license_id} was already revoked at {revoked_at}")
     else:
         click.echo(f"license {license_id} revoked; its download links no longer work")
 
@@ -166,7 +167,8 @@ def resend_command(license_id: uuid.UUID) -> None:
         raise click.ClickException(f"license {license_id} is revoked; nothing to resend")
     where = "queued" if published else "recorded in the outbox; the scheduler's relay will queue it"
     click.echo(
-        f"new link for license {license_id} to {record.customer_email}: {where}; older links no longer work"
+        f"new link for license {license_id} to {record.customer_email}: {where}; "
+        "older links no longer work"
     )
 
 

@@ -6,22 +6,19 @@ import asyncio
 import json
 import re
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import click
 
+from colmena.actors.payments_reconcile import ReconcileResult
 from colmena.actors.payments_reconcile import reconcile_mercadopago as run_reconcile
 from colmena.config import Settings, load_settings
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.gateways import mercadopago, stripe
 from colmena.gateways import sample_events as events
-from colmena.runtime.deadletters import DeadLetter, list_dead_letters, requeue
-from colmena.runtime.queues import DOMAIN_QUEUES
-from colmena.runtime.startup import open_database
-from colmena.store import deadletters as deadletter_store
+from colmena.runtime.startup import amqp_resources, open_database
 from colmena.store import payments as payment_store
 
 STRIPE_TYPES = (
@@ -351,91 +348,6 @@ def payments_show(provider: str, payment_id: str, as_json: bool) -> None:
         click.echo(f"  {event['provider_at']}  {event['source']:<40} {event['status']:<13} {mark}")
 
 
-def _queues(queue: str | None) -> list[str]:
-    if queue is None:
-        return list(DOMAIN_QUEUES)
-    if queue not in DOMAIN_QUEUES:
-        raise click.BadParameter(f"known queues: {', '.join(DOMAIN_QUEUES)}", param_hint="--queue")
-    return [queue]
-
-
-@click.group("dlq")
-def dlq() -> None:
-    """Dead letters of every queue: list, show, requeue."""
-
-
-def _dead_letters(settings: Settings, queue: str | None) -> list[DeadLetter]:
-    """Dead letters from RabbitMQ, with the reason the worker recorded in PostgreSQL."""
-    letters = list_dead_letters(
-        settings.require_broker_url(),
-        settings.queue_prefix,
-        _queues(queue),
-        quorum=settings.quorum_queues,
-    )
-    if not letters or settings.database_url is None:
-        return letters
-
-    async def load() -> dict[str, str]:
-        conn = await open_database(settings.require_database_url())
-        try:
-            return await deadletter_store.reasons(conn, [letter.message_id for letter in letters])
-        finally:
-            await conn.close()
-
-    known = asyncio.run(load())
-    return [replace(letter, error=known.get(letter.message_id, letter.error)) for letter in letters]
-
-
-@dlq.command("list")
-@click.option("--queue", help="one queue (default: all)")
-@click.option("--json", "as_json", is_flag=True)
-def dlq_list(queue: str | None, as_json: bool) -> None:
-    """Dead letters with their actor, arguments, retries and the last error."""
-    letters = _dead_letters(load_settings(), queue)
-    if as_json:
-        click.echo(json.dumps([letter.summary() for letter in letters], indent=2))
-        return
-    if not letters:
-        click.echo("no dead letters")
-    for letter in letters:
-        click.echo(
-            f"{letter.queue:<10} {letter.message_id}  {letter.actor}{list(letter.args)}  "
-            f"retries={letter.retries}  {letter.error}"
-        )
-
-
-@dlq.command("show")
-@click.option("--queue", help="one queue (default: all)")
-@click.option("--id", "message_id", required=True)
-def dlq_show(queue: str | None, message_id: str) -> None:
-    """One dead letter in full."""
-    letters = _dead_letters(load_settings(), queue)
-    match = [letter for letter in letters if letter.message_id == message_id]
-    if not match:
-        raise click.ClickException(f"no dead letter {message_id}")
-    click.echo(json.dumps(match[0].summary() | {"kwargs": match[0].kwargs}, indent=2))
-
-
-@dlq.command("requeue")
-@click.option("--queue", help="one queue (default: all)")
-@click.option("--id", "message_id", help="one message (default: every dead letter)")
-def dlq_requeue(queue: str | None, message_id: str | None) -> None:
-    """Put dead letters back on their queue with their retries reset."""
-    settings = load_settings()
-    moved = requeue(
-        settings.require_broker_url(),
-        settings.queue_prefix,
-        _queues(queue),
-        message_id=message_id,
-        quorum=settings.quorum_queues,
-    )
-    if message_id is not None and not moved:
-        raise click.ClickException(f"no dead letter {message_id}")
-    click.echo(f"requeued {len(moved)} message(s)")
-    for letter in moved:
-        click.echo(f"  {letter.queue} {letter.message_id} {letter.actor}")
-
-
 _SINCE = re.compile(r"^(\d+)([mhd])$")
 
 
@@ -462,11 +374,20 @@ def reconcile_mercadopago(since: str) -> None:
     """Feed Mercado Pago payments colmena has not settled through the payments actor."""
     settings = load_settings()
     window = parse_since(since)
-    result = asyncio.run(run_reconcile(settings, since=datetime.now(UTC) - window))
+    result = asyncio.run(_reconcile(settings, since=datetime.now(UTC) - window))
     click.echo(
         f"checked {result.checked} payment(s); {result.queued} queued for settling, "
         f"{result.up_to_date} already up to date"
     )
 
 
-COMMANDS = [trigger, payments_group, dlq, reconcile]
+async def _reconcile(settings: Settings, *, since: datetime) -> ReconcileResult:
+    """The reconcile run with this command's own process resources, closed afterwards."""
+    resources = amqp_resources(settings)
+    try:
+        return await run_reconcile(resources, since=since)
+    finally:
+        await resources.close()
+
+
+COMMANDS = [trigger, payments_group, reconcile]

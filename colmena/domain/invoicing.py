@@ -1,26 +1,28 @@
-"""From an approved payment to the CFDI that bills it, and the email that carries it.
+"""From an approved payment to the CFDI that bills it: plain data in, a document out.
 
 Amounts: the payment's amount is what the customer was charged, so it is the invoice's Total
 and includes IVA (Mexican consumer prices are quoted with tax included). The Total is fixed
 first and split into base and IVA with ``split_iva``; letting satcfdi add round(base x 16 %)
 to a rounded base cannot reach every total (base + IVA steps by 0.02 now and then), and an
 invoice that disagrees with the charge by a cent is wrong.
+
+The document types (``Invoice`` and its parts) live here, not in the CFDI gateway, because
+they are what these rules decide; ``colmena.gateways.cfdi`` seals and validates them.
 """
 
 from __future__ import annotations
 
-import html
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from colmena.gateways.cfdi import Concept, Invoice, Issuer, Receiver
-from colmena.gateways.mail import RenderedEmail, language_for
-from colmena.store.payments import Payment
+from colmena.errors import PermanentError
 
 CENT = Decimal("0.01")
+DEFAULT_IVA_RATE = Decimal("0.16")
 # Only MXN: another currency needs TipoCambio (Banxico's FIX rate of the day), not implemented.
 SUPPORTED_CURRENCIES = {"MXN": 2}
 PAYMENT_METHODS = ("PUE", "PPD")
@@ -28,8 +30,71 @@ RECEIVER_KEYS = ("rfc", "fiscal_name", "fiscal_regime", "fiscal_postal_code", "c
 _RFC = re.compile(r"^[A-ZÑ&]{3,4}\d{6}[A-Z\d]{3}$")
 
 
-class FiscalDataError(ValueError):
+class FiscalDataError(PermanentError):
     """The payment cannot be invoiced as it is (missing or malformed fiscal data, currency)."""
+
+
+class Billable(Protocol):
+    """What an invoice is made from: the parts of a payment these rules read."""
+
+    @property
+    def amount_minor(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def customer_email(self) -> str | None: ...
+    @property
+    def product_ref(self) -> str | None: ...
+    @property
+    def product_kind(self) -> str | None: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Issuer:
+    rfc: str
+    name: str
+    regime: str
+    postal_code: str
+
+
+@dataclass(frozen=True)
+class Receiver:
+    rfc: str
+    name: str
+    regime: str
+    postal_code: str
+    cfdi_use: str
+
+
+@dataclass(frozen=True)
+class Concept:
+    product_key: str
+    unit_key: str
+    description: str
+    unit_price: Decimal
+    quantity: Decimal = Decimal(1)
+    sku: str | None = None
+    # The IVA of this concept when the total was fixed first (a price that includes IVA);
+    # None lets satcfdi compute round(Importe x rate). See split_iva.
+    iva_amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """What a CFDI of type Ingreso needs; ``iva_rate=None`` marks concepts as not subject to tax."""
+
+    issuer: Issuer
+    receiver: Receiver
+    series: str
+    folio: str
+    payment_form: str
+    payment_method: str
+    concepts: tuple[Concept, ...]
+    currency: str = "MXN"
+    iva_rate: Decimal | None = DEFAULT_IVA_RATE
+    issued_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +118,7 @@ def split_iva(total: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
     return base, total - base
 
 
-def amount_of(payment: Payment) -> tuple[Decimal, str]:
+def amount_of(payment: Billable) -> tuple[Decimal, str]:
     currency = payment.currency.upper()
     exponent = SUPPORTED_CURRENCIES.get(currency)
     if exponent is None:
@@ -79,7 +144,7 @@ def receiver_of(metadata: Mapping[str, Any]) -> Receiver:
     )
 
 
-def description_of(payment: Payment) -> str:
+def description_of(payment: Billable) -> str:
     metadata = payment.metadata
     product = str(payment.product_ref or metadata.get("product") or "Servicio")
     if payment.product_kind == "license":
@@ -91,7 +156,7 @@ def description_of(payment: Payment) -> str:
 
 
 def invoice_for(
-    payment: Payment, *, issuer: Issuer, series: str, folio: int, defaults: ConceptDefaults
+    payment: Billable, *, issuer: Issuer, series: str, folio: int, defaults: ConceptDefaults
 ) -> Invoice:
     """The CFDI (type Ingreso, one concept) for an approved payment, Total = amount charged."""
     total, currency = amount_of(payment)
@@ -127,47 +192,6 @@ def invoice_for(
     )
 
 
-def recipient_of(payment: Payment) -> str | None:
+def recipient_of(payment: Billable) -> str | None:
     address = payment.customer_email or payment.metadata.get("email")
     return str(address).strip() if address else None
-
-
-_STRINGS = {
-    "es": {
-        "subject": "Factura {label} de {issuer}",
-        "greeting": "Hola:",
-        "body": "Adjuntamos la factura {label} (CFDI 4.0) por {total} {currency}, folio fiscal {uuid}, "
-        "en XML y PDF.",
-        "keep": "Conserva el archivo XML: es el comprobante fiscal; el PDF es su representación impresa.",
-    },
-    "en": {
-        "subject": "Invoice {label} from {issuer}",
-        "greeting": "Hello,",
-        "body": "Attached is invoice {label} (CFDI 4.0) for {total} {currency}, fiscal folio {uuid}, "
-        "as XML and PDF.",
-        "keep": "Keep the XML file: it is the tax document; the PDF is its printed form.",
-    },
-}
-
-
-def invoice_email(
-    *, locale: str | None, issuer_name: str, label: str, total: Decimal, currency: str, uuid: str
-) -> RenderedEmail:
-    """Subject, text and HTML announcing the attached XML and PDF; every value is escaped."""
-    strings = _STRINGS[language_for(locale or "es")]
-    values = {
-        "label": label,
-        "issuer": issuer_name,
-        "total": f"{total:,.2f}",
-        "currency": currency,
-        "uuid": uuid,
-    }
-    subject = strings["subject"].format(**values)
-    paragraphs = [strings["greeting"], strings["body"].format(**values), strings["keep"]]
-    body = "".join(f"<p>{html.escape(p)}</p>\n" for p in paragraphs)
-    return RenderedEmail(
-        subject=subject,
-        text="\n\n".join(paragraphs) + "\n",
-        html=f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(subject)}</title></head>\n'
-        f'<body style="font-family: sans-serif; line-height: 1.5;">\n{body}</body></html>\n',
-    )

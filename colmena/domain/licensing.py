@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from colmena.errors import PermanentError
+
 log = structlog.get_logger(__name__)
 
 FORMAT_VERSION = 1
@@ -54,8 +56,8 @@ class BadSignature(LicenseKeyError):
     """Well formed, but the signature does not hold: altered, or signed with another key."""
 
 
-class SigningKeyError(ValueError):
-    """A configured PEM that is not a usable Ed25519 key."""
+class SigningKeyError(PermanentError):
+    """A configured PEM that is not a usable Ed25519 key: permanent until the setting changes."""
 
 
 class LicenseStatus(StrEnum):

@@ -26,14 +26,22 @@ from satcfdi.models import Certificate, Signer
 from satcfdi.transform import SCHEMA_ROOT, SchemaCollector, cfdi_schemas
 from satcfdi.utils import parser as satcfdi_parser
 
+from colmena.domain.invoicing import Concept, Invoice
+from colmena.errors import ColmenaError
+
 log = structlog.get_logger(__name__)
 
 IVA = "002"
-DEFAULT_IVA_RATE = Decimal("0.16")
 
 
-class CsdError(Exception):
-    """The issuer's CSD cannot be used to seal this invoice."""
+class CsdError(ColmenaError):
+    """The issuer's CSD cannot be used to seal this invoice; `code` is what the invoice keeps.
+
+    Permanent: the same files fail the same way until an operator replaces them.
+    """
+
+    retryable = False
+    code = "CSD_INVALID"
 
 
 class CsdInvalid(CsdError):
@@ -42,6 +50,8 @@ class CsdInvalid(CsdError):
 
 class CsdExpired(CsdError):
     """The CSD is outside its validity period; the SAT would reject (or later void) the stamp."""
+
+    code = "CSD_EXPIRED"
 
     def __init__(
         self,
@@ -65,59 +75,20 @@ class CsdExpired(CsdError):
 class CsdMismatch(CsdError):
     """The CSD belongs to another RFC than the invoice's issuer."""
 
+    code = "CSD_MISMATCH"
 
-class CfdiInvalid(Exception):
-    """The sealed document does not validate against the SAT schemas (a bug in what we built)."""
+
+class CfdiInvalid(ColmenaError):
+    """The sealed document does not validate against the SAT schemas (a bug in what we built).
+
+    Permanent: sealing the same data again builds the same invalid document.
+    """
+
+    retryable = False
 
     def __init__(self, errors: list[str]):
         self.errors = errors
         super().__init__("; ".join(errors))
-
-
-@dataclass(frozen=True)
-class Issuer:
-    rfc: str
-    name: str
-    regime: str
-    postal_code: str
-
-
-@dataclass(frozen=True)
-class Receiver:
-    rfc: str
-    name: str
-    regime: str
-    postal_code: str
-    cfdi_use: str
-
-
-@dataclass(frozen=True)
-class Concept:
-    product_key: str
-    unit_key: str
-    description: str
-    unit_price: Decimal
-    quantity: Decimal = Decimal(1)
-    sku: str | None = None
-    # The IVA of this concept when the total was fixed first (a price that includes IVA);
-    # None lets satcfdi compute round(Importe x rate). See colmena.domain.invoicing.split_iva.
-    iva_amount: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class Invoice:
-    """What a CFDI of type Ingreso needs; ``iva_rate=None`` marks concepts as not subject to tax."""
-
-    issuer: Issuer
-    receiver: Receiver
-    series: str
-    folio: str
-    payment_form: str
-    payment_method: str
-    concepts: tuple[Concept, ...]
-    currency: str = "MXN"
-    iva_rate: Decimal | None = DEFAULT_IVA_RATE
-    issued_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -21,23 +21,25 @@ from urllib.parse import urlsplit
 import aiosmtplib
 import structlog
 
+from colmena.errors import ColmenaError
+
 log = structlog.get_logger(__name__)
 
 Language = Literal["es", "en"]
 
 
-class MailDeliveryError(Exception):
+class MailDeliveryError(ColmenaError):
     """The server did not accept the message.
 
-    ``permanent`` is True when resending the same message cannot succeed (5xx replies,
+    ``retryable`` is False when resending the same message cannot succeed (5xx replies,
     rejected credentials, STARTTLS required but not offered); connection failures,
-    timeouts and 4xx replies are temporary.
+    timeouts and 4xx replies are temporary. The worker's retry policy reads it as it is.
     """
 
-    def __init__(self, message: str, *, code: int | None = None, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, code: int | None = None, retryable: bool = True) -> None:
         super().__init__(message)
         self.code = code
-        self.permanent = permanent
+        self.retryable = retryable
 
 
 class _StartTlsUnavailable(Exception):
@@ -196,7 +198,7 @@ def _failure(
     log.warning(
         "mail_delivery_failed", message_id=message_id, reason=reason, code=code, permanent=permanent
     )
-    return MailDeliveryError(f"SMTP delivery failed: {reason}", code=code, permanent=permanent)
+    return MailDeliveryError(f"SMTP delivery failed: {reason}", code=code, retryable=not permanent)
 
 
 def _domain(address: str) -> str:

@@ -1,7 +1,7 @@
 """A mailer for `colmena dev` without an SMTP server: each message becomes an .eml file.
 
-Same interface as `SmtpMailer.send_email`, so the license actor cannot tell them apart; a
-developer opens the file (any mail client reads .eml) to follow the download link.
+Same interface as `SmtpMailer.send_email`, so the actors that send mail cannot tell them
+apart; a developer opens the file (any mail client reads .eml) to follow the download link.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import requests
 import structlog
 from lxml import etree
+from pydantic import SecretStr
 from satcfdi import __version__ as satcfdi_version
 from satcfdi.cfdi import CFDI
 from satcfdi.exceptions import ResponseError
@@ -41,6 +42,10 @@ from satcfdi.pacs.finkok import Finkok
 from satcfdi.pacs.prodigia import Prodigia
 from satcfdi.pacs.swsapien import SWSapien
 from urllib3.exceptions import NewConnectionError
+
+from colmena.config import Settings
+from colmena.config.shared_client import SharedClient
+from colmena.errors import ColmenaError
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +62,8 @@ class Provider(StrEnum):
     PRODIGIA = "prodigia"
 
 
-class PacError(Exception):
-    """Base of everything the gateway raises."""
+class PacError(ColmenaError):
+    """Base of everything the gateway raises; retryable unless a subclass says not."""
 
 
 class PacAmbiguous(PacError):
@@ -76,11 +81,23 @@ class PacUnavailable(PacError):
 class PacRejected(PacError):
     """The PAC refused the document (validation, credentials). Retrying cannot help."""
 
+    retryable = False
+
     def __init__(self, code: str, message: str, detail: str | None = None):
         self.code = code
         self.message = message
         self.detail = detail
         super().__init__(f"{code}: {message}" + (f" ({detail})" if detail else ""))
+
+
+class PacForeignStamp(PacRejected):
+    """The stamp the PAC returned certifies another document: a reference reused on a shared
+    PAC account hands back someone else's stamp, which must never be filed as ours."""
+
+    def __init__(self, uuid: str):
+        super().__init__(
+            "FOREIGN_STAMP", f"the PAC returned stamp {uuid}, which certifies another document"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,17 @@ def parse_stamp(xml: bytes, *, recovered: bool) -> StampResult:
         ),
         recovered=recovered,
     )
+
+
+def check_certifies(result: StampResult, signed_xml: bytes) -> None:
+    """Refuse a stamp whose TimbreFiscalDigital does not certify the seal of ``signed_xml``.
+
+    Not part of ``stamp``: a stamp recovered by reference is only known to be ours here.
+    """
+    tfd = etree.fromstring(result.xml).find(f".//{TFD}")
+    certified = tfd.attrib.get("SelloCFD") if tfd is not None else None
+    if certified != etree.fromstring(signed_xml).attrib["Sello"]:
+        raise PacForeignStamp(result.uuid)
 
 
 def _code_of(message: str, fallback: str) -> str:
@@ -427,3 +455,30 @@ class PacGateway:
         if url is None:
             raise PacUnavailable(f"the PAC's storage has no XML for {uuid} yet")
         return parse_stamp(self._client.download(url), recovered=recovered)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def pac_gateway(settings: Settings) -> PacGateway:
+    """The gateway the PAC settings describe."""
+    return PacGateway(
+        settings.pac_provider,
+        settings.pac_environment,
+        credentials=PacCredentials(
+            user=settings.pac_user,
+            password=_reveal(settings.pac_password),
+            token=_reveal(settings.pac_token),
+            contract=settings.pac_contract,
+            client_id=settings.pac_client_id,
+            issuer_rfc=settings.cfdi_issuer_rfc,
+        ),
+        timeout=settings.pac_timeout_seconds,
+        base_url=settings.pac_base_url,
+        api_url=settings.pac_api_url,
+    )
+
+
+# One gateway per process (Resources.shared), so SW's session token is reused between calls.
+PAC_GATEWAY: SharedClient[PacGateway] = SharedClient("pac-gateway", pac_gateway)

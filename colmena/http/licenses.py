@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from colmena.config.metrics import LICENSE_DOWNLOADS, SECURITY_EVENTS
 from colmena.domain.downloads import looks_like_token, product_name, token_digest
-from colmena.domain.license_keys import public_key
 from colmena.domain.licensing import (
     BadSignature,
     LicenseKeyError,
@@ -33,6 +32,7 @@ from colmena.domain.licensing import (
     evaluate_status,
     verify_license_key,
 )
+from colmena.gateways.license_keys import public_key
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.middlewares import client_ip, set_route_limit

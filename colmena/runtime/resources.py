@@ -1,9 +1,10 @@
 """What a process holds open: settings, the database pool, the publisher and shared clients.
 
 Process-wide clients (the mailer, PAC gateways, the CSD signer, bot runtimes) have one owner:
-this object. A module declares a `SharedClient` key once; `resources.shared(key)` creates the
-client on first use and `close()` closes every client it created, so no module keeps a global
-dict of clients and nothing outlives the process's shutdown.
+this object. The module that builds a client declares a `SharedClient` key once
+(`colmena.config.shared_client`, low enough for any layer to import); `resources.shared(key)`
+creates the client on first use and `close()` closes every client it created, so no module
+keeps a global dict of clients and nothing outlives the process's shutdown.
 
 `track_consumption` is for the in-process broker of `colmena dev`, whose queues vanish with the
 process: actors then stamp their outbox row as consumed, and a restart republishes the rest.
@@ -18,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncpg
 
 from colmena.config import Settings
+from colmena.config.shared_client import SharedClient
 from colmena.store.migrate import ensure_migrated
 from colmena.store.pool import create_pool
 
@@ -32,15 +32,6 @@ if TYPE_CHECKING:
     from colmena.runtime.publisher import Publisher
 
 ClientT = TypeVar("ClientT")
-
-
-@dataclass(frozen=True, eq=False)
-class SharedClient(Generic[ClientT]):
-    """How to make (from settings) and close one process-wide client; the key is the object."""
-
-    name: str
-    create: Callable[[Settings], ClientT]
-    close: Callable[[ClientT], Awaitable[None] | None] | None = None
 
 
 class Resources:

@@ -15,14 +15,14 @@ from decimal import Decimal
 import asyncpg
 
 _COLUMNS = (
-    "id, payment_id, status, issuer_rfc, series, folio, receiver_rfc, receiver_email, currency, total, "
-    "pac_reference, signed_xml, signed_at, stamped_xml, uuid, fecha_timbrado, recovered, xml_path, pdf_path, "
-    "attempts, failure_source, failure_code, failure_message, emailed_at, email_message_id, "
-    "cancel_requested_at, created_at, updated_at"
+    "id, payment_id, status, issuer_rfc, series, folio, receiver_rfc, receiver_email, currency, "
+    "total, pac_reference, signed_xml, signed_at, stamped_xml, uuid, fecha_timbrado, recovered, "
+    "xml_path, pdf_path, attempts, failure_source, failure_code, failure_message, emailed_at, "
+    "email_message_id, cancel_requested_at, created_at, updated_at"
 )
 _SUMMARY = (
-    "id, payment_id, status, series, folio, receiver_rfc, total, currency, uuid, attempts, failure_code, "
-    "emailed_at, created_at"
+    "id, payment_id, status, series, folio, receiver_rfc, total, currency, uuid, attempts, "
+    "failure_code, emailed_at, created_at"
 )
 
 STATUSES = ("pending", "stamping", "stamped", "failed", "cancellation_requested")
@@ -81,17 +81,16 @@ class InvoiceSummary:
     created_at: dt.datetime
 
 
-def _record(row: asyncpg.Record | None) -> InvoiceRecord | None:
-    return InvoiceRecord(**dict(row)) if row is not None else None
+def _record(row: asyncpg.Record) -> InvoiceRecord:
+    return InvoiceRecord(**dict(row))
 
 
 async def get(
     conn: asyncpg.Connection, invoice_id: int, *, for_update: bool = False
 ) -> InvoiceRecord | None:
     lock = " FOR UPDATE" if for_update else ""
-    return _record(
-        await conn.fetchrow(f"SELECT {_COLUMNS} FROM invoices WHERE id = $1{lock}", invoice_id)
-    )
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM invoices WHERE id = $1{lock}", invoice_id)
+    return _record(row) if row is not None else None
 
 
 async def get_by_payment(
@@ -101,7 +100,7 @@ async def get_by_payment(
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM invoices WHERE payment_id = $1{lock}", payment_id
     )
-    return _record(row)
+    return _record(row) if row is not None else None
 
 
 async def create(
@@ -129,9 +128,7 @@ async def create(
         series,
         folio,
     )
-    record = _record(row)
-    assert record is not None
-    return record
+    return _record(row)
 
 
 async def save_signed(
@@ -183,8 +180,9 @@ async def mark_stamped(
 ) -> None:
     await conn.execute(
         """
-        UPDATE invoices SET stamped_xml = $2, uuid = $3, fecha_timbrado = $4, recovered = $5, xml_path = $6,
-            failure_source = NULL, failure_code = NULL, failure_message = NULL, updated_at = now(),
+        UPDATE invoices SET stamped_xml = $2, uuid = $3, fecha_timbrado = $4, recovered = $5,
+            xml_path = $6, failure_source = NULL, failure_code = NULL, failure_message = NULL,
+            updated_at = now(),
             status = CASE WHEN status = 'cancellation_requested' THEN status ELSE 'stamped' END
         WHERE id = $1
         """,
@@ -203,7 +201,8 @@ async def mark_failed(
     """A definite failure: nothing was stamped and retrying the same document cannot help."""
     await conn.execute(
         """
-        UPDATE invoices SET failure_source = $2, failure_code = $3, failure_message = $4, updated_at = now(),
+        UPDATE invoices SET failure_source = $2, failure_code = $3, failure_message = $4,
+            updated_at = now(),
             status = CASE WHEN status = 'cancellation_requested' THEN status ELSE 'failed' END
         WHERE id = $1
         """,
@@ -217,10 +216,11 @@ async def mark_failed(
 async def note_transient(
     conn: asyncpg.Connection, invoice_id: int, *, code: str, message: str
 ) -> None:
-    """Why the last attempt is being retried; the status stays as it is (maybe stamped at the PAC)."""
+    """Why the last attempt is being retried; the status stays as it is (maybe stamped at the
+    PAC)."""
     await conn.execute(
-        "UPDATE invoices SET failure_source = 'transient', failure_code = $2, failure_message = $3, "
-        "updated_at = now() WHERE id = $1",
+        "UPDATE invoices SET failure_source = 'transient', failure_code = $2, "
+        "failure_message = $3, updated_at = now() WHERE id = $1",
         invoice_id,
         code[:100],
         message[:2000],
@@ -240,7 +240,8 @@ async def set_files(
 
 async def mark_emailed(conn: asyncpg.Connection, invoice_id: int, message_id: str) -> None:
     await conn.execute(
-        "UPDATE invoices SET emailed_at = now(), email_message_id = $2, updated_at = now() WHERE id = $1",
+        "UPDATE invoices SET emailed_at = now(), email_message_id = $2, updated_at = now() "
+        "WHERE id = $1",
         invoice_id,
         message_id,
     )
@@ -265,8 +266,9 @@ async def reset_refused(conn: asyncpg.Connection, invoice_id: int) -> None:
     """
     await conn.execute(
         """
-        UPDATE invoices SET status = 'pending', signed_xml = NULL, signed_at = NULL, failure_source = NULL,
-            failure_code = NULL, failure_message = NULL, pac_reference = gen_random_uuid(), updated_at = now()
+        UPDATE invoices SET status = 'pending', signed_xml = NULL, signed_at = NULL,
+            failure_source = NULL, failure_code = NULL, failure_message = NULL,
+            pac_reference = gen_random_uuid(), updated_at = now()
         WHERE id = $1 AND status = 'failed'
         """,
         invoice_id,
@@ -277,7 +279,8 @@ async def recent(
     conn: asyncpg.Connection, *, limit: int = 50, status: str | None = None
 ) -> list[InvoiceSummary]:
     rows = await conn.fetch(
-        f"SELECT {_SUMMARY} FROM invoices WHERE ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $1",
+        f"SELECT {_SUMMARY} FROM invoices WHERE ($2::text IS NULL OR status = $2) "
+        "ORDER BY id DESC LIMIT $1",
         limit,
         status,
     )

@@ -61,7 +61,7 @@ from satcfdi.transform import (
 )
 from satcfdi.utils import parser as satcfdi_parser
 
-from colmena.gateways.cfdi import Concept, Invoice, Issuer, Receiver
+from colmena.domain.invoicing import Concept, Invoice, Issuer, Receiver
 from tests.standins.csd import ISSUER_NAME, ISSUER_RFC, RECEIVER_NAME, RECEIVER_RFC
 
 CFDI4 = "http://www.sat.gob.mx/cfd/4"
@@ -236,7 +236,8 @@ class StandInSW:
         if self.registered_rfcs is not None and receiver.attrib["Rfc"] not in self.registered_rfcs:
             return _error(
                 400,
-                "CFDI40143 - Este RFC del receptor no existe en la lista de RFC inscritos no cancelados del SAT.",
+                "CFDI40143 - Este RFC del receptor no existe en la lista de RFC inscritos "
+                "no cancelados del SAT.",
             )
         return None
 

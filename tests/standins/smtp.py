@@ -80,9 +80,9 @@ def self_signed_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 
 class SmtpStandin:
-    """``reply`` set to e.g. ``"451 4.3.0 try later"`` makes the server refuse DATA with it;
-    ``credentials`` makes AUTH required; ``tls`` makes STARTTLS required, with a self-signed
-    certificate that ``client_tls`` trusts."""
+    """``reply`` set to e.g. ``"451 4.3.0 try later"`` makes the server refuse DATA with it
+    (``refusals`` counts how often it did); ``credentials`` makes AUTH required; ``tls`` makes
+    STARTTLS required, with a self-signed certificate that ``client_tls`` trusts."""
 
     def __init__(
         self,
@@ -97,6 +97,7 @@ class SmtpStandin:
         self._server_tls, self.client_tls = self_signed_tls() if tls else (None, None)
         self.reply: str | None = None
         self._messages: list[ReceivedMail] = []
+        self._refusals = 0
         self._changed = threading.Condition()
         self._controller: Controller | None = None
 
@@ -104,6 +105,11 @@ class SmtpStandin:
     def messages(self) -> list[ReceivedMail]:
         with self._changed:
             return list(self._messages)
+
+    @property
+    def refusals(self) -> int:
+        with self._changed:
+            return self._refusals
 
     def start(self) -> None:
         options: dict[str, Any] = {}
@@ -152,6 +158,8 @@ class SmtpStandin:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.reply is not None:
+            with self._changed:
+                self._refusals += 1
             return self.reply
         content = envelope.original_content or envelope.content or b""
         assert isinstance(content, bytes)

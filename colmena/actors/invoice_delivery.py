@@ -1,0 +1,102 @@
+"""Filing and emailing one stamped invoice, once: the work behind the `deliver_invoice` actor.
+
+A session advisory lock on the invoice spans the SMTP call, so a duplicate message waits and
+then finds the invoice emailed. If the server accepted the mail but the process died before
+recording it, the retry sends it again: a second copy, never none. A refused email is not
+caught for its own sake: `MailDeliveryError` says whether a retry can help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from colmena.config.metrics import INVOICES
+from colmena.errors import PermanentError
+from colmena.gateways.invoice_email import invoice_email
+from colmena.gateways.invoice_files import file_invoice, invoice_files
+from colmena.gateways.mail import Attachment, MailDeliveryError
+from colmena.gateways.mailer import Mailer
+from colmena.store import invoices, payments
+from colmena.store.locks import advisory_lock, lock_space
+
+log = structlog.get_logger(__name__)
+
+DELIVERY_LOCK = lock_space("CFDI")
+
+
+async def deliver(
+    pool: asyncpg.Pool,
+    invoice_id: int,
+    *,
+    mailer: Mailer,
+    storage: Path,
+    issuer_name: str | None,
+) -> None:
+    """Render and file the PDF, then email XML and PDF to the receiver, unless done before."""
+    async with pool.acquire() as conn, advisory_lock(conn, DELIVERY_LOCK, invoice_id):
+        await _deliver_locked(
+            conn, invoice_id, mailer=mailer, storage=storage, issuer_name=issuer_name
+        )
+
+
+async def _deliver_locked(
+    conn: asyncpg.Connection,
+    invoice_id: int,
+    *,
+    mailer: Mailer,
+    storage: Path,
+    issuer_name: str | None,
+) -> None:
+    invoice = await invoices.get(conn, invoice_id)
+    if invoice is None:
+        raise PermanentError(f"invoice {invoice_id} does not exist")
+    if invoice.stamped_xml is None or invoice.uuid is None or invoice.fecha_timbrado is None:
+        raise PermanentError(f"invoice {invoice_id} is not stamped")
+    bound = log.bind(invoice_id=invoice_id, uuid=invoice.uuid)
+    if invoice.status == "cancellation_requested":
+        bound.info("cancellation requested: invoice not emailed")
+        return
+    if invoice.emailed_at is not None:
+        return
+    files = invoice_files(
+        storage,
+        issuer_rfc=invoice.issuer_rfc,
+        label=invoice.label,
+        uuid=invoice.uuid,
+        stamped_at=invoice.fecha_timbrado,
+    )
+    pdf = await asyncio.to_thread(file_invoice, files, invoice.stamped_xml)
+    await invoices.set_files(conn, invoice_id, xml_path=str(files.xml), pdf_path=str(files.pdf))
+    if not invoice.receiver_email:
+        raise PermanentError(
+            f"invoice {invoice_id}: the payment has no customer email to send it to"
+        )
+    payment = await payments.get(conn, invoice.payment_id)
+    if payment is None:
+        raise PermanentError(f"payment {invoice.payment_id} of invoice {invoice_id} is gone")
+    email = invoice_email(
+        locale=payment.customer_locale or payment.metadata.get("locale"),
+        issuer_name=issuer_name or invoice.issuer_rfc,
+        label=invoice.label,
+        total=invoice.total or Decimal(0),
+        currency=invoice.currency or "MXN",
+        uuid=invoice.uuid,
+    )
+    name = f"{invoice.label}_{invoice.uuid}"
+    attachments = [
+        Attachment(f"{name}.xml", invoice.stamped_xml, "application/xml"),
+        Attachment(f"{name}.pdf", pdf, "application/pdf"),
+    ]
+    try:
+        message_id = await mailer.send_email(invoice.receiver_email, email, attachments)
+    except MailDeliveryError:
+        INVOICES.labels(outcome="email_failed").inc()
+        raise
+    await invoices.mark_emailed(conn, invoice_id, message_id)
+    INVOICES.labels(outcome="emailed").inc()
+    bound.info("invoice emailed", email_message_id=message_id)

@@ -1,0 +1,233 @@
+"""Sealing and stamping one invoice, never twice: the work behind the `stamp_invoice` actor.
+
+Why it cannot stamp twice under at-least-once messages:
+
+- The invoice row (UNIQUE payment_id, with its folio and a random PAC reference) is created
+  under the payment's row lock before anything is sealed or sent.
+- The sealed XML is stored on the row before the first PAC call, and a concurrent duplicate
+  that sealed its own copy throws it away and uses the stored one. Every attempt therefore
+  sends the PAC the same bytes under the same reference (SW's ``customid``), and the PAC's
+  duplicate guard answers a repeat with the stamp it already issued (307 / CFDI3307), which
+  the gateway returns as ``recovered``. A timeout or a lost answer is thus retried by asking
+  again, never by sealing a new document.
+- Only a definite refusal (the PAC's validation codes, an expired CSD, unusable fiscal data)
+  marks the invoice failed: the code and message are stored on the row, then the error, which
+  is permanent by its class, sends the message to the dead letters. ``colmena invoices retry``
+  re-seals such an invoice, which is safe because nothing was stamped.
+
+The PDF (~0.7 s of CPU) and the email happen in ``deliver_invoice``, queued through the outbox
+in the transaction that records the stamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from colmena.config.metrics import CSD_DAYS_LEFT, INVOICES
+from colmena.domain.invoicing import FiscalDataError, Invoice, invoice_for, recipient_of
+from colmena.errors import PermanentError
+from colmena.gateways.cfdi import CfdiInvalid, CsdError, SignedInvoice, inspect_csd, sign_invoice
+from colmena.gateways.csd import CsdSigner
+from colmena.gateways.invoice_files import invoice_files, write_atomically
+from colmena.gateways.pac import (
+    PacAmbiguous,
+    PacGateway,
+    PacRejected,
+    PacUnavailable,
+    check_certifies,
+)
+from colmena.gateways.stamping_config import StampingConfig
+from colmena.runtime.outbox import publish_now
+from colmena.runtime.publisher import Publisher
+from colmena.store import invoices, outbox, payments
+from colmena.store.invoices import InvoiceRecord
+
+log = structlog.get_logger(__name__)
+
+# The queue of the stamping actors (`colmena.actors.stamping`), where delivery is queued too.
+QUEUE = "stamping"
+
+# What ends an invoice's stamping for good; each is permanent (`retryable = False`).
+Refusal = PacRejected | CsdError | FiscalDataError | CfdiInvalid
+
+
+@dataclass(frozen=True)
+class InvoiceStamper:
+    """Stamps the invoice of one payment with the process's clients."""
+
+    pool: asyncpg.Pool
+    publisher: Publisher
+    config: StampingConfig
+    signer: CsdSigner
+    pac: PacGateway
+    storage: Path
+
+    async def stamp(self, payment_id: int) -> None:
+        """Have the payment's invoice sealed and stamped; a no-op once it is."""
+        bound = log.bind(payment_id=payment_id)
+        invoice = await self._open_invoice(payment_id)
+        if invoice is None:
+            bound.info("payment no longer approved and never invoiced: nothing to stamp")
+            return
+        bound = bound.bind(invoice_id=invoice.id, folio=invoice.label)
+        if invoice.uuid is not None:
+            bound.info("invoice already stamped", uuid=invoice.uuid)
+            return
+        if invoice.status == "failed":
+            bound.info(
+                "invoice was refused; `colmena invoices retry` re-seals it",
+                code=invoice.failure_code,
+            )
+            return
+        if invoice.status == "cancellation_requested" and invoice.attempts == 0:
+            bound.info("payment reversed before the invoice was sent to the PAC: not stamping")
+            return
+        signed_xml = invoice.signed_xml or await self._seal(invoice)
+        await self._stamp(invoice, signed_xml)
+
+    async def _open_invoice(self, payment_id: int) -> InvoiceRecord | None:
+        """The payment's invoice, created (with its folio) if the payment is approved and has
+        none."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            payment = await payments.get(conn, payment_id, for_update=True)
+            if payment is None:
+                raise PermanentError(f"payment {payment_id} does not exist")
+            invoice = await invoices.get_by_payment(conn, payment_id)
+            if invoice is None and payment.status == "approved":
+                invoice = await invoices.create(
+                    conn,
+                    payment_id=payment_id,
+                    issuer_rfc=self.config.issuer.rfc,
+                    series=self.config.series,
+                )
+            return invoice
+
+    async def _seal(self, invoice: InvoiceRecord) -> bytes:
+        """Build, seal and schema-check the CFDI, then keep it on the row (or the copy a
+        concurrent duplicate kept first)."""
+        async with self.pool.acquire() as conn:
+            payment = await payments.get(conn, invoice.payment_id)
+        if payment is None:
+            raise PermanentError(f"payment {invoice.payment_id} of invoice {invoice.id} is gone")
+        try:
+            document = invoice_for(
+                payment,
+                issuer=self.config.issuer,
+                series=invoice.series,
+                folio=invoice.folio,
+                defaults=self.config.defaults,
+            )
+            signed = await asyncio.to_thread(self._sign, document)
+        except (CsdError, FiscalDataError, CfdiInvalid) as refusal:
+            await self._record_refusal(invoice, refusal)
+            raise
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await _locked(conn, invoice.id)
+            if current.signed_xml is not None:
+                return current.signed_xml
+            await invoices.save_signed(
+                conn,
+                invoice.id,
+                xml=signed.xml,
+                total=signed.total,
+                currency=document.currency,
+                receiver_rfc=document.receiver.rfc,
+                receiver_email=recipient_of(payment),
+            )
+        return signed.xml
+
+    def _sign(self, document: Invoice) -> SignedInvoice:
+        """Blocking: load the CSD, report its days left, seal (refusing an expired or foreign
+        CSD)."""
+        signer = self.signer.signer()
+        info = inspect_csd(signer.certificate_bytes())
+        CSD_DAYS_LEFT.set(info.days_left(dt.datetime.now(dt.UTC)))
+        return sign_invoice(document, signer)
+
+    async def _stamp(self, invoice: InvoiceRecord, signed_xml: bytes) -> None:
+        async with self.pool.acquire() as conn:
+            await invoices.begin_attempt(conn, invoice.id)
+        try:
+            result = await asyncio.to_thread(
+                self.pac.stamp, signed_xml, reference=str(invoice.pac_reference)
+            )
+            check_certifies(result, signed_xml)
+        except PacRejected as refusal:
+            await self._record_refusal(invoice, refusal)
+            raise
+        except (PacAmbiguous, PacUnavailable) as exc:
+            async with self.pool.acquire() as conn:
+                await invoices.note_transient(
+                    conn, invoice.id, code=type(exc).__name__, message=str(exc)
+                )
+            INVOICES.labels(outcome="retried").inc()
+            raise
+        files = invoice_files(
+            self.storage,
+            issuer_rfc=invoice.issuer_rfc,
+            label=invoice.label,
+            uuid=result.uuid,
+            stamped_at=result.fecha_timbrado,
+        )
+        xml_path = await asyncio.to_thread(write_atomically, files.xml, result.xml)
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await _locked(conn, invoice.id)
+            await invoices.mark_stamped(
+                conn,
+                invoice.id,
+                stamped_xml=result.xml,
+                uuid=result.uuid,
+                fecha_timbrado=result.fecha_timbrado,
+                recovered=result.recovered,
+                xml_path=str(xml_path),
+            )
+            follow_up = None
+            if current.status != "cancellation_requested":
+                follow_up = await outbox.record(
+                    conn,
+                    queue=QUEUE,
+                    actor="deliver_invoice",
+                    args=[invoice.id],
+                    dedupe_key=f"deliver_invoice:{invoice.id}",
+                )
+        await publish_now(self.pool, self.publisher, [follow_up])
+        INVOICES.labels(outcome="recovered" if result.recovered else "stamped").inc()
+        log.info(
+            "invoice stamped", invoice_id=invoice.id, uuid=result.uuid, recovered=result.recovered
+        )
+
+    async def _record_refusal(self, invoice: InvoiceRecord, refusal: Refusal) -> None:
+        """Keep a definite refusal on the invoice, where `colmena invoices show` reads it."""
+        if isinstance(refusal, PacRejected):
+            detail = f" ({refusal.detail})" if refusal.detail else ""
+            source, code, message = "pac", refusal.code, refusal.message + detail
+            outcome = "rejected"
+        elif isinstance(refusal, CsdError):
+            source, code, message, outcome = "csd", refusal.code, str(refusal), "csd_refused"
+        else:
+            source, code, message, outcome = "data", "INVALID_DATA", str(refusal), "invalid_data"
+        async with self.pool.acquire() as conn:
+            await invoices.mark_failed(conn, invoice.id, source=source, code=code, message=message)
+        INVOICES.labels(outcome=outcome).inc()
+        log.error(
+            "invoice refused",
+            invoice_id=invoice.id,
+            folio=invoice.label,
+            source=source,
+            code=code,
+            reason=message,
+        )
+
+
+async def _locked(conn: asyncpg.Connection, invoice_id: int) -> InvoiceRecord:
+    """The invoice row, locked for the caller's transaction."""
+    current = await invoices.get(conn, invoice_id, for_update=True)
+    if current is None:
+        raise PermanentError(f"invoice {invoice_id} does not exist")
+    return current
