@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import click
 
@@ -12,6 +13,8 @@ from colmena.dev import run_dev
 from colmena.http.server import run_ingress
 from colmena.runtime.queues import DOMAIN_QUEUES
 from colmena.runtime.startup import migrate, run_scheduler, run_worker
+
+EXIT_INTERRUPTED = 130
 
 
 @click.command("migrate")
@@ -67,7 +70,13 @@ def scheduler_command() -> None:
 def dev_command() -> None:
     """Everything in one process, embedded database and broker unless URLs are set."""
     settings = load_settings(env="dev")
-    asyncio.run(run_dev(settings))
+    try:
+        asyncio.run(run_dev(settings))
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handlers are in place (while PostgreSQL starts, say): what had
+        # started was stopped on the way out; say so instead of click's bare "Aborted!".
+        click.echo("colmena dev: interrupted, stopped", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 COMMANDS = [migrate_command, ingress_command, worker_command, scheduler_command, dev_command]
