@@ -6,9 +6,10 @@ a dead-lettered message is logged at ERROR with its actor, the exception, its me
 
 from __future__ import annotations
 
+import json
+
 import dramatiq
 import pytest
-import structlog
 from apscheduler.triggers.interval import IntervalTrigger
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
@@ -20,6 +21,7 @@ from colmena.runtime.publisher import BrokerPublisher
 from colmena.runtime.registry import ActorSpec, actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
+from tests.fuzz_support import capture_logs
 
 
 async def _noop(_resources: Resources) -> None:
@@ -73,16 +75,17 @@ def test_a_dead_letter_is_logged_with_its_reason_and_hint() -> None:
     worker = dramatiq.Worker(broker, worker_threads=1)
     worker.start()
     try:
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             message = broker.get_actor("refuses").send()
             broker.join("t_q", fail_fast=False)
+            lines = [json.loads(line) for line in logs.since(0).splitlines()]
     finally:
         worker.stop()
 
-    [line] = [entry for entry in logs if entry["event"] == "message dead-lettered"]
-    assert line == {
+    [line] = [entry for entry in lines if entry.get("event") == "message dead-lettered"]
+    assert {key: line[key] for key in line if key not in ("timestamp", "logger")} == {
         "event": "message dead-lettered",
-        "log_level": "error",
+        "level": "error",
         "message_id": message.message_id,
         "actor": "refuses",
         "queue": "t_q",
