@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from colmena.config import Settings
+from colmena.domain.key_sealing import encode_key, generate_private_key, public_key_of
 from colmena.domain.tenants import DEFAULT_CONFIG, new_token, token_digest
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
@@ -20,13 +21,16 @@ from colmena.supervisor.runtime import INSTANCE_LABEL, BotStatus, Runtime
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 FIRST_KEY = Fernet.generate_key().decode()
+SEAL_PRIVATE_KEY = generate_private_key()  # the supervisor's; the ingress gets the public half
+SEAL_PUBLIC_KEY = public_key_of(SEAL_PRIVATE_KEY)
 
 
 def bot_settings(
     settings: Settings, tmp_path: Path, kind: str, image: str | None, **overrides: Any
 ) -> Settings:
     """Test settings: own instance label (containers of parallel runs never mix), no network,
-    a fast heartbeat and a short restart backoff."""
+    a fast heartbeat, a short restart backoff, quick log-stream polls, and both halves of the
+    key-sealing pair (one process plays the ingress and the supervisor)."""
     values: dict[str, Any] = {
         "bot_runtime": kind,
         "bot_image": image,
@@ -40,8 +44,11 @@ def bot_settings(
         "bot_restart_max": 3,
         "bot_restart_window_seconds": 120.0,
         "secret_keys": SecretStr(FIRST_KEY),
+        "key_seal_public_key": encode_key(SEAL_PUBLIC_KEY),
+        "key_seal_private_key": SecretStr(encode_key(SEAL_PRIVATE_KEY)),
         "bot_admin_token": SecretStr(ADMIN_TOKEN),
         "bot_sse_keepalive_seconds": 0.5,
+        "bot_sse_poll_seconds": 0.1,
         **overrides,
     }
     return settings.model_copy(update=values)

@@ -1,8 +1,8 @@
 """Bot supervision end to end on the real Docker engine and on local processes.
 
 Commands go through the real ingress, outbox, RabbitMQ and a Dramatiq worker; the reconciler
-runs as the scheduler would call it. Each test has its own instance label, so its containers
-are its own, and removes them afterwards.
+and the log shipper run as the scheduler would call them. Each test has its own instance
+label, so its containers are its own, and removes them afterwards.
 """
 
 from __future__ import annotations
@@ -14,21 +14,31 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import docker
 import pytest
 import structlog
+from aiohttp import web
 from prometheus_client import REGISTRY
 
-from colmena.actors.bots import reconcile_all, reconcile_due, reconcile_one, runtime_of
+from colmena.actors.bots import (
+    reconcile_all,
+    reconcile_due,
+    reconcile_one,
+    runtime_of,
+    ship_logs,
+)
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
-from colmena.http.tenants import LOG_STREAMS
+from colmena.domain.tenants import new_token, token_digest
+from colmena.http.bot_logs import LOG_STREAMS
 from colmena.runtime.resources import Resources
+from colmena.store import bot_logs
 from colmena.store import tenants as store
 from colmena.supervisor.bot_image import ensure_bot_image
-from colmena.supervisor.docker_runtime import docker_available
+from colmena.supervisor.docker_runtime import DockerRuntime
 from colmena.supervisor.process_runtime import ProcessRuntime
 from colmena.supervisor.runtime import INSTANCE_LABEL, TENANT_LABEL, BotState, Runtime
 from colmena.supervisor.runtimes import close_runtimes
@@ -43,15 +53,6 @@ from tests.bots_support import (
 from tests.conftest import wait_for
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def docker_engine():
-    if not docker_available():
-        pytest.skip("no Docker engine answers")
-    client = docker.from_env(timeout=60)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,12 @@ async def test_stop_removes_the_bot(active, db, make_client, start_worker) -> No
     assert await asyncio.to_thread(bot_of, rt, tenant_id) is None
     status = await (await client.get("/api/v1/bot/status", headers=bearer(token))).json()
     assert status["desired"] == "stopped" and status["actual"] == "stopped"
-    assert (await client.get("/api/v1/bot/logs", headers=bearer(token))).status == 404
+    # Its lines were shipped before it was stopped, and outlive it.
+    logs = await client.get("/api/v1/bot/logs?tail=1000", headers=bearer(token))
+    assert logs.status == 200, await logs.text()
+    assert (
+        f"colmena-bot starting tenant={tenant_id} config_version=1" in (await logs.json())["lines"]
+    )
 
 
 async def test_restart_replaces_the_bot(active, db, make_client, start_worker) -> None:
@@ -240,46 +246,153 @@ async def test_config_change_recreates_the_bot_with_the_new_config(
     assert same.status == 200 and (await same.json())["changed"] is False
 
 
-async def test_logs_and_the_log_stream(active, db, make_client, start_worker) -> None:
-    tenant_id, token = await add_tenant(db)
+async def test_logs_are_shipped_and_read_through_the_api_without_a_runtime(
+    kind, active, resources, db, make_client
+) -> None:
+    tenant_id, rt = await _running(resources, db)
+    _, token = await _token_of(db, tenant_id)
     client = await make_client(active)
-    start_worker(settings_override=active, queues=["bots"])
-    await command_done(client, token, await send(client, token, "start"))
-    rt = await runtime(active)
     await until_log(rt, tenant_id, "colmena-heartbeat")
+    assert (await client.get("/api/v1/bot/logs", headers=bearer(token))).status == 404
+
+    assert await ship_logs(resources) > 0
 
     lines = (await (await client.get("/api/v1/bot/logs?tail=500", headers=bearer(token))).json())[
         "lines"
     ]
-    assert f"colmena-bot starting tenant={tenant_id} config_version=1" in lines
-    assert (
-        len(
-            (await (await client.get("/api/v1/bot/logs?tail=1", headers=bearer(token))).json())[
-                "lines"
-            ]
-        )
-        == 1
-    )
+    assert lines[0] == f"colmena-bot starting tenant={tenant_id} config_version=1"
+    one = await (await client.get("/api/v1/bot/logs?tail=1", headers=bearer(token))).json()
+    assert one["lines"] == lines[-1:]
     for bad in ("abc", "-1", "5000", "1.5"):
         refused = await client.get(f"/api/v1/bot/logs?tail={bad}", headers=bearer(token))
         assert refused.status == 422, bad
         assert (await refused.json())["error"]["fields"][0]["field"] == "tail"
+    assert not _runtimes_in(client.server.app)
 
-    stream = await client.get("/api/v1/bot/logs/stream?tail=50", headers=bearer(token))
+
+async def test_shipping_twice_or_after_a_restart_adds_no_line_twice(
+    kind, active, resources, db
+) -> None:
+    tenant_id, rt = await _running(resources, db)
+    await until_log(rt, tenant_id, "colmena-heartbeat")
+    await ship_logs(resources)
+    await ship_logs(resources)  # at once: nothing new, or only lines written in between
+    restarted = resources_for(active)  # a new shipper process: only the database remembers
+    await restarted.start()
+    try:
+        if kind == "docker":
+            close_runtimes()  # and a new engine client
+        await until_log(await runtime(active), tenant_id, "colmena-heartbeat")
+
+        async def shipped_more() -> int:
+            return await ship_logs(restarted)
+
+        await wait_for(shipped_more)
+    finally:
+        await restarted.close()
+
+    stored = await bot_logs.newest(db, tenant_id, 10_000)
+    written = await asyncio.to_thread((await runtime(active)).logs, tenant_id, 10_000)
+    assert [line.seq for line in stored] == list(range(1, len(stored) + 1))
+    assert [line.line for line in stored] == written[: len(stored)]  # in order, none twice
+
+
+async def test_old_lines_expire_with_the_plans_log_retention(resources, db) -> None:
+    free, _ = await add_tenant(db, plan="free")  # keeps logs 1 day
+    pro, _ = await add_tenant(db, plan="pro")  # 7 days
+    now = datetime.now(UTC)
+    for tenant_id in (free, pro):
+        await bot_logs.append(
+            db,
+            tenant_id,
+            1,
+            [(now - timedelta(days=3), "three days old"), (now - timedelta(hours=1), "recent")],
+        )
+    await ship_logs(resources)  # each pass also drops what the plan no longer keeps
+    assert [line.line for line in await bot_logs.newest(db, free, 10)] == ["recent"]
+    assert len(await bot_logs.newest(db, pro, 10)) == 2
+
+
+async def test_shipping_keeps_only_the_newest_lines(active, db) -> None:
+    few = resources_for(active.model_copy(update={"bot_log_max_lines": 3}))
+    await few.start()
+    try:
+        tenant_id, rt = await _running(few, db)
+        await until_log(rt, tenant_id, "colmena-heartbeat")
+        shipped = await ship_logs(few)
+
+        async def beyond_the_limit() -> int:
+            return await ship_logs(few)
+
+        await wait_for(beyond_the_limit)
+    finally:
+        await few.close()
+    stored = await bot_logs.newest(db, tenant_id, 100)
+    assert len(stored) == 3 and shipped >= 3
+    assert stored[-1].seq > 3 and [line.seq for line in stored] == list(
+        range(stored[-1].seq - 2, stored[-1].seq + 1)
+    )
+    written = await asyncio.to_thread(rt.logs, tenant_id, 10_000)
+    assert [line.line for line in stored] == written[stored[0].seq - 1 : stored[-1].seq]
+
+
+async def test_the_log_stream_sends_new_lines_and_frees_its_slot(
+    kind, active, resources, db, make_client
+) -> None:
+    tenant_id, rt = await _running(resources, db)
+    _, token = await _token_of(db, tenant_id)
+    client = await make_client(active)
+    await until_log(rt, tenant_id, "colmena-heartbeat")
+    await ship_logs(resources)
+    stored = await bot_logs.newest(db, tenant_id, 10_000)
+
+    stream = await client.get("/api/v1/bot/logs/stream?tail=1", headers=bearer(token))
     assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    first = await asyncio.wait_for(stream.content.readline(), 10)
+    assert first == b"data: " + stored[-1].line.encode() + b"\n"
+
+    async def shipped_more() -> int:
+        return await ship_logs(resources)
+
+    await wait_for(shipped_more)
+    newer = (await bot_logs.after(db, tenant_id, stored[-1].seq, 1))[0]
     seen = []
-    while not any(line.startswith(b"data: colmena-heartbeat") for line in seen):
+    while b"data: " + newer.line.encode() + b"\n" not in seen:
         seen.append(await asyncio.wait_for(stream.content.readline(), 10))
-    assert client.server.app[LOG_STREAMS][tenant_id] == 1
-    stream.close()  # the client goes away
+    assert _open_streams(client.server.app, tenant_id) == 1
+    stream.close()  # the client goes away: its slot comes back
 
-    async def stream_closed():
-        return tenant_id not in client.server.app[LOG_STREAMS]
+    async def slot_free() -> bool:
+        return _open_streams(client.server.app, tenant_id) == 0
 
-    await wait_for(stream_closed, timeout=10)
+    await wait_for(slot_free, timeout=10)
 
 
 # The reconciler ---------------------------------------------------------------------------------
+
+
+def _sub_apps(app: web.Application) -> list[web.Application]:
+    return [r.get_info()["app"] for r in app.router.resources() if "app" in r.get_info()]
+
+
+def _runtimes_in(app: web.Application) -> list[object]:
+    """Whatever runs bots that the ingress app (or one of its sub-apps) holds."""
+    held = [value for one in (app, *_sub_apps(app)) for value in one.values()]
+    return [v for v in held if isinstance(v, DockerRuntime | ProcessRuntime | docker.DockerClient)]
+
+
+def _open_streams(app: web.Application, tenant_id: str) -> int:
+    """Log streams the ingress counts as open for the tenant (its per-tenant cap)."""
+    return sum(
+        one[LOG_STREAMS].open_count(tenant_id) for one in _sub_apps(app) if LOG_STREAMS in one
+    )
+
+
+async def _token_of(db, tenant_id: str) -> tuple[str, str]:
+    """A fresh API token for a tenant made by `_running`."""
+    token = new_token()
+    await store.set_token(db, tenant_id, token_digest(token))
+    return tenant_id, token
 
 
 async def _running(resources: Resources, db, plan: str = "free") -> tuple[str, Runtime]:

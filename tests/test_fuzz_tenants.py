@@ -2,8 +2,8 @@
 (as text and as raw bytes) change nothing and are 401; with a real token, random bodies, ids and
 query strings are answered or refused cleanly; tokens and provider keys never come back out.
 
-The process runtime is used (no bot is ever started here: no worker runs the commands), so a
-logs request has nothing to read and answers 404.
+The process runtime is used (no bot is ever started here: no worker runs the commands), so no
+log line is ever shipped and a logs request answers 404.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +19,7 @@ import docker
 import pytest
 
 from colmena.supervisor.bot_image import REPOSITORY, bot_script, ensure_bot_image
-from colmena.supervisor.docker_runtime import DockerRuntime, docker_available
+from colmena.supervisor.docker_runtime import DockerRuntime, _lines_after, docker_available
 from colmena.supervisor.health import (
     check_health,
     is_healthy,
@@ -37,9 +36,10 @@ from colmena.supervisor.runtime import (
     BotSpec,
     BotState,
     BotStatus,
+    LogPosition,
     Runtime,
-    follow_logs_async,
 )
+from tests.conftest import require_docker
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -101,8 +101,7 @@ def engine() -> docker.DockerClient:
 
 @pytest.fixture(scope="module")
 def docker_client() -> Iterator[docker.DockerClient]:
-    if not docker_available():
-        pytest.skip("no Docker engine answers")
+    require_docker()
     yield engine()
     _engine.pop().close()
 
@@ -240,49 +239,82 @@ def test_a_kill_from_outside_reports_the_signal(runtime: Runtime) -> None:
     assert dead.exit_code == 128 + signal.SIGKILL
 
 
-def test_follow_logs_streams_new_lines_and_ends_on_close(runtime: Runtime) -> None:
+def test_logs_since_reads_each_line_once_from_where_it_stopped(runtime: Runtime) -> None:
     tenant_id = tenant()
-    runtime.start_bot(spec(tenant_id))
+    bot = runtime.start_bot(spec(tenant_id))
     wait_for(lambda: heartbeat_seen(runtime, tenant_id), what="a heartbeat")
 
-    stream = runtime.follow_logs(tenant_id, tail=1)
-    beats: list[datetime] = []
-    for line in stream:
-        if (beat := parse_heartbeat(line)) is not None:
-            beats.append(beat)
-        if len(beats) == 3:
-            break
-    stream.close()
-    assert beats == sorted(beats) and beats[-1] > beats[0]
+    first = runtime.logs_since(bot.bot_id, None)
+    texts = [entry.text for entry in first.entries]
+    assert texts[0] == f"colmena-bot starting tenant={tenant_id} config_version=1"
+    assert first.position.bot_id == bot.bot_id
+    assert all(entry.logged_at <= datetime.now(UTC) for entry in first.entries)
+    # The same position gives the same lines again (what makes a retried ship exact) ...
+    assert [e.text for e in runtime.logs_since(bot.bot_id, None).entries][: len(texts)] == texts
+
+    # ... and the new position only what came after, in order, nothing twice.
+    def more_beats() -> list[str] | None:
+        batch = runtime.logs_since(bot.bot_id, first.position)
+        new = [entry.text for entry in batch.entries]
+        return new if sum(parse_heartbeat(t) is not None for t in new) >= 2 else None
+
+    later = wait_for(more_beats, what="two more heartbeats")
+    whole = runtime.logs(tenant_id, tail=10_000)
+    assert whole[: len(texts) + len(later)] == texts + later
 
 
-def test_follow_logs_ends_when_the_bot_exits(runtime: Runtime) -> None:
+def test_logs_since_a_position_of_another_bot_reads_from_the_start(runtime: Runtime) -> None:
     tenant_id = tenant()
-    runtime.start_bot(spec(tenant_id, BOT_CRASH_AFTER="2"))
-    stream = runtime.follow_logs(tenant_id, tail=100)
-    lines = list(stream)  # would hang if the stream outlived the bot
-    assert "colmena-bot crashing with code 3 as told" in lines
+    old = runtime.start_bot(spec(tenant_id, version=1))
+    wait_for(lambda: runtime.logs_since(old.bot_id, None).entries, what="the first bot's lines")
+    stale = runtime.logs_since(old.bot_id, None).position
+    new = runtime.start_bot(spec(tenant_id, version=2))
+
+    def banner() -> list[str] | None:
+        texts = [entry.text for entry in runtime.logs_since(new.bot_id, stale).entries]
+        return texts or None
+
+    texts = wait_for(banner, what="the new bot's lines")
+    assert texts[0] == f"colmena-bot starting tenant={tenant_id} config_version=2"
+    with pytest.raises(BotNotFound):
+        runtime.logs_since(old.bot_id, stale)  # replaced: gone with its log
 
 
-async def test_follow_logs_async_yields_lines_and_closes(runtime: Runtime) -> None:
+def test_logs_since_keeps_the_last_words_of_a_crashed_bot(runtime: Runtime) -> None:
     tenant_id = tenant()
-    runtime.start_bot(spec(tenant_id))
-    stream = runtime.follow_logs(tenant_id, tail=10)
-    seen = []
-    async with aclosing(follow_logs_async(stream)) as lines:
-        async for line in lines:
-            seen.append(line)
-            if parse_heartbeat(line) is not None:
-                break
-    assert seen[0].startswith("colmena-bot starting")
-    assert list(stream) == []  # leaving the loop closed the stream
+    bot = runtime.start_bot(spec(tenant_id, BOT_CRASH_AFTER="1", BOT_CRASH_CODE="7"))
+    wait_for(lambda: exited(runtime, tenant_id), what="the bot to crash")
+    batch = runtime.logs_since(bot.bot_id, LogPosition(bot.bot_id))
+    texts = [entry.text for entry in batch.entries]
+    assert texts[-1] == "colmena-bot crashing with code 7 as told"
+    assert runtime.logs_since(bot.bot_id, batch.position).entries == []
+
+
+def test_docker_positions_count_lines_that_share_a_timestamp() -> None:
+    """The engine resends the whole second asked for; exact stamps and counts drop repeats."""
+    text = (
+        "2030-01-01T00:00:01.5Z a\n"
+        "2030-01-01T00:00:01.5Z b\n"
+        "2030-01-01T00:00:01.500000001Z c\n"
+        "2030-01-01T00:00:01.500000001Z d\n"
+    )
+    read_first = "".join(text.splitlines(keepends=True)[:2])  # a and b were there at first
+    first = _lines_after(read_first, "bot", None)
+    assert [entry.text for entry in first.entries] == ["a", "b"]
+    assert first.position == LogPosition("bot", 1_893_456_001_500_000_000, 2)
+
+    resumed = _lines_after(text, "bot", first.position)
+    assert [entry.text for entry in resumed.entries] == ["c", "d"]
+    assert resumed.position == LogPosition("bot", 1_893_456_001_500_000_001, 2)
+    assert _lines_after(text, "bot", resumed.position).entries == []
+    assert resumed.entries[0].logged_at == datetime(2030, 1, 1, 0, 0, 1, 500000, tzinfo=UTC)
 
 
 def test_unknown_tenant_has_no_logs(runtime: Runtime) -> None:
     with pytest.raises(BotNotFound):
         runtime.logs(tenant())
     with pytest.raises(BotNotFound):
-        runtime.follow_logs(tenant())
+        runtime.logs_since("no-such-bot", None)
 
 
 def test_tenant_ids_that_cannot_name_a_bot_are_refused(runtime: Runtime) -> None:

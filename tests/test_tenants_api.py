@@ -1,6 +1,8 @@
-"""Tenant API edges, provider keys, plan changes, admin routes and the operator CLI.
+"""Tenant API edges, provider keys, log reads, plan changes, admin routes and the operator CLI.
 
-Real PostgreSQL, RabbitMQ and Docker (keys must reach a real container's environment).
+Real PostgreSQL, RabbitMQ and Docker (keys must reach a real container's environment). The
+ingress here holds no runtime and no key that opens provider keys: keys are sealed to the
+supervisor's public key and taken in by the `accept_key` actor.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,21 +28,36 @@ from cryptography.fernet import Fernet, InvalidToken
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from colmena.actors.bots import apply_plan, reconcile_one, runtime_of
+from colmena.actors.bots import accept_key, apply_plan, reconcile_one, runtime_of
 from colmena.cli import cli
 from colmena.config import Settings, SettingsError
 from colmena.config.logging import configure_logging
+from colmena.dev import with_dev_key_pair
+from colmena.domain.key_sealing import (
+    SealError,
+    decode_key,
+    encode_key,
+    generate_private_key,
+    public_key_of,
+    seal,
+)
 from colmena.domain.tenants import token_digest
 from colmena.errors import PermanentError
+from colmena.store import bot_logs, provider_keys
 from colmena.store import tenants as store
 from colmena.store.pool import connect
 from colmena.supervisor.bot_image import ensure_bot_image
-from colmena.supervisor.docker_runtime import docker_available
-from colmena.supervisor.keys import DEV_KEYS_FILE, configured_keys, key_version
+from colmena.supervisor.keys import (
+    DEV_KEYS_FILE,
+    DEV_SEAL_KEY_FILE,
+    configured_keys,
+    key_version,
+)
 from colmena.supervisor.runtimes import close_runtimes, runtime_kind
 from tests.bots_support import (
     ADMIN_TOKEN,
     FIRST_KEY,
+    SEAL_PUBLIC_KEY,
     add_tenant,
     bearer,
     bot_of,
@@ -65,15 +84,6 @@ TENANT_ROUTES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def docker_engine():
-    if not docker_available():
-        pytest.skip("no Docker engine answers")
-    client = docker.from_env(timeout=60)
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def active(settings: Settings, tmp_path: Path):
     """Process runtime: these tests are about the API, not the runtime (one test uses Docker)."""
@@ -82,16 +92,39 @@ def active(settings: Settings, tmp_path: Path):
 
 
 @pytest.fixture
-def on_docker(request, settings: Settings, tmp_path: Path):
-    engine = request.getfixturevalue("docker_engine")
-    chosen = bot_settings(settings, tmp_path, "docker", ensure_bot_image(engine))
+def on_docker(docker_engine, settings: Settings, tmp_path: Path):
+    chosen = bot_settings(settings, tmp_path, "docker", ensure_bot_image(docker_engine))
     yield chosen
     close_runtimes()
-    remove_instance(engine, chosen.bot_instance)
+    remove_instance(docker_engine, chosen.bot_instance)
 
 
 def security_events(reason: str) -> float:
     return REGISTRY.get_sample_value("colmena_security_events_total", {"reason": reason}) or 0.0
+
+
+async def database_text(conn: asyncpg.Connection) -> str:
+    """Every row of every table as text: what a stolen database dump would show."""
+    tables = await conn.fetch(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    )
+    dumped = [
+        await conn.fetchval(f"SELECT coalesce(string_agg(t::text, chr(10)), '') FROM \"{name}\" t")
+        for name in (row["table_name"] for row in tables)
+    ]
+    return "\n".join(dumped)
+
+
+async def key_rows(conn: asyncpg.Connection, tenant_id: str) -> tuple[list, list]:
+    """(stored rows, pending rows) of a tenant's provider keys, everything in them."""
+    stored = await conn.fetch(
+        "SELECT * FROM provider_keys WHERE tenant_id = $1 ORDER BY provider", tenant_id
+    )
+    pending = await conn.fetch(
+        "SELECT * FROM pending_provider_keys WHERE tenant_id = $1 ORDER BY provider", tenant_id
+    )
+    return [dict(r) for r in stored], [dict(r) for r in pending]
 
 
 # Auth ---------------------------------------------------------------------------------------
@@ -102,19 +135,24 @@ async def test_every_tenant_route_needs_a_valid_token(active, db, make_client) -
     client = await make_client(active)
     missing_before = security_events("tenant_token_missing")
     forged = "cmt_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-    for method, path in TENANT_ROUTES:
-        for headers in (
-            {},
-            {"Authorization": "Basic abc"},
-            bearer("nonsense"),
-            bearer(forged),
-            bearer(token + "x"),
-        ):
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        bearer("nonsense"),
+        bearer(forged),
+        bearer(token + "x"),
+    ):
+        answers = set()
+        for method, path in TENANT_ROUTES:
             response = await client.request(method, path, headers=headers)
             assert response.status == 401, (method, path, headers)
-            assert (await response.json())["error"]["code"] == "unauthorized"
-            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert response.headers["WWW-Authenticate"] == 'Bearer realm="colmena"'
+            answers.add(await response.text())
+        # One middleware answers for every route: the very same JSON body everywhere.
+        [body] = answers
+        assert json.loads(body)["error"]["code"] == "unauthorized"
     assert security_events("tenant_token_missing") >= missing_before + len(TENANT_ROUTES)
+    assert await db.fetchval("SELECT count(*) FROM bot_commands") == 0
     assert (await client.get("/api/v1/bot/status", headers=bearer(token))).status == 200
 
 
@@ -183,11 +221,75 @@ async def test_config_that_is_not_json_is_400(active, db, make_client) -> None:
     )
 
 
+# Logs (read from the database; the supervisor side ships them) --------------------------------
+
+
+async def test_the_ingress_imports_no_runtime_and_no_key_that_opens_provider_keys() -> None:
+    probe = (
+        "import sys, colmena.http.app, colmena.http.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'docker' "
+        "or m.startswith(('colmena.actors', 'colmena.supervisor', 'cryptography.fernet'))))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"
+
+
+async def _with_lines(db, *lines: str, running: bool = False) -> tuple[str, str]:
+    tenant_id, token = await add_tenant(db)
+    await bot_logs.append(db, tenant_id, 1, [(datetime.now(UTC), line) for line in lines])
+    if running:
+        await store.set_desired(db, tenant_id, "running", reset_restarts=True)
+    return tenant_id, token
+
+
+async def test_logs_are_404_until_the_bot_logged_something(active, db, make_client) -> None:
+    _, token = await add_tenant(db)
+    client = await make_client(active)
+    for path in ("/api/v1/bot/logs", "/api/v1/bot/logs/stream"):
+        response = await client.get(path, headers=bearer(token))
+        assert response.status == 404 and (await response.json())["error"]["code"] == "no_bot"
+
+
+async def test_the_stream_of_a_stopped_bot_sends_its_lines_then_ends(
+    active, db, make_client
+) -> None:
+    _, token = await _with_lines(db, "one", "two", "three")
+    client = await make_client(active)
+    stream = await client.get("/api/v1/bot/logs/stream?tail=2", headers=bearer(token))
+    assert stream.status == 200
+    assert await asyncio.wait_for(stream.text(), 10) == (
+        "data: two\n\ndata: three\n\nevent: end\ndata: the bot's log ended\n\n"
+    )
+
+
+async def test_log_streams_per_tenant_are_capped_atomically(active, db, make_client) -> None:
+    tenant_id, token = await _with_lines(db, "hello", running=True)
+    client = await make_client(active)  # COLMENA_BOT_SSE_MAX_STREAMS_PER_TENANT: 2
+    opened = await asyncio.gather(
+        *(client.get("/api/v1/bot/logs/stream", headers=bearer(token)) for _ in range(12))
+    )
+    try:
+        assert sorted(response.status for response in opened) == [200] * 2 + [429] * 10
+        for response in opened:
+            if response.status == 429:
+                assert (await response.json())["error"]["code"] == "too_many_streams"
+        _, other_token = await _with_lines(db, "hi", running=True)
+        other = await client.get("/api/v1/bot/logs/stream", headers=bearer(other_token))
+        assert other.status == 200  # one tenant's streams do not use another's
+        other.close()
+    finally:
+        for response in opened:
+            response.close()
+
+
 # Provider keys -------------------------------------------------------------------------------
 
 
-async def test_keys_are_encrypted_masked_and_reach_only_the_container(
-    on_docker, db, make_client, capsys
+@pytest.mark.docker
+async def test_a_sealed_key_is_stored_nowhere_in_clear_and_reaches_only_the_container(
+    on_docker, db, make_client, start_worker, capsys
 ) -> None:
     tenant_id, token = await add_tenant(db)
     handlers = logging.getLogger().handlers[:]
@@ -199,14 +301,29 @@ async def test_keys_are_encrypted_masked_and_reach_only_the_container(
         )
         assert stored.status == 201
         assert await stored.json() == {"provider": "binance", "last4": "****" + PLAINTEXT[-4:]}
+        # Sealed on arrival: in the database only as a pending row nobody but the supervisor
+        # can open, with the outbox message that asks a bots worker to take it in.
+        dump = await database_text(db)
+        assert PLAINTEXT not in dump and PLAINTEXT[8:] not in dump
+        _, [pending] = await key_rows(db, tenant_id)
+        assert pending["last4"] == "****" + PLAINTEXT[-4:]
+        listing = await client.get("/api/v1/keys", headers=bearer(token))
+        assert [(k["provider"], k["last4"]) for k in (await listing.json())["keys"]] == [
+            ("binance", "****" + PLAINTEXT[-4:])
+        ]
 
-        raw = await db.fetchrow(
-            "SELECT ciphertext, last4, key_version FROM provider_keys WHERE tenant_id = $1",
-            tenant_id,
-        )
-        assert PLAINTEXT not in raw["ciphertext"] and PLAINTEXT[8:] not in raw["ciphertext"]
+        start_worker(settings_override=on_docker, queues=["bots"])
+
+        async def taken_in():
+            stored, pending = await key_rows(db, tenant_id)
+            return stored if stored and not pending else None
+
+        [raw] = await wait_for(taken_in, timeout=30)
         assert Fernet(FIRST_KEY).decrypt(raw["ciphertext"].encode()).decode() == PLAINTEXT
         assert raw["key_version"] == key_version(FIRST_KEY)
+        assert raw["last4"] == "****" + PLAINTEXT[-4:]
+        dump = await database_text(db)
+        assert PLAINTEXT not in dump and PLAINTEXT[8:] not in dump
 
         listing = await client.get("/api/v1/keys", headers=bearer(token))
         text = await listing.text()
@@ -235,8 +352,137 @@ async def test_keys_are_encrypted_masked_and_reach_only_the_container(
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers[:] = handlers
-    assert "provider key stored" in logged.err
+    assert "provider key stored" in logged.err and "provider key taken in" in logged.err
     assert PLAINTEXT not in logged.err and PLAINTEXT not in logged.out
+
+
+async def test_the_newest_key_sent_wins_and_a_repeated_message_changes_nothing(
+    active, db, make_client
+) -> None:
+    tenant_id, token = await add_tenant(db)
+    client = await make_client(active)
+    for key in ("first-key-0001", PLAINTEXT):
+        sent = await client.post(
+            "/api/v1/keys", json={"provider": "binance", "key": key}, headers=bearer(token)
+        )
+        assert sent.status == 201
+    resources = resources_for(active)
+    await resources.start()
+    try:
+        await accept_key(resources, tenant_id, "binance")  # the two messages, in either order:
+        await accept_key(resources, tenant_id, "binance")  # the second finds nothing pending
+    finally:
+        await resources.close()
+    [row], pending = await key_rows(db, tenant_id)
+    assert pending == [] and Fernet(FIRST_KEY).decrypt(row["ciphertext"].encode()) == (
+        PLAINTEXT.encode()
+    )
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE actor = 'accept_key' AND args = $1",
+            [tenant_id, "binance"],
+        )
+        == 2
+    )
+
+
+async def test_a_key_deleted_while_a_worker_takes_it_in_is_gone(
+    active, db, make_client, database_url
+) -> None:
+    tenant_id, token = await add_tenant(db)
+    client = await make_client(active)
+    sent = await client.post(
+        "/api/v1/keys", json={"provider": "binance", "key": PLAINTEXT}, headers=bearer(token)
+    )
+    assert sent.status == 201
+    worker = await connect(database_url)  # a bots worker halfway through accept_key
+    try:
+        taking_in = worker.transaction()
+        await taking_in.start()
+        assert await provider_keys.lock_pending(worker, tenant_id, "binance") is not None
+        await provider_keys.put_key(
+            worker, tenant_id, "binance", ciphertext="x", last4="****", key_version="v"
+        )
+        await provider_keys.delete_pending(worker, tenant_id, "binance")
+        deleting = asyncio.ensure_future(
+            client.delete("/api/v1/keys/binance", headers=bearer(token))
+        )
+
+        async def waiting_for_the_worker() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%DELETE FROM pending_provider_keys%'"
+                )
+            )
+
+        await wait_for(waiting_for_the_worker, timeout=10)
+        await taking_in.commit()
+        assert (await deleting).status == 204
+    finally:
+        await worker.close()
+    assert await key_rows(db, tenant_id) == ([], [])
+
+
+async def test_a_key_sealed_for_another_tenant_or_altered_is_refused_and_changes_nothing(
+    active, db
+) -> None:
+    mine, _ = await add_tenant(db)
+    other, _ = await add_tenant(db)
+    old = Fernet(FIRST_KEY).encrypt(b"old-key-1234").decode()
+    await provider_keys.put_key(
+        db, mine, "binance", ciphertext=old, last4="****1234", key_version=key_version(FIRST_KEY)
+    )
+    for_mine = seal(SEAL_PUBLIC_KEY, PLAINTEXT, tenant_id=mine, provider="binance")
+    version, body = for_mine.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(body))
+    raw[50] ^= 0x01
+    refused_ones = {
+        "sealed for another tenant": seal(
+            SEAL_PUBLIC_KEY, PLAINTEXT, tenant_id=other, provider="binance"
+        ),
+        "sealed for another provider": seal(
+            SEAL_PUBLIC_KEY, PLAINTEXT, tenant_id=mine, provider="kraken"
+        ),
+        "sealed to another supervisor": seal(
+            public_key_of(generate_private_key()), PLAINTEXT, tenant_id=mine, provider="binance"
+        ),
+        "altered": f"{version}.{base64.urlsafe_b64encode(bytes(raw)).decode()}",
+    }
+    resources = resources_for(active)
+    await resources.start()
+    refused_before = security_events("sealed_key_refused")
+    try:
+        for what, sealed in refused_ones.items():
+            async with db.transaction():
+                await provider_keys.put_pending(db, mine, "binance", sealed=sealed, last4="****")
+            before = await key_rows(db, mine), await key_rows(db, other)
+            with pytest.raises(SealError):
+                await accept_key(resources, mine, "binance")
+            assert (await key_rows(db, mine), await key_rows(db, other)) == before, what
+        [stored], _ = await key_rows(db, mine)
+        assert stored["ciphertext"] == old  # the bot would still get the old key
+        assert security_events("sealed_key_refused") == refused_before + len(refused_ones)
+
+        async with db.transaction():
+            await provider_keys.put_pending(db, mine, "binance", sealed=for_mine, last4="****")
+        await accept_key(resources, mine, "binance")  # the genuine one opens
+    finally:
+        await resources.close()
+    [stored], [] = await key_rows(db, mine)
+    assert Fernet(FIRST_KEY).decrypt(stored["ciphertext"].encode()).decode() == PLAINTEXT
+
+
+async def test_keys_cannot_be_sent_without_the_supervisors_public_key(
+    active, db, make_client
+) -> None:
+    _, token = await add_tenant(db)
+    client = await make_client(active.model_copy(update={"key_seal_public_key": None}))
+    refused = await client.post(
+        "/api/v1/keys", json={"provider": "binance", "key": PLAINTEXT}, headers=bearer(token)
+    )
+    assert refused.status == 503 and (await refused.json())["error"]["code"] == "not_configured"
+    assert await db.fetchval("SELECT count(*) FROM pending_provider_keys") == 0
 
 
 @pytest.mark.parametrize(
@@ -256,6 +502,7 @@ async def test_bad_keys_are_422(active, db, make_client, body, field) -> None:
     assert response.status == 422
     assert field in [f["field"] for f in (await response.json())["error"]["fields"]]
     assert await db.fetchval("SELECT count(*) FROM provider_keys") == 0
+    assert await db.fetchval("SELECT count(*) FROM pending_provider_keys") == 0
 
 
 def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decrypt(
@@ -268,7 +515,7 @@ def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decryp
         conn = await connect(active.require_database_url())
         tenant_id, _ = await add_tenant(conn)
         old = Fernet(FIRST_KEY).encrypt(PLAINTEXT.encode()).decode()
-        await store.put_key(
+        await provider_keys.put_key(
             conn,
             tenant_id,
             "binance",
@@ -317,6 +564,7 @@ def test_keys_rotate_re_encrypts_with_the_newest_key_while_old_keys_still_decryp
 # Plans ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.docker
 async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(
     on_docker, db, make_client, start_worker
 ) -> None:
@@ -486,7 +734,8 @@ def test_tenants_cli_creates_lists_rotates_and_applies_waiting_plans(settings) -
     _query(
         settings,
         "INSERT INTO plan_changes (tenant_ref, plan, active, source, provider_at, outcome, reason) "
-        "VALUES ('acme-1', 'pro', true, 'payment:9', now(), 'unknown_tenant', 'no such tenant yet')",
+        "VALUES ('acme-1', 'pro', true, 'payment:9', now(), 'unknown_tenant', "
+        "'no such tenant yet')",
     )
 
     created = runner.invoke(
@@ -539,7 +788,8 @@ def test_bots_cli_lists_and_resets_a_crashloop(settings) -> None:
     _query(
         settings,
         "UPDATE bots SET desired = 'running', observed = 'crashloop', crashloop = true, "
-        "crashloop_reason = '3 restarts within 0:02:00, limit 3', restarts_total = 3 WHERE tenant_id = 'loop-1'",
+        "crashloop_reason = '3 restarts within 0:02:00, limit 3', restarts_total = 3 "
+        "WHERE tenant_id = 'loop-1'",
     )
 
     listed = runner.invoke(cli, ["bots", "list"], env=env)
@@ -578,3 +828,35 @@ def test_dev_generates_one_fernet_key_and_production_requires_the_setting(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(SettingsError, match="COLMENA_SECRET_KEYS"):
         configured_keys(dev.model_copy(update={"env": "production"}))
+
+
+def test_dev_makes_the_key_sealing_pair_once_unless_one_is_configured(settings, tmp_path) -> None:
+    dev = settings.model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "key_seal_public_key": None,
+            "key_seal_private_key": None,
+        }
+    )
+    first, again = with_dev_key_pair(dev), with_dev_key_pair(dev)
+    assert first.key_seal_public_key == again.key_seal_public_key is not None
+    assert first.key_seal_private_key is not None
+    private_key = decode_key(first.key_seal_private_key.get_secret_value())
+    assert public_key_of(private_key) == decode_key(first.key_seal_public_key)
+    path = tmp_path / "data" / DEV_SEAL_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    configured = dev.model_copy(update={"key_seal_public_key": encode_key(SEAL_PUBLIC_KEY)})
+    assert with_dev_key_pair(configured) is configured
+
+
+def test_keys_keygen_prints_a_pair_the_settings_accept() -> None:
+    printed = CliRunner().invoke(cli, ["keys", "keygen"])
+    assert printed.exit_code == 0, printed.output
+    pair = dict(line.split("=", 1) for line in printed.output.splitlines())
+    public_key = pair["COLMENA_KEY_SEAL_PUBLIC_KEY"]
+    private_key = decode_key(pair["COLMENA_KEY_SEAL_PRIVATE_KEY"])
+    assert decode_key(public_key) == public_key_of(private_key)
+    configured = Settings(_env_file=None, key_seal_public_key=public_key)
+    assert configured.key_seal_public_key == public_key
+    with pytest.raises(ValueError):
+        Settings(_env_file=None, key_seal_public_key=public_key[:-1] + "!")

@@ -10,10 +10,16 @@ Actors:
   and records done or failed with the reason. The HTTP handler already stored the desired state
   (so a tenant's commands take effect in the order they were accepted); this only makes it so.
 - `reconcile_tenant(tenant_id)`: converge one tenant (plan changes, `colmena bots reset`).
+- `accept_key(tenant_id, provider)`: take in a provider key the ingress sealed to this side's
+  X25519 key: open it, encrypt it at rest with the Fernet keys, drop the sealed copy, in one
+  transaction. The newest key a tenant sent for a provider wins whatever order messages come
+  in (one pending row per provider); a sealed key that does not open changes nothing.
 
 Scheduled: `bots-reconcile` ticks every few seconds; every COLMENA_BOT_RECONCILE_INTERVAL_SECONDS
 it runs `reconcile_all` (one label-filtered listing for every tenant), in between it only
 restarts bots whose backoff has elapsed, so restarts keep close to the policy's delays.
+`bots-ship-logs` copies bots' new log lines into the database every
+COLMENA_BOT_LOG_SHIP_INTERVAL_SECONDS (the ingress reads them there) and trims old ones.
 
 Per-tenant serialization: everything that acts on a tenant's bot holds the tenant's PostgreSQL
 advisory lock, so two commands (or a command and the reconciler) never race; different tenants
@@ -34,17 +40,25 @@ import structlog
 from apscheduler.triggers.interval import IntervalTrigger
 
 from colmena.config import Settings
-from colmena.config.metrics import BOT_CRASHLOOPS, BOT_RECONCILE_SECONDS, BOT_RESTARTS
+from colmena.config.metrics import (
+    BOT_CRASHLOOPS,
+    BOT_RECONCILE_SECONDS,
+    BOT_RESTARTS,
+    SECURITY_EVENTS,
+)
+from colmena.domain.key_sealing import SealError, open_sealed
 from colmena.domain.tenants import PlanLimits, decide_plan_change, fit_to_plan
 from colmena.errors import PermanentError
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
+from colmena.store import provider_keys as keys_store
 from colmena.store import tenants as store
 from colmena.store.outbox import OutboxMessage
 from colmena.supervisor.health import check_health
-from colmena.supervisor.keys import secret_box
+from colmena.supervisor.keys import newest_key_version, seal_private_key, secret_box
+from colmena.supervisor.log_shipping import ship_all, ship_bot
 from colmena.supervisor.reconciler import (
     Do,
     Step,
@@ -61,7 +75,9 @@ log = structlog.get_logger(__name__)
 
 QUEUE = "bots"
 TICK_S = 5
+LOG_TICK_S = 1
 _last_full_pass: dict[str, float] = {}
+_last_log_ship: dict[str, float] = {}
 
 
 async def runtime_of(settings: Settings) -> Runtime:
@@ -137,9 +153,11 @@ async def change_plan(
         return decision.outcome, None
     await store.set_plan(conn, tenant_ref, decision.plan, source=source, provider_at=provider_at)
     new_plan = await store.get_plan(conn, decision.plan)
-    assert new_plan is not None
+    if new_plan is None:
+        raise PermanentError(f"plan {decision.plan!r} is missing from the plans table")
     bot = await store.get_bot(conn, tenant_ref, for_update=True)
-    assert bot is not None
+    if bot is None:
+        raise PermanentError(f"tenant {tenant_ref} has no bots row")
     fitted = fit_to_plan(bot.config, PlanLimits(new_plan.max_symbols, new_plan.live_allowed))
     if fitted != bot.config:
         version = await store.set_config(conn, tenant_ref, fitted)
@@ -178,7 +196,7 @@ async def apply_plan(
 async def _decrypted_keys(
     conn: asyncpg.Connection, settings: Settings, tenant_id: str
 ) -> dict[str, str]:
-    ciphertexts = await store.key_ciphertexts(conn, tenant_id)
+    ciphertexts = await keys_store.key_ciphertexts(conn, tenant_id)
     if not ciphertexts:
         return {}
     box = secret_box(settings)
@@ -234,6 +252,8 @@ async def converge(
         force_restart=force_restart,
     )
     healthy: bool | None = None
+    if actual is not None and step.do in (Do.STOP, Do.START, Do.RESTART):
+        await _ship_last_lines(conn, settings, runtime, actual)
     if step.do is Do.STOP:
         await asyncio.to_thread(runtime.stop_bot, tenant_id, settings.bot_stop_timeout_seconds)
     elif step.do in (Do.START, Do.RESTART):
@@ -279,6 +299,16 @@ async def converge(
         next_restart_at=step.restart_at,
     )
     return step
+
+
+async def _ship_last_lines(
+    conn: asyncpg.Connection, settings: Settings, runtime: Runtime, bot: BotStatus
+) -> None:
+    """Ship what a bot wrote since the last pass before it is replaced or stopped."""
+    try:
+        await ship_bot(conn, runtime, bot, keep=settings.bot_log_max_lines)
+    except Exception as exc:  # its logs are worth less than converging the bot
+        log.warning("could not ship the last lines of a bot", error=f"{type(exc).__name__}: {exc}")
 
 
 async def reconcile_one(
@@ -364,6 +394,41 @@ async def _run_locked(
     log.info("bot command done", kind=command.kind, reason=step.reason if step else None)
 
 
+# Provider keys --------------------------------------------------------------------------------
+
+
+@actor(queue=QUEUE, name=keys_store.ACCEPT_ACTOR)
+async def accept_key(resources: Resources, tenant_id: str, provider: str) -> None:
+    """Open a key the ingress sealed, encrypt it at rest and drop the sealed copy, atomically."""
+    settings = resources.settings
+    private_key = seal_private_key(settings)
+    box, version = secret_box(settings), newest_key_version(settings)
+    with structlog.contextvars.bound_contextvars(tenant_id=tenant_id, provider=provider):
+        async with resources.pool.acquire() as conn, conn.transaction():
+            pending = await keys_store.lock_pending(conn, tenant_id, provider)
+            if pending is None:
+                log.info("no pending provider key: taken in or deleted already")
+                return
+            try:
+                plaintext = open_sealed(
+                    private_key, pending.sealed, tenant_id=tenant_id, provider=provider
+                )
+            except SealError as exc:
+                SECURITY_EVENTS.labels(reason="sealed_key_refused").inc()
+                log.error("security: sealed provider key refused", reason=str(exc))
+                raise
+            await keys_store.put_key(
+                conn,
+                tenant_id,
+                provider,
+                ciphertext=box.encrypt(plaintext),
+                last4=pending.last4,
+                key_version=version,
+            )
+            await keys_store.delete_pending(conn, tenant_id, provider)
+        log.info("provider key taken in", key_version=version)
+
+
 # Every tenant ---------------------------------------------------------------------------------
 
 
@@ -436,7 +501,7 @@ async def reconcile_due(resources: Resources) -> int:
 
 @scheduled("bots-reconcile", IntervalTrigger(seconds=TICK_S))
 async def reconcile_tick(resources: Resources) -> None:
-    """A full pass every COLMENA_BOT_RECONCILE_INTERVAL_SECONDS, due restarts on the ticks between."""
+    """A full pass every COLMENA_BOT_RECONCILE_INTERVAL_SECONDS, due restarts between them."""
     settings = resources.settings
     last = _last_full_pass.get(settings.bot_instance)
     now = time.monotonic()
@@ -445,3 +510,25 @@ async def reconcile_tick(resources: Resources) -> None:
         await reconcile_all(resources)
     else:
         await reconcile_due(resources)
+
+
+async def ship_logs(resources: Resources) -> int:
+    """Copy every bot's new log lines into the database; returns how many were shipped."""
+    settings = resources.settings
+    return await ship_all(
+        resources.pool,
+        await runtime_of(settings),
+        keep=settings.bot_log_max_lines,
+        concurrency=settings.bot_reconcile_concurrency,
+    )
+
+
+@scheduled("bots-ship-logs", IntervalTrigger(seconds=LOG_TICK_S))
+async def ship_logs_tick(resources: Resources) -> None:
+    """Ship bots' logs every COLMENA_BOT_LOG_SHIP_INTERVAL_SECONDS."""
+    settings = resources.settings
+    last = _last_log_ship.get(settings.bot_instance)
+    now = time.monotonic()
+    if last is None or now - last >= settings.bot_log_ship_interval_seconds - LOG_TICK_S / 2:
+        _last_log_ship[settings.bot_instance] = now
+        await ship_logs(resources)

@@ -2,7 +2,8 @@
 
 A token is printed once, when made (create, rotate); the database keeps only its SHA-256.
 `keys rotate` re-encrypts every stored provider key with the newest COLMENA_SECRET_KEYS key in
-one transaction (all or nothing). `bots list` shows what the last reconcile pass observed;
+one transaction (all or nothing); `keys keygen` makes the X25519 pair that seals provider keys
+from the ingress to the bots workers. `bots list` shows what the last reconcile pass observed;
 `bots reset` lifts a crashloop and asks for a reconcile.
 """
 
@@ -14,6 +15,7 @@ import click
 from colmena.actors.bots import change_plan
 from colmena.cli.database import with_database
 from colmena.config import Settings, load_settings
+from colmena.domain.key_sealing import encode_key, generate_private_key, public_key_of
 from colmena.domain.tenants import (
     DEFAULT_CONFIG,
     TENANT_ID,
@@ -24,7 +26,7 @@ from colmena.domain.tenants import (
     token_digest,
 )
 from colmena.runtime.publisher import AmqpPublisher
-from colmena.store import outbox
+from colmena.store import outbox, provider_keys
 from colmena.store import tenants as store
 from colmena.supervisor.keys import newest_key_version, secret_box
 from colmena.supervisor.secrets import SecretDecryptError
@@ -130,7 +132,8 @@ def list_command() -> None:
     click.echo(f"{'TENANT':<24} {'PLAN':<12} {'CREATED':<20} EMAIL")
     for tenant in tenants:
         click.echo(
-            f"{tenant.id:<24} {tenant.plan:<12} {tenant.created_at:%Y-%m-%d %H:%M:%S}  {tenant.email}"
+            f"{tenant.id:<24} {tenant.plan:<12} "
+            f"{tenant.created_at:%Y-%m-%d %H:%M:%S}  {tenant.email}"
         )
 
 
@@ -158,6 +161,17 @@ def keys_group() -> None:
     """Tenants' provider keys, encrypted with COLMENA_SECRET_KEYS."""
 
 
+@keys_group.command("keygen")
+def keygen_command() -> None:
+    """Print a new key pair that seals provider keys on their way to the bots workers.
+
+    The public key goes to the ingress, the private key (a secret) to the bots workers only.
+    """
+    private_key = generate_private_key()
+    click.echo(f"COLMENA_KEY_SEAL_PUBLIC_KEY={encode_key(public_key_of(private_key))}")
+    click.echo(f"COLMENA_KEY_SEAL_PRIVATE_KEY={encode_key(private_key)}")
+
+
 @keys_group.command("rotate")
 def rotate_keys_command() -> None:
     """Re-encrypt every stored key with the newest key; then the older keys can be retired."""
@@ -166,15 +180,16 @@ def rotate_keys_command() -> None:
 
     async def work(conn: asyncpg.Connection) -> int:
         async with conn.transaction():
-            rows = await store.lock_all_keys(conn)
+            rows = await provider_keys.lock_all_keys(conn)
             for key_id, ciphertext in rows:
                 try:
                     rotated = box.rotate(ciphertext)
                 except SecretDecryptError:
                     raise click.ClickException(
-                        f"provider key row {key_id} opens with none of COLMENA_SECRET_KEYS; nothing was changed"
+                        f"provider key row {key_id} opens with none of COLMENA_SECRET_KEYS; "
+                        "nothing was changed"
                     ) from None
-                await store.replace_ciphertext(conn, key_id, rotated, version)
+                await provider_keys.replace_ciphertext(conn, key_id, rotated, version)
         return len(rows)
 
     count = with_database(settings, work)
@@ -200,7 +215,8 @@ def bots_list_command() -> None:
     """Tenant, desired and actual state (as of the last pass), restarts, health."""
     bots = with_database(load_settings(), store.list_bots)
     click.echo(
-        f"{'TENANT':<24} {'PLAN':<11} {'DESIRED':<8} {'ACTUAL':<10} {'RESTARTS':>8} {'HEALTH':<10} SEEN"
+        f"{'TENANT':<24} {'PLAN':<11} {'DESIRED':<8} {'ACTUAL':<10} {'RESTARTS':>8} "
+        f"{'HEALTH':<10} SEEN"
     )
     for bot in bots:
         seen = f"{bot.observed_at:%Y-%m-%d %H:%M:%S}" if bot.observed_at else "never"

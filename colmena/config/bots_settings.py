@@ -1,9 +1,12 @@
 """Tenant bot settings: which runtime runs the bots, how it supervises them, who may administer.
 
 Defaults work in `colmena dev`: the runtime is chosen by whether a Docker engine answers, the
-bot image is imported from the packaged script when none is named, and provider keys are
-encrypted with a key generated once under COLMENA_DATA_DIR. Production sets
-COLMENA_SECRET_KEYS (and, for the admin routes, COLMENA_BOT_ADMIN_TOKEN).
+bot image is imported from the packaged script when none is named, provider keys are encrypted
+with a key generated once under COLMENA_DATA_DIR, and `colmena dev` makes the key pair that
+seals provider keys on their way from the ingress to the supervisor. Production sets
+COLMENA_SECRET_KEYS and COLMENA_KEY_SEAL_PRIVATE_KEY on the bots workers only,
+COLMENA_KEY_SEAL_PUBLIC_KEY on the ingress (`colmena keys keygen` makes the pair) and, for the
+admin routes, COLMENA_BOT_ADMIN_TOKEN.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class BotsSettings(BaseModel):
     bot_runtime: str = Field(
         default="auto",
         pattern="^(auto|docker|process)$",
-        description="auto: Docker when an engine answers, else local processes (`colmena dev` only)",
+        description="auto: Docker when an engine answers, else local processes (dev only)",
     )
     docker_url: str | None = Field(
         default=None, description="Docker engine URL; unset: DOCKER_HOST or the local socket"
@@ -43,7 +46,16 @@ class BotsSettings(BaseModel):
     bot_heartbeat_seconds: int = Field(default=10, ge=1, le=30)
     secret_keys: SecretStr | None = Field(
         default=None,
-        description="Fernet keys, comma-separated, newest first; unset in `colmena dev` means generated",
+        description="Fernet keys, comma-separated, newest first; unset in dev means generated",
+    )
+    key_seal_public_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{43}$",
+        description="X25519 public key the ingress seals provider keys to (`colmena keys keygen`)",
+    )
+    key_seal_private_key: SecretStr | None = Field(
+        default=None,
+        description="its private key, on the bots workers only: they open what the ingress sealed",
     )
     bot_admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the /api/v1/admin routes"
@@ -66,10 +78,27 @@ class BotsSettings(BaseModel):
         default=3600.0, gt=0, description="a log stream is closed after this long"
     )
     bot_sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    bot_sse_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="a log stream looks for new lines this often"
+    )
+    bot_log_ship_interval_seconds: float = Field(
+        default=2.0, ge=1, le=300, description="bots' new log lines are copied to the database"
+    )
+    bot_log_max_lines: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="log lines kept per tenant (newest)"
+    )
 
-    @field_validator("docker_url", "bot_image", "secret_keys", "bot_admin_token", mode="before")
+    @field_validator(
+        "docker_url",
+        "bot_image",
+        "secret_keys",
+        "key_seal_public_key",
+        "key_seal_private_key",
+        "bot_admin_token",
+        mode="before",
+    )
     @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
+    def _blank_bot_setting_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @property

@@ -1,4 +1,4 @@
-"""Tenant rules with no I/O: API tokens, bot config validation against a plan, plan changes.
+"""Tenant rules with no I/O: API tokens, masked keys, bot config validation, plan changes.
 
 A config is validated twice over: its shape (pydantic: symbols, mode, capital as a decimal
 string) and then the tenant's plan (how many symbols, whether live trading is allowed). Both
@@ -31,6 +31,7 @@ _TOKEN = re.compile(r"^cmt_[A-Za-z0-9_-]{43}$")
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 PROVIDER = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 FREE_PLAN = "free"
+KEY_MASK = "****"
 DEFAULT_CONFIG: dict[str, Any] = {"symbols": ["BTCUSDT"], "mode": "paper", "capital": "100"}
 _CAPITAL = re.compile(r"^\d{1,12}(\.\d{1,8})?$")
 
@@ -47,6 +48,13 @@ def looks_like_token(value: str) -> bool:
 def token_digest(token: str) -> bytes:
     # surrogateescape: aiohttp decodes header bytes that are not UTF-8 that way; any header hashes.
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def mask_last4(plaintext: str) -> str:
+    """What a tenant may see of a stored provider key; short values reveal nothing."""
+    if len(plaintext) <= 8:
+        return KEY_MASK
+    return KEY_MASK + plaintext[-4:]
 
 
 def new_tenant_id() -> str:
@@ -75,7 +83,7 @@ class BotConfig(BaseModel):
     @field_validator("capital", mode="before")
     @classmethod
     def _decimal_string(cls, value: object) -> str:
-        """A string, so no float rounding reaches money; normalised (``"0100.50"`` -> ``"100.5"``)."""
+        """A string, so no float rounding reaches money; normalised ("0100.50" -> "100.5")."""
         if not isinstance(value, str) or not _CAPITAL.fullmatch(value):
             raise ValueError('capital must be a decimal string such as "1000.50"')
         try:

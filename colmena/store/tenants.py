@@ -1,7 +1,7 @@
-"""Queries on tenants, plans, provider keys, bots' desired state, bot commands and plan changes.
+"""Queries on tenants, plans, bots' desired state, bot commands and plan changes.
 
-Tokens arrive here already hashed and provider keys already encrypted: nothing in this module
-ever sees a secret in plain text.
+Tokens arrive here already hashed: nothing in this module ever sees a secret in plain text
+(provider keys have their own module, `provider_keys`).
 """
 
 from __future__ import annotations
@@ -41,14 +41,6 @@ class Tenant:
 
 
 @dataclass(frozen=True)
-class KeyView:
-    provider: str
-    last4: str
-    key_version: str
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
 class BotRow:
     """A tenant's bot as colmena wants it, with its plan and the supervisor's bookkeeping."""
 
@@ -84,8 +76,9 @@ class Command:
 _TENANT = "id, email, plan, plan_source, plan_provider_at, created_at"
 _PLAN = "name, max_symbols, live_allowed, memory_mb, cpu_millis, log_retention_days"
 _BOT = (
-    "b.tenant_id, b.desired, b.config, b.config_version, b.restarts, b.streak, b.restarts_total, b.crashloop, "
-    "b.crashloop_reason, b.next_restart_at, b.observed, b.observed_at, b.healthy, b.last_exit_code, "
+    "b.tenant_id, b.desired, b.config, b.config_version, b.restarts, b.streak, b.restarts_total, "
+    "b.crashloop, b.crashloop_reason, b.next_restart_at, b.observed, b.observed_at, b.healthy, "
+    "b.last_exit_code, "
     "p.name, p.max_symbols, p.live_allowed, p.memory_mb, p.cpu_millis, p.log_retention_days"
 )
 _BOT_FROM = "bots b JOIN tenants t ON t.id = b.tenant_id JOIN plans p ON p.name = t.plan"
@@ -163,7 +156,8 @@ async def create_tenant(
     """The new tenant with a stopped bot; None when the id is taken."""
     row = await conn.fetchrow(
         f"""
-        INSERT INTO tenants (id, email, plan, plan_source, token_sha256) VALUES ($1, $2, $3, 'operator', $4)
+        INSERT INTO tenants (id, email, plan, plan_source, token_sha256)
+        VALUES ($1, $2, $3, 'operator', $4)
         ON CONFLICT (id) DO NOTHING RETURNING {_TENANT}
         """,
         tenant_id,
@@ -199,6 +193,12 @@ async def tenant_by_token(
     return Tenant(**fields), bytes(stored)
 
 
+async def known_tenants(conn: asyncpg.Connection, tenant_ids: list[str]) -> set[str]:
+    """Which of `tenant_ids` exist."""
+    rows = await conn.fetch("SELECT id FROM tenants WHERE id = ANY($1::text[])", tenant_ids)
+    return {row["id"] for row in rows}
+
+
 async def set_token(conn: asyncpg.Connection, tenant_id: str, token_sha256: bytes) -> bool:
     done = await conn.execute(
         "UPDATE tenants SET token_sha256 = $2, token_rotated_at = now() WHERE id = $1",
@@ -227,72 +227,6 @@ async def set_plan(
     )
 
 
-# Provider keys -------------------------------------------------------------------------------
-
-
-async def put_key(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    provider: str,
-    *,
-    ciphertext: str,
-    last4: str,
-    key_version: str,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO provider_keys (tenant_id, provider, ciphertext, last4, key_version) VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (tenant_id, provider) DO UPDATE
-        SET ciphertext = excluded.ciphertext, last4 = excluded.last4, key_version = excluded.key_version,
-            updated_at = now()
-        """,
-        tenant_id,
-        provider,
-        ciphertext,
-        last4,
-        key_version,
-    )
-
-
-async def list_keys(conn: asyncpg.Connection, tenant_id: str) -> list[KeyView]:
-    rows = await conn.fetch(
-        "SELECT provider, last4, key_version, updated_at FROM provider_keys WHERE tenant_id = $1 ORDER BY provider",
-        tenant_id,
-    )
-    return [KeyView(**dict(row)) for row in rows]
-
-
-async def delete_key(conn: asyncpg.Connection, tenant_id: str, provider: str) -> bool:
-    done = await conn.execute(
-        "DELETE FROM provider_keys WHERE tenant_id = $1 AND provider = $2", tenant_id, provider
-    )
-    return done == "DELETE 1"
-
-
-async def key_ciphertexts(conn: asyncpg.Connection, tenant_id: str) -> dict[str, str]:
-    rows = await conn.fetch(
-        "SELECT provider, ciphertext FROM provider_keys WHERE tenant_id = $1", tenant_id
-    )
-    return {row["provider"]: row["ciphertext"] for row in rows}
-
-
-async def lock_all_keys(conn: asyncpg.Connection) -> list[tuple[int, str]]:
-    """Every stored key (id, ciphertext), locked until the caller's transaction ends."""
-    rows = await conn.fetch("SELECT id, ciphertext FROM provider_keys ORDER BY id FOR UPDATE")
-    return [(row["id"], row["ciphertext"]) for row in rows]
-
-
-async def replace_ciphertext(
-    conn: asyncpg.Connection, key_id: int, ciphertext: str, key_version: str
-) -> None:
-    await conn.execute(
-        "UPDATE provider_keys SET ciphertext = $2, key_version = $3, updated_at = now() WHERE id = $1",
-        key_id,
-        ciphertext,
-        key_version,
-    )
-
-
 # Bots ----------------------------------------------------------------------------------------
 
 
@@ -313,10 +247,21 @@ async def list_bots(conn: asyncpg.Connection) -> list[BotRow]:
     ]
 
 
+async def bot_is_stopped(conn: asyncpg.Connection, tenant_id: str) -> bool:
+    """Whether the tenant wants its bot stopped and the last pass saw it so (or it is gone)."""
+    stopped: bool | None = await conn.fetchval(
+        "SELECT desired = 'stopped' AND observed = 'stopped' FROM bots WHERE tenant_id = $1",
+        tenant_id,
+    )
+    return stopped is not False
+
+
 async def due_restarts(conn: asyncpg.Connection) -> list[str]:
-    """Tenants whose backoff has elapsed: restarted between full passes so backoff stays close to policy."""
+    """Tenants whose backoff has elapsed: restarted between full passes, so backoff stays close
+    to the policy."""
     rows = await conn.fetch(
-        "SELECT tenant_id FROM bots WHERE next_restart_at <= now() AND desired = 'running' AND NOT crashloop"
+        "SELECT tenant_id FROM bots "
+        "WHERE next_restart_at <= now() AND desired = 'running' AND NOT crashloop"
     )
     return [row["tenant_id"] for row in rows]
 
@@ -326,7 +271,8 @@ async def set_desired(
 ) -> None:
     """Record what the tenant wants; an explicit start or restart also lifts a crashloop."""
     reset = (
-        ", restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL, next_restart_at = NULL"
+        ", restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL, "
+        "next_restart_at = NULL"
         if reset_restarts
         else ""
     )
@@ -417,7 +363,8 @@ async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
     """Bots per state for the colmena_bots gauge; a running bot without a heartbeat is unhealthy."""
     rows = await conn.fetch(
         """
-        SELECT CASE WHEN observed = 'running' AND healthy IS FALSE THEN 'unhealthy' ELSE observed END AS state,
+        SELECT CASE WHEN observed = 'running' AND healthy IS FALSE THEN 'unhealthy'
+                    ELSE observed END AS state,
                count(*) AS n
         FROM bots GROUP BY 1
         """
@@ -476,7 +423,8 @@ async def finish_command(
     conn: asyncpg.Connection, command_id: uuid.UUID, status: str, reason: str | None
 ) -> None:
     await conn.execute(
-        "UPDATE bot_commands SET status = $2, reason = $3, finished_at = now() WHERE id = $1 AND status = 'queued'",
+        "UPDATE bot_commands SET status = $2, reason = $3, finished_at = now() "
+        "WHERE id = $1 AND status = 'queued'",
         command_id,
         status,
         reason,

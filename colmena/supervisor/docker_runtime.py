@@ -9,10 +9,9 @@ thread.
 
 from __future__ import annotations
 
+import calendar
 import re
-from collections import deque
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import docker
@@ -29,11 +28,16 @@ from colmena.supervisor.runtime import (
     BotSpec,
     BotState,
     BotStatus,
+    LogBatch,
+    LogEntry,
+    LogPosition,
 )
 
 log = structlog.get_logger(__name__)
 
 NOBODY = "65534:65534"
+NS_PER_S = 1_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _EXIT_STATUS = re.compile(r"^Exited \((-?\d+)\)")
 _STATES = {
@@ -181,14 +185,18 @@ class DockerRuntime:
             raise BotNotFound(tenant_id) from exc
         return raw.decode("utf-8", errors="replace").splitlines()
 
-    def follow_logs(self, tenant_id: str, tail: int = 0) -> DockerLogStream:
+    def logs_since(self, bot_id: str, position: LogPosition | None) -> LogBatch:
+        resume = position if position is not None and position.bot_id == bot_id else None
+        options: dict[str, Any] = {"timestamps": True}
+        if resume is not None:
+            # Whole seconds: the engine sends that second's lines again, and the ones already
+            # read are dropped by their exact timestamps.
+            options["since"] = max(1, resume.offset // NS_PER_S)
         try:
-            chunks = self._client.api.logs(
-                self._name(tenant_id), stream=True, follow=True, tail=tail
-            )
+            raw: bytes = self._client.api.logs(bot_id, **options)
         except NotFound as exc:
-            raise BotNotFound(tenant_id) from exc
-        return DockerLogStream(chunks)
+            raise BotNotFound(bot_id) from exc
+        return _lines_after(raw.decode("utf-8", errors="replace"), bot_id, resume)
 
     def _name(self, tenant_id: str) -> str:
         if not _TENANT_ID.match(tenant_id):
@@ -229,32 +237,37 @@ class DockerRuntime:
         )
 
 
-class DockerLogStream:
-    """Container output as lines; the engine sends chunks that need not end at a newline."""
+def _lines_after(text: str, bot_id: str, resume: LogPosition | None) -> LogBatch:
+    """The timestamped lines after `resume`, and the position after the last of them."""
+    offset, skip = (resume.offset, resume.skip) if resume is not None else (0, 0)
+    last, count, seen = offset, skip, 0
+    entries = []
+    for record in text.split("\n"):
+        stamp, _, line = record.partition(" ")
+        at = _nanos(stamp)
+        if at is None or at < offset:
+            continue
+        if at == offset and seen < skip:
+            seen += 1
+            continue
+        entries.append(LogEntry(_EPOCH + timedelta(microseconds=at // 1000), line))
+        if at > last:
+            last, count = at, 1
+        elif at == last:
+            count += 1
+    return LogBatch(entries, LogPosition(bot_id, last, count))
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._lines: deque[str] = deque()
-        self._partial = b""
 
-    def __iter__(self) -> DockerLogStream:
-        return self
-
-    def __next__(self) -> str:
-        while not self._lines:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                if not self._partial:
-                    raise StopIteration
-                chunk, self._partial = b"\n", self._partial
-            *complete, self._partial = (self._partial + chunk).split(b"\n")
-            self._lines.extend(line.decode("utf-8", errors="replace") for line in complete)
-        return self._lines.popleft()
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
+def _nanos(stamp: str) -> int | None:
+    """Nanoseconds since the epoch of the engine's RFC 3339 UTC stamp (trailing zeros trimmed)."""
+    whole, _, fraction = stamp.removesuffix("Z").partition(".")
+    if not stamp.endswith("Z") or (fraction and not fraction.isdigit()):
+        return None
+    try:
+        seconds = calendar.timegm(datetime.fromisoformat(whole).timetuple())
+    except ValueError:
+        return None
+    return seconds * NS_PER_S + int(fraction.ljust(9, "0")[:9])
 
 
 def _status_from_listing(row: dict[str, Any]) -> BotStatus:

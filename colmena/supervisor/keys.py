@@ -1,25 +1,35 @@
-"""Which Fernet keys encrypt tenants' provider keys, from settings.
+"""Which keys open tenants' provider keys, from settings: the supervisor side's alone.
 
-Production must set COLMENA_SECRET_KEYS (comma-separated, newest first). `colmena dev` without
-it generates one key once into ``<COLMENA_DATA_DIR>/secret-keys`` (mode 0600) and says so in the
-log, so keys stored in a dev session still decrypt after a restart.
+Fernet keys encrypt them at rest: production must set COLMENA_SECRET_KEYS (comma-separated,
+newest first); `colmena dev` without it generates one key once into
+``<COLMENA_DATA_DIR>/secret-keys`` (mode 0600) and says so in the log, so keys stored in a dev
+session still decrypt after a restart. The X25519 private key (COLMENA_KEY_SEAL_PRIVATE_KEY)
+opens what the ingress sealed on the way in; `colmena dev` makes that pair once as well, into
+``<COLMENA_DATA_DIR>/key-seal-private-key``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import structlog
 
 from colmena.config import Settings, SettingsError
+from colmena.config.dev_files import create_once
+from colmena.domain.key_sealing import (
+    SealError,
+    decode_key,
+    encode_key,
+    generate_private_key,
+    public_key_of,
+)
 from colmena.supervisor.secrets import SecretBox, generate_key
 
 log = structlog.get_logger(__name__)
 
 DEV_KEYS_FILE = "secret-keys"
+DEV_SEAL_KEY_FILE = "key-seal-private-key"
 
 
 def configured_keys(settings: Settings) -> list[str]:
@@ -33,7 +43,8 @@ def configured_keys(settings: Settings) -> list[str]:
     else:
         raise SettingsError(
             "COLMENA_SECRET_KEYS is not set (Fernet keys, newest first; make one with "
-            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+            "`python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`)"
         )
     if not keys:
         raise SettingsError("COLMENA_SECRET_KEYS holds no key")
@@ -57,24 +68,40 @@ def newest_key_version(settings: Settings) -> str:
 
 
 def dev_key(data_dir: Path) -> str:
-    """The dev key under ``data_dir``, created on first use (hard link: two starters agree)."""
+    """The dev key under ``data_dir``, created on first use (two starters agree on one)."""
     path = data_dir / DEV_KEYS_FILE
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret-keys-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(generate_key() + "\n")
-        os.link(tmp, path)
+    text, created = create_once(path, lambda: generate_key() + "\n")
+    if created:
         log.warning(
-            "generated a key for tenants' provider keys (development); set COLMENA_SECRET_KEYS in production",
+            "generated a key for tenants' provider keys (development); "
+            "set COLMENA_SECRET_KEYS in production",
             path=str(path),
         )
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return path.read_text(encoding="ascii").strip()
+    return text.strip()
+
+
+def seal_private_key(settings: Settings) -> bytes:
+    """The X25519 private key that opens provider keys sealed by the ingress."""
+    if settings.key_seal_private_key is None:
+        raise SettingsError(
+            "COLMENA_KEY_SEAL_PRIVATE_KEY is not set on this bots worker "
+            "(`colmena keys keygen` makes the pair)"
+        )
+    try:
+        return decode_key(settings.key_seal_private_key.get_secret_value())
+    except SealError as exc:
+        raise SettingsError(f"invalid setting COLMENA_KEY_SEAL_PRIVATE_KEY: {exc}") from None
+
+
+def dev_seal_key_pair(data_dir: Path) -> tuple[str, str]:
+    """(private, public) key text for `colmena dev`, the private key created on first use."""
+    path = data_dir / DEV_SEAL_KEY_FILE
+    text, created = create_once(path, lambda: encode_key(generate_private_key()) + "\n")
+    if created:
+        log.warning(
+            "generated the key pair that seals provider keys (development); "
+            "set COLMENA_KEY_SEAL_PUBLIC_KEY and COLMENA_KEY_SEAL_PRIVATE_KEY in production",
+            path=str(path),
+        )
+    private = text.strip()
+    return private, encode_key(public_key_of(decode_key(private)))

@@ -2,7 +2,7 @@
 
 Same protocol and bot script as the container runtime, weaker isolation: rlimits bound the
 bot's memory and CPU time, a new session lets a stop reach the bot's children, and each
-tenant gets one log file that the health check and log routes read like container output.
+tenant gets one log file that the health check and the log shipper read like container output.
 Bots live as long as this object's owner: `close()` stops them all, and the reconciler
 starts them again on the next run.
 """
@@ -24,12 +24,20 @@ from pathlib import Path
 
 import structlog
 
-from colmena.supervisor.runtime import BotNotFound, BotSpec, BotState, BotStatus
+from colmena.supervisor.runtime import (
+    BotNotFound,
+    BotSpec,
+    BotState,
+    BotStatus,
+    LogBatch,
+    LogEntry,
+    LogPosition,
+)
 
 log = structlog.get_logger(__name__)
 
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_FOLLOW_POLL_S = 0.2
+_MAX_READ_BYTES = 4 * 1024 * 1024  # per logs_since call; the rest comes with the next
 # Environment a shell needs to find its tools; nothing else of colmena's own leaks through.
 _BASE_ENV = ("PATH", "LANG", "TZ")
 
@@ -136,9 +144,23 @@ class ProcessRuntime:
             lines = deque(handle, maxlen=tail) if tail > 0 else ()
         return [line.decode("utf-8", errors="replace").rstrip("\n") for line in lines]
 
-    def follow_logs(self, tenant_id: str, tail: int = 0) -> FileLogStream:
-        bot = self._bot(tenant_id)
-        return FileLogStream(bot.log_path, bot.process, tail)
+    def logs_since(self, bot_id: str, position: LogPosition | None) -> LogBatch:
+        bot = self._bot_by_id(bot_id)
+        start = position.offset if position is not None and position.bot_id == bot_id else 0
+        # Asked before reading: once the bot has exited, everything it wrote is in the file.
+        exited = bot.process.poll() is not None
+        with bot.log_path.open("rb") as handle:
+            handle.seek(start)
+            chunk = handle.read(_MAX_READ_BYTES)
+        end = chunk.rfind(b"\n") + 1
+        if exited and len(chunk) < _MAX_READ_BYTES:
+            end = len(chunk)  # an exited bot's last words need no newline
+        elif end == 0 and len(chunk) == _MAX_READ_BYTES:
+            end = len(chunk)  # one enormous line, taken in pieces
+        lines = chunk[:end].removesuffix(b"\n").split(b"\n") if end else []
+        now = datetime.now(UTC)
+        entries = [LogEntry(now, line.decode("utf-8", errors="replace")) for line in lines]
+        return LogBatch(entries, LogPosition(bot_id, start + end))
 
     def pid(self, tenant_id: str) -> int:
         """The bot's process id, for operators and tests that act on it from outside."""
@@ -155,6 +177,13 @@ class ProcessRuntime:
             bot = self._bots.get(tenant_id)
         if bot is None:
             raise BotNotFound(tenant_id)
+        return bot
+
+    def _bot_by_id(self, bot_id: str) -> _Bot:
+        with self._lock:
+            bot = next((b for b in self._bots.values() if b.bot_id == bot_id), None)
+        if bot is None:
+            raise BotNotFound(bot_id)
         return bot
 
     def _log_path(self, tenant_id: str) -> Path:
@@ -179,50 +208,6 @@ class ProcessRuntime:
             *self._shell,
             str(self._script),
         ]
-
-
-class FileLogStream:
-    """Follows a bot's log file until the bot has exited and the file is drained."""
-
-    def __init__(self, path: Path, process: subprocess.Popen[bytes], tail: int) -> None:
-        self._handle = path.open("rb")
-        self._process = process
-        self._lines: deque[str] = deque()
-        self._partial = b""
-        self._closed = threading.Event()
-        # Read what exists through the same handle that follows, so no line falls between
-        # the backlog and the follow.
-        self._take(self._handle.read())
-        backlog = list(self._lines)[-tail:] if tail > 0 else []
-        self._lines = deque(backlog)
-
-    def __iter__(self) -> FileLogStream:
-        return self
-
-    def __next__(self) -> str:
-        while not self._lines:
-            if self._closed.is_set():
-                self._handle.close()
-                raise StopIteration
-            exited = self._process.poll() is not None
-            chunk = self._handle.read()
-            if chunk:
-                self._take(chunk)
-            elif exited:
-                self.close()
-                if self._partial:
-                    self._lines.append(self._partial.decode("utf-8", errors="replace"))
-                    self._partial = b""
-            else:
-                self._closed.wait(_FOLLOW_POLL_S)
-        return self._lines.popleft()
-
-    def close(self) -> None:
-        self._closed.set()
-
-    def _take(self, chunk: bytes) -> None:
-        *complete, self._partial = (self._partial + chunk).split(b"\n")
-        self._lines.extend(line.decode("utf-8", errors="replace") for line in complete)
 
 
 def _reap(bot: _Bot) -> None:

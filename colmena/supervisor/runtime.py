@@ -2,16 +2,17 @@
 
 Two implementations exist (Docker containers and local processes); the reconciler only sees
 this protocol, so it converges desired and actual state the same way on a laptop and in
-production. Calls are blocking: async callers run them in a thread.
+production. Calls are blocking: async callers run them in a thread. Only the supervisor side
+(bots workers, the scheduler, `colmena dev`) holds a runtime; the ingress reads what the bots
+wrote from the database, where `log_shipping` copies it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 import json
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -116,14 +117,31 @@ class BotNotFound(LookupError):
     """The tenant has no bot in this runtime."""
 
 
-class LogStream(Protocol):
-    """A blocking iterator of log lines that another thread may `close()` to end it."""
+@dataclass(frozen=True)
+class LogPosition:
+    """Where reading one bot's log stopped; what the numbers mean is the runtime's business.
 
-    def __iter__(self) -> Iterator[str]: ...
+    Docker: `offset` is the timestamp of the last line read (ns since the epoch) and `skip` how
+    many lines carrying exactly that timestamp were read. Processes: a byte offset in the log.
+    """
 
-    def __next__(self) -> str: ...
+    bot_id: str
+    offset: int = 0
+    skip: int = 0
 
-    def close(self) -> None: ...
+
+@dataclass(frozen=True)
+class LogEntry:
+    logged_at: datetime
+    text: str
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Lines read after a position, and the position to read from next time."""
+
+    entries: list[LogEntry]
+    position: LogPosition
 
 
 class Runtime(Protocol):
@@ -149,28 +167,13 @@ class Runtime(Protocol):
         """The last `tail` lines the bot wrote; raises BotNotFound."""
         ...
 
-    def follow_logs(self, tenant_id: str, tail: int = 0) -> LogStream:
-        """Lines as they are written, starting with the last `tail`; raises BotNotFound."""
+    def logs_since(self, bot_id: str, position: LogPosition | None) -> LogBatch:
+        """Lines the bot `bot_id` wrote after `position` (from its first line when `position` is
+        None or names another bot), a line still being written excepted; raises BotNotFound.
+        Reading twice from one position gives the same lines: a caller that stores the new
+        position with the lines it kept ships every line once."""
         ...
 
     def close(self) -> None:
         """Release the runtime's resources."""
         ...
-
-
-async def follow_logs_async(stream: LogStream) -> AsyncGenerator[str, None]:
-    """Adapt a blocking LogStream for asyncio (SSE/WebSocket handlers).
-
-    Each line is read in a worker thread. Iterate under `contextlib.aclosing` (breaking out
-    of `async for` alone does not finalize an async generator): leaving early, or being
-    cancelled when the client goes away, then closes the stream at once, which also
-    unblocks the thread still waiting for a line.
-    """
-    try:
-        while True:
-            line = await asyncio.to_thread(next, stream, None)
-            if line is None:
-                return
-            yield line
-    finally:
-        stream.close()

@@ -1,9 +1,9 @@
 """The one runtime a process uses for its settings, chosen once and kept.
 
 Kept per process because the process runtime owns its bots (they live as long as it does) and
-the Docker runtime holds a client: the worker's actors, the scheduler's reconciler and the
-ingress's log routes of one process must all see the same one. `colmena dev` gets local
-processes when no Docker engine answers; production insists on Docker.
+the Docker runtime holds a client: the worker's actors and the scheduler's reconciler and log
+shipper of one process must all see the same one. The ingress never builds one. `colmena dev`
+gets local processes when no Docker engine answers; production insists on Docker.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tenants' provider keys encrypted at rest with MultiFernet.
+"""Tenants' provider keys encrypted at rest with MultiFernet, on the supervisor side only.
 
 Keys are passed in newest first: the first one encrypts, all of them decrypt, so a new key
 can be deployed ahead of `colmena keys rotate` re-encrypting the stored rows with it, and the
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-MASK = "****"
 _UNREADABLE = "secret token cannot be decrypted with the configured keys"
 
 
@@ -44,10 +43,3 @@ class SecretBox:
             return self._fernet.rotate(token.encode()).decode()
         except InvalidToken as exc:
             raise SecretDecryptError(_UNREADABLE) from exc
-
-
-def mask_last4(plaintext: str) -> str:
-    """What a tenant may see of a stored key; short values reveal nothing."""
-    if len(plaintext) <= 8:
-        return MASK
-    return MASK + plaintext[-4:]

@@ -1,0 +1,175 @@
+"""The tenant API's bot commands, command status, bot status and config (`/api/v1/bot`,
+`/api/v1/commands`).
+
+Commands change the desired state in the request's transaction (so a tenant's commands take
+effect in the order they were accepted), record a queued command and its outbox message, and
+answer 202 with the command id; the `bots` actors converge the runtime and finish the command.
+Status is what the reconciler last observed, read from the bots table. A tenant reaches only
+its own resources: another tenant's command id is a 404, exactly like an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from colmena.domain.tenants import ConfigError, PlanLimits, validate_config
+from colmena.http.context import RESOURCES
+from colmena.http.errors import ApiError
+from colmena.http.payloads import field_errors, iso, json_body
+from colmena.http.publishing import AFTER_COMMIT
+from colmena.http.tenant_auth import TENANT, tenant_gone
+from colmena.store import tenants as store
+
+log = structlog.get_logger(__name__)
+
+
+async def queue_command(
+    request: web.Request, tenant_id: str, kind: str, *, requested_by: str
+) -> web.Response:
+    """Store the desired state and a queued command with its message; 202 with the command id."""
+    desired = "stopped" if kind == "stop" else "running"
+    async with request.config_dict[RESOURCES].pool.acquire() as conn, conn.transaction():
+        await store.set_desired(conn, tenant_id, desired, reset_restarts=kind != "stop")
+        command_id, row = await store.record_command(
+            conn, tenant_id, kind, requested_by=requested_by
+        )
+    request.config_dict[AFTER_COMMIT].submit([row])
+    log.info(
+        "bot command accepted", kind=kind, command_id=str(command_id), requested_by=requested_by
+    )
+    return web.json_response({"command_id": str(command_id), "status": "queued"}, status=202)
+
+
+def bot_view(bot: store.BotRow) -> dict[str, Any]:
+    return {
+        "tenant": bot.tenant_id,
+        "plan": bot.plan.name,
+        "desired": bot.desired,
+        "actual": bot.observed,
+        "healthy": bot.healthy,
+        "observed_at": iso(bot.observed_at),
+        "config_version": bot.config_version,
+        "restarts": bot.restarts_total,
+        "crashloop": bot.crashloop,
+        "crashloop_reason": bot.crashloop_reason,
+        "next_restart_at": iso(bot.next_restart_at),
+        "last_exit_code": bot.last_exit_code,
+    }
+
+
+async def _bot(
+    conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False
+) -> store.BotRow:
+    """The tenant's bots row (every tenant has one from creation, until it is deleted)."""
+    bot = await store.get_bot(conn, tenant_id, for_update=for_update)
+    if bot is None:
+        raise tenant_gone()
+    return bot
+
+
+async def bot_command(request: web.Request) -> web.Response:
+    tenant = request[TENANT]
+    return await queue_command(
+        request, tenant.id, request.match_info["action"], requested_by="tenant"
+    )
+
+
+async def get_command(request: web.Request) -> web.Response:
+    tenant = request[TENANT]
+    try:
+        command_id = uuid.UUID(request.match_info["command_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such command") from None
+    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+        command = await store.get_command(conn, command_id)
+    if command is None or command.tenant_id != tenant.id:
+        raise ApiError(404, "not_found", "no such command")
+    return web.json_response(
+        {
+            "command_id": str(command.id),
+            "kind": command.kind,
+            "status": command.status,
+            "reason": command.reason,
+            "requested_by": command.requested_by,
+            "created_at": iso(command.created_at),
+            "finished_at": iso(command.finished_at),
+        }
+    )
+
+
+async def bot_status(request: web.Request) -> web.Response:
+    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+        bot = await _bot(conn, request[TENANT].id)
+    return web.json_response(bot_view(bot))
+
+
+async def get_config(request: web.Request) -> web.Response:
+    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+        bot = await _bot(conn, request[TENANT].id)
+    limits = {"max_symbols": bot.plan.max_symbols, "live_allowed": bot.plan.live_allowed}
+    return web.json_response(
+        {
+            "config": bot.config,
+            "config_version": bot.config_version,
+            "plan": bot.plan.name,
+            "limits": limits,
+        }
+    )
+
+
+async def put_config(request: web.Request) -> web.Response:
+    tenant = request[TENANT]
+    body = await json_body(request)
+    async with request.config_dict[RESOURCES].pool.acquire() as conn, conn.transaction():
+        # Tenant row first (as apply_plan does): the plan cannot change under the validation.
+        if await store.get_tenant(conn, tenant.id, for_update=True) is None:
+            raise tenant_gone()
+        bot = await _bot(conn, tenant.id, for_update=True)
+        try:
+            config = validate_config(
+                body, bot.plan.name, PlanLimits(bot.plan.max_symbols, bot.plan.live_allowed)
+            )
+        except ConfigError as exc:
+            raise field_errors(
+                [(e.field, e.message) for e in exc.errors], "the config is not valid"
+            ) from None
+        version = await store.set_config(conn, tenant.id, config)
+        if version == bot.config_version:
+            return web.json_response(
+                {"config": config, "config_version": version, "changed": False}
+            )
+        await store.reset_restarts(conn, tenant.id)
+        command_id, row = await store.record_command(
+            conn, tenant.id, "configure", requested_by="tenant"
+        )
+    request.config_dict[AFTER_COMMIT].submit([row])
+    log.info("bot config accepted", config_version=version, command_id=str(command_id))
+    return web.json_response(
+        {
+            "command_id": str(command_id),
+            "status": "queued",
+            "config": config,
+            "config_version": version,
+            "changed": True,
+        },
+        status=202,
+    )
+
+
+def setup_bot(bot_app: web.Application) -> None:
+    """Routes of the sub-app mounted at /api/v1/bot."""
+    router = bot_app.router
+    router.add_post("/{action:start|stop|restart}", bot_command)
+    router.add_get("/status", bot_status)
+    router.add_get("/config", get_config)
+    router.add_put("/config", put_config)
+
+
+def setup_commands(commands_app: web.Application) -> None:
+    """Routes of the sub-app mounted at /api/v1/commands."""
+    commands_app.router.add_get("/{command_id}", get_command)

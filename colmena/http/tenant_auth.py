@@ -1,0 +1,89 @@
+"""Who calls the tenant API and the admin routes: one auth middleware per audience.
+
+The tenant API's sub-apps carry `tenant_auth_middleware`: `Authorization: Bearer <token>`, whose
+SHA-256 alone is stored, looked up by digest and compared in constant time; the tenant then
+rides on the request under `TENANT` and in the log context. The admin sub-app carries
+`admin_auth_middleware` (COLMENA_BOT_ADMIN_TOKEN). A request that matched no route (404, 405)
+passes through untouched, so it is answered exactly as anywhere else. Nothing here logs a token.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from colmena.config.metrics import SECURITY_EVENTS
+from colmena.domain.tenants import looks_like_token, token_digest
+from colmena.http.context import RESOURCES, SETTINGS
+from colmena.http.errors import ApiError
+from colmena.store import tenants as store
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TENANT = web.RequestKey("tenant", store.Tenant)
+_INVALID = "the API token is not valid"
+
+
+def _unauthorized(message: str, *, realm: str = "colmena") -> ApiError:
+    return ApiError(
+        401, "unauthorized", message, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'}
+    )
+
+
+def _refused(reason: str, message: str) -> ApiError:
+    SECURITY_EVENTS.labels(reason=reason).inc()
+    log.warning("security: tenant request refused", reason=reason)
+    return _unauthorized(message)
+
+
+def tenant_gone() -> ApiError:
+    """For a tenant deleted while its request ran: its token no longer names anyone."""
+    return _unauthorized(_INVALID)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def _tenant_of(request: web.Request) -> store.Tenant:
+    token = _bearer(request)
+    if token is None:
+        raise _refused("tenant_token_missing", "send Authorization: Bearer <your API token>")
+    digest = token_digest(token)
+    found = None
+    if looks_like_token(token):
+        async with request.config_dict[RESOURCES].pool.acquire() as conn:
+            found = await store.tenant_by_token(conn, digest)
+    if found is None or not hmac.compare_digest(found[1], digest):
+        raise _refused("tenant_token_invalid", _INVALID)
+    return found[0]
+
+
+@web.middleware
+async def tenant_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None:
+        return await handler(request)
+    tenant = await _tenant_of(request)
+    request[TENANT] = tenant
+    with structlog.contextvars.bound_contextvars(tenant_id=tenant.id):
+        return await handler(request)
+
+
+@web.middleware
+async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None:
+        return await handler(request)
+    configured = request.config_dict[SETTINGS].bot_admin_token
+    if configured is None:
+        raise ApiError(503, "not_configured", "COLMENA_BOT_ADMIN_TOKEN is not set on this server")
+    token = _bearer(request) or ""
+    if not hmac.compare_digest(token_digest(token), token_digest(configured.get_secret_value())):
+        SECURITY_EVENTS.labels(reason="admin_token_invalid").inc()
+        log.warning("security: admin request refused")
+        raise _unauthorized("admin token missing or not valid", realm="colmena-admin")
+    return await handler(request)
