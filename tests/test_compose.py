@@ -39,7 +39,30 @@ def test_no_secret_is_written_in_the_file() -> None:
     for service in COMPOSE["services"].values():
         for key, value in (service.get("environment") or {}).items():
             if any(word in key for word in ("PASSWORD", "PASS", "SECRET", "TOKEN")):
-                assert str(value).startswith("${"), key
+                assert value == "" or str(value).startswith("${"), key
+
+
+def test_every_port_is_published_on_loopback_only() -> None:
+    published = [
+        (name, port)
+        for name, service in COMPOSE["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert published
+    assert all(str(port).startswith("127.0.0.1:") for _name, port in published), published
+
+
+def test_the_ingress_holds_no_key_that_opens_or_signs() -> None:
+    environment = COMPOSE["services"]["ingress"]["environment"]
+    for key in (
+        "COLMENA_SECRET_KEYS",
+        "COLMENA_KEY_SEAL_PRIVATE_KEY",
+        "COLMENA_LICENSE_SIGNING_KEY",
+    ):
+        assert environment[key] == "", key
+    assert environment["COLMENA_DATA_DIR"] == "/data"
+    mounts = COMPOSE["services"]["ingress"].get("volumes", [])
+    assert not any("docker.sock" in mount for mount in mounts)
 
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
