@@ -2,6 +2,10 @@
 
 Exit codes: 0 when something current is published (accepted or unchanged), 1 when the scrape
 failed or kept nothing publishable (the line says why), 2 for settings or database trouble.
+
+Against a running `colmena dev` (same directory, no COLMENA_DATABASE_URL) the commands reach its
+database, and a scrape reads the recorded sandbox dev serves for each source it has no URL
+configured for, as dev's own scheduled scrapes do. Sandbox values are labelled `[sandbox]`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ import asyncpg
 import click
 
 from colmena.cli.database import with_database
-from colmena.config import load_settings
+from colmena.config import Settings, load_settings
+from colmena.config.dev_stack import load_operator_settings, operator_settings
 from colmena.domain.rates import AcceptRefused, Source
 from colmena.gateways import rate_sources
 from colmena.store import rates as store
@@ -24,7 +29,17 @@ def _describe(row: RateRow) -> str:
         if row.buy is not None and row.sell is not None
         else ""
     )
-    return f"#{row.id} {row.source} {row.pair} {row.value:f}{quotes} effective {row.effective_date}"
+    label = " [sandbox]" if row.sandbox else ""
+    return (
+        f"#{row.id} {row.source}{label} {row.pair} {row.value:f}{quotes} "
+        f"effective {row.effective_date}"
+    )
+
+
+def _scrape_settings() -> Settings:
+    """The operator settings, pointed like the running `colmena dev`'s at its rate sandboxes."""
+    settings, stack = operator_settings(load_settings())
+    return rate_sources.with_sandboxes(settings, stack.sandboxes if stack else {})
 
 
 def _print_report(report: ScrapeReport) -> None:
@@ -51,7 +66,7 @@ def rates_group() -> None:
 @click.argument("source", type=click.Choice([s.value for s in Source]))
 def scrape_command(source: str) -> None:
     """Scrape SOURCE now and print what was stored, or why it was refused."""
-    settings = load_settings()
+    settings = _scrape_settings()
     report = with_database(
         settings, lambda conn: scrape(Source(source), conn, settings, fetch=rate_sources.fetch)
     )
@@ -68,7 +83,7 @@ def scrape_command(source: str) -> None:
 def accept_command(rate_id: int) -> None:
     """Publish suspect rate RATE_ID (see `colmena rates list --status suspect`)."""
     try:
-        row, changed = with_database(load_settings(), lambda conn: accept(conn, rate_id))
+        row, changed = with_database(load_operator_settings(), lambda conn: accept(conn, rate_id))
     except AcceptRefused as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
@@ -90,7 +105,7 @@ def list_command(source: str | None, status: str | None, limit: int) -> None:
             conn, source=source, status=status, limit=limit
         ), await store.sources(conn)
 
-    rows, health = with_database(load_settings(), load)
+    rows, health = with_database(load_operator_settings(), load)
     for h in health:
         state = "STALE" if h.stale else "ok"
         last = h.last_success_at.isoformat(timespec="seconds") if h.last_success_at else "never"

@@ -83,6 +83,13 @@ class RatesSettings(BaseModel):
     rates_api_cache_s: float = Field(
         default=5.0, ge=0, le=300, description="rates API in-process cache TTL"
     )
+    rates_sandbox_sources: list[str] = Field(
+        default_factory=list,
+        description=(
+            "sources scraped from `colmena dev`'s recorded sandbox (dev sets it): their values "
+            "are stored and shown marked as sandbox data"
+        ),
+    )
 
     @field_validator("rates_bounds")
     @classmethod

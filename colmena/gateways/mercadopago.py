@@ -8,7 +8,8 @@ timestamp check is ours, because `ts` arrives in seconds or, from some senders, 
 
 The API client is the SDK's, with two changes: its base URL can be moved (tests and sandboxes
 point it at a local server) and its own retries are off, because retries belong to Dramatiq,
-which backs off and dead-letters visibly.
+which backs off and dead-letters visibly. Creating, cancelling and refunding payments serve
+`colmena trigger mercadopago` against `colmena dev`'s sandbox, which speaks the same API.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from decimal import Decimal
 from typing import Any
 
 import mercadopago
@@ -33,6 +35,33 @@ from colmena.errors import ColmenaError
 from colmena.gateways.retry import retryable_http
 
 MILLISECOND_TS_DIGITS = 13
+# The access token `colmena dev` and `colmena trigger` use with dev's Mercado Pago sandbox when no
+# COLMENA_MERCADOPAGO_ACCESS_TOKEN is configured. "TEST-" is how Mercado Pago labels test
+# credentials; the sandbox refuses any other kind, so a production token is never sent there.
+SANDBOX_ACCESS_TOKEN = "TEST-sandbox-colmena-dev"
+# Mercado Pago's test environment: any test card works and its holder name picks the outcome
+# (APRO approved, OTHE rejected, CONT still processing); an offline method (OXXO) stays pending.
+TEST_CARD = {
+    "card_number": "5474925432670366",
+    "security_code": "123",
+    "expiration_month": 11,
+    "expiration_year": 2030,
+}
+TEST_CARD_METHOD = "master"
+TEST_HOLDERS = {"approved": "APRO", "rejected": "OTHE", "in_process": "CONT"}
+TEST_OFFLINE_METHOD = "oxxo"
+# What a test payment can be made to become through the API alone (a dispute, in_mediation or
+# charged_back, is the buyer's doing), and what an existing one can still be turned into.
+TEST_STATUSES = (
+    "approved",
+    "authorized",
+    "in_process",
+    "pending",
+    "rejected",
+    "cancelled",
+    "refunded",
+)
+TEST_CHANGES = ("cancelled", "refunded")
 
 
 class MercadoPagoError(ColmenaError):
@@ -184,7 +213,11 @@ class MercadoPagoClient:
         if retryable_http(status):
             raise MercadoPagoUnavailable(f"{what}: HTTP {status}")
         if status >= 400:
-            raise MercadoPagoRejected(f"{what}: HTTP {status}")
+            answer = result.get("response")
+            message = answer.get("message") if isinstance(answer, dict) else None
+            raise MercadoPagoRejected(
+                f"{what}: HTTP {status}" + (f" ({message})" if message else "")
+            )
         return result["response"]
 
     def get_payment(self, payment_id: str) -> dict[str, Any]:
@@ -192,3 +225,71 @@ class MercadoPagoClient:
 
     def search_payments(self, filters: dict[str, Any]) -> dict[str, Any]:
         return self._checked(lambda: self._sdk.payment().search(filters=filters), "payment search")
+
+    def create_card_token(self, card: dict[str, Any]) -> dict[str, Any]:
+        """Tokenise card data (`card_number`, `cardholder`, ...): what a payment's `token` names."""
+        return self._checked(lambda: self._sdk.card_token().create(card), "card token")
+
+    def create_payment(self, payment: dict[str, Any]) -> dict[str, Any]:
+        return self._checked(lambda: self._sdk.payment().create(payment), "payment creation")
+
+    def cancel_payment(self, payment_id: str) -> dict[str, Any]:
+        """Cancel a pending, in_process or authorized payment."""
+        return self._checked(
+            lambda: self._sdk.payment().update(payment_id, {"status": "cancelled"}),
+            f"cancelling payment {payment_id}",
+        )
+
+    def refund_payment(self, payment_id: str) -> dict[str, Any]:
+        """Refund an approved payment in full; the answer is the refund, not the payment."""
+        return self._checked(
+            lambda: self._sdk.refund().create(payment_id), f"refunding payment {payment_id}"
+        )
+
+
+def create_test_payment(
+    client: MercadoPagoClient,
+    status: str,
+    *,
+    amount: Decimal,
+    email: str,
+    description: str,
+    metadata: dict[str, str],
+) -> dict[str, Any]:
+    """A payment that ends in `status` (one of TEST_STATUSES), made as a buyer of Mercado Pago's
+    test environment makes one: a tokenised test card (or OXXO for `pending`), then, for
+    `cancelled` and `refunded`, the seller's cancellation or refund. Returns the payment."""
+    if status not in TEST_STATUSES:
+        raise ValueError(f"a test payment cannot be made {status}")
+    order = {
+        "transaction_amount": float(amount),
+        "description": description,
+        "payer": {"email": email},
+        "metadata": metadata,
+    }
+    if status == "pending":
+        return client.create_payment(order | {"payment_method_id": TEST_OFFLINE_METHOD})
+    holder = TEST_HOLDERS.get(status, TEST_HOLDERS["approved"])
+    token = client.create_card_token(TEST_CARD | {"cardholder": {"name": holder}})
+    payment = client.create_payment(
+        order
+        | {
+            "token": token["id"],
+            "installments": 1,
+            "payment_method_id": TEST_CARD_METHOD,
+            "capture": status not in ("authorized", "cancelled"),
+        }
+    )
+    if status in TEST_CHANGES:
+        return change_test_payment(client, str(payment["id"]), status)
+    return payment
+
+
+def change_test_payment(client: MercadoPagoClient, payment_id: str, status: str) -> dict[str, Any]:
+    """Cancel or refund (TEST_CHANGES) an existing payment; returns the payment as it is now."""
+    if status == "cancelled":
+        return client.cancel_payment(payment_id)
+    if status == "refunded":
+        client.refund_payment(payment_id)
+        return client.get_payment(payment_id)
+    raise ValueError(f"a payment cannot be changed to {status}")

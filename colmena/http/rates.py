@@ -6,6 +6,7 @@ published queries). Answers come from a small in-process cache of a few seconds
 a burst of clients costs one query, while ages are still computed at answer time.
 
 Every query parameter is validated; anything unexpected is a 400 JSON error that names it.
+A value scraped from `colmena dev`'s recorded sandbox carries `"sandbox": true`.
 """
 
 from __future__ import annotations
@@ -212,6 +213,8 @@ def _rate_json(row: RateRow, *, now: datetime, stale: bool | None = None) -> dic
     }
     if row.buy is not None and row.sell is not None:
         body["buy"], body["sell"] = plain(row.buy), plain(row.sell)
+    if row.sandbox:
+        body["sandbox"] = True  # recorded sample data from `colmena dev`, never a real rate
     if stale is not None:
         body["age_seconds"] = max(0, int((now - row.last_seen_at).total_seconds()))
         body["stale"] = stale

@@ -77,13 +77,20 @@ def gate_of(settings: Settings) -> Gate:
 
 
 async def keep(
-    conn: asyncpg.Connection, source: Source, observation: Observation, gate: Gate, *, today: date
+    conn: asyncpg.Connection,
+    source: Source,
+    observation: Observation,
+    gate: Gate,
+    *,
+    today: date,
+    sandbox: bool = False,
 ) -> PairResult:
     """Store one observation as the rules decide (the caller holds the source lock and the
-    transaction)."""
+    transaction). A `sandbox` observation is stored marked so; a sandbox value seen again never
+    stands for a real one, nor a real one for a sandbox value."""
     pair = observation.pair
     kept = await store.latest_kept(conn, source, pair)
-    repeated = repeat_of(source, observation, kept)
+    repeated = repeat_of(source, observation, kept if kept and kept.sandbox == sandbox else None)
     if kept is not None and repeated == "confirmed":
         row = await store.confirm(
             conn, kept.id, by="scrape", reason="seen again by the next scrape"
@@ -105,6 +112,7 @@ async def keep(
         effective_date=observation.effective_date,
         status=verdict.verdict.value,
         reason=verdict.reason,
+        sandbox=sandbox,
     )
     if verdict.confirms_suspect and pending is not None:
         await store.confirm(conn, pending.id, by="scrape", reason=f"confirmed by rate {row.id}")
@@ -150,8 +158,10 @@ async def scrape(
             report.outcome, report.error = error.outcome, str(error)
         else:
             gate = gate_of(settings)
+            sandbox = source.value in settings.rates_sandbox_sources
             report.results = [
-                await keep(conn, source, obs, gate, today=today) for obs in observations
+                await keep(conn, source, obs, gate, today=today, sandbox=sandbox)
+                for obs in observations
             ]
             report.outcome = summarize(result.action for result in report.results)
             refused = [

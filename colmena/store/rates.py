@@ -19,7 +19,7 @@ SOURCES = tuple(source.value for source in Source)
 
 _COLUMNS = (
     "id, source, pair, value, buy, sell, effective_date, fetched_at, last_seen_at, status, reason, "
-    "decided_by, decided_at"
+    "decided_by, decided_at, sandbox"
 )
 
 
@@ -38,6 +38,7 @@ class RateRow:
     reason: str
     decided_by: str | None
     decided_at: datetime | None
+    sandbox: bool  # scraped from `colmena dev`'s recorded sandbox: sample data, not a rate
 
     @property
     def published(self) -> bool:
@@ -145,11 +146,12 @@ async def insert(
     reason: str,
     buy: Decimal | None = None,
     sell: Decimal | None = None,
+    sandbox: bool = False,
 ) -> RateRow:
     row = await conn.fetchrow(
         f"""
-        INSERT INTO rates (source, pair, value, buy, sell, effective_date, status, reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        INSERT INTO rates (source, pair, value, buy, sell, effective_date, status, reason, sandbox)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         RETURNING {_COLUMNS}
         """,
         source,
@@ -160,6 +162,7 @@ async def insert(
         effective_date,
         status,
         reason[:500],
+        sandbox,
     )
     return RateRow(**dict(row))
 

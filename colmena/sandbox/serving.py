@@ -1,0 +1,63 @@
+"""Which sandboxes a `colmena dev` process serves, its settings pointed at them, their mounts.
+
+A provider gets its sandbox when colmena is not configured for it: Mercado Pago without
+COLMENA_MERCADOPAGO_ACCESS_TOKEN (the API URL is moved to the sandbox and a sandbox test token
+used), BCV without COLMENA_BCV_URL, Binance without COLMENA_BINANCE_P2P_URL. Configured
+providers are left alone and get no sandbox. `colmena dev` writes the sandboxes' base URLs in
+its stack file, so operator commands of a second terminal use the same ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from colmena.config import Settings
+from colmena.gateways import rate_sources
+from colmena.gateways.mercadopago import SANDBOX_ACCESS_TOKEN
+from colmena.sandbox.mercadopago import mercadopago_app
+from colmena.sandbox.rates import bcv_app, binance_app
+
+PREFIX = "/sandbox"
+APPS: dict[str, Callable[[], web.Application]] = {
+    "mercadopago": mercadopago_app,
+    "bcv": bcv_app,
+    "binance": binance_app,
+}
+# What each sandbox answers, and the command that uses it, for the dev banner.
+DESCRIPTIONS = {
+    "mercadopago": ("payments API, test cards", "colmena trigger mercadopago approved"),
+    "bcv": ("recorded BCV home page", "colmena rates scrape bcv"),
+    "binance": ("recorded P2P adverts", "colmena rates scrape binance"),
+}
+
+
+def dev_sandboxes(settings: Settings) -> dict[str, str]:
+    """The base URL of each sandbox this dev process serves, by provider."""
+    base = f"http://{settings.http_host}:{settings.http_port}{PREFIX}"
+    wanted = {
+        "mercadopago": settings.mercadopago_access_token is None,
+        "bcv": "bcv_url" not in settings.model_fields_set,
+        "binance": "binance_p2p_url" not in settings.model_fields_set,
+    }
+    return {provider: f"{base}/{provider}" for provider, serve in wanted.items() if serve}
+
+
+def with_sandboxes(settings: Settings, sandboxes: Mapping[str, str]) -> Settings:
+    """`settings` with each provider in `sandboxes` pointed at its sandbox."""
+    if "mercadopago" in sandboxes:
+        settings = settings.model_copy(
+            update={
+                "mercadopago_api_url": sandboxes["mercadopago"],
+                "mercadopago_access_token": SecretStr(SANDBOX_ACCESS_TOKEN),
+            }
+        )
+    return rate_sources.with_sandboxes(settings, sandboxes)
+
+
+def mount_sandboxes(app: web.Application, sandboxes: Mapping[str, str]) -> None:
+    """Mount each sandbox as the sub-app `/sandbox/<provider>` of the dev ingress."""
+    for provider in sandboxes:
+        app.add_subapp(f"{PREFIX}/{provider}", APPS[provider]())
