@@ -67,6 +67,21 @@ class BrokerPublisher:
         return None
 
 
+class LeaveToRelay:
+    """For an operator command that cannot reach the broker: the in-process broker of
+    `colmena dev` lives in the dev process. It confirms nothing, so the rows stay in the outbox
+    and the dev process's relay publishes them within COLMENA_RELAY_GRACE_S."""
+
+    async def publish_many(self, rows: Sequence[OutboxMessage]) -> list[bool]:
+        return [False] * len(rows)
+
+    async def check(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
 class AmqpPublisher:
     """Pipelined, confirmed publishing to RabbitMQ over one connection per process."""
 

@@ -22,7 +22,7 @@ from colmena.config.readiness import require_ready
 from colmena.errors import StartupError
 from colmena.runtime import scheduler
 from colmena.runtime.ports import ensure_port_free, serve_metrics
-from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.publisher import AmqpPublisher, LeaveToRelay
 from colmena.runtime.queues import DOMAIN_QUEUES
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import ScheduledJob
@@ -65,6 +65,16 @@ def amqp_resources(settings: Settings) -> Resources:
         settings.require_broker_url(), settings.queue_prefix, quorum=settings.quorum_queues
     )
     return Resources(settings, database_url=settings.require_database_url(), publisher=publisher)
+
+
+def operator_resources(settings: Settings) -> Resources:
+    """Resources for an operator command: RabbitMQ when configured, else the outbox alone (the
+    running `colmena dev` relays what the command records)."""
+    if settings.broker_url is not None:
+        return amqp_resources(settings)
+    return Resources(
+        settings, database_url=settings.require_database_url(), publisher=LeaveToRelay()
+    )
 
 
 def worker_command(
