@@ -1,16 +1,18 @@
-"""Chaos run: signed webhooks under worker kills, a RabbitMQ restart and a PostgreSQL outage.
+"""Chaos run: signed webhooks under worker kills, a RabbitMQ outage and a PostgreSQL outage.
 
 Real `colmena ingress`, `colmena scheduler` and 2+ `colmena worker` processes on the real
-RabbitMQ and PostgreSQL. PostgreSQL is reached through a TCP proxy this script cuts for a few
-seconds ("refuses connections"); RabbitMQ is restarted with `rabbitmqctl stop_app/start_app`
-(or, with `--rabbit-fault proxy` on a shared machine, cut behind a proxy). Several clients send
-N webhooks for N/2 payments (about 20% exact duplicates, refunds before or after their success,
-shuffled) and, like providers, retry anything not answered 2xx. After the system drains, the
-run checks what the promise says: nothing accepted is lost, every payment has the state its
-events imply, exactly one live license per approved-and-not-refunded payment, no duplicate
-follow-ups, no dead letters.
+RabbitMQ and PostgreSQL. Both are reached through TCP proxies this script cuts for a few
+seconds: every connection drops and new ones are refused, as when the server dies. That touches
+nothing but this run's own connections, so it is safe on a machine others share, and it is the
+default. `--rabbit-fault restart` instead restarts the broker itself (`rabbitmqctl
+stop_app/start_app`): every client of that RabbitMQ loses its connections, so use it only on a
+broker of your own. Several clients send N webhooks for N/2 payments (about 20% exact
+duplicates, refunds before or after their success, shuffled) and, like providers, retry
+anything not answered 2xx. After the system drains, the run checks what the promise says:
+nothing accepted is lost, every payment has the state its events imply, exactly one live
+license per approved-and-not-refunded payment, no duplicate follow-ups, no dead letters.
 
-    python bench/chaos.py [--events 10000] [--rate 150] [--workers 2]
+    python bench/chaos.py [--events 10000] [--rate 150] [--workers 2] [--json-report FILE]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,15 +43,16 @@ import pika
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
+from bench.standins.smtp import SmtpSink  # noqa: E402
+from bench.standins.tcp_proxy import TcpProxy  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
 from colmena.gateways import sample_events as events  # noqa: E402
 from colmena.gateways.stripe import sign  # noqa: E402
 from colmena.runtime.queues import queue_declarations  # noqa: E402
-from tests.standins.smtp import SmtpStandin  # noqa: E402
-from tests.standins.tcp_proxy import TcpProxy  # noqa: E402
 
 SECRET = "whsec_chaos"
 QUEUES = ("payments", "licenses")
+RABBIT_FAULTS = ("proxy", "restart")
 METADATA = {
     "product": "colmena-enterprise",
     "product_kind": "license",
@@ -101,6 +104,12 @@ class ChaosReport:
             "not accepted": self.offered - self.accepted,
         }
         return [f"{name}={value}" for name, value in checks.items() if value]
+
+    def as_json(self) -> str:
+        """Every field, for a caller that runs this script as a process (tests/test_chaos.py)."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        values["status_counts"] = {str(status): n for status, n in self.status_counts.items()}
+        return json.dumps(values, indent=2)
 
 
 def build_webhooks(count: int, rng: random.Random) -> tuple[list[Webhook], dict[str, str]]:
@@ -305,7 +314,7 @@ async def verify(
     expected: dict[str, str],
     report: ChaosReport,
     prefix: str,
-    smtp: SmtpStandin,
+    smtp: SmtpSink,
 ) -> None:
     stored = {
         row["event_key"]
@@ -320,8 +329,10 @@ async def verify(
         1 for payment, state in expected.items() if states.get(payment) != state
     )
     licenses = await db.fetch(
-        "SELECT p.provider_payment_id, count(l.id) AS n, count(l.id) FILTER (WHERE l.revoked_at IS NULL) AS live "
-        "FROM payments p LEFT JOIN licenses l ON l.payment_id = p.id GROUP BY p.provider_payment_id"
+        "SELECT p.provider_payment_id, count(l.id) AS n, "
+        "count(l.id) FILTER (WHERE l.revoked_at IS NULL) AS live "
+        "FROM payments p LEFT JOIN licenses l ON l.payment_id = p.id "
+        "GROUP BY p.provider_payment_id"
     )
     by_payment = {row["provider_payment_id"]: row for row in licenses}
     for payment, state in expected.items():
@@ -341,7 +352,7 @@ async def verify(
     report.emails_sent = await db.fetchval(
         "SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL"
     )
-    report.emails_received = len(smtp.messages)
+    report.emails_received = smtp.received
 
 
 @dataclass
@@ -354,7 +365,7 @@ class RunningSystem:
     processes: Processes
     pg_proxy: TcpProxy
     amqp_proxy: TcpProxy
-    smtp: SmtpStandin
+    smtp: SmtpSink
 
 
 @asynccontextmanager
@@ -371,7 +382,7 @@ async def running_system(
     logs.mkdir(parents=True, exist_ok=True)
     (workdir / "products" / "colmena-enterprise").mkdir(parents=True)
     (workdir / "products" / "colmena-enterprise" / "README.txt").write_text("Colmena Enterprise\n")
-    smtp = SmtpStandin()
+    smtp = SmtpSink()
     smtp.start()
     async with scratch_database() as database_url:
         target = urlsplit(database_url)
@@ -439,11 +450,13 @@ async def run_chaos(
     worker_count: int = 2,
     clients: int = 8,
     kill_every_s: float = 5.0,
-    rabbit_fault: str = "restart",
+    rabbit_fault: str = "proxy",
     seed: int | None = None,
     drain_timeout_s: float = 300.0,
     log_dir: Path | None = None,
 ) -> ChaosReport:
+    if rabbit_fault not in RABBIT_FAULTS:
+        raise ValueError(f"rabbit_fault must be one of {', '.join(RABBIT_FAULTS)}")
     rng = random.Random(seed)
     report = ChaosReport()
     webhooks, expected = build_webhooks(events_count, rng)
@@ -514,22 +527,23 @@ def print_report(report: ChaosReport) -> None:
     figure("offered webhooks", report.offered / report.send_seconds, "webhooks/s")
     figure("accepted webhooks", report.accepted / report.send_seconds, "webhooks/s")
     print(
-        f"responses: {dict(sorted(report.status_counts.items()))}; connection errors: {report.connection_errors}; "
-        f"attempts: {report.attempts}"
+        f"responses: {dict(sorted(report.status_counts.items()))}; "
+        f"connection errors: {report.connection_errors}; attempts: {report.attempts}"
     )
-    print(
-        f"5xx: {sum(n for s, n in report.status_counts.items() if s >= 500)}, 503: {report.status_counts.get(503, 0)}"
-    )
+    server_errors = sum(n for s, n in report.status_counts.items() if s >= 500)
+    print(f"5xx: {server_errors}, 503: {report.status_counts.get(503, 0)}")
     figure("drain time", report.drain_seconds, "s")
     print(f"lost = {report.lost}")
     print(f"duplicates = {report.duplicate_licenses + report.duplicate_follow_ups}")
     print(
-        f"wrong payment states = {report.wrong_state}; missing licenses = {report.missing_licenses}; "
+        f"wrong payment states = {report.wrong_state}; "
+        f"missing licenses = {report.missing_licenses}; "
         f"live licenses for refunded payments = {report.live_licenses_for_refunded}; "
         f"dead letters = {report.dead_letters}"
     )
     print(
-        f"license emails marked sent = {report.emails_sent}; received by SMTP = {report.emails_received} "
+        f"license emails marked sent = {report.emails_sent}; "
+        f"received by SMTP = {report.emails_received} "
         "(SMTP is at-least-once: a worker killed after the server accepted sends again)"
     )
     print(
@@ -548,11 +562,23 @@ def main() -> None:
     parser.add_argument(
         "--kill-every", type=float, default=5.0, help="seconds between worker SIGKILLs"
     )
-    parser.add_argument("--rabbit-fault", choices=["restart", "proxy"], default="restart")
+    parser.add_argument(
+        "--rabbit-fault",
+        choices=RABBIT_FAULTS,
+        default="proxy",
+        help="proxy (default): cut this run's broker connections behind a proxy; restart: "
+        "rabbitmqctl stop_app/start_app, which disconnects every client of that broker",
+    )
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--drain-timeout", type=float, default=300.0, help="seconds to wait for the system to drain"
+    )
+    parser.add_argument("--log-dir", type=Path, help="keep the processes' logs here")
+    parser.add_argument("--json-report", type=Path, help="also write the report here, as JSON")
     args = parser.parse_args()
     print(
-        f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; workers: {args.workers}"
+        f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; "
+        f"workers: {args.workers}; RabbitMQ fault: {args.rabbit_fault}"
     )
     report = asyncio.run(
         run_chaos(
@@ -563,9 +589,13 @@ def main() -> None:
             kill_every_s=args.kill_every,
             rabbit_fault=args.rabbit_fault,
             seed=args.seed,
+            drain_timeout_s=args.drain_timeout,
+            log_dir=args.log_dir,
         )
     )
     print_report(report)
+    if args.json_report is not None:
+        args.json_report.write_text(report.as_json())
     sys.exit(0 if not report.problems() else 1)
 
 

@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import pika
 
+from colmena.actors import all_actors
+from colmena.runtime.queues import DOMAIN_QUEUES, queue_declarations
 from colmena.store.migrate import apply_migrations
 
 ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -21,7 +24,8 @@ AMQP_URL = os.environ.get(
 
 def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.python_implementation()} {platform.python_version()}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {python}"
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -64,18 +68,18 @@ async def scratch_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-def delete_queues(
-    prefix: str, queues: tuple[str, ...] = ("payments", "licenses", "stamping", "rates", "bots")
-) -> None:
-    """Remove a bench run's queues (with their .DQ and .XQ) from RabbitMQ."""
-    import pika
+def colmena_queues() -> tuple[str, ...]:
+    """Every queue colmena may declare: the domains' and each registered actor's."""
+    return tuple(sorted(set(DOMAIN_QUEUES) | {spec.queue for spec in all_actors()}))
 
-    from colmena.runtime.queues import queue_declarations
 
+def delete_queues(prefix: str, queues: tuple[str, ...] | None = None) -> None:
+    """Remove a bench run's queues (with their .DQ and .XQ) from RabbitMQ; by default every
+    queue colmena may have declared under `prefix`."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         channel = connection.channel()
-        for queue in queues:
+        for queue in colmena_queues() if queues is None else queues:
             for name, _ in queue_declarations(prefix + queue, quorum=False):
                 channel.queue_delete(queue=name)
     finally:

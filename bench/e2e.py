@@ -61,7 +61,8 @@ async def run(payments: int, rate: float, workers: int) -> None:
             await asyncio.sleep(0.2)
         rows = await system.db.fetch(
             "SELECT p.provider_payment_id, extract(epoch FROM e.sent_at)::float8 AS sent "
-            "FROM license_emails e JOIN licenses l ON l.id = e.license_id JOIN payments p ON p.id = l.payment_id"
+            "FROM license_emails e JOIN licenses l ON l.id = e.license_id "
+            "JOIN payments p ON p.id = l.payment_id"
         )
     latencies = [row["sent"] - sent_at[row["provider_payment_id"]] for row in rows]
     last = max(row["sent"] for row in rows)
@@ -77,7 +78,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     print(
-        f"machine: {machine()}; payments: {args.payments} at {args.rate}/s; workers: {args.workers} x 4 threads"
+        f"machine: {machine()}; payments: {args.payments} at {args.rate}/s; "
+        f"workers: {args.workers} x 4 threads"
     )
     asyncio.run(run(args.payments, args.rate, args.workers))
 

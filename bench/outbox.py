@@ -20,6 +20,7 @@ import dramatiq
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
+from colmena.config.logging import configure_logging  # noqa: E402
 from colmena.runtime.broker import ColmenaRabbitmqBroker  # noqa: E402
 from colmena.runtime.outbox import relay_until_empty  # noqa: E402
 from colmena.runtime.publisher import AmqpPublisher  # noqa: E402
@@ -46,7 +47,8 @@ async def relay(prefix: str, messages: int) -> float:
     async with scratch_database() as url:
         pool = await create_pool(url, max_size=4)
         await pool.executemany(
-            "INSERT INTO outbox (message_id, queue, actor, args) VALUES ($1, 'bench', 'bench_noop', $2)",
+            "INSERT INTO outbox (message_id, queue, actor, args) "
+            "VALUES ($1, 'bench', 'bench_noop', $2)",
             [(uuid.uuid4(), [index]) for index in range(messages)],
         )
         publisher = AmqpPublisher(AMQP_URL, prefix)
@@ -64,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=5000)
     args = parser.parse_args()
+    configure_logging(dev=True, level="WARNING")  # the figures are the output
     prefix = f"bench{uuid.uuid4().hex[:6]}_"
     print(f"machine: {machine()}; messages: {args.messages}")
     try:

@@ -43,6 +43,7 @@ from bench.common import (
     percentile,
     scratch_database,
 )
+from colmena.actors import all_actors
 from colmena.actors.bots import reconcile_all, runtime_of
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
@@ -116,7 +117,7 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
                     )
                     tokens[tenant_id] = token
             worker_resources = resources(settings)
-            broker = build_broker(settings, worker_resources, broker_url=AMQP_URL)
+            broker = build_broker(settings, worker_resources, all_actors(), broker_url=AMQP_URL)
             broker.emit_after("process_boot")
             worker = dramatiq.Worker(
                 broker, queues={settings.queue_prefix + "bots"}, worker_threads=8
@@ -155,9 +156,9 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
                     steady = await reconcile_all(main)
                     steady_times.append((time.perf_counter() - began) * 1000)
                 figure(f"{label}_reconcile_steady_pass", median(steady_times), "ms")
+                rounded = [round(t) for t in steady_times]
                 print(
-                    f"  steady pass steps: {dict(steady)} (median of 3: {[round(t) for t in steady_times]} ms)",
-                    flush=True,
+                    f"  steady pass steps: {dict(steady)} (median of 3: {rounded} ms)", flush=True
                 )
             finally:
                 worker.stop()
@@ -167,7 +168,7 @@ async def measure(size: int, kind: str, image: str | None, samples: int) -> None
                 await asyncio.to_thread(close_runtimes)
                 if kind == "docker":
                     await asyncio.to_thread(remove_containers, settings.bot_instance)
-                delete_queues(settings.queue_prefix, ("bots",))
+                delete_queues(settings.queue_prefix)
 
 
 def remove_containers(instance: str) -> None:

@@ -30,7 +30,7 @@ SUITE: dict[str, list[str]] = {
     "licenses": ["licenses.py", "--licenses", "200", "--threads", "1,4"],
     "stamping": ["stamping.py", "--invoices", "200", "--e2e", "20", "--threads", "1,4"],
     "reconcile": ["reconcile.py"],
-    "chaos": ["chaos.py", "--events", "600", "--rate", "40", "--rabbit-fault", "restart"],
+    "chaos": ["chaos.py", "--events", "600", "--rate", "40", "--rabbit-fault", "proxy"],
 }
 FIGURE = re.compile(
     r"^FIGURE (?P<name>.+?): (?P<value>[-\d.]+|nan) (?P<unit>\S+)"
@@ -51,9 +51,8 @@ def run(name: str) -> tuple[str, list[dict[str, str]], list[str], float]:
         elif line.strip() and not line.startswith("machine:"):
             notes.append(line.strip())
     if result.returncode != 0:
-        notes.append(
-            f"exit code {result.returncode}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}"
-        )
+        last_error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+        notes.append(f"exit code {result.returncode}: {last_error}")
     shown = " ".join(["python", f"bench/{SUITE[name][0]}", *SUITE[name][1:]])
     return shown, figures, notes, elapsed
 
@@ -76,7 +75,8 @@ def main() -> None:
         "",
         f"Made by `python bench/report.py{' ' + ' '.join(args.only) if args.only else ''}` on "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}.",
-        "Every baseline is measured in the same run on the same machine; ratio = figure / baseline.",
+        "Every baseline is measured in the same run on the same machine; "
+        "ratio = figure / baseline.",
         "",
     ]
     for name in names:
@@ -92,8 +92,8 @@ def main() -> None:
                     else ""
                 )
                 lines.append(
-                    f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} | {baseline} | "
-                    f"{figure['ratio']} |"
+                    f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} "
+                    f"| {baseline} | {figure['ratio']} |"
                 )
             lines.append("")
         if notes:

@@ -65,7 +65,7 @@ from colmena.store.pool import connect
 CPU_STEPS = ("build", "signing", "validation", "pdf")
 E2E_PHASES = ("signing", "validation", "pdf", "pac", "smtp", "database")
 _DB_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval")
-_ACTORS = ("stamp_invoice", "deliver_invoice")
+TIMED_ACTORS = ("stamp_invoice", "deliver_invoice")
 
 
 def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
@@ -201,7 +201,7 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
                 resources = Resources(
                     settings, database_url=url, publisher=AmqpPublisher(AMQP_URL, prefix)
                 )
-                actors = timed_actors(clock, _ACTORS)
+                actors = timed_actors(clock, TIMED_ACTORS)
                 broker = build_broker(settings, resources, actors, broker_url=AMQP_URL)
                 broker.emit_after("process_boot")
                 worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)

@@ -25,7 +25,14 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import AMQP_URL, figure, machine, percentile, scratch_database  # noqa: E402
+from bench.common import (  # noqa: E402
+    AMQP_URL,
+    delete_queues,
+    figure,
+    machine,
+    percentile,
+    scratch_database,
+)
 from colmena.gateways import sample_events as events  # noqa: E402
 from colmena.gateways.stripe import sign  # noqa: E402
 
@@ -119,7 +126,8 @@ async def main() -> None:
     )
     args = parser.parse_args()
     print(
-        f"machine: {machine()}; events: {args.events}; concurrency: {args.concurrency}; offered rate: {args.rate}/s"
+        f"machine: {machine()}; events: {args.events}; concurrency: {args.concurrency}; "
+        f"offered rate: {args.rate}/s"
     )
 
     bare_port = free_port()
@@ -135,6 +143,7 @@ async def main() -> None:
         bare.terminate()
         bare.wait()
 
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
     async with scratch_database() as database_url:
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
@@ -145,7 +154,7 @@ async def main() -> None:
                 "COLMENA_HTTP_PORT": str(port),
                 "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET,
                 "COLMENA_LOG_LEVEL": "WARNING",
-                "COLMENA_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:6]}_",
+                "COLMENA_QUEUE_PREFIX": prefix,
                 "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
             }
         )
@@ -155,6 +164,7 @@ async def main() -> None:
         finally:
             ingress.terminate()
             ingress.wait()
+            delete_queues(prefix)
 
     figure("bare verify+parse handler", bare_rate, "webhooks/s")
     figure(

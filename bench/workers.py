@@ -23,6 +23,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from bench import worker_apps  # noqa: E402
 from bench.common import figure, machine  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
@@ -49,8 +50,6 @@ def run(framework: str, messages: int, threads: int) -> float:
     }
     client = redis.Redis(host="127.0.0.1", port=6379)
     client.delete(counter)
-    from bench import worker_apps
-
     if framework == "dramatiq":
         broker = worker_apps.dramatiq_broker(queue)
         send = broker.get_actor("noop").send

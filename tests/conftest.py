@@ -3,11 +3,15 @@
 Databases are cloned from a template migrated once per run (CREATE DATABASE ... TEMPLATE), which
 takes milliseconds; queue names carry a per-test prefix and are deleted afterwards, so runs on one
 machine never see each other's messages.
+
+Tests marked `docker` need a Docker engine. Without one they skip, saying why; with `CI=true`
+they fail instead, because a CI run that skipped them would pass without proving anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,17 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import docker
 import dramatiq
 import pika
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from colmena.actors import all_actors
 from colmena.config import Settings
+from colmena.http.app import create_app
 from colmena.runtime.broker import build_broker
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.queues import DOMAIN_QUEUES, queue_declarations
 from colmena.runtime.resources import Resources
 from colmena.store.migrate import apply_migrations
+from colmena.store.pool import connect
+from colmena.supervisor.docker_runtime import docker_available
 
 ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP_URL = os.environ.get(
@@ -52,6 +61,50 @@ async def wait_for(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(interval)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+@functools.cache
+def _docker_answers() -> bool:
+    return docker_available()
+
+
+def require_docker() -> None:
+    """Return if a Docker engine answers; otherwise skip the test, or fail it under CI=true."""
+    if _docker_answers():
+        return
+    if in_ci():
+        pytest.fail(
+            "no Docker engine answers, and CI=true: docker tests must run in CI, not skip",
+            pytrace=False,
+        )
+    pytest.skip("no Docker engine answers (with CI=true this fails instead)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes the shared `docker_engine` fixture is a docker test, marked or not."""
+    for item in items:
+        if "docker_engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every `docker` test, before any of its fixtures runs: an engine, or skip/fail."""
+    if item.get_closest_marker("docker") is not None:
+        require_docker()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[docker.DockerClient]:
+    """A client of the machine's Docker engine, shared by the run."""
+    require_docker()
+    client = docker.from_env(timeout=60)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +154,6 @@ async def empty_database_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    from colmena.store.pool import connect
-
     conn = await connect(database_url)
     yield conn
     await conn.close()
@@ -202,10 +253,6 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
 @pytest.fixture
 async def make_client(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Start the real ingress app (test server on 127.0.0.1) and return an aiohttp client for it."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from colmena.http.app import create_app
-
     clients: list[TestClient] = []
 
     async def make(

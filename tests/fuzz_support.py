@@ -8,8 +8,10 @@ a later one stricter, never hide a failure.
 
 The properties, on every public route:
 - never a 5xx;
-- a refused request (any 4xx, or any request that fails authentication or verification)
-  changes nothing in the database: every table's content is fingerprinted before and after;
+- a request that must be refused (it fails authentication or verification, or breaks the
+  route's documented rules) is answered 4xx, never 200;
+- a refused request (any 4xx, or one that had to be refused) changes nothing in the database:
+  every table's content is fingerprinted before and after;
 - no secret the app was configured with, nor a token or key it issued, appears in the response
   (status line, headers, body) or in anything logged while the request ran.
 """
@@ -164,9 +166,9 @@ class Fingerprint:
         return cls(conn, [row["table_name"] for row in tables])
 
     async def take(self) -> dict[str, str]:
+        digest = "md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
         parts = ", ".join(
-            f"(SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{table}\" t) AS \"{table}\""
-            for table in self.tables
+            f'(SELECT {digest} FROM "{table}" t) AS "{table}"' for table in self.tables
         )
         return dict(await self.conn.fetchrow(f"SELECT {parts}"))
 
@@ -220,13 +222,26 @@ class Target:
         self._mark = self.logs.mark()
 
     async def finish(
-        self, answer: Answer, *, refused: bool | None = None, what: str = "a refused request"
+        self,
+        answer: Answer,
+        *,
+        refused: bool = False,
+        changes_nothing: bool = False,
+        what: str = "a refused request",
     ) -> None:
-        """Check the properties; `refused` (default: any 4xx) means nothing may have changed."""
+        """Check the properties every answer keeps, and whatever the example claims on top.
+
+        Whatever else is claimed, a 4xx must have changed nothing. `refused=True` claims the
+        request must be refused: the answer has to be a 4xx (a 200 fails the example), and
+        nothing may have changed. `changes_nothing=True` claims only that nothing changed, for
+        requests that may well be answered 200 (reads, public routes).
+        """
         check(answer, self.logs.since(self._mark), self.secrets)
-        if refused is None:
-            refused = 400 <= answer.status < 500
         if refused:
+            assert 400 <= answer.status < 500, (
+                f"{what} was answered {answer.status}, not refused: {answer.text[:300]}"
+            )
+        if refused or changes_nothing or 400 <= answer.status < 500:
             await self.fingerprint.assert_unchanged(self._before, what)
 
     async def send(self, method: str, path: str, **kwargs: object) -> Answer:

@@ -90,15 +90,18 @@ async def test_random_and_mutated_download_tokens_spend_nothing(web, data, metho
 
 @FUZZ
 @given(data=st.data())
-async def test_random_and_mutated_license_keys_are_4xx(web, data) -> None:
+async def test_random_and_mutated_license_keys_verify_only_the_issued_one(web, data) -> None:
     source = data.draw(st.sampled_from([web.key, a_key(), tampered(web.key)]), label="source")
     candidate = data.draw(mutated(source, TOKEN_ALPHABET + "."), label="key")
     await web.start()
     answer = await web.send("GET", f"/licenses/{_segment(candidate)}/status")
-    await web.finish(answer, refused=True, what="a license status check")
-    assert answer.status in (200, 400, 404), answer.text[:300]
-    if answer.status == 200:  # only the issued license verifies (surrounding spaces are forgiven)
+    issued = "".join(candidate.split()) == web.key  # whitespace anywhere is forgiven
+    await web.finish(answer, refused=not issued, what="a license status check")
+    if issued:
+        assert answer.status == 200, answer.text[:300]
         assert f'"license_id": "{web.license_id}"' in answer.text, answer.text[:300]
+    else:
+        assert answer.status in (400, 404), answer.text[:300]
 
 
 @FUZZ
@@ -130,4 +133,6 @@ async def test_raw_paths_and_headers_never_break_license_routes(
         + b"\r\nContent-Length: 0\r\n"
     )
     answer = await web.send_raw(head)
-    await web.finish(answer, refused=True, what="a raw license request")
+    await web.finish(answer, changes_nothing=True, what="a raw license request")
+    if "{}" in path:  # a token or key that is not the issued one
+        assert 400 <= answer.status < 500, answer.text[:300]

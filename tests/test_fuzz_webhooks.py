@@ -1,9 +1,11 @@
 """Fuzzing the webhooks: valid signed requests mutated byte-wise, header-wise and query-wise, and
-signed garbage. Unverified requests store nothing; nothing answers 5xx; no secret leaks.
+signed garbage. Unverified requests and garbage are a 4xx that stores nothing; nothing answers
+5xx; no secret leaks.
 
 The oracle for "verified" is the provider's own scheme computed here from the secret (Stripe's
-library, Mercado Pago's manifest HMAC), not the route: a request this oracle refuses must leave
-every table as it was.
+library, Mercado Pago's manifest HMAC), not the route; the oracle for "garbage" is the shape each
+provider documents plus what PostgreSQL's jsonb can hold. A request these oracles refuse must be
+answered 4xx and leave every table as it was.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from typing import Any
@@ -18,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 import stripe as stripe_sdk
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from colmena.gateways import mercadopago, stripe
@@ -37,7 +40,8 @@ from tests.fuzz_support import (
 STRIPE = "/webhooks/stripe"
 MERCADOPAGO = "/webhooks/mercadopago"
 
-# Header values an HTTP client library can send (no CR/LF, latin-1); raw bytes go through raw_request.
+# Header values an HTTP client library can send (no CR/LF, latin-1); raw bytes go through
+# raw_request.
 header_text = st.text(
     st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80
 )
@@ -102,6 +106,74 @@ def _stripe_verified(body: bytes, header: str | None) -> bool:
         except Exception:
             continue
     return False
+
+
+def _jsonb_storable(value: Any) -> bool:
+    """Whether PostgreSQL's jsonb holds this parsed JSON: no NaN or Infinity, and no NUL or
+    unpaired surrogate in any string or key."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return "\x00" not in value and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, list):
+        return all(_jsonb_storable(item) for item in value)
+    if isinstance(value, dict):
+        return all(_jsonb_storable(k) and _jsonb_storable(v) for k, v in value.items())
+    return True
+
+
+def _parsed(body: bytes) -> Any:
+    """The body as JSON, or None when it is not JSON (or nests deeper than Python parses)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _stripe_event_well_formed(body: bytes) -> bool:
+    """What Stripe documents of every event and colmena relies on: an object with an `evt_` id
+    (at most 255 characters), a type, an integer `created` (JSON `true` is one to Python, and is
+    taken) and a `data.object`, holding only values jsonb can store."""
+    event = _parsed(body)
+    if not isinstance(event, dict):
+        return False
+    event_id, data = event.get("id"), event.get("data")
+    try:
+        storable = _jsonb_storable(event)
+    except RecursionError:
+        storable = False
+    return (
+        isinstance(event_id, str)
+        and event_id.startswith("evt_")
+        and len(event_id) <= 255
+        and isinstance(event.get("type"), str)
+        and bool(event["type"])
+        and isinstance(event.get("created"), int)
+        and isinstance(data, dict)
+        and isinstance(data.get("object"), dict)
+        and storable
+    )
+
+
+def _mercadopago_notification_well_formed(body: bytes, data_id: str) -> bool:
+    """A notification object with a type and a `data` object whose id is the signed data.id
+    (as sent or lowercased, as the signature check allows), holding only storable values."""
+    notification = _parsed(body)
+    if not isinstance(notification, dict):
+        return False
+    data = notification.get("data")
+    try:
+        storable = _jsonb_storable(notification)
+    except RecursionError:
+        storable = False
+    return (
+        isinstance(data, dict)
+        and data.get("id") is not None
+        and str(data["id"]) in (data_id, data_id.lower())
+        and isinstance(notification.get("type"), str)
+        and bool(notification["type"])
+        and storable
+    )
 
 
 def _mercadopago_verified(
@@ -233,11 +305,14 @@ async def test_mutated_stripe_webhooks_store_nothing_unless_verified(web, sent) 
     await web.finish(answer, refused=not verified, what="an unverified Stripe webhook")
     if not verified:
         assert answer.status in (400, 401, 415), answer.text[:300]
+    elif "Content-Encoding" not in sent["headers"]:  # the signed body is the original event
+        assert answer.status == 200, answer.text[:300]
 
 
 @st.composite
 def signed_stripe_garbage(draw: st.DrawFn) -> bytes:
-    """Bodies with a valid signature: JSON of any shape, near-events with odd values, or bytes."""
+    """Bodies with a valid signature: JSON of any shape, near-events with odd values, or bytes;
+    never a well-formed event (a draw that happens to be one is discarded)."""
     event = events.stripe_event("payment_intent.succeeded", events.payment_intent())
     shape = draw(st.sampled_from(["event", "value", "bytes", "deep"]))
     if shape == "bytes":
@@ -256,7 +331,9 @@ def signed_stripe_garbage(draw: st.DrawFn) -> bytes:
         event[key] = draw(json_values)
     if draw(st.booleans()):
         event["id"] = "evt_" + draw(st.text(max_size=20))
-    return json.dumps(event).encode()
+    body = json.dumps(event).encode()
+    assume(not _stripe_event_well_formed(body))
+    return body
 
 
 @FUZZ
@@ -279,7 +356,7 @@ async def test_signed_stripe_garbage_is_a_4xx_that_changes_nothing(web, body) ->
         data=body,
         headers={"Content-Type": "application/json", "Stripe-Signature": signature},
     )
-    await web.finish(answer, what="a refused signed Stripe webhook")
+    await web.finish(answer, refused=True, what="a refused signed Stripe webhook")
 
 
 # Mercado Pago ------------------------------------------------------------------------------------
@@ -366,11 +443,18 @@ async def test_mutated_mercadopago_webhooks_store_nothing_unless_verified(web, s
     await web.finish(answer, refused=not verified, what="an unverified Mercado Pago webhook")
     if not verified:
         assert answer.status in (400, 401, 415), answer.text[:300]
+    elif "Content-Encoding" in sent["headers"]:
+        pass  # the body the route reads is the decoded one: no claim beyond the properties
+    elif _mercadopago_notification_well_formed(sent["body"], data_ids[0]):
+        assert answer.status == 200, answer.text[:300]
+    else:
+        assert answer.status == 400, answer.text[:300]
 
 
 @st.composite
 def signed_mercadopago_garbage(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid signature over odd ids, request ids and timestamps, with bodies of any shape."""
+    """A valid signature over odd ids, request ids and timestamps, with bodies of any shape;
+    never a timely signature over a well-formed notification (such a draw is discarded)."""
     data_id = draw(
         st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=16)
     )
@@ -394,7 +478,12 @@ def signed_mercadopago_garbage(draw: st.DrawFn) -> dict[str, Any]:
         ):
             notification[key] = draw(json_values)
         body = json.dumps(notification).encode()
-    return _mercadopago_signed(data_id, request_id, ts, body)
+    sent = _mercadopago_signed(data_id, request_id, ts, body)
+    assume(
+        not _mercadopago_verified(sent["headers"]["x-signature"], request_id, data_id)
+        or not _mercadopago_notification_well_formed(body, data_id)
+    )
+    return sent
 
 
 @FUZZ
@@ -403,7 +492,29 @@ def signed_mercadopago_garbage(draw: st.DrawFn) -> dict[str, Any]:
 async def test_signed_mercadopago_garbage_is_a_4xx_that_changes_nothing(web, sent) -> None:
     await web.start()
     answer = await web.send("POST", sent["path"], data=sent["body"], headers=sent["headers"])
-    await web.finish(answer, what="a refused signed Mercado Pago notification")
+    await web.finish(answer, refused=True, what="a refused signed Mercado Pago notification")
+
+
+# Content codings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a body that does not decode as its Content-Encoding (gzip, br) reaches the "
+    "handler as aiohttp's RequestPayloadError, which the error middleware "
+    "(colmena/http/middlewares.py) answers 500; it should be a 400. strict: fix it, then drop this",
+)
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+@pytest.mark.parametrize("path", [STRIPE, MERCADOPAGO])
+async def test_a_body_that_does_not_decode_is_a_4xx_that_changes_nothing(web, path, coding) -> None:
+    await web.start()
+    answer = await web.send(
+        "POST",
+        path,
+        data=_event_body(),
+        headers={"Content-Type": "application/json", "Content-Encoding": coding},
+    )
+    await web.finish(answer, refused=True, what=f"a body that is not {coding}")
 
 
 # Raw bytes ----------------------------------------------------------------------------------------

@@ -35,19 +35,19 @@ async def test_relay_job_publishes_what_was_left_behind(settings, db) -> None:
 
 
 async def test_a_job_never_runs_twice_at_once(settings) -> None:
-    running = 0
-    overlaps = 0
+    """The second scheduler's tick comes while the first one's is still running (it holds the
+    job until released), so the advisory lock is what makes it skip."""
+    started, release = asyncio.Event(), asyncio.Event()
     runs = 0
 
-    async def slow(_resources: Resources) -> None:
-        nonlocal running, overlaps, runs
-        running += 1
-        overlaps += running > 1
-        await asyncio.sleep(0.2)
-        running -= 1
+    async def held(_resources: Resources) -> None:
+        nonlocal runs
         runs += 1
+        if runs == 1:  # the first tick holds the job until the test releases it
+            started.set()
+            await release.wait()
 
-    job = ScheduledJob("test-slow", IntervalTrigger(seconds=60), slow)
+    job = ScheduledJob("test-held", IntervalTrigger(seconds=60), held)
     first, second = (
         Resources(
             settings,
@@ -57,9 +57,15 @@ async def test_a_job_never_runs_twice_at_once(settings) -> None:
         for _ in range(2)
     )
     try:
-        await asyncio.gather(run_exclusively(first, job), run_exclusively(second, job))
+        running = asyncio.create_task(run_exclusively(first, job))
+        await asyncio.wait_for(started.wait(), timeout=20)
+        await asyncio.wait_for(run_exclusively(second, job), timeout=20)
+        assert runs == 1, "the second tick ran while the first held the lock"
+        release.set()
+        await asyncio.wait_for(running, timeout=20)
+        await asyncio.wait_for(run_exclusively(second, job), timeout=20)
+        assert runs == 2, "once the first tick ended, the next one ran"
     finally:
+        release.set()
         await first.close()
         await second.close()
-    assert overlaps == 0
-    assert runs == 1
