@@ -498,12 +498,6 @@ async def test_signed_mercadopago_garbage_is_a_4xx_that_changes_nothing(web, sen
 # Content codings ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a body that does not decode as its Content-Encoding (gzip, br) reaches the "
-    "handler as aiohttp's RequestPayloadError, which the error middleware "
-    "(colmena/http/middlewares.py) answers 500; it should be a 400. strict: fix it, then drop this",
-)
 @pytest.mark.parametrize("coding", ["gzip", "br"])
 @pytest.mark.parametrize("path", [STRIPE, MERCADOPAGO])
 async def test_a_body_that_does_not_decode_is_a_4xx_that_changes_nothing(web, path, coding) -> None:

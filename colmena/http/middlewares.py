@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from colmena.config.metrics import (
     HTTP_IN_FLIGHT,
@@ -127,6 +128,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if header in exc.headers:
                 response.headers[header] = exc.headers[header]
         return response
+    except RequestPayloadError as exc:
+        # The body did not decode as its Content-Encoding said, or the client went away mid-body:
+        # the request is at fault, not the server.
+        log.warning("request body unreadable", route=route_name(request), error=str(exc))
+        return error_response(400, "unreadable_body", "the request body could not be read")
     except Exception:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "something went wrong on our side")
