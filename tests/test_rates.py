@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from colmena.actors import all_jobs
 from colmena.actors.rates import enqueue_scrape
@@ -385,6 +386,12 @@ async def test_older_effective_date_than_the_published_one_is_rejected(
 # --- failures, stale flag, metrics ----------------------------------------------------------------
 
 
+def scrapes_counted(outcome: str, source: str) -> float:
+    """This process's `colmena_scrape_total` for one outcome and source (the ingress exports it)."""
+    labels = {"outcome": outcome, "source": source}
+    return REGISTRY.get_sample_value("colmena_scrape_total", labels) or 0.0
+
+
 async def test_three_failures_make_the_source_stale_with_an_error_log(
     rates_settings, db, make_client, bcv_site, capsys
 ) -> None:
@@ -393,6 +400,7 @@ async def test_three_failures_make_the_source_stale_with_an_error_log(
     bcv_site.mode = "5xx"
     configure_logging(dev=False, level="INFO")
     capsys.readouterr()
+    failed_before = scrapes_counted("http_error", "bcv")
 
     for attempt in (1, 2):
         report = await scrape(Source.BCV, db, rates_settings)
@@ -419,6 +427,7 @@ async def test_three_failures_make_the_source_stale_with_an_error_log(
     metrics = await (await client.get("/metrics")).text()
     assert 'colmena_rate_source_stale{source="bcv"} 1.0' in metrics
     assert 'colmena_scrape_total{outcome="http_error",source="bcv"}' in metrics
+    assert scrapes_counted("http_error", "bcv") == failed_before + 3
 
     bcv_site.mode = "ok"
     recovered = await scrape(Source.BCV, db, rates_settings)
@@ -847,8 +856,9 @@ async def test_cli_accept_refuses_rejected_outdated_and_unknown_rates(rates_sett
 
 def test_alert_rules_fire_only_inside_their_windows() -> None:
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    assert promtool is not None, (
+        "promtool is needed (Debian's prometheus package; .ci/run installs it)"
+    )
     rules = Path(__file__).resolve().parent.parent / "ops" / "prometheus" / "rules"
 
     result = subprocess.run(

@@ -134,6 +134,7 @@ async def test_every_tenant_route_needs_a_valid_token(active, db, make_client) -
     _, token = await add_tenant(db)
     client = await make_client(active)
     missing_before = security_events("tenant_token_missing")
+    invalid_before = security_events("tenant_token_invalid")
     forged = "cmt_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
     for headers in (
         {},
@@ -151,7 +152,9 @@ async def test_every_tenant_route_needs_a_valid_token(active, db, make_client) -
         # One middleware answers for every route: the very same JSON body everywhere.
         [body] = answers
         assert json.loads(body)["error"]["code"] == "unauthorized"
-    assert security_events("tenant_token_missing") >= missing_before + len(TENANT_ROUTES)
+    # No Bearer at all (none, Basic) is "missing"; a Bearer that opens nothing is "invalid".
+    assert security_events("tenant_token_missing") == missing_before + 2 * len(TENANT_ROUTES)
+    assert security_events("tenant_token_invalid") == invalid_before + 3 * len(TENANT_ROUTES)
     assert await db.fetchval("SELECT count(*) FROM bot_commands") == 0
     assert (await client.get("/api/v1/bot/status", headers=bearer(token))).status == 200
 
