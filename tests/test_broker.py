@@ -21,7 +21,8 @@ TEST_QUEUE = "testing"
 async def _note(resources: Resources, label: str) -> None:
     message_id = structlog.contextvars.get_contextvars().get("message_id")
     await resources.pool.execute(
-        "CREATE TABLE IF NOT EXISTS test_attempts (label text, message_id text, at timestamptz DEFAULT clock_timestamp())"
+        "CREATE TABLE IF NOT EXISTS test_attempts "
+        "(label text, message_id text, at timestamptz DEFAULT clock_timestamp())"
     )
     await resources.pool.execute(
         "INSERT INTO test_attempts (label, message_id) VALUES ($1, $2)", label, message_id
@@ -69,7 +70,10 @@ async def test_failing_actor_is_retried_with_backoff_then_dead_lettered(
     await wait_for(lambda: _dead_letters(settings.queue_prefix), timeout=30)
     rows = await attempts(db, "doomed")
     assert len(rows) == settings.max_retries + 1
-    gaps = [(later["at"] - earlier["at"]).total_seconds() for earlier, later in zip(rows, rows[1:])]
+    gaps = [
+        (later["at"] - earlier["at"]).total_seconds()
+        for earlier, later in zip(rows, rows[1:], strict=False)
+    ]
     assert all(gap >= settings.min_backoff_ms / 1000 * 0.5 for gap in gaps), gaps
 
 

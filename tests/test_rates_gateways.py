@@ -511,8 +511,17 @@ BOUNDS = {"lower": Decimal("1"), "upper": Decimal("100000")}
 
 @pytest.mark.parametrize(
     "value",
-    [Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("0"), Decimal("-794.99"), Decimal("0.5"),
-     Decimal("100000.01"), 794.99, "794.99"],
+    [
+        Decimal("NaN"),
+        Decimal("Infinity"),
+        Decimal("-Infinity"),
+        Decimal("0"),
+        Decimal("-794.99"),
+        Decimal("0.5"),
+        Decimal("100000.01"),
+        794.99,
+        "794.99",
+    ],
 )  # fmt: skip
 def test_garbage_values_are_rejected(value: object) -> None:
     result = check_rate(value, last_accepted=Decimal("794.99"), **BOUNDS)  # type: ignore[arg-type]

@@ -32,7 +32,8 @@ def _render(snapshot: Snapshot) -> list[str]:
         lines.append(f"{'queue':<10} {'ready':>7} {'delayed':>8} {'dead':>6} {'consumers':>10}")
         for depth in snapshot.queues:
             lines.append(
-                f"{depth.queue:<10} {depth.ready:>7} {depth.delayed:>8} {depth.dead:>6} {depth.consumers:>10}"
+                f"{depth.queue:<10} {depth.ready:>7} {depth.delayed:>8} {depth.dead:>6} "
+                f"{depth.consumers:>10}"
             )
         hint = "  (colmena dlq list)" if snapshot.dead_letters else ""
         lines.append(f"dead letters: {snapshot.dead_letters}{hint}")

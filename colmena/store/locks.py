@@ -30,7 +30,7 @@ def _key_sql(key: int | str) -> str:
 async def advisory_lock(
     conn: asyncpg.Connection, space: int, key: int | str
 ) -> AsyncIterator[None]:
-    """Hold the session lock (space, key) for the block, waiting for it if another session has it."""
+    """Hold the session lock (space, key) for the block; wait while another session has it."""
     await conn.execute(f"SELECT pg_advisory_lock($1, {_key_sql(key)})", space, key)
     try:
         yield

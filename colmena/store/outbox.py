@@ -119,6 +119,7 @@ async def mark_consumed(pool: asyncpg.Pool, message_id: str) -> None:
 async def requeue_unconsumed(conn: asyncpg.Connection) -> int:
     """Make every message not known to be consumed pending again (after an in-process restart)."""
     result = await conn.execute(
-        "UPDATE outbox SET published_at = NULL WHERE consumed_at IS NULL AND published_at IS NOT NULL"
+        "UPDATE outbox SET published_at = NULL "
+        "WHERE consumed_at IS NULL AND published_at IS NOT NULL"
     )
     return int(result.split()[-1])
