@@ -1,7 +1,10 @@
-"""`colmena license`: make a signing key, check a key, revoke a license, resend its link.
+"""`colmena license`: make a signing key, check a key, find a license, revoke it, resend its link.
 
-`verify` exits 0 when the signature holds and 1 when it does not; `revoke` and `resend` exit 1
-for an unknown license. Settings or database trouble exits 2, as everywhere.
+`list` and `show` find licenses by payment (colmena's id or the provider's) or by customer
+email, with what `resend` and `revoke` need: the license id, its status, whether its email went
+out and whether its link still works. `verify` exits 0 when the signature holds and 1 when it
+does not; `show`, `revoke` and `resend` exit 1 for an unknown license. Settings or database
+trouble exits 2, as everywhere.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import base64
 import json
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +21,17 @@ import asyncpg
 import click
 
 from colmena.cli.database import with_database
-from colmena.config import Settings, SettingsError, load_settings
+from colmena.config import Settings, SettingsError
+from colmena.config.dev_stack import load_operator_settings
 from colmena.domain.licensing import (
     LicenseKeyError,
     SigningKeyError,
     generate_key_pair,
     load_public_key,
+    status_at,
     verify_license_key,
 )
+from colmena.domain.money import format_minor, from_minor
 from colmena.gateways.license_keys import public_key
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.store import licenses as store
@@ -36,7 +43,7 @@ PUBLIC_KEY_FILE = "license-public-key.pem"
 
 @click.group("license")
 def license_group() -> None:
-    """Signed licenses: signing keys, verification, revocation, resending download links."""
+    """Signed licenses: signing keys, verification, finding, revocation, resending links."""
 
 
 @license_group.command("keygen")
@@ -88,7 +95,7 @@ def verify_command(ctx: click.Context, key: str, public_key_file: Path | None) -
         verifier = (
             load_public_key(public_key_file.read_text())
             if public_key_file
-            else public_key(load_settings())
+            else public_key(load_operator_settings())
         )
     except SigningKeyError as exc:
         raise SettingsError(str(exc)) from None
@@ -114,6 +121,180 @@ def _unverified_payload(key: str) -> Any:
         return None
 
 
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else "-"
+
+
+def _status(found: store.LicenseOverview, now: datetime) -> str:
+    record = found.license
+    revoked = record.revoked_at is not None
+    return status_at(expires_at=record.expires_at, revoked=revoked, now=now).value
+
+
+def _email_state(email: store.EmailRecord | None, *, detail: bool = False) -> str:
+    """sent, superseded, queued (not tried yet) or not sent (tried; the error with `detail`)."""
+    if email is None:
+        return "none"
+    if email.sent_at is not None:
+        return f"sent {_when(email.sent_at)}" if detail else "sent"
+    if email.superseded_at is not None:
+        return "superseded"
+    if email.attempts == 0:
+        return "queued"
+    if not detail:
+        return "not sent"
+    return f"not sent after {email.attempts} attempt(s): {email.last_error or 'no answer recorded'}"
+
+
+def _link_state(link: store.LinkRecord | None, *, detail: bool = False) -> str:
+    """The link's state; a usable link nobody was emailed is `unsent`."""
+    if link is None:
+        return "none"
+    state = "unsent" if link.state == "usable" and link.emailed_at is None else link.state
+    if not detail:
+        return state
+    return f"{state}, {link.used}/{link.max_downloads} downloads, expires {_when(link.expires_at)}"
+
+
+def _payment(found: store.LicenseOverview) -> str:
+    return f"{found.provider} {found.provider_payment_id}"
+
+
+def _json_time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _license_json(found: store.LicenseOverview, now: datetime) -> dict[str, Any]:
+    """The list row for `--json`: the same facts, the amount as an exact decimal string."""
+    record = found.license
+    return {
+        "license_id": str(record.id),
+        "product": record.product_ref,
+        "edition": record.edition,
+        "seats": record.seats,
+        "status": _status(found, now),
+        "customer_email": record.customer_email,
+        "payment_id": record.payment_id,
+        "provider": found.provider,
+        "provider_payment_id": found.provider_payment_id,
+        "amount": str(from_minor(found.amount_minor, found.currency)),
+        "currency": found.currency,
+        "issued_at": _json_time(record.issued_at),
+        "expires_at": _json_time(record.expires_at),
+        "revoked_at": _json_time(record.revoked_at),
+        "email": _email_state(found.email),
+        "email_sent_at": _json_time(found.email.sent_at if found.email else None),
+        "link": _link_state(found.link),
+        "link_expires_at": _json_time(found.link.expires_at if found.link else None),
+    }
+
+
+@license_group.command("list")
+@click.option(
+    "--payment", help="colmena's payment id or the provider's (pi_..., a Mercado Pago id)"
+)
+@click.option("--email", help="the customer's email")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def list_command(payment: str | None, email: str | None, limit: int, as_json: bool) -> None:
+    """Licenses, newest first: id, product, seats, status, payment, amount, email and link."""
+
+    async def work(conn: asyncpg.Connection) -> list[store.LicenseOverview]:
+        return await store.overview(conn, payment=payment, email=email, limit=limit)
+
+    found = with_database(load_operator_settings(), work)
+    now = datetime.now(UTC)
+    if as_json:
+        click.echo(json.dumps([_license_json(item, now) for item in found], indent=2))
+        return
+    if not found:
+        click.echo("no licenses")
+        return
+    click.echo(
+        f"{'license':<36}  {'product (edition)':<32} {'seats':>5}  {'status':<8} "
+        f"{'payment':<36} {'amount':>16}  {'email':<10} {'link':<8} customer"
+    )
+    for item in found:
+        record = item.license
+        click.echo(
+            f"{record.id!s:<36}  {f'{record.product_ref} ({record.edition})':<32} "
+            f"{record.seats:>5}  {_status(item, now):<8} {_payment(item):<36} "
+            f"{format_minor(item.amount_minor, item.currency):>16}  "
+            f"{_email_state(item.email):<10} {_link_state(item.link):<8} {record.customer_email}"
+        )
+
+
+def _filters(which: str) -> dict[str, Any]:
+    """What WHICH names: a license id, a customer email, or else a payment."""
+    if "@" in which:
+        return {"email": which}
+    try:
+        return {"license_id": uuid.UUID(which)}
+    except ValueError:
+        return {"payment": which}
+
+
+@license_group.command("show")
+@click.argument("which")
+def show_command(which: str) -> None:
+    """Everything about the licenses WHICH names (a license id, a payment id, colmena's or the
+    provider's, or a customer email): status, payment, every email and link."""
+
+    async def work(
+        conn: asyncpg.Connection,
+    ) -> list[tuple[store.LicenseOverview, list[store.EmailRecord], list[store.LinkRecord]]]:
+        found = await store.overview(conn, **_filters(which))
+        return [
+            (
+                item,
+                await store.emails_of(conn, item.license.id),
+                await store.links_of(conn, item.license.id),
+            )
+            for item in found
+        ]
+
+    found = with_database(load_operator_settings(), work)
+    if not found:
+        raise click.ClickException(f"no license for {which}")
+    now = datetime.now(UTC)
+    for index, (item, emails, links) in enumerate(found):
+        record = item.license
+        status = _status(item, now)
+        if record.revoked_at is not None:
+            status += f" at {_when(record.revoked_at)} ({record.revoked_reason or 'no reason'})"
+        fields = [
+            ("license", str(record.id)),
+            ("product", f"{record.product_ref}, edition {record.edition}, {record.seats} seat(s)"),
+            ("status", status),
+            ("customer", f"{record.customer_email} ({record.customer_locale or 'no locale'})"),
+            (
+                "payment",
+                f"{_payment(item)} (#{record.payment_id}), "
+                f"{format_minor(item.amount_minor, item.currency)}",
+            ),
+            ("issued", _when(record.issued_at)),
+            ("expires", _when(record.expires_at) if record.expires_at else "never (perpetual)"),
+            ("package", record.package_path or "not built (the next email builds it)"),
+        ]
+        fields += [
+            (f"email #{email.id}", f"{email.reason}: {_email_state(email, detail=True)}")
+            for email in emails
+        ]
+        fields += [(f"link #{link.id}", _link_state(link, detail=True)) for link in links]
+        if not links:
+            fields.append(("links", "none (dead links are deleted after the retention period)"))
+        if record.revoked_at is None:
+            fields += [
+                ("resend", f"colmena license resend {record.id}  (a fresh link; older ones die)"),
+                ("revoke", f"colmena license revoke {record.id}"),
+            ]
+        if index:
+            click.echo("")
+        width = max(len(name) for name, _ in fields)
+        for name, value in fields:
+            click.echo(f"{name:<{width}}  {value}")
+
+
 @license_group.command("revoke")
 @click.argument("license_id", type=click.UUID)
 @click.option("--reason", default="revoked by an operator", show_default=True)
@@ -127,7 +308,7 @@ def revoke_command(license_id: uuid.UUID, reason: str) -> None:
                 await store.revoke(conn, license_id, reason)
             return record
 
-    record = with_database(load_settings(), work)
+    record = with_database(load_operator_settings(), work)
     if record is None:
         raise click.ClickException(f"no license {license_id}")
     if record.revoked_at is not None:
@@ -141,7 +322,7 @@ def revoke_command(license_id: uuid.UUID, reason: str) -> None:
 @click.argument("license_id", type=click.UUID)
 def resend_command(license_id: uuid.UUID) -> None:
     """Email LICENSE_ID's customer a fresh download link; older links stop working now."""
-    settings = load_settings()
+    settings = load_operator_settings()
 
     async def work(conn: asyncpg.Connection) -> tuple[store.LicenseRecord | None, bool]:
         async with conn.transaction():

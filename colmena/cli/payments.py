@@ -1,4 +1,4 @@
-"""Operator commands for payments: trigger test events, inspect payments, dead letters, reconcile."""
+"""Operator commands for payments: trigger test events, inspect payments, reconcile."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -15,10 +16,14 @@ import click
 from colmena.actors.payments_reconcile import ReconcileResult
 from colmena.actors.payments_reconcile import reconcile_mercadopago as run_reconcile
 from colmena.config import Settings, load_settings
+from colmena.config.dev_stack import DevStack, load_operator_settings, operator_settings
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
+from colmena.dev import SAMPLE_PRODUCT
+from colmena.domain.money import format_minor, format_money, from_minor
 from colmena.gateways import mercadopago, stripe
 from colmena.gateways import sample_events as events
-from colmena.runtime.startup import amqp_resources, open_database
+from colmena.runtime.startup import open_database, operator_resources
+from colmena.sandbox.serving import with_sandboxes
 from colmena.store import payments as payment_store
 
 STRIPE_TYPES = (
@@ -46,7 +51,14 @@ MERCADOPAGO_STATUSES = (
 )
 
 
-def _ingress_url(settings: Settings, path: str) -> str:
+def _webhook_url(url: str | None, settings: Settings, stack: DevStack | None, path: str) -> str:
+    """Where to post: `--url` as given when it names the webhook, else as the ingress's base URL
+    (`http://host:8080`); by default the running `colmena dev`'s ingress, else
+    COLMENA_HTTP_HOST/PORT."""
+    if url is not None:
+        return url if "/webhooks/" in url else url.rstrip("/") + path
+    if stack is not None:
+        return stack.ingress_url + path
     return f"http://{settings.http_host}:{settings.http_port}{path}"
 
 
@@ -70,13 +82,16 @@ def _post(
 
 
 def _metadata(
-    kind: str | None, rfc: str | None, tenant: str | None, plan: str | None, email: str
+    kind: str | None,
+    rfc: str | None,
+    tenant: str | None,
+    plan: str | None,
+    email: str,
+    product: str = SAMPLE_PRODUCT,
 ) -> dict[str, str]:
     metadata = {"email": email, "locale": "es-MX"}
     if kind == "license":
-        metadata.update(
-            product="colmena-enterprise", product_kind="license", edition="enterprise", seats="5"
-        )
+        metadata.update(product=product, product_kind="license", edition="enterprise", seats="5")
     if kind == "plan":
         metadata.update(
             product=f"plan-{plan}",
@@ -166,7 +181,17 @@ def trigger() -> None:
 )
 @click.option("--tenant", default="demo", show_default=True)
 @click.option("--rfc", help="ask for a CFDI for this RFC")
-@click.option("--url", help="ingress URL (default: COLMENA_HTTP_HOST/PORT)")
+@click.option(
+    "--product",
+    default=SAMPLE_PRODUCT,
+    show_default=True,
+    help="license product (a directory under COLMENA_LICENSE_PRODUCTS_DIR)",
+)
+@click.option(
+    "--url",
+    help="the ingress's base URL or the webhook's URL "
+    "(default: the running `colmena dev`'s, else COLMENA_HTTP_HOST/PORT)",
+)
 def trigger_stripe(
     event_type: str,
     payment_id: str | None,
@@ -177,10 +202,11 @@ def trigger_stripe(
     plan: str,
     tenant: str,
     rfc: str | None,
+    product: str,
     url: str | None,
 ) -> None:
     """Sign a Stripe EVENT_TYPE with the configured endpoint secret and post it."""
-    settings = load_settings()
+    settings, stack = operator_settings(load_settings())
     secrets = settings.stripe_secrets()
     secret = secrets[0] if secrets else DEV_STRIPE_SECRET
     if not secrets:
@@ -193,33 +219,113 @@ def trigger_stripe(
         payment_id=payment_id,
         amount=amount,
         currency=currency.lower(),
-        metadata=_metadata(kind, rfc, tenant, plan, email),
+        metadata=_metadata(kind, rfc, tenant, plan, email, product),
     )
     body = json.dumps(event)
-    click.echo(
-        f"event {event['id']} ({event_type}) for {event['data']['object'].get('payment_intent') or event['data']['object']['id']}"
-    )
+    obj = event["data"]["object"]
+    click.echo(f"event {event['id']} ({event_type}) for {obj.get('payment_intent') or obj['id']}")
     _post(
-        url or _ingress_url(settings, "/webhooks/stripe"),
+        _webhook_url(url, settings, stack, "/webhooks/stripe"),
         body.encode(),
         {"Content-Type": "application/json", "Stripe-Signature": stripe.sign(body, secret)},
     )
 
 
+_AMOUNT = re.compile(r"^\d{1,10}(\.\d{1,2})?$")
+
+
+def _amount(_ctx: click.Context, _param: click.Parameter, value: str) -> Decimal:
+    if not _AMOUNT.match(value) or Decimal(value) <= 0:
+        raise click.BadParameter("a positive decimal amount with at most 2 decimals, e.g. 1500.00")
+    return Decimal(value)
+
+
+def _api_source(settings: Settings, stack: DevStack | None) -> str:
+    """Where the running server's payments actor fetches a payment: said without guessing."""
+    if stack is not None:
+        return (
+            "the Mercado Pago API the running `colmena dev` is configured with "
+            "(its COLMENA_MERCADOPAGO_ACCESS_TOKEN is set, so it serves no sandbox)"
+        )
+    if "mercadopago_api_url" in settings.model_fields_set:
+        return f"{settings.mercadopago_api_url} (COLMENA_MERCADOPAGO_API_URL)"
+    return f"{settings.mercadopago_api_url} (COLMENA_MERCADOPAGO_API_URL is unset)"
+
+
+def _sandbox_payment(
+    settings: Settings, api_url: str, status: str, payment_id: str | None, **order: Any
+) -> dict[str, Any]:
+    """Make (or, with `payment_id`, change) the sandbox payment the notification will name."""
+    client = mercadopago.MercadoPagoClient(
+        access_token=mercadopago.SANDBOX_ACCESS_TOKEN,
+        base_url=api_url,
+        timeout_s=settings.mercadopago_timeout_s,
+    )
+    if payment_id is not None and status not in mercadopago.TEST_CHANGES:
+        raise click.ClickException(
+            "against the sandbox --payment-id takes "
+            f"{' or '.join(mercadopago.TEST_CHANGES)}: a payment's outcome is decided when it "
+            "is made, so leave --payment-id out to make a new one"
+        )
+    if status not in mercadopago.TEST_STATUSES:
+        raise click.ClickException(
+            f"Mercado Pago's API cannot make a payment {status} (a buyer's dispute does); the "
+            f"sandbox makes {', '.join(mercadopago.TEST_STATUSES)}"
+        )
+    try:
+        if payment_id is not None:
+            return mercadopago.change_test_payment(client, payment_id, status)
+        return mercadopago.create_test_payment(client, status, **order)
+    except mercadopago.MercadoPagoError as exc:
+        raise click.ClickException(
+            f"the Mercado Pago sandbox at {api_url} refused: {exc}"
+        ) from None
+
+
 @trigger.command("mercadopago")
 @click.argument("status", type=click.Choice(MERCADOPAGO_STATUSES))
 @click.option(
-    "--payment-id", default=lambda: str(uuid.uuid4().int % 10**10), help="Mercado Pago payment id"
+    "--payment-id",
+    help="against dev's sandbox: an earlier payment to refund or cancel; otherwise the payment "
+    "to notify (default: a new one)",
 )
-@click.option("--url", help="ingress URL (default: COLMENA_HTTP_HOST/PORT)")
-def trigger_mercadopago(status: str, payment_id: str, url: str | None) -> None:
-    """Post a signed notification for PAYMENT_ID; the actor then fetches that payment's STATUS.
+@click.option(
+    "--amount", default="1500.00", show_default=True, callback=_amount, help="sandbox: MXN"
+)
+@click.option("--email", default="cliente@example.com", show_default=True)
+@click.option(
+    "--kind", type=click.Choice(["license", "plan"]), default="license", show_default=True
+)
+@click.option(
+    "--plan", type=click.Choice(["free", "pro", "enterprise"]), default="pro", show_default=True
+)
+@click.option("--tenant", default="demo", show_default=True)
+@click.option("--rfc", help="ask for a CFDI for this RFC")
+@click.option(
+    "--url",
+    help="the ingress's base URL or the webhook's URL "
+    "(default: the running `colmena dev`'s, else COLMENA_HTTP_HOST/PORT)",
+)
+def trigger_mercadopago(
+    status: str,
+    payment_id: str | None,
+    amount: Decimal,
+    email: str,
+    kind: str,
+    plan: str,
+    tenant: str,
+    rfc: str | None,
+    url: str | None,
+) -> None:
+    """Post a signed notification for a payment in STATUS; the actor then fetches the payment.
 
-    Mercado Pago notifications carry only the id: the payments actor asks
-    COLMENA_MERCADOPAGO_API_URL for the payment, so point it at your sandbox (or a stand-in)
-    that answers with the status you want to see.
+    Mercado Pago notifications carry only the id: the payments actor asks the API for the
+    payment. Against a running `colmena dev` that serves the Mercado Pago sandbox, the payment
+    is first made there (a test card whose holder name gives STATUS), so it settles end to end.
+    Otherwise only the notification is sent, for PAYMENT_ID: the API the server is configured
+    with (COLMENA_MERCADOPAGO_API_URL) must answer for it.
     """
-    settings = load_settings()
+    settings, stack = operator_settings(load_settings())
     secrets = settings.mercadopago_secrets()
     secret = secrets[0] if secrets else DEV_MERCADOPAGO_SECRET
     if not secrets:
@@ -227,14 +333,38 @@ def trigger_mercadopago(status: str, payment_id: str, url: str | None) -> None:
             "COLMENA_MERCADOPAGO_WEBHOOK_SECRET is unset: signing with the `colmena dev` secret",
             err=True,
         )
+    sandbox = stack.sandboxes.get("mercadopago") if stack is not None else None
+    if sandbox is not None:
+        metadata = _metadata(kind, rfc, tenant, plan, email)
+        payment = _sandbox_payment(
+            settings,
+            sandbox,
+            status,
+            payment_id,
+            amount=amount,
+            email=email,
+            description=metadata.get("product", "Colmena"),
+            metadata=metadata,
+        )
+        payment_id = str(payment["id"])
+        paid = format_money(Decimal(str(payment["transaction_amount"])), payment["currency_id"])
+        click.echo(
+            f"sandbox payment {payment_id}: {payment['status']} ({payment['status_detail']}), "
+            f"{paid}"
+        )
+        api = f"{sandbox} (the sandbox of the running `colmena dev`)"
+    else:
+        payment_id = payment_id or str(uuid.uuid4().int % 10**10)
+        api = _api_source(settings, stack)
+    click.echo(f"Mercado Pago API: {api}")
     request_id = str(uuid.uuid4())
     notification = events.mercadopago_notification(payment_id)
     click.echo(
-        f"notification {notification['id']} for payment {payment_id} (expected status: {status}); the actor "
-        f"will fetch {settings.mercadopago_api_url}/v1/payments/{payment_id}"
+        f"notification {notification['id']} for payment {payment_id} (expected status: "
+        f"{status}); the payments actor fetches GET /v1/payments/{payment_id}"
     )
     _post(
-        url or _ingress_url(settings, "/webhooks/mercadopago"),
+        _webhook_url(url, settings, stack, "/webhooks/mercadopago"),
         json.dumps(notification).encode(),
         {
             "Content-Type": "application/json",
@@ -254,7 +384,8 @@ def _payment_json(
         "provider": payment.provider,
         "id": payment.provider_payment_id,
         "status": payment.status,
-        "amount": payment.amount_minor,
+        "amount": str(from_minor(payment.amount_minor, payment.currency)),
+        "amount_minor": payment.amount_minor,
         "currency": payment.currency,
         "customer_email": payment.customer_email,
         "product": payment.product_ref,
@@ -289,7 +420,7 @@ def payments_list(status: str | None, limit: int, as_json: bool) -> None:
     """The most recent payments."""
 
     async def load() -> list[payment_store.Payment]:
-        conn = await open_database(load_settings().require_database_url())
+        conn = await open_database(load_operator_settings().require_database_url())
         try:
             return await payment_store.recent(conn, limit=limit, status=status)
         finally:
@@ -303,7 +434,8 @@ def payments_list(status: str | None, limit: int, as_json: bool) -> None:
         click.echo("no payments")
     for p in found:
         click.echo(
-            f"{p.provider:<12} {p.provider_payment_id:<32} {p.status:<13} {p.amount_minor:>12} {p.currency}  "
+            f"{p.provider:<12} {p.provider_payment_id:<32} {p.status:<13} "
+            f"{format_minor(p.amount_minor, p.currency):>18}  "
             f"{p.customer_email or '-'}  {p.updated_at:%Y-%m-%d %H:%M:%S}"
         )
 
@@ -313,10 +445,11 @@ def payments_list(status: str | None, limit: int, as_json: bool) -> None:
 @click.argument("payment_id")
 @click.option("--json", "as_json", is_flag=True)
 def payments_show(provider: str, payment_id: str, as_json: bool) -> None:
-    """What happened to one payment (PaymentIntent id, Mercado Pago payment id, Stripe invoice id)."""
+    """What happened to one payment (PaymentIntent id, Mercado Pago payment id, Stripe invoice
+    id)."""
 
     async def load() -> tuple[payment_store.Payment | None, list[payment_store.PaymentEvent]]:
-        conn = await open_database(load_settings().require_database_url())
+        conn = await open_database(load_operator_settings().require_database_url())
         try:
             found = await payment_store.get_by_provider_id(conn, provider, payment_id)
             return found, (await payment_store.events(conn, found.id) if found else [])
@@ -330,18 +463,18 @@ def payments_show(provider: str, payment_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
+    shown = document | {"amount": format_minor(payment.amount_minor, payment.currency)}
     for key in (
         "provider",
         "id",
         "status",
         "amount",
-        "currency",
         "customer_email",
         "product",
         "tenant",
         "approved_at",
     ):
-        click.echo(f"{key:>15}: {document[key]}")
+        click.echo(f"{key:>15}: {shown[key]}")
     click.echo("         events:")
     for event in document["events"]:
         mark = "applied" if event["applied"] else f"ignored ({event['reason']})"
@@ -371,8 +504,13 @@ def reconcile() -> None:
     "--since", default="24h", show_default=True, help="how far back to look (90m, 24h, 7d)"
 )
 def reconcile_mercadopago(since: str) -> None:
-    """Feed Mercado Pago payments colmena has not settled through the payments actor."""
-    settings = load_settings()
+    """Feed Mercado Pago payments colmena has not settled through the payments actor.
+
+    Against a running `colmena dev` it searches that dev's Mercado Pago sandbox (when it serves
+    one) and leaves what it queues to the dev process's relay."""
+    settings, stack = operator_settings(load_settings())
+    if stack is not None and "mercadopago" in stack.sandboxes:
+        settings = with_sandboxes(settings, {"mercadopago": stack.sandboxes["mercadopago"]})
     window = parse_since(since)
     result = asyncio.run(_reconcile(settings, since=datetime.now(UTC) - window))
     click.echo(
@@ -383,7 +521,7 @@ def reconcile_mercadopago(since: str) -> None:
 
 async def _reconcile(settings: Settings, *, since: datetime) -> ReconcileResult:
     """The reconcile run with this command's own process resources, closed afterwards."""
-    resources = amqp_resources(settings)
+    resources = operator_resources(settings)
     try:
         return await run_reconcile(resources, since=since)
     finally:
