@@ -9,18 +9,22 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 from satcfdi.transform import xslt_transform
 
+from colmena.cli import cli
 from colmena.errors import is_permanent
 from colmena.gateways.cfdi import (
     CfdiInvalid,
     CsdExpired,
     CsdInvalid,
     CsdMismatch,
+    CsdNotAKey,
+    CsdWrongPassword,
     check_csd,
     inspect_csd,
     load_signer,
@@ -30,6 +34,7 @@ from colmena.gateways.cfdi import (
 )
 from colmena.gateways.csd import CsdSigner
 from colmena.gateways.stamping_config import CsdSource
+from colmena.sandbox.stamping import SAT_TEST_CSD
 from tests.standins.csd import (
     ISSUER_RFC,
     CertificateAuthority,
@@ -124,9 +129,55 @@ def test_csd_of_another_rfc_is_refused(csd: CsdFiles) -> None:
         )
 
 
-def test_wrong_key_password_is_a_csd_error(csd: CsdFiles) -> None:
-    with pytest.raises(CsdInvalid):
+def test_what_is_wrong_with_a_csd_is_said_precisely(
+    csd: CsdFiles, ca: CertificateAuthority
+) -> None:
+    with pytest.raises(CsdWrongPassword, match="^wrong password for the .key$") as caught:
         load_signer(csd.certificate, csd.key, "not-the-password")
+    assert caught.value.code == "CSD_WRONG_PASSWORD" and is_permanent(caught.value)
+    assert "COLMENA_CFDI_CSD_PASSWORD" in (caught.value.hint or "")
+    with pytest.raises(CsdWrongPassword):
+        load_signer(csd.certificate, csd.key, "")
+    with pytest.raises(CsdNotAKey, match="not a CSD private key"):
+        load_signer(csd.certificate, csd.certificate, csd.password)
+    plain = serialization.load_der_private_key(csd.key, csd.password.encode()).private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(CsdNotAKey, match="it is not encrypted"):
+        load_signer(csd.certificate, plain, csd.password)
+    with pytest.raises(CsdInvalid, match="belongs to another certificate"):
+        load_signer(make_csd(ca).certificate, csd.key, csd.password)
+    with pytest.raises(CsdInvalid, match="not a DER certificate"):
+        load_signer(b"not a certificate", csd.key, csd.password)
+
+
+def check_csd_cli(password: str, *, key: Path = SAT_TEST_CSD / "EKU9003173C9.key") -> Result:
+    return CliRunner().invoke(
+        cli,
+        ["invoices", "check-csd"],
+        env={
+            "COLMENA_CFDI_CSD_CER_PATH": str(SAT_TEST_CSD / "EKU9003173C9.cer"),
+            "COLMENA_CFDI_CSD_KEY_PATH": str(key),
+            "COLMENA_CFDI_CSD_PASSWORD": password,
+        },
+    )
+
+
+def test_check_csd_names_a_wrong_password_and_a_key_that_is_no_csd_key() -> None:
+    """With the SAT's test CSD (ESCUELA KEMPER URGATE), as shipped for `colmena dev`."""
+    right = check_csd_cli("12345678a")
+    assert "EKU9003173C9" in right.output and "30001000000500003416" in right.output
+
+    wrong = check_csd_cli("87654321b")
+    assert wrong.exit_code == 1
+    assert "wrong password for the .key: set COLMENA_CFDI_CSD_PASSWORD" in wrong.output
+    assert "87654321b" not in wrong.output and "Traceback" not in wrong.output
+
+    not_a_key = check_csd_cli("12345678a", key=SAT_TEST_CSD / "EKU9003173C9.cer")
+    assert not_a_key.exit_code == 1
+    assert "the .key is not a CSD private key" in not_a_key.output
 
 
 def test_pdf_renders(csd: CsdFiles) -> None:

@@ -151,11 +151,21 @@ def test_email_is_escaped_and_follows_the_locale() -> None:
         total=Decimal(1160),
         currency="MXN",
         uuid="U",
+        sandbox=False,
     )
     english = invoice_email(
-        locale="en", issuer_name="X", label="A1", total=Decimal(1160), currency="MXN", uuid="U"
+        locale="en",
+        issuer_name="X",
+        label="A1",
+        total=Decimal(1160),
+        currency="MXN",
+        uuid="U",
+        sandbox=True,
     )
     assert spanish.subject.startswith("Factura A1")
     assert "<b>X</b>" not in spanish.html and "&lt;b&gt;X" in spanish.html
     assert "1,160.00 MXN" in spanish.text
+    assert "sandbox" not in spanish.text
     assert english.subject.startswith("Invoice A1")
+    assert "for 1,160.00 MXN," in english.text
+    assert "test invoice from colmena dev's sandbox" in english.text

@@ -134,3 +134,57 @@ async def test_resend_invalidates_the_old_link_at_once_and_mails_a_new_one(
     assert old.status == 410 and "reemplazado" in await old.text()
     new_mail = (await smtp.wait_for_async(2))[1]
     assert (await client.post(f"/downloads/{token_in(new_mail)}")).status == 200
+
+
+async def test_list_and_show_find_licenses_by_payment_or_email(
+    settings, smtp, tmp_path, db
+) -> None:
+    active = license_settings(settings, smtp, tmp_path)
+    ana = await insert_payment(db, email="ana@example.com")
+    await deliver_inline(active, ana, smtp)
+    bob = await insert_payment(db, email="bob@example.com")
+    await deliver_inline(active, bob, smtp)
+    ana_license, ana_pi = await db.fetchrow(
+        "SELECT l.id, p.provider_payment_id FROM licenses l JOIN payments p ON p.id = l.payment_id"
+        " WHERE p.id = $1",
+        ana,
+    )
+    bob_license = await db.fetchval("SELECT id FROM licenses WHERE payment_id = $1", bob)
+
+    listed = await run_cli(active, ["license", "list"])
+    assert listed.exit_code == 0, listed.output
+    rows = listed.output.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == [str(bob_license), str(ana_license)]
+    assert all(" 499.00 USD " in row and " valid " in row for row in rows)
+    assert all(row.split()[-3:-1] == ["sent", "usable"] for row in rows)
+
+    found = await run_cli(active, ["license", "list", "--email", "ANA@example.com", "--json"])
+    [document] = json.loads(found.output)
+    assert (document["license_id"], document["provider_payment_id"]) == (str(ana_license), ana_pi)
+    assert (document["amount"], document["currency"], document["seats"]) == ("499.00", "USD", 3)
+    assert (document["status"], document["email"], document["link"]) == ("valid", "sent", "usable")
+    by_payment = await run_cli(active, ["license", "list", "--payment", str(ana), "--json"])
+    assert [item["license_id"] for item in json.loads(by_payment.output)] == [str(ana_license)]
+
+    for which in (ana_pi, str(ana), "ana@example.com", str(ana_license)):
+        shown = await run_cli(active, ["license", "show", which])
+        assert shown.exit_code == 0, shown.output
+        assert f"license   {ana_license}\n" in shown.output
+        assert f"payment   stripe {ana_pi} (#{ana}), 499.00 USD\n" in shown.output
+        assert "email #" in shown.output and "purchase: sent " in shown.output
+        assert "usable, 0/1 downloads, expires " in shown.output
+        assert f"resend    colmena license resend {ana_license}" in shown.output
+
+    await run_cli(active, ["license", "revoke", str(bob_license), "--reason", "fraud"])
+    revoked = await run_cli(active, ["license", "show", "bob@example.com"])
+    assert "status    revoked at " in revoked.output and "(fraud)" in revoked.output
+    assert "revoked, 0/1 downloads" in revoked.output and "resend " not in revoked.output
+
+    await run_cli(active, ["license", "resend", str(ana_license)])  # no worker: it stays queued
+    resent = await run_cli(active, ["license", "show", str(ana_license)])
+    assert "resend: queued" in resent.output and "replaced, 0/1 downloads" in resent.output
+    listed = await run_cli(active, ["license", "list", "--email", "ana@example.com"])
+    assert listed.output.splitlines()[1].split()[-3:-1] == ["queued", "replaced"]
+
+    unknown = await run_cli(active, ["license", "show", "nobody@example.com"])
+    assert unknown.exit_code == 1 and "no license for nobody@example.com" in unknown.output

@@ -37,6 +37,7 @@ def delivery(locale: str | None, product: str = "Colmena Industrial"):
     return license_delivery_email(
         locale=locale,
         product_name=product,
+        amount="1,500.00 MXN",
         download_url=URL,
         link_expires_at=LINK_EXPIRES,
         license_expires_at=LICENSE_EXPIRES,
@@ -60,6 +61,7 @@ async def test_spanish_email_arrives_with_both_parts(smtp):
     assert message.get_content_type() == "multipart/alternative"
     text, html = parts(message)
     assert URL in text and "4 de marzo de 2025, 15:30 UTC" in text
+    assert "Gracias por tu compra (1,500.00 MXN)." in text and "(1,500.00 MXN)" in html
     assert "una sola descarga" in text and "1 de marzo de 2026" in text
     assert f'href="{URL}"' in html and 'lang="es"' in html
 
@@ -70,6 +72,7 @@ async def test_english_email_for_other_locales(smtp):
     assert received.message["Subject"] == "Your Colmena Industrial license is ready"
     text, html = parts(received.message)
     assert "4 March 2025, 15:30 UTC" in text and 'lang="en"' in html
+    assert "Thank you for your purchase (1,500.00 MXN)." in text
 
 
 @pytest.mark.parametrize(
@@ -109,6 +112,7 @@ def test_link_must_be_http():
         license_delivery_email(
             locale="es",
             product_name="X",
+            amount="1.00 USD",
             download_url="javascript:alert(1)",
             link_expires_at=LINK_EXPIRES,
             license_expires_at=None,
@@ -121,6 +125,7 @@ async def test_attachments_travel_with_both_bodies(smtp):
     rendered = license_delivery_email(
         locale="es",
         product_name="Factura",
+        amount="1.00 USD",
         download_url=URL,
         link_expires_at=LINK_EXPIRES,
         license_expires_at=None,

@@ -19,7 +19,8 @@ from colmena.domain.licensing import (
     sign_license,
     verify_license_key,
 )
-from colmena.domain.packaging import PackagingError, build_package
+from colmena.domain.packaging import PackagingError
+from colmena.gateways.packaging import build_package
 
 ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -112,15 +112,20 @@ async def test_trigger_then_payments_show(pay_settings, start_worker, make_clien
     shown = await colmena(pay_settings, "payments", "show", "stripe", "pi_cli_1", "--json")
     assert shown.returncode == 0, shown.stderr
     document = json.loads(shown.stdout)
-    assert (document["status"], document["amount"], document["currency"]) == (
-        "refunded",
-        99900,
-        "MXN",
-    )
+    assert (
+        document["status"],
+        document["amount"],
+        document["amount_minor"],
+        document["currency"],
+    ) == ("refunded", "999.00", 99900, "MXN")
     assert [event["status"] for event in document["events"]] == ["approved", "refunded"]
+    text = await colmena(pay_settings, "payments", "show", "stripe", "pi_cli_1")
+    assert "         amount: 999.00 MXN\n" in text.stdout
 
     listed = await colmena(pay_settings, "payments", "list")
-    assert "pi_cli_1" in listed.stdout
+    [row] = [line for line in listed.stdout.splitlines() if "pi_cli_1" in line]
+    assert " 999.00 MXN " in row
+    assert "99900" not in row
     missing = await colmena(pay_settings, "payments", "show", "stripe", "pi_nope")
     assert missing.returncode == 1
     assert "no stripe payment pi_nope" in missing.stderr

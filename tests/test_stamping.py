@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
@@ -29,15 +30,16 @@ from colmena.actors.stamping import watch_csd
 from colmena.cli import cli
 from colmena.config import Settings
 from colmena.config.shared_client import SharedClient
-from colmena.gateways.cfdi import load_signer, validate_xml
+from colmena.gateways.cfdi import TFD, load_signer, validate_xml
 from colmena.gateways.csd import CSD_SIGNER
 from colmena.gateways.mailer import MAILER
-from colmena.gateways.pac import PAC_GATEWAY, TFD
+from colmena.gateways.pac import PAC_GATEWAY
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
 from colmena.store import invoices
 from colmena.store.invoices import InvoiceRecord
 from tests.conftest import queue_counts, wait_for
+from tests.fuzz_support import LogCapture, capture_logs
 from tests.standins.csd import (
     ISSUER_NAME,
     ISSUER_RFC,
@@ -481,3 +483,38 @@ async def test_shared_clients_are_made_once_per_resources_and_closed_with_them(
     assert closed[:2] == [made[probes[1]], made[probes[0]]]  # newest first
     assert all(first.shared(key) is not made[key] for key in keys)  # a fresh one after close
     await first.close()
+
+
+async def dead_letter_line(logs: LogCapture, actor: str) -> dict[str, Any] | None:
+    lines = [json.loads(line) for line in logs.text().splitlines() if line.startswith("{")]
+    found = [
+        line
+        for line in lines
+        if line.get("event") == "message dead-lettered" and line.get("actor") == actor
+    ]
+    return found[0] if found else None
+
+
+async def test_unconfigured_stamping_dead_letters_with_a_hint(
+    db: asyncpg.Connection, settings: Settings, start_worker
+) -> None:
+    """What an operator reads on the console names what to set."""
+    system = start_worker(settings_override=settings)
+    with capture_logs() as logs:
+        system.broker.get_actor("stamp_invoice").send(await insert_payment(db))
+        line = await wait_for(lambda: dead_letter_line(logs, "stamp_invoice"), timeout=30)
+    assert line["reason"] == "StampingNotConfigured"
+    assert "COLMENA_CFDI_ISSUER_RFC" in line["error"]
+    assert line["hint"].startswith("stamping is not configured: set COLMENA_CFDI_CSD_CER_PATH")
+    assert line["hint"].endswith("(`colmena check` lists them)")
+
+
+async def test_unconfigured_mail_dead_letters_with_a_hint(
+    db: asyncpg.Connection, configure, start_worker
+) -> None:
+    system = start_worker(settings_override=configure(smtp_host=None, env="production"))
+    with capture_logs() as logs:
+        system.broker.get_actor("stamp_invoice").send(await insert_payment(db))
+        line = await wait_for(lambda: dead_letter_line(logs, "deliver_invoice"), timeout=30)
+    assert line["reason"] == "MailerNotConfigured"
+    assert "set COLMENA_SMTP_HOST" in line["hint"]

@@ -17,6 +17,7 @@ import structlog
 
 from colmena.config.metrics import INVOICES
 from colmena.errors import PermanentError
+from colmena.gateways.cfdi import is_sandbox_stamp
 from colmena.gateways.invoice_email import invoice_email
 from colmena.gateways.invoice_files import file_invoice, invoice_files
 from colmena.gateways.mail import Attachment, MailDeliveryError
@@ -86,6 +87,7 @@ async def _deliver_locked(
         total=invoice.total or Decimal(0),
         currency=invoice.currency or "MXN",
         uuid=invoice.uuid,
+        sandbox=is_sandbox_stamp(invoice.stamped_xml),
     )
     name = f"{invoice.label}_{invoice.uuid}"
     attachments = [

@@ -35,11 +35,13 @@ from colmena.config.metrics import (
 )
 from colmena.domain.downloads import new_token, product_name, token_digest
 from colmena.domain.licensing import License, LicenseKeyError, sign_license, verify_license_key
-from colmena.domain.packaging import PackagingError, build_package
+from colmena.domain.money import format_minor
+from colmena.domain.packaging import PackagingError
 from colmena.errors import PermanentError
 from colmena.gateways.license_keys import signing_key
 from colmena.gateways.mail import MailDeliveryError, license_delivery_email
 from colmena.gateways.mailer import MAILER, Mailer
+from colmena.gateways.packaging import build_package
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
@@ -205,6 +207,7 @@ async def _send_locked(
     email = license_delivery_email(
         locale=record.customer_locale,
         product_name=product_name(record.product_ref, record.edition),
+        amount=format_minor(pending.amount_minor, pending.currency),
         download_url=f"{settings.license_links_base}/downloads/{token}",
         link_expires_at=link.expires_at,
         license_expires_at=record.expires_at,

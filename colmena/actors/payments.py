@@ -214,10 +214,16 @@ async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
     await publish_now(resources.pool, resources.publisher, rows)
 
 
+class MercadoPagoNotConfigured(PermanentError):
+    """No access token: a notification carries only an id, and the payment cannot be fetched."""
+
+    hint = "set COLMENA_MERCADOPAGO_ACCESS_TOKEN (`colmena check` lists it)"
+
+
 def mercadopago_client(resources: Resources) -> MercadoPagoClient:
     settings = resources.settings
     if settings.mercadopago_access_token is None:
-        raise PermanentError("COLMENA_MERCADOPAGO_ACCESS_TOKEN is not set")
+        raise MercadoPagoNotConfigured("COLMENA_MERCADOPAGO_ACCESS_TOKEN is not set")
     return MercadoPagoClient(
         access_token=settings.mercadopago_access_token.get_secret_value(),
         base_url=settings.mercadopago_api_url,

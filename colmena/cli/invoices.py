@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import TypeVar
 
 import asyncpg
@@ -13,7 +14,9 @@ import click
 
 from colmena.actors.invoice_stamping import QUEUE
 from colmena.config import Settings, SettingsError, load_settings
-from colmena.gateways.cfdi import CsdError
+from colmena.config.dev_stack import load_operator_settings
+from colmena.domain.money import format_money
+from colmena.gateways.cfdi import CsdError, is_sandbox_stamp
 from colmena.gateways.csd import load_csd_signer, read_csd_certificate
 from colmena.gateways.stamping_config import StampingNotConfigured, csd_source
 from colmena.runtime.outbox import publish_now
@@ -44,19 +47,19 @@ def list_command(status: str | None, limit: int) -> None:
     async def run(conn: asyncpg.Connection) -> list[invoices.InvoiceSummary]:
         return await invoices.recent(conn, limit=limit, status=status)
 
-    rows = _with_connection(load_settings(), run)
+    rows = _with_connection(load_operator_settings(), run)
     if not rows:
         click.echo("no invoices")
         return
     click.echo(
-        f"{'id':>6}  {'payment':>7}  {'status':<22} {'folio':<10} {'receiver':<13} {'total':>12}  "
+        f"{'id':>6}  {'payment':>7}  {'status':<22} {'folio':<10} {'receiver':<13} {'total':>16}  "
         f"{'uuid':<36}  {'tries':>5}  {'code':<10} emailed"
     )
     for row in rows:
-        total = f"{row.total:,.2f} {row.currency}" if row.total is not None else "-"
         click.echo(
             f"{row.id:>6}  {row.payment_id:>7}  {row.status:<22} {row.series + str(row.folio):<10} "
-            f"{row.receiver_rfc or '-':<13} {total:>12}  {row.uuid or '-':<36}  {row.attempts:>5}  "
+            f"{row.receiver_rfc or '-':<13} {_total(row.total, row.currency):>16}  "
+            f"{row.uuid or '-':<36}  {row.attempts:>5}  "
             f"{row.failure_code or '-':<10} {'yes' if row.emailed_at else 'no'}"
         )
 
@@ -69,7 +72,7 @@ def show_command(invoice_id: int) -> None:
     async def run(conn: asyncpg.Connection) -> InvoiceRecord | None:
         return await invoices.get(conn, invoice_id)
 
-    invoice = _with_connection(load_settings(), run)
+    invoice = _with_connection(load_operator_settings(), run)
     if invoice is None:
         raise click.ClickException(f"no invoice {invoice_id}")
     fields = [
@@ -79,7 +82,7 @@ def show_command(invoice_id: int) -> None:
         ("issuer", invoice.issuer_rfc),
         ("folio", invoice.label),
         ("receiver", invoice.receiver_rfc or "-"),
-        ("total", f"{invoice.total:,.2f} {invoice.currency}" if invoice.total is not None else "-"),
+        ("total", _total(invoice.total, invoice.currency)),
         ("sealed at", _when(invoice.signed_at)),
         ("PAC attempts", str(invoice.attempts)),
         ("UUID", invoice.uuid or "-"),
@@ -88,6 +91,12 @@ def show_command(invoice_id: int) -> None:
             _when(invoice.fecha_timbrado)
             + (" (recovered from the PAC)" if invoice.recovered else ""),
         ),
+    ]
+    if invoice.stamped_xml is not None and is_sandbox_stamp(invoice.stamped_xml):
+        fields.append(
+            ("sandbox", "stamped by colmena dev's PAC sandbox, SAT test CSD: no fiscal validity")
+        )
+    fields += [
         ("XML", invoice.xml_path or "-"),
         ("PDF", invoice.pdf_path or "-"),
         (
@@ -128,7 +137,7 @@ def show_command(invoice_id: int) -> None:
 def retry_command(invoice_id: int) -> None:
     """Queue the invoice's next step again: stamping (a refused one is rebuilt from the payment
     and sealed anew) or, once stamped, the PDF and email."""
-    settings = load_settings()
+    settings = load_operator_settings()
 
     async def run(conn: asyncpg.Connection) -> tuple[str, OutboxMessage | None]:
         async with conn.transaction():
@@ -183,7 +192,8 @@ def check_csd_command() -> None:
         info = read_csd_certificate(source)
         load_csd_signer(source)
     except CsdError as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = f": {exc.hint}" if exc.hint else ""
+        raise click.ClickException(f"{exc}{hint}") from None
     now = dt.datetime.now(dt.UTC)
     days_left = info.days_left(now)
     click.echo(f"RFC                 {info.rfc}")
@@ -221,6 +231,10 @@ def _with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Aw
 
 def _when(value: dt.datetime | None) -> str:
     return value.isoformat() if value is not None else "-"
+
+
+def _total(total: Decimal | None, currency: str | None) -> str:
+    return format_money(total, currency) if total is not None and currency else "-"
 
 
 COMMANDS = [invoices_group]

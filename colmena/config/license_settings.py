@@ -22,8 +22,8 @@ class LicenseSettings(BaseModel):
 
     license_signing_key: SecretStr | None = Field(
         default=None,
-        description="Ed25519 private key (PKCS8 PEM); unset in `colmena dev` means a key generated once "
-        "under COLMENA_DATA_DIR",
+        description="Ed25519 private key (PKCS8 PEM); unset in `colmena dev` means a key "
+        "generated once under COLMENA_DATA_DIR",
     )
     license_public_key: str | None = Field(
         default=None, description="Ed25519 public key PEM; unset means derived from the signing key"
@@ -44,9 +44,9 @@ class LicenseSettings(BaseModel):
     )
     license_base_url: str | None = Field(
         default=None,
-        description="public base URL the emailed download links start with; unset: this ingress's host and port",
+        description="public base URL the emailed download links start with; "
+        "unset: this ingress's host and port",
     )
-    license_download_ip_per_minute: int = Field(default=30, ge=1)
     license_download_token_per_minute: int = Field(default=10, ge=1)
 
     smtp_host: str | None = Field(

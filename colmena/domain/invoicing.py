@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
+from colmena.domain.money import from_minor
 from colmena.errors import PermanentError
 
 CENT = Decimal("0.01")
 DEFAULT_IVA_RATE = Decimal("0.16")
 # Only MXN: another currency needs TipoCambio (Banxico's FIX rate of the day), not implemented.
-SUPPORTED_CURRENCIES = {"MXN": 2}
+SUPPORTED_CURRENCIES = frozenset({"MXN"})
 PAYMENT_METHODS = ("PUE", "PPD")
 RECEIVER_KEYS = ("rfc", "fiscal_name", "fiscal_regime", "fiscal_postal_code", "cfdi_use")
 _RFC = re.compile(r"^[A-ZÑ&]{3,4}\d{6}[A-Z\d]{3}$")
@@ -120,12 +121,11 @@ def split_iva(total: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
 
 def amount_of(payment: Billable) -> tuple[Decimal, str]:
     currency = payment.currency.upper()
-    exponent = SUPPORTED_CURRENCIES.get(currency)
-    if exponent is None:
+    if currency not in SUPPORTED_CURRENCIES:
         raise FiscalDataError(
             f"currency {currency} is not invoiced: only MXN (no TipoCambio support)"
         )
-    return Decimal(payment.amount_minor).scaleb(-exponent), currency
+    return from_minor(payment.amount_minor, currency), currency
 
 
 def receiver_of(metadata: Mapping[str, Any]) -> Receiver:

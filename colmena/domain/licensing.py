@@ -33,7 +33,6 @@ from colmena.errors import PermanentError
 log = structlog.get_logger(__name__)
 
 FORMAT_VERSION = 1
-SIGNATURE_BYTES = 64
 _SIGNATURE_CHARS = 86  # len(base64url(64 bytes)) without padding
 # A URL path segment and a CLI argument must stay small; real keys are a few hundred chars.
 MAX_KEY_CHARS = 8192
@@ -237,11 +236,16 @@ def verify_license_key(key: str, public_key: Ed25519PublicKey) -> License:
 
 def evaluate_status(license: License, *, now: datetime, revoked: bool = False) -> LicenseStatus:
     """Revocation wins over expiry: a revoked license must never read as merely expired."""
+    return status_at(expires_at=license.expires_at, revoked=revoked, now=now)
+
+
+def status_at(*, expires_at: datetime | None, revoked: bool, now: datetime) -> LicenseStatus:
+    """`evaluate_status` from the stored facts, for views that hold no verified license."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if revoked:
         return LicenseStatus.REVOKED
-    if license.expires_at is not None and now >= license.expires_at:
+    if expires_at is not None and now >= expires_at:
         return LicenseStatus.EXPIRED
     return LicenseStatus.VALID
 

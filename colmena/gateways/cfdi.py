@@ -18,10 +18,12 @@ from typing import Any
 
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_private_key
 from lxml import etree
 from satcfdi.cfdi import CFDI
 from satcfdi.create.cfd import cfdi40
-from satcfdi.exceptions import SchemaValidationError
+from satcfdi.exceptions import CFDIError, SchemaValidationError
 from satcfdi.models import Certificate, Signer
 from satcfdi.transform import SCHEMA_ROOT, SchemaCollector, cfdi_schemas
 from satcfdi.utils import parser as satcfdi_parser
@@ -32,6 +34,10 @@ from colmena.errors import ColmenaError
 log = structlog.get_logger(__name__)
 
 IVA = "002"
+TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"
+# The TimbreFiscalDigital's Leyenda on a stamp from `colmena dev`'s PAC sandbox, sealed with the
+# SAT's test CSD: how the PDF, the email and `colmena invoices show` know to say so.
+SANDBOX_LEGEND = "SANDBOX DE COLMENA DEV: CSD DE PRUEBA DEL SAT, SIN VALIDEZ FISCAL"
 
 
 class CsdError(ColmenaError):
@@ -45,7 +51,20 @@ class CsdError(ColmenaError):
 
 
 class CsdInvalid(CsdError):
-    """The .cer/.key pair does not load (wrong password, key of another certificate, bad file)."""
+    """The .cer/.key pair does not load (key of another certificate, bad file)."""
+
+
+class CsdWrongPassword(CsdInvalid):
+    """The .key is a CSD key, but COLMENA_CFDI_CSD_PASSWORD does not open it."""
+
+    code = "CSD_WRONG_PASSWORD"
+    hint = "set COLMENA_CFDI_CSD_PASSWORD to the password the SAT issued with this .key"
+
+
+class CsdNotAKey(CsdInvalid):
+    """The .key file is not a CSD private key (the SAT's is encrypted PKCS#8, DER)."""
+
+    hint = "set COLMENA_CFDI_CSD_KEY_PATH to the .key file the SAT issued with the .cer"
 
 
 class CsdExpired(CsdError):
@@ -114,10 +133,38 @@ class SignedInvoice:
 
 
 def load_signer(certificate: bytes, key: bytes, password: str) -> Signer:
+    """The CSD ready to seal; says which part is wrong: the password, the .key or the pair.
+
+    The SAT issues the key as encrypted PKCS#8 (DER). Asked without a password, cryptography
+    answers TypeError for such a key and ValueError for bytes that are no key at all; only a key
+    known to be encrypted is then opened with the password, so a failure there is the password.
+    """
+    _check_key(key, password)
+    try:
+        x509.load_der_x509_certificate(certificate)
+    except ValueError:
+        raise CsdInvalid("the .cer is not a DER certificate") from None
     try:
         return Signer.load(certificate=certificate, key=key, password=password)
-    except Exception as exc:  # satcfdi/cryptography raise several unrelated types here
-        raise CsdInvalid(f"cannot load the CSD: {type(exc).__name__}") from exc
+    except CFDIError:
+        raise CsdInvalid("the .key belongs to another certificate than the .cer") from None
+
+
+def _check_key(key: bytes, password: str) -> None:
+    try:
+        load_der_private_key(key, password=None)
+    except TypeError:
+        pass  # encrypted, as a CSD key is
+    except ValueError:
+        raise CsdNotAKey("the .key is not a CSD private key (encrypted PKCS#8, DER)") from None
+    else:
+        raise CsdNotAKey("the .key is not a CSD private key: it is not encrypted")
+    try:
+        private_key = load_der_private_key(key, password=password.encode())
+    except (TypeError, ValueError):
+        raise CsdWrongPassword("wrong password for the .key") from None
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise CsdNotAKey("the .key is not a CSD private key: it is not an RSA key")
 
 
 def inspect_csd(certificate: bytes) -> CsdInfo:
@@ -282,8 +329,25 @@ def _weasyprint() -> tuple[Any, Any, list[Any]]:
     return weasyprint, render, [render.PDF_CSS, weasyprint.CSS(string=_FAST_LAYOUT)]
 
 
+# Atop every page of a sandbox stamp's PDF (a margin box, so the invoice's layout is untouched).
+_SANDBOX_BANNER = (
+    f'@page {{ @top-center {{ content: "{SANDBOX_LEGEND}"; color: #b00000; '
+    "font: bold 9pt sans-serif; } }"
+)
+
+
+def is_sandbox_stamp(xml: bytes) -> bool:
+    """Whether the stamp came from `colmena dev`'s PAC sandbox: its TimbreFiscalDigital carries
+    `SANDBOX_LEGEND`, which no PAC writes."""
+    tfd = etree.fromstring(xml, parser=satcfdi_parser).find(f".//{TFD}")
+    return tfd is not None and tfd.get("Leyenda") == SANDBOX_LEGEND
+
+
 def render_pdf(xml: bytes) -> bytes:
-    """The printed representation (representación impresa) of a stamped CFDI."""
+    """The printed representation (representación impresa) of a stamped CFDI; a sandbox stamp's
+    says so on every page."""
     weasyprint, render, stylesheets = _weasyprint()
     html = render.html_str(CFDI.from_string(xml))
+    if is_sandbox_stamp(xml):
+        stylesheets = [*stylesheets, weasyprint.CSS(string=_SANDBOX_BANNER)]
     return weasyprint.HTML(string=html).write_pdf(stylesheets=stylesheets)

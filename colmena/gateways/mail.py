@@ -230,7 +230,8 @@ _LICENSE_STRINGS: dict[Language, dict[str, str]] = {
     "es": {
         "subject": "Tu licencia de {product} está lista",
         "greeting": "Hola:",
-        "intro": "Gracias por tu compra. Tu licencia de {product} está lista para descargar.",
+        "intro": "Gracias por tu compra ({amount}). Tu licencia de {product} está lista para "
+        "descargar.",
         "button": "Descargar {product}",
         "link_expiry_one": "El enlace vence el {when} y sirve para una sola descarga.",
         "link_expiry_many": "El enlace vence el {when} y sirve para {count} descargas.",
@@ -243,7 +244,8 @@ _LICENSE_STRINGS: dict[Language, dict[str, str]] = {
     "en": {
         "subject": "Your {product} license is ready",
         "greeting": "Hello,",
-        "intro": "Thank you for your purchase. Your {product} license is ready to download.",
+        "intro": "Thank you for your purchase ({amount}). Your {product} license is ready to "
+        "download.",
         "button": "Download {product}",
         "link_expiry_one": "The link expires on {when} and works for a single download.",
         "link_expiry_many": "The link expires on {when} and works for {count} downloads.",
@@ -267,13 +269,15 @@ def license_delivery_email(
     *,
     locale: str | None,
     product_name: str,
+    amount: str,
     download_url: str,
     link_expires_at: datetime,
     license_expires_at: datetime | None,
     max_downloads: int = 1,
 ) -> RenderedEmail:
-    """Subject, plain text and HTML for a download link; ``license_expires_at`` None means
-    perpetual. Every value placed into the HTML is escaped."""
+    """Subject, plain text and HTML for a download link; ``amount`` is what was paid, as
+    `colmena.domain.money.format_money` writes it; ``license_expires_at`` None means perpetual.
+    Every value placed into the HTML is escaped."""
     scheme = urlsplit(download_url).scheme
     if scheme not in ("https", "http"):
         raise ValueError("download_url must be an http(s) URL")
@@ -291,11 +295,12 @@ def license_delivery_email(
         else s["license_expiry"].format(when=_format_when(license_expires_at, lang))
     )
     product = _one_line(product_name)
+    intro = s["intro"].format(product=product, amount=_one_line(amount))
     text = (
         "\n\n".join(
             [
                 s["greeting"],
-                s["intro"].format(product=product),
+                intro,
                 download_url,
                 link_line,
                 license_line,
@@ -310,7 +315,7 @@ def license_delivery_email(
         f"<title>{e(s['subject'].format(product=product))}</title></head>\n"
         '<body style="font-family: sans-serif; line-height: 1.5;">\n'
         f"<p>{e(s['greeting'])}</p>\n"
-        f"<p>{e(s['intro'].format(product=product))}</p>\n"
+        f"<p>{e(intro)}</p>\n"
         f'<p><a href="{e(download_url)}" style="display: inline-block; padding: 10px 18px;'
         ' background: #1a56db; color: #ffffff; text-decoration: none; border-radius: 4px;">'
         f"{e(s['button'].format(product=product))}</a></p>\n"

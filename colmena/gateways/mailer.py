@@ -27,6 +27,8 @@ class Mailer(Protocol):
 class MailerNotConfigured(PermanentError):
     """No SMTP server is configured outside `colmena dev`."""
 
+    hint = "customer emails need an SMTP server: set COLMENA_SMTP_HOST (`colmena check` lists it)"
+
 
 def mailer_for(settings: Settings) -> Mailer:
     if settings.smtp_host:

@@ -12,7 +12,8 @@ and adds what they lack:
   result with ``recovered=True``. So "was it stamped?" is answered by ``stamp`` itself;
   SW offers no read-only lookup by customid, only by UUID (``recover``).
 
-Only SW Sapien is exercised end to end (tests/standins/pac.py speaks its REST format).
+Only SW Sapien is exercised end to end (tests/standins/pac.py and `colmena dev`'s PAC sandbox,
+colmena/sandbox/pac.py, speak its REST format).
 Finkok, Diverza and Prodigia get the same timeout, base URL and error typing; Finkok's 307
 is recovered through its ``stamped`` operation.
 
@@ -46,11 +47,11 @@ from urllib3.exceptions import NewConnectionError
 from colmena.config import Settings
 from colmena.config.shared_client import SharedClient
 from colmena.errors import ColmenaError
+from colmena.gateways.cfdi import TFD
 
 log = structlog.get_logger(__name__)
 
 MEXICO_CITY = ZoneInfo("America/Mexico_City")
-TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"
 DUPLICATE_CODES = frozenset({"307", "CFDI3307"})
 _CODE = re.compile(r"^\s*([A-Za-z]*\d+)\s*(?:[.\-:]|$)")
 

@@ -19,6 +19,11 @@ from colmena.errors import PermanentError
 class StampingNotConfigured(PermanentError):
     """Settings the stamping actor needs are unset; the message names them."""
 
+    hint = (
+        "stamping is not configured: set COLMENA_CFDI_CSD_CER_PATH, COLMENA_CFDI_CSD_KEY_PATH, "
+        "COLMENA_CFDI_CSD_PASSWORD and COLMENA_CFDI_ISSUER_* (`colmena check` lists them)"
+    )
+
 
 @dataclass(frozen=True)
 class CsdSource:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -16,7 +17,8 @@ from colmena.domain.licensing import License
 
 _LICENSE_COLUMNS = (
     "id, payment_id, product_ref, edition, customer_email, customer_locale, seats, issued_at, "
-    "expires_at, license_key, package_path, package_sha256, package_size, revoked_at, revoked_reason"
+    "expires_at, license_key, package_path, package_sha256, package_size, revoked_at, "
+    "revoked_reason"
 )
 
 
@@ -45,6 +47,48 @@ class PendingEmail:
     license: LicenseRecord
     sent: bool
     superseded: bool
+    # What the payment charged, for the email to say.
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class LicenseOverview:
+    """A license with its payment, its newest email and its newest link: what an operator
+    needs to choose between `license resend` and `license revoke`."""
+
+    license: LicenseRecord
+    provider: str
+    provider_payment_id: str
+    amount_minor: int
+    currency: str
+    email: EmailRecord | None
+    link: LinkRecord | None
+
+
+@dataclass(frozen=True)
+class EmailRecord:
+    id: int
+    reason: str
+    requested_at: datetime
+    attempts: int
+    last_error: str | None
+    sent_at: datetime | None
+    superseded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    """A download link; ``state`` as in `LinkView`, whether or not it was ever emailed."""
+
+    id: int
+    email_id: int | None
+    created_at: datetime
+    expires_at: datetime
+    used: int
+    max_downloads: int
+    emailed_at: datetime | None
+    state: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +116,11 @@ class Consumed:
     license_id: uuid.UUID
     package_path: str | None
     product_ref: str
+
+
+_QUALIFIED_LICENSE_COLUMNS = ", ".join("l." + c.strip() for c in _LICENSE_COLUMNS.split(","))
+_EMAIL_FIELDS = tuple(EmailRecord.__dataclass_fields__)
+_EMAIL_COLUMNS = ", ".join(_EMAIL_FIELDS)
 
 
 def _license(row: asyncpg.Record) -> LicenseRecord:
@@ -156,8 +205,9 @@ async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | 
     row = await conn.fetchrow(
         f"""
         SELECT e.sent_at IS NOT NULL AS sent, e.superseded_at IS NOT NULL AS superseded,
-               {", ".join("l." + c.strip() for c in _LICENSE_COLUMNS.split(","))}
+               p.amount_minor, p.currency, {_QUALIFIED_LICENSE_COLUMNS}
         FROM license_emails e JOIN licenses l ON l.id = e.license_id
+            JOIN payments p ON p.id = l.payment_id
         WHERE e.id = $1
         FOR NO KEY UPDATE OF l
         """,
@@ -166,14 +216,20 @@ async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | 
     if row is None:
         return None
     return PendingEmail(
-        id=email_id, license=_license(row), sent=row["sent"], superseded=row["superseded"]
+        id=email_id,
+        license=_license(row),
+        sent=row["sent"],
+        superseded=row["superseded"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
     )
 
 
 async def invalidate_links(conn: asyncpg.Connection, license_id: uuid.UUID) -> int:
     """Make every link of the license that still works stop working; returns how many."""
     result = await conn.execute(
-        "UPDATE download_links SET invalidated_at = now() WHERE license_id = $1 AND invalidated_at IS NULL "
+        "UPDATE download_links SET invalidated_at = now() "
+        "WHERE license_id = $1 AND invalidated_at IS NULL "
         "AND used < max_downloads AND expires_at > now()",
         license_id,
     )
@@ -218,7 +274,8 @@ async def mark_email_sent(
     conn: asyncpg.Connection, email_id: int, *, link_id: int, smtp_message_id: str
 ) -> None:
     await conn.execute(
-        "UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL WHERE id = $1",
+        "UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL "
+        "WHERE id = $1",
         email_id,
         smtp_message_id,
     )
@@ -226,7 +283,8 @@ async def mark_email_sent(
 
 
 async def supersede_unsent(conn: asyncpg.Connection, license_id: uuid.UUID) -> int:
-    """Unsent emails of the license will never go out (a newer email or a revocation replaces them)."""
+    """Unsent emails of the license will never go out (a newer email or a revocation replaces
+    them)."""
     result = await conn.execute(
         "UPDATE license_emails SET superseded_at = now() "
         "WHERE license_id = $1 AND sent_at IS NULL AND superseded_at IS NULL",
@@ -298,7 +356,8 @@ async def log_download(
     user_agent: str | None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO download_log (link_id, license_id, outcome, client_ip, user_agent) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO download_log (link_id, license_id, outcome, client_ip, user_agent) "
+        "VALUES ($1, $2, $3, $4, $5)",
         link_id,
         license_id,
         outcome,
@@ -336,7 +395,8 @@ async def lock_idle_packages(
           AND l.package_built_at < now() - make_interval(secs => $1)
           AND (l.revoked_at IS NOT NULL OR (
               NOT EXISTS (
-                  SELECT 1 FROM download_links d WHERE d.license_id = l.id AND d.invalidated_at IS NULL
+                  SELECT 1 FROM download_links d
+                  WHERE d.license_id = l.id AND d.invalidated_at IS NULL
                     AND d.used < d.max_downloads AND d.expires_at > now())
               AND NOT EXISTS (
                   SELECT 1 FROM license_emails e WHERE e.license_id = l.id
@@ -356,3 +416,94 @@ async def clear_package(conn: asyncpg.Connection, license_id: uuid.UUID) -> None
         "package_built_at = NULL WHERE id = $1",
         license_id,
     )
+
+
+# Each link `d` of license `l`, with its state as `view_link` reads it.
+_LINK_COLUMNS = (
+    "d.id, d.email_id, d.created_at, d.expires_at, d.used, d.max_downloads, d.emailed_at, "
+    f"{_LINK_STATE} AS state"
+)
+_LINK_FIELDS = tuple(LinkRecord.__dataclass_fields__)
+
+
+def _prefixed(alias: str, fields: tuple[str, ...]) -> str:
+    return ", ".join(f"{alias}.{name} AS {alias}_{name}" for name in fields)
+
+
+def _part(row: asyncpg.Record, alias: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    if row[f"{alias}_id"] is None:
+        return None
+    return {name: row[f"{alias}_{name}"] for name in fields}
+
+
+async def overview(
+    conn: asyncpg.Connection,
+    *,
+    license_id: uuid.UUID | None = None,
+    payment: str | None = None,
+    email: str | None = None,
+    limit: int = 50,
+) -> list[LicenseOverview]:
+    """Licenses matching every filter given (none: the newest), newest first, each with its
+    payment, newest email and newest link. ``payment`` is colmena's payment id or the
+    provider's (Mercado Pago's are digits too, so both are compared)."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_QUALIFIED_LICENSE_COLUMNS},
+               p.provider, p.provider_payment_id, p.amount_minor, p.currency,
+               {_prefixed("e", _EMAIL_FIELDS)}, {_prefixed("k", _LINK_FIELDS)}
+        FROM licenses l JOIN payments p ON p.id = l.payment_id
+        LEFT JOIN LATERAL (
+            SELECT {_EMAIL_COLUMNS} FROM license_emails
+            WHERE license_id = l.id ORDER BY id DESC LIMIT 1
+        ) e ON true
+        LEFT JOIN LATERAL (
+            SELECT {_LINK_COLUMNS} FROM download_links d
+            WHERE d.license_id = l.id ORDER BY d.id DESC LIMIT 1
+        ) k ON true
+        WHERE ($1::uuid IS NULL OR l.id = $1)
+          AND ($2::text IS NULL OR p.provider_payment_id = $2 OR p.id::text = $2)
+          AND ($3::text IS NULL OR lower(l.customer_email) = lower($3))
+        ORDER BY l.created_at DESC, l.id
+        LIMIT $4
+        """,
+        license_id,
+        payment,
+        email,
+        limit,
+    )
+    found = []
+    for row in rows:
+        email_part = _part(row, "e", _EMAIL_FIELDS)
+        link_part = _part(row, "k", _LINK_FIELDS)
+        found.append(
+            LicenseOverview(
+                license=_license(row),
+                provider=row["provider"],
+                provider_payment_id=row["provider_payment_id"],
+                amount_minor=row["amount_minor"],
+                currency=row["currency"],
+                email=EmailRecord(**email_part) if email_part else None,
+                link=LinkRecord(**link_part) if link_part else None,
+            )
+        )
+    return found
+
+
+async def emails_of(conn: asyncpg.Connection, license_id: uuid.UUID) -> list[EmailRecord]:
+    rows = await conn.fetch(
+        f"SELECT {_EMAIL_COLUMNS} FROM license_emails WHERE license_id = $1 ORDER BY id",
+        license_id,
+    )
+    return [EmailRecord(**dict(row)) for row in rows]
+
+
+async def links_of(conn: asyncpg.Connection, license_id: uuid.UUID) -> list[LinkRecord]:
+    rows = await conn.fetch(
+        f"""
+        SELECT {_LINK_COLUMNS} FROM download_links d JOIN licenses l ON l.id = d.license_id
+        WHERE d.license_id = $1 ORDER BY d.id
+        """,
+        license_id,
+    )
+    return [LinkRecord(**dict(row)) for row in rows]

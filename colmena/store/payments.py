@@ -10,13 +10,15 @@ import asyncpg
 
 _COLUMNS = (
     "id, provider, provider_payment_id, amount_minor, currency, customer_email, customer_locale, "
-    "tenant_ref, product_ref, product_kind, metadata, status, status_at, approved_at, created_at, updated_at"
+    "tenant_ref, product_ref, product_kind, metadata, status, status_at, approved_at, created_at, "
+    "updated_at"
 )
 
 
 @dataclass(frozen=True)
 class Payment:
-    """A payment as colmena knows it; `metadata` holds the provider metadata (see actors.payments)."""
+    """A payment as colmena knows it; `metadata` holds the provider metadata (see
+    actors.payments)."""
 
     id: int
     provider: str
@@ -92,7 +94,8 @@ async def lock_or_create(conn: asyncpg.Connection, fields: dict[str, Any]) -> tu
         fields["provider_at"],
     )
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM payments WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE",
+        f"SELECT {_COLUMNS} FROM payments "
+        "WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE",
         fields["provider"],
         fields["provider_payment_id"],
     )
@@ -129,7 +132,8 @@ async def set_status(
     await conn.execute(
         """
         UPDATE payments SET status = $2, status_at = $3, updated_at = now(),
-            approved_at = CASE WHEN $2 = 'approved' AND approved_at IS NULL THEN now() ELSE approved_at END
+            approved_at = CASE WHEN $2 = 'approved' AND approved_at IS NULL THEN now()
+                               ELSE approved_at END
         WHERE id = $1
         """,
         payment_id,
@@ -151,7 +155,8 @@ async def add_event(
 ) -> None:
     await conn.execute(
         """
-        INSERT INTO payment_events (payment_id, inbox_id, source, status, provider_at, applied, reason)
+        INSERT INTO payment_events
+            (payment_id, inbox_id, source, status, provider_at, applied, reason)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         """,
         payment_id,

@@ -1,0 +1,62 @@
+"""Money shown one way everywhere: ``1,500.00 MXN``, from the integer minor units colmena stores.
+
+Payments are stored as integer minor units (Stripe's amounts as sent; Mercado Pago's decimal
+amounts scaled by `colmena.domain.payment_events.to_minor_units`). Turning them back into an
+amount needs the currency's ISO 4217 exponent: two decimals for most, none for the Chilean peso
+or the yen. The table lists the currencies colmena meets (Stripe's and Mercado Pago's Latin
+American currencies, the dollar and euro, the bolívar of the rates); any other currency is read
+with two decimals, which is what the payments actors assume when they store one.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+DEFAULT_EXPONENT = 2
+# ISO 4217 minor units of the currencies colmena meets. The zero-decimal ones are those the
+# payments actors store without decimals (`payment_events.ZERO_DECIMAL_CURRENCIES`).
+EXPONENTS: dict[str, int] = {
+    "MXN": 2,
+    "USD": 2,
+    "EUR": 2,
+    "ARS": 2,
+    "BRL": 2,
+    "COP": 2,
+    "PEN": 2,
+    "UYU": 2,
+    "VES": 2,
+    "CLP": 0,
+    "PYG": 0,
+    "JPY": 0,
+    "KRW": 0,
+    "VND": 0,
+    "UGX": 0,
+    "XAF": 0,
+    "XOF": 0,
+}
+
+
+def exponent(currency: str) -> int:
+    """How many decimals the currency's minor unit has (ISO 4217)."""
+    return EXPONENTS.get(currency.upper(), DEFAULT_EXPONENT)
+
+
+def from_minor(minor: int, currency: str) -> Decimal:
+    """The amount ``minor`` minor units make, exactly: 150000 MXN -> Decimal("1500.00")."""
+    places = exponent(currency)
+    return Decimal(minor).scaleb(-places).quantize(Decimal(1).scaleb(-places))
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """``1,500.00 MXN``: thousands separated by commas, the currency's decimals, its code.
+
+    An amount finer than the currency's minor unit is rounded half up (a rate-derived price, say).
+    """
+    places = exponent(currency)
+    rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return f"{rounded:,.{places}f} {currency.upper()}"
+
+
+def format_minor(minor: int, currency: str) -> str:
+    """``format_money`` of a stored amount in minor units."""
+    return format_money(from_minor(minor, currency), currency)
