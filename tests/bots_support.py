@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from colmena.domain.tenants import DEFAULT_CONFIG, new_token, token_digest
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
 from colmena.store import tenants as store
+from colmena.supervisor.bot_image import find_busybox
 from colmena.supervisor.runtime import INSTANCE_LABEL, BotStatus, Runtime
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
@@ -90,3 +93,26 @@ def bot_of(runtime: Runtime, tenant_id: str) -> BotStatus | None:
 def remove_instance(client: docker.DockerClient, instance: str) -> None:
     for row in client.api.containers(all=True, filters={"label": [f"{INSTANCE_LABEL}={instance}"]}):
         client.api.remove_container(row["Id"], force=True)
+
+
+def image_from(engine: docker.DockerClient, cmd: str, applets: tuple[str, ...]) -> str:
+    """A busybox image with only `applets` linked and `cmd` as its command."""
+    buffer = io.BytesIO()
+    busybox = find_busybox().read_bytes()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("bin", "tmp"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(busybox), 0o755
+        tar.addfile(info, io.BytesIO(busybox))
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    tag = uuid.uuid4().hex[:12]
+    engine.api.import_image_from_data(
+        buffer.getvalue(), repository="colmena-test-bad", tag=tag, changes=[f"CMD {cmd}"]
+    )
+    return f"colmena-test-bad:{tag}"

@@ -47,10 +47,12 @@ from tests.bots_support import (
     bearer,
     bot_of,
     bot_settings,
+    image_from,
     remove_instance,
     resources_for,
 )
 from tests.conftest import wait_for
+from tests.ops_support import ingress_metrics
 
 MiB = 1024 * 1024
 
@@ -565,10 +567,122 @@ async def test_bots_gauge_is_read_from_the_database_at_scrape_time(
     await add_tenant(db)
     await reconcile_all(resources)
     client = await make_client(active)
-    text = await (await client.get("/metrics")).text()
+    text = await ingress_metrics(client)
     assert 'colmena_bots{state="stopped"} 1.0' in text
     running = (
         'colmena_bots{state="running"} 1.0' in text or 'colmena_bots{state="unhealthy"} 1.0' in text
     )
     assert running
     assert "colmena_bot_reconcile_duration_seconds_count" in text
+
+
+# Failures the restart policy handles besides crashes -------------------------------------------
+
+
+def _json_lines(logged: str, event: str) -> list[dict]:
+    return [
+        json.loads(line) for line in logged.splitlines() if line.startswith("{") and event in line
+    ]
+
+
+async def test_a_bot_that_stops_beating_is_restarted_after_the_grace(
+    active, resources, db, capsys
+) -> None:
+    resources.settings = active.model_copy(update={"bot_unhealthy_restart_seconds": 1.0})
+    tenant_id, rt = await _running(resources, db)
+    first = await running_bot(rt, tenant_id)
+    await until_log(rt, tenant_id, "colmena-heartbeat ")
+    assert (await store.get_bot(db, tenant_id)).unhealthy_since is None
+    before = counter("colmena_bot_unhealthy_restarts_total")
+    handlers = logging.getLogger().handlers[:]
+    configure_logging(dev=False)
+    try:
+        # Frozen, not dead: it keeps running and writes nothing, as a wedged bot does.
+        if isinstance(rt, ProcessRuntime):
+            os.kill(rt.pid(tenant_id), signal.SIGSTOP)
+        else:
+            docker.from_env().api.kill(first.bot_id, signal="SIGSTOP")
+
+        async def replaced():
+            await reconcile_all(resources)
+            current = await asyncio.to_thread(bot_of, rt, tenant_id)
+            return current is not None and current.bot_id != first.bot_id
+
+        await wait_for(replaced, timeout=30, interval=0.2)
+        logged = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = handlers
+
+    row = await store.get_bot(db, tenant_id)
+    assert row.restarts_total == 1 and row.streak == 1 and row.unhealthy_since is None
+    assert counter("colmena_bot_unhealthy_restarts_total") == before + 1
+    [line] = _json_lines(logged, "unhealthy bot restarted")
+    assert line["tenant_id"] == tenant_id and "no heartbeat since" in line["reason"]
+    await until_log(rt, tenant_id, "colmena-heartbeat ")
+
+
+@pytest.fixture
+def cannot_start(docker_engine):
+    """An image whose entrypoint the engine cannot exec."""
+    image = image_from(docker_engine, '["/bin/no-such-bot"]', ("sh",))
+    yield image
+    docker_engine.images.remove(image, force=True)
+
+
+@pytest.mark.docker
+async def test_a_start_the_engine_refuses_backs_off_then_crashloops(
+    settings, tmp_path, docker_engine, cannot_start, db, capsys
+) -> None:
+    active = bot_settings(
+        settings,
+        tmp_path,
+        "docker",
+        cannot_start,
+        bot_restart_backoff_seconds=1.5,
+        bot_restart_max_backoff_seconds=2.0,
+    )
+    resources = resources_for(active)
+    await resources.start()
+    handlers = logging.getLogger().handlers[:]
+    configure_logging(dev=False)
+    before = counter("colmena_bot_start_failures_total")
+    try:
+        tenant_id, _ = await add_tenant(db)
+        await store.set_desired(db, tenant_id, "running", reset_restarts=True)
+        step = await reconcile_one(resources, tenant_id)
+        assert step is not None and step.do.value == "start_failed"
+        row = await store.get_bot(db, tenant_id)
+        assert row.observed == "start_failed" and "no-such-bot" in row.start_error
+        assert row.next_restart_at is not None and row.start_failed_at is not None
+        assert counter("colmena_bot_start_failures_total") == before + 1
+        # Not retried on every pass: the backoff holds it ...
+        assert (await reconcile_all(resources))["wait"] == 1
+        assert counter("colmena_bot_start_failures_total") == before + 1
+        assert await asyncio.to_thread(bot_of, await runtime(active), tenant_id) is None
+
+        # ... and after the intensity limit it gives up and says why.
+        async def given_up():
+            await reconcile_due(resources)
+            return (await store.get_bot(db, tenant_id)).crashloop
+
+        await wait_for(given_up, timeout=30, interval=0.1)
+        logged = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = handlers
+        await resources.close()
+        close_runtimes()
+        remove_instance(docker_engine, active.bot_instance)
+
+    row = await store.get_bot(db, tenant_id)
+    assert row.observed == "crashloop" and row.restarts_total == active.bot_restart_max
+    assert "restarts within" in row.crashloop_reason and "no-such-bot" in row.crashloop_reason
+    assert counter("colmena_bot_start_failures_total") == before + 1 + active.bot_restart_max
+    failures = _json_lines(logged, "bot failed to start")
+    assert len(failures) == 1 + active.bot_restart_max
+    assert all(f["level"] == "error" and "no-such-bot" in f["error"] for f in failures)
+    # A start from the tenant tries again at once.
+    await store.set_desired(db, tenant_id, "running", reset_restarts=True)
+    row = await store.get_bot(db, tenant_id)
+    assert row.start_failed_at is None and not row.crashloop

@@ -6,11 +6,13 @@ actually applied (the container's HostConfig, the process's /proc limits).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -72,7 +74,7 @@ def spec(tenant_id: str, version: int = 1, **env: str) -> BotSpec:
         config_version=version,
         limits=LIMITS,
         env={**FAST_HEARTBEAT, **env},
-        secrets={"BINANCE_API_SECRET": SECRET},
+        secrets={"binance": SECRET},
     )
 
 
@@ -168,17 +170,46 @@ def test_start_runs_the_bot_with_its_config_and_heartbeats(runtime: Runtime) -> 
     assert check_health(runtime, listed, datetime.now(UTC))
 
 
-def test_secrets_reach_the_environment_but_never_the_log(runtime: Runtime) -> None:
+def keys_inside(runtime: Runtime, tenant_id: str, bot: BotStatus, path: str) -> dict[str, str]:
+    """The keys file as the bot reads it: in Docker as the bot's user, inside the container."""
+    if isinstance(runtime, DockerRuntime):
+        api = engine().api
+        exec_id = api.exec_create(bot.bot_id, ["cat", path], user="65534:65534")["Id"]
+        text = api.exec_start(exec_id).decode()
+        assert api.exec_inspect(exec_id)["ExitCode"] == 0, text
+    else:
+        text = Path(path).read_text()
+    keys: dict[str, str] = json.loads(text)
+    return keys
+
+
+def test_keys_reach_the_keys_file_never_the_environment_or_the_log(runtime: Runtime) -> None:
     tenant_id = tenant()
     bot = runtime.start_bot(spec(tenant_id))
+    wait_for(
+        lambda: "colmena-bot keys loaded (" in "\n".join(runtime.logs(tenant_id)),
+        what="the bot to load its keys",
+    )
     env = bot_environment(runtime, tenant_id, bot)
 
-    assert env["BINANCE_API_SECRET"] == SECRET
+    assert not any(SECRET in value for value in env.values())
     assert env["BOT_TENANT"] == tenant_id
     assert '"BTCUSDT"' in env["BOT_CONFIG"]
+    assert keys_inside(runtime, tenant_id, bot, env["BOT_KEYS_FILE"]) == {"binance": SECRET}
     wait_for(lambda: len(runtime.logs(tenant_id)) >= 4, what="several log lines")
     assert not any(SECRET in line for line in runtime.logs(tenant_id, tail=1000))
     assert SECRET not in repr(spec(tenant_id))
+
+
+def test_a_bot_without_keys_gets_an_empty_keys_file(runtime: Runtime) -> None:
+    tenant_id = tenant()
+    bot = runtime.start_bot(replace(spec(tenant_id), secrets={}))
+    wait_for(
+        lambda: "colmena-bot keys loaded (2 bytes)" in runtime.logs(tenant_id),
+        what="the bot to load its keys",
+    )
+    env = bot_environment(runtime, tenant_id, bot)
+    assert keys_inside(runtime, tenant_id, bot, env["BOT_KEYS_FILE"]) == {}
 
 
 def test_stop_is_prompt_and_leaves_nothing(runtime: Runtime) -> None:

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from colmena.supervisor.reconciler import Cause, Do, after_failed_start, decide
 from colmena.supervisor.restart_policy import Action, Crash, RestartPolicy, RestartState
+from colmena.supervisor.runtime import BotState, BotStatus
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 POLICY = RestartPolicy(max_restarts=3, window=timedelta(minutes=10))
@@ -109,3 +111,133 @@ def test_a_stable_run_resets_the_backoff() -> None:
     _, decision = POLICY.on_crash(state, crash, crash.finished_at)
     assert decision.action is Action.WAIT
     assert decision.backoff == s(10)
+
+
+# Bots that stop beating, and starts the runtime refuses -----------------------------------------
+
+GRACE = POLICY.unhealthy_grace
+
+
+def test_an_unhealthy_bot_keeps_running_through_its_grace() -> None:
+    since = T0 + s(3600)
+    for now in (since, since + GRACE - s(1)):
+        assert POLICY.on_hang(RestartState(), started_at=T0, unhealthy_since=since, now=now) is None
+
+
+def test_a_hung_bot_is_a_crash_when_the_grace_runs_out_and_backs_off_from_then() -> None:
+    since = T0 + s(3600)
+    gave_up = since + GRACE
+    waiting = POLICY.on_hang(RestartState(), started_at=T0, unhealthy_since=since, now=gave_up)
+    assert waiting is not None
+    state, decision = waiting
+    assert decision.action is Action.WAIT and decision.restart_at == gave_up + s(10)
+    restart = POLICY.on_hang(state, started_at=T0, unhealthy_since=since, now=gave_up + s(10))
+    assert restart is not None and restart[1].action is Action.RESTART
+    # It ran an hour before it hung: stable, so the streak starts again.
+    assert restart[0] == RestartState(restarts=(gave_up + s(10),), streak=1)
+
+
+def test_bots_that_hang_right_after_start_end_in_crashloop() -> None:
+    state, at = RestartState(), T0
+    for _ in range(POLICY.max_restarts):
+        since = at + s(1)
+        _, decision = POLICY.on_hang(state, started_at=at, unhealthy_since=since, now=since + GRACE)
+        restart_at = decision.restart_at
+        assert decision.action is Action.WAIT and restart_at is not None
+        state, decision = POLICY.on_hang(
+            state, started_at=at, unhealthy_since=since, now=restart_at
+        )
+        assert decision.action is Action.RESTART
+        at = restart_at
+    since = at + s(1)
+    state, decision = POLICY.on_hang(state, started_at=at, unhealthy_since=since, now=since + GRACE)
+    assert decision.action is Action.CRASHLOOP and state.crashloop
+
+
+@given(st.integers(min_value=0, max_value=10**7), st.integers(min_value=0, max_value=10**7))
+def test_a_hang_is_never_acted_on_before_its_grace(age_ms: int, grace_ms: int) -> None:
+    policy = RestartPolicy(unhealthy_grace=timedelta(milliseconds=grace_ms))
+    since = T0 + s(60)
+    decided = policy.on_hang(
+        RestartState(),
+        started_at=T0,
+        unhealthy_since=since,
+        now=since + timedelta(milliseconds=age_ms),
+    )
+    assert (decided is None) == (age_ms < grace_ms)
+
+
+def test_refused_starts_back_off_and_end_in_crashloop_with_the_engine_message() -> None:
+    """The reconciler's rules for a start the runtime refuses, with an explicit clock."""
+    config = "abc"
+    state, now, failed_at = RestartState(), T0, T0
+    for attempt in range(POLICY.max_restarts):
+        step = decide(
+            desired_running=True,
+            restart_state=state,
+            config_hash=config,
+            actual=None,
+            policy=POLICY,
+            now=now,
+            start_failed_at=failed_at,
+            start_error="exec: no-such-bot",
+        )
+        assert (step.do, step.observed) == (Do.WAIT, "start_failed")
+        assert step.restart_at == failed_at + POLICY.backoff(attempt)
+        now = step.restart_at
+        step = decide(
+            desired_running=True,
+            restart_state=state,
+            config_hash=config,
+            actual=None,
+            policy=POLICY,
+            now=now,
+            start_failed_at=failed_at,
+            start_error="exec: no-such-bot",
+        )
+        assert step.do is Do.RESTART and step.cause is Cause.START_FAILURE
+        failed = after_failed_start(step, "exec: no-such-bot", state, POLICY, now + s(1))
+        assert failed.do is Do.START_FAILED and failed.restart_at is not None
+        assert step.state is not None
+        state, failed_at = step.state, now + s(1)
+    step = decide(
+        desired_running=True,
+        restart_state=state,
+        config_hash=config,
+        actual=None,
+        policy=POLICY,
+        now=failed_at,
+        start_failed_at=failed_at,
+        start_error="exec: no-such-bot",
+    )
+    assert step.do is Do.CRASHLOOP and step.state is not None and step.state.crashloop
+    assert "no-such-bot" in step.reason
+
+
+def test_without_a_failed_start_a_missing_bot_starts_at_once() -> None:
+    step = decide(
+        desired_running=True,
+        restart_state=RestartState(),
+        config_hash="abc",
+        actual=None,
+        policy=POLICY,
+        now=T0,
+    )
+    assert step.do is Do.START
+
+
+def test_a_running_bot_without_heartbeat_is_left_alone_within_its_grace() -> None:
+    running = BotStatus("b", "t", BotState.RUNNING, 1, "abc", started_at=T0)
+    kwargs = dict(
+        desired_running=True,
+        restart_state=RestartState(),
+        config_hash="abc",
+        actual=running,
+        policy=POLICY,
+        unhealthy_since=T0 + s(60),
+    )
+    within = decide(now=T0 + s(60) + GRACE - s(1), **kwargs)  # type: ignore[arg-type]
+    assert (within.do, within.observed) == (Do.NOTHING, "running")
+    assert "no heartbeat since" in within.reason
+    past = decide(now=T0 + s(60) + GRACE + s(10), **kwargs)  # type: ignore[arg-type]
+    assert past.do is Do.RESTART and past.cause is Cause.HANG

@@ -269,7 +269,8 @@ async def test_the_stream_of_a_stopped_bot_sends_its_lines_then_ends(
 
 async def test_log_streams_per_tenant_are_capped_atomically(active, db, make_client) -> None:
     tenant_id, token = await _with_lines(db, "hello", running=True)
-    client = await make_client(active)  # COLMENA_BOT_SSE_MAX_STREAMS_PER_TENANT: 2
+    # COLMENA_BOT_SSE_MAX_STREAMS_PER_TENANT: 2; requests in flight are no bound here.
+    client = await make_client(active.model_copy(update={"tenant_max_requests": 12}))
     opened = await asyncio.gather(
         *(client.get("/api/v1/bot/logs/stream", headers=bearer(token)) for _ in range(12))
     )
@@ -345,7 +346,7 @@ async def test_a_sealed_key_is_stored_nowhere_in_clear_and_reaches_only_the_cont
         runtime = await runtime_of(on_docker)
         bot = await asyncio.to_thread(bot_of, runtime, tenant_id)
         env = docker.from_env().api.inspect_container(bot.bot_id)["Config"]["Env"]
-        assert f"BOT_KEY_BINANCE={PLAINTEXT}" in env
+        assert not any(PLAINTEXT in item for item in env)  # keys reach it as a file only
         lines = await wait_for(lambda: asyncio.to_thread(runtime.logs, tenant_id, 100))
         assert not any(PLAINTEXT in line for line in lines)
 

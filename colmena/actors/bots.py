@@ -21,10 +21,14 @@ restarts bots whose backoff has elapsed, so restarts keep close to the policy's 
 `bots-ship-logs` copies bots' new log lines into the database every
 COLMENA_BOT_LOG_SHIP_INTERVAL_SECONDS (the ingress reads them there) and trims old ones.
 
+Failures go through the restart policy: a bot that exited, one whose heartbeat stayed stale for
+COLMENA_BOT_UNHEALTHY_RESTART_SECONDS, and one the runtime refused to start (the engine's message
+is kept on the bots row and shown as the `start_failed` state while the backoff runs).
+
 Per-tenant serialization: everything that acts on a tenant's bot holds the tenant's PostgreSQL
 advisory lock, so two commands (or a command and the reconciler) never race; different tenants
 proceed in parallel. Docker SDK calls block, so they run in threads. Provider keys are decrypted
-only to create a bot and go nowhere but its environment.
+only to create a bot and go nowhere but its keys file (colmena.supervisor.key_delivery).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from colmena.config.metrics import (
     BOT_CRASHLOOPS,
     BOT_RECONCILE_SECONDS,
     BOT_RESTARTS,
+    BOT_START_FAILURES,
+    BOT_UNHEALTHY_RESTARTS,
     SECURITY_EVENTS,
 )
 from colmena.domain.key_sealing import SealError, open_sealed
@@ -56,19 +62,21 @@ from colmena.runtime.scheduler import scheduled
 from colmena.store import provider_keys as keys_store
 from colmena.store import tenants as store
 from colmena.store.outbox import OutboxMessage
-from colmena.supervisor.health import check_health
+from colmena.supervisor.health import check_health, heartbeat_max_age
 from colmena.supervisor.keys import newest_key_version, seal_private_key, secret_box
 from colmena.supervisor.log_shipping import ship_all, ship_bot
 from colmena.supervisor.reconciler import (
+    Cause,
     Do,
     Step,
+    after_failed_start,
     decide,
     policy_from,
     spec_for,
     with_keys,
 )
 from colmena.supervisor.restart_policy import RestartState
-from colmena.supervisor.runtime import BotState, BotStatus, Runtime
+from colmena.supervisor.runtime import BotSpec, BotStartFailed, BotState, BotStatus, Runtime
 from colmena.supervisor.runtimes import runtime_for
 
 log = structlog.get_logger(__name__)
@@ -240,45 +248,46 @@ async def converge(
         settings=settings,
     )
     now = datetime.now(UTC)
+    restart_state = RestartState(restarts=row.restarts, streak=row.streak, crashloop=row.crashloop)
+    policy = policy_from(settings)
+    healthy: bool | None = None
+    unhealthy_since: datetime | None = None
+    if (
+        actual is not None
+        and actual.state is BotState.RUNNING
+        and row.desired == "running"
+        and not force_restart
+    ):
+        max_age = heartbeat_max_age(settings.bot_heartbeat_seconds)
+        healthy = await asyncio.to_thread(check_health, runtime, actual, now, max_age)
+        unhealthy_since = None if healthy else (row.unhealthy_since or now)
     step = decide(
         desired_running=row.desired == "running",
-        restart_state=RestartState(
-            restarts=row.restarts, streak=row.streak, crashloop=row.crashloop
-        ),
+        restart_state=restart_state,
         config_hash=spec.config_hash,
         actual=actual,
-        policy=policy_from(settings),
+        policy=policy,
         now=now,
         force_restart=force_restart,
+        start_failed_at=row.start_failed_at,
+        start_error=row.start_error,
+        unhealthy_since=unhealthy_since,
     )
-    healthy: bool | None = None
     if actual is not None and step.do in (Do.STOP, Do.START, Do.RESTART):
         await _ship_last_lines(conn, settings, runtime, actual)
     if step.do is Do.STOP:
         await asyncio.to_thread(runtime.stop_bot, tenant_id, settings.bot_stop_timeout_seconds)
     elif step.do in (Do.START, Do.RESTART):
-        full = with_keys(spec, await _decrypted_keys(conn, settings, tenant_id))
-        await asyncio.to_thread(runtime.start_bot, full)
-        if step.do is Do.RESTART:
-            BOT_RESTARTS.inc()
-            log.warning("crashed bot restarted", tenant_id=tenant_id, reason=step.reason)
-        else:
-            log.info(
-                "bot started",
-                tenant_id=tenant_id,
-                reason=step.reason,
-                config_version=row.config_version,
-            )
+        step = await _start(conn, settings, runtime, row, spec, step, restart_state)
     elif step.do is Do.CRASHLOOP and step.state is not None:
         BOT_CRASHLOOPS.inc()
         log.error(
             "bot in crashloop: no more restarts until the tenant or an operator acts",
             tenant_id=tenant_id,
             reason=step.reason,
+            cause=step.cause,
             exit_code=actual.exit_code if actual else None,
         )
-    elif step.do is Do.NOTHING and actual is not None and actual.state is BotState.RUNNING:
-        healthy = await asyncio.to_thread(check_health, runtime, actual, now)
     if step.state is not None:
         await store.save_restart_state(
             conn,
@@ -287,17 +296,67 @@ async def converge(
             streak=step.state.streak,
             crashloop=step.state.crashloop,
             crashloop_reason=step.reason if step.state.crashloop else None,
-            restarted=step.do is Do.RESTART,
+            # A restart the runtime refused was still an attempt: it counts.
+            restarted=step.do is Do.RESTART or step.do is Do.START_FAILED,
         )
+    replaced = step.do in (Do.STOP, Do.START, Do.RESTART, Do.START_FAILED)
     exit_code = actual.exit_code if actual is not None and actual.state is BotState.EXITED else None
     await store.set_observed(
         conn,
         tenant_id,
         step.observed,
-        healthy=healthy,
+        healthy=None if replaced else healthy,
         exit_code=exit_code,
         next_restart_at=step.restart_at,
+        unhealthy_since=None if replaced else unhealthy_since,
     )
+    return step
+
+
+async def _start(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    runtime: Runtime,
+    row: store.BotRow,
+    spec: BotSpec,
+    step: Step,
+    restart_state: RestartState,
+) -> Step:
+    """Carry out a START or RESTART; a start the runtime refuses becomes a START_FAILED step."""
+    tenant_id = row.tenant_id
+    full = with_keys(spec, await _decrypted_keys(conn, settings, tenant_id))
+    try:
+        await asyncio.to_thread(runtime.start_bot, full)
+    except BotStartFailed as exc:
+        failed_at = datetime.now(UTC)  # the backoff counts from the refusal, not the pass
+        failed = after_failed_start(step, str(exc), restart_state, policy_from(settings), failed_at)
+        await store.set_start_failure(conn, tenant_id, failed_at=failed_at, error=str(exc))
+        BOT_START_FAILURES.inc()
+        log.error(
+            "bot failed to start",
+            tenant_id=tenant_id,
+            error=str(exc),
+            next_attempt_at=failed.restart_at.isoformat() if failed.restart_at else None,
+        )
+        return failed
+    if row.start_failed_at is not None:
+        await store.set_start_failure(conn, tenant_id, failed_at=None, error=None)
+    if step.do is Do.RESTART:
+        BOT_RESTARTS.inc()
+        if step.cause is Cause.HANG:
+            BOT_UNHEALTHY_RESTARTS.inc()
+            log.warning("unhealthy bot restarted", tenant_id=tenant_id, reason=step.reason)
+        elif step.cause is Cause.START_FAILURE:
+            log.warning("bot started after a failed start", tenant_id=tenant_id, reason=step.reason)
+        else:
+            log.warning("crashed bot restarted", tenant_id=tenant_id, reason=step.reason)
+    else:
+        log.info(
+            "bot started",
+            tenant_id=tenant_id,
+            reason=step.reason,
+            config_version=row.config_version,
+        )
     return step
 
 
@@ -390,6 +449,10 @@ async def _run_locked(
         return
     finally:
         BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
+    if step is not None and step.do is Do.START_FAILED:
+        await store.finish_command(conn, key, "failed", step.reason[:500])
+        log.warning("bot command failed", kind=command.kind, reason=step.reason)
+        return
     await store.finish_command(conn, key, "done", step.reason if step else None)
     log.info("bot command done", kind=command.kind, reason=step.reason if step else None)
 

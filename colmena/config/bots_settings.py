@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+ADMIN_TOKEN_MIN_LENGTH = 32
+
 
 class BotsSettings(BaseModel):
     if TYPE_CHECKING:
@@ -68,6 +70,11 @@ class BotsSettings(BaseModel):
         default=10.0, gt=0, description="first restart delay, doubled per crash"
     )
     bot_restart_max_backoff_seconds: float = Field(default=300.0, gt=0)
+    bot_unhealthy_restart_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="a running bot without a recent heartbeat this long is restarted (policy)",
+    )
     bot_reconcile_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
     bot_reconcile_concurrency: int = Field(
         default=8, ge=1, le=64, description="tenants reconciled at once"
@@ -80,6 +87,28 @@ class BotsSettings(BaseModel):
     bot_sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
     bot_sse_poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="a log stream looks for new lines this often"
+    )
+    tenant_max_requests: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="one tenant's requests served at once per ingress process, streams aside "
+        "(keep below COLMENA_DB_POOL_MAX)",
+    )
+    tenant_max_commands_in_flight: int = Field(
+        default=5, ge=1, le=100, description="one tenant's bot commands not yet done"
+    )
+    tenant_max_key_writes: int = Field(
+        default=2, ge=1, le=20, description="one tenant's key writes at once per ingress process"
+    )
+    tenant_max_log_reads: int = Field(
+        default=2, ge=1, le=20, description="one tenant's log reads at once per ingress process"
+    )
+    tenant_db_acquire_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="a tenant request waits this long at most for a database connection (503)",
     )
     bot_log_ship_interval_seconds: float = Field(
         default=2.0, ge=1, le=300, description="bots' new log lines are copied to the database"
@@ -100,6 +129,17 @@ class BotsSettings(BaseModel):
     @classmethod
     def _blank_bot_setting_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("bot_admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """It opens every tenant's bot: short enough to guess is not a token."""
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                "(`openssl rand -hex 32` makes one)"
+            )
+        return value
 
     @property
     def bot_log_path(self) -> Path:

@@ -28,6 +28,11 @@ HTTP_IN_FLIGHT = Gauge(
 SECURITY_EVENTS = Counter(
     "colmena_security_events_total", "Requests refused for security reasons.", ["reason"]
 )
+HTTP_CLIENT_ABORTS = Counter(
+    "colmena_http_client_aborts_total",
+    "Requests whose client went away before sending all of the body.",
+    ["route"],
+)
 WEBHOOKS = Counter(
     "colmena_webhooks_total", "Webhooks received, by provider and outcome.", ["provider", "outcome"]
 )
@@ -99,7 +104,8 @@ LICENSE_EMAILS = Counter(
 )
 LICENSE_DOWNLOADS = Counter(
     "colmena_license_downloads_total",
-    "Download attempts, by outcome (ok, unknown, used, expired, replaced, revoked, rate_limited, unavailable).",
+    "Download attempts, by outcome (ok, unknown, used, expired, replaced, revoked, rate_limited, "
+    "unavailable).",
     ["outcome"],
 )
 LICENSE_CLEANUP_REMOVED = Counter(
@@ -121,7 +127,8 @@ CSD_DAYS_LEFT = Gauge(
     multiprocess_mode="livemin",
 )
 
-# Operations (read from RabbitMQ by the ingress at scrape time; queue is the unprefixed domain queue)
+# Operations (read from RabbitMQ by the ingress at scrape time; queue is the unprefixed domain
+# queue)
 QUEUE_CONSUMERS = Gauge(
     "colmena_queue_consumers", "Consumers attached to a queue.", ["queue"], multiprocess_mode="max"
 )
@@ -129,11 +136,22 @@ QUEUE_CONSUMERS = Gauge(
 # Tenant bots (colmena_bots is read from the database by the ingress at scrape time)
 BOTS = Gauge(
     "colmena_bots",
-    "Tenants' bots by state (running, unhealthy, backoff, crashloop, stopped, unknown).",
+    "Tenants' bots by state (running, unhealthy, backoff, start_failed, crashloop, stopped, "
+    "unknown).",
     ["state"],
     multiprocess_mode="mostrecent",
 )
-BOT_RESTARTS = Counter("colmena_bot_restarts_total", "Crashed bots restarted by the supervisor.")
+BOT_RESTARTS = Counter(
+    "colmena_bot_restarts_total",
+    "Bots restarted under the restart policy (crashed, hung or failed to start).",
+)
+BOT_UNHEALTHY_RESTARTS = Counter(
+    "colmena_bot_unhealthy_restarts_total",
+    "Running bots restarted because their heartbeat stayed stale too long.",
+)
+BOT_START_FAILURES = Counter(
+    "colmena_bot_start_failures_total", "Bots the runtime could not start (engine refused)."
+)
 BOT_CRASHLOOPS = Counter(
     "colmena_bot_crashloops_total", "Bots that entered crashloop (restarts stopped)."
 )

@@ -59,6 +59,9 @@ class BotRow:
     observed_at: datetime | None
     healthy: bool | None
     last_exit_code: int | None
+    unhealthy_since: datetime | None = None
+    start_failed_at: datetime | None = None
+    start_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ _PLAN = "name, max_symbols, live_allowed, memory_mb, cpu_millis, log_retention_d
 _BOT = (
     "b.tenant_id, b.desired, b.config, b.config_version, b.restarts, b.streak, b.restarts_total, "
     "b.crashloop, b.crashloop_reason, b.next_restart_at, b.observed, b.observed_at, b.healthy, "
-    "b.last_exit_code, "
+    "b.last_exit_code, b.unhealthy_since, b.start_failed_at, b.start_error, "
     "p.name, p.max_symbols, p.live_allowed, p.memory_mb, p.cpu_millis, p.log_retention_days"
 )
 _BOT_FROM = "bots b JOIN tenants t ON t.id = b.tenant_id JOIN plans p ON p.name = t.plan"
@@ -106,6 +109,9 @@ def _bot(row: asyncpg.Record) -> BotRow:
         observed_at=row["observed_at"],
         healthy=row["healthy"],
         last_exit_code=row["last_exit_code"],
+        unhealthy_since=row["unhealthy_since"],
+        start_failed_at=row["start_failed_at"],
+        start_error=row["start_error"],
     )
 
 
@@ -269,10 +275,11 @@ async def due_restarts(conn: asyncpg.Connection) -> list[str]:
 async def set_desired(
     conn: asyncpg.Connection, tenant_id: str, desired: str, *, reset_restarts: bool
 ) -> None:
-    """Record what the tenant wants; an explicit start or restart also lifts a crashloop."""
+    """Record what the tenant wants; an explicit start or restart also lifts a crashloop and
+    retries a failed start at once."""
     reset = (
         ", restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL, "
-        "next_restart_at = NULL"
+        "next_restart_at = NULL, start_failed_at = NULL"
         if reset_restarts
         else ""
     )
@@ -287,7 +294,7 @@ async def reset_restarts(conn: asyncpg.Connection, tenant_id: str) -> bool:
     done = await conn.execute(
         """
         UPDATE bots SET restarts = '{}', streak = 0, crashloop = false, crashloop_reason = NULL,
-               next_restart_at = NULL, updated_at = now()
+               next_restart_at = NULL, start_failed_at = NULL, updated_at = now()
         WHERE tenant_id = $1
         """,
         tenant_id,
@@ -343,12 +350,15 @@ async def set_observed(
     healthy: bool | None,
     exit_code: int | None,
     next_restart_at: datetime | None,
+    unhealthy_since: datetime | None = None,
 ) -> None:
-    """What this pass saw; `next_restart_at` is only kept while backing off."""
+    """What this pass saw; `next_restart_at` is only kept while backing off, `unhealthy_since`
+    only while a running bot's heartbeat stays stale."""
     await conn.execute(
         """
         UPDATE bots SET observed = $2, observed_at = now(), healthy = $3,
-               last_exit_code = coalesce($4, last_exit_code), next_restart_at = $5
+               last_exit_code = coalesce($4, last_exit_code), next_restart_at = $5,
+               unhealthy_since = $6
         WHERE tenant_id = $1
         """,
         tenant_id,
@@ -356,6 +366,23 @@ async def set_observed(
         healthy,
         exit_code,
         next_restart_at,
+        unhealthy_since,
+    )
+
+
+async def set_start_failure(
+    conn: asyncpg.Connection, tenant_id: str, *, failed_at: datetime | None, error: str | None
+) -> None:
+    """Remember a start the runtime refused (the restart policy counts from `failed_at`), or
+    forget it (None) once a start succeeded. The message stays until the next failure."""
+    await conn.execute(
+        """
+        UPDATE bots SET start_failed_at = $2, start_error = coalesce($3, start_error)
+        WHERE tenant_id = $1
+        """,
+        tenant_id,
+        failed_at,
+        error,
     )
 
 
@@ -417,6 +444,19 @@ async def get_command(
         f"SELECT {_COMMAND} FROM bot_commands WHERE id = $1{lock}", command_id
     )
     return Command(**dict(row)) if row else None
+
+
+async def commands_in_flight(
+    conn: asyncpg.Connection, tenant_id: str, *, newer_than_s: float
+) -> int:
+    """The tenant's commands still queued that were accepted in the last `newer_than_s`."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM bot_commands WHERE tenant_id = $1 AND status = 'queued' "
+        "AND created_at > now() - make_interval(secs => $2)",
+        tenant_id,
+        newer_than_s,
+    )
+    return count
 
 
 async def finish_command(

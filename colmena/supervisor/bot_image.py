@@ -23,8 +23,8 @@ log = structlog.get_logger(__name__)
 
 REPOSITORY = "colmena-bot"
 BOT_PATH = "/bot/bot.sh"
-# Applets bot.sh relies on, besides sh's builtins.
-_APPLETS = ("sh", "sleep", "date", "cat", "kill")
+# Applets bot.sh and the keys delivery (cat, mv) rely on, besides sh's builtins.
+_APPLETS = ("sh", "sleep", "date", "cat", "kill", "mv")
 
 
 def bot_script() -> bytes:

@@ -3,14 +3,17 @@
 One container per tenant, named after it so the engine itself refuses a second one, and
 labelled so a single filtered listing returns every bot of this colmena instance. Docker's
 own restart policy stays "no": colmena decides about restarts (restart_policy.py) so that
-backoff, crashloop and metrics live in one place. Blocking SDK calls; async callers use a
-thread.
+backoff, crashloop and metrics live in one place. Provider keys reach the bot as a file on a
+tmpfs, written through an exec's stdin after start (key_delivery), so no container config,
+inspect output or layer on disk holds them. Blocking SDK calls; async callers use a thread.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +22,12 @@ import structlog
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import LogConfig
 
+from colmena.supervisor.key_delivery import (
+    CONTAINER_KEYS_DIR,
+    CONTAINER_KEYS_FILE,
+    KEYS_FILE_NAME,
+    keys_document,
+)
 from colmena.supervisor.runtime import (
     CONFIG_HASH_LABEL,
     CONFIG_VERSION_LABEL,
@@ -26,6 +35,7 @@ from colmena.supervisor.runtime import (
     TENANT_LABEL,
     BotNotFound,
     BotSpec,
+    BotStartFailed,
     BotState,
     BotStatus,
     LogBatch,
@@ -39,6 +49,14 @@ NOBODY = "65534:65534"
 NS_PER_S = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_NUMERIC_USER = re.compile(r"^(\d+):(\d+)$")
+# Runs inside the bot as its own user and reads the keys from stdin: the command line holds
+# no key. Renamed into place so the bot never reads half a file (the image needs sh, cat, mv).
+_WRITE_KEYS = (
+    f"umask 377 && cat > {CONTAINER_KEYS_DIR}/.{KEYS_FILE_NAME}.new "
+    f"&& mv -f {CONTAINER_KEYS_DIR}/.{KEYS_FILE_NAME}.new {CONTAINER_KEYS_FILE}"
+)
+KEY_DELIVERY_TIMEOUT_S = 30.0
 _EXIT_STATUS = re.compile(r"^Exited \((-?\d+)\)")
 _STATES = {
     "running": BotState.RUNNING,
@@ -90,8 +108,15 @@ class DockerRuntime:
         self._image = image
         self._network_mode = network_mode
         self._instance = instance
+        numeric = _NUMERIC_USER.match(user)
+        if numeric is None:
+            raise ValueError(f"bot user must be numeric uid:gid, not {user!r}")
         self._user = user
-        self._tmpfs = {"/tmp": f"rw,noexec,nosuid,nodev,size={tmpfs_size}"}
+        uid, gid = numeric.groups()
+        self._tmpfs = {
+            "/tmp": f"rw,noexec,nosuid,nodev,size={tmpfs_size}",
+            CONTAINER_KEYS_DIR: f"rw,noexec,nosuid,nodev,size=64k,mode=0700,uid={uid},gid={gid}",
+        }
         self._log_config = LogConfig(
             type=LogConfig.types.JSON, config={"max-size": log_max_size, "max-file": "2"}
         )
@@ -149,7 +174,7 @@ class DockerRuntime:
             self._image,
             name=name,
             user=self._user,
-            environment=spec.environment(),
+            environment=spec.environment(CONTAINER_KEYS_FILE),
             labels={
                 INSTANCE_LABEL: self._instance,
                 TENANT_LABEL: spec.tenant_id,
@@ -158,17 +183,69 @@ class DockerRuntime:
             },
             host_config=host_config,
         )
-        api.start(created["Id"])
+        container_id: str = created["Id"]
+        try:
+            api.start(container_id)
+        except APIError as exc:
+            self._stop_and_remove(container_id, timeout_s=0)
+            raise BotStartFailed(_engine_message(exc)) from exc
+        self._deliver_keys(container_id, keys_document(spec.secrets))
         log.info(
             "bot_started",
             tenant_id=spec.tenant_id,
-            container_id=created["Id"][:12],
+            container_id=container_id[:12],
             config_version=spec.config_version,
         )
-        status = self._inspect_status(created["Id"])
+        status = self._inspect_status(container_id)
         if status is None:
             raise BotNotFound(spec.tenant_id)
         return status
+
+    def _deliver_keys(self, container_id: str, document: bytes) -> None:
+        """Write the keys file inside the running bot, through stdin of an exec as its user.
+
+        A bot that already exited is left as it is: the reconciler sees a crash. A running bot
+        that cannot take its keys (an image without sh, cat or mv) is removed: a failed start.
+        """
+        api = self._client.api
+        try:
+            exec_id = api.exec_create(
+                container_id, ["/bin/sh", "-c", _WRITE_KEYS], stdin=True, user=self._user
+            )["Id"]
+            stream = api.exec_start(exec_id, socket=True)
+            raw: socket.socket = getattr(stream, "_sock", stream)
+            try:
+                raw.sendall(document)
+                raw.shutdown(socket.SHUT_WR)
+                output = _read_all(raw)
+            finally:
+                stream.close()
+            code = self._exec_exit_code(exec_id)
+        except (APIError, OSError) as exc:  # OSError: the exec's stream broke or timed out
+            if not self._running(container_id):
+                return
+            self._stop_and_remove(container_id, timeout_s=0)
+            said = _engine_message(exc) if isinstance(exc, APIError) else str(exc)
+            raise BotStartFailed(f"keys not delivered: {said}") from exc
+        if code != 0:
+            if not self._running(container_id):
+                return
+            self._stop_and_remove(container_id, timeout_s=0)
+            said = _demux(output).decode("utf-8", errors="replace").strip()[-300:]
+            raise BotStartFailed(f"keys not delivered (exit {code}): {said}")
+
+    def _exec_exit_code(self, exec_id: str) -> int | None:
+        deadline = time.monotonic() + KEY_DELIVERY_TIMEOUT_S
+        while True:
+            found = self._client.api.exec_inspect(exec_id)
+            if not found["Running"] or time.monotonic() > deadline:
+                code: int | None = found["ExitCode"]
+                return code
+            time.sleep(0.05)
+
+    def _running(self, container_id: str) -> bool:
+        status = self._inspect_status(container_id)
+        return status is not None and status.state is BotState.RUNNING
 
     def stop_bot(self, tenant_id: str, timeout_s: int = 10) -> None:
         self._stop_and_remove(self._name(tenant_id), timeout_s)
@@ -237,6 +314,32 @@ class DockerRuntime:
         )
 
 
+def _engine_message(exc: APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", errors="replace")
+    return str(explanation or exc)[:500]
+
+
+def _read_all(raw: socket.socket) -> bytes:
+    """What the exec said (multiplexed stdout and stderr, headers and all), until it ends."""
+    raw.settimeout(KEY_DELIVERY_TIMEOUT_S)
+    chunks = []
+    while chunk := raw.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _demux(stream: bytes) -> bytes:
+    """The payload of the engine's multiplexed stream (8-byte frame headers, no TTY)."""
+    payload, at = [], 0
+    while at + 8 <= len(stream):
+        size = int.from_bytes(stream[at + 4 : at + 8], "big")
+        payload.append(stream[at + 8 : at + 8 + size])
+        at += 8 + size
+    return b"".join(payload)
+
+
 def _lines_after(text: str, bot_id: str, resume: LogPosition | None) -> LogBatch:
     """The timestamped lines after `resume`, and the position after the last of them."""
     offset, skip = (resume.offset, resume.skip) if resume is not None else (0, 0)
@@ -280,8 +383,13 @@ def _status_from_listing(row: dict[str, Any]) -> BotStatus:
         state=bot_state,
         config_version=_int_or_none(labels.get(CONFIG_VERSION_LABEL)),
         config_hash=labels.get(CONFIG_HASH_LABEL),
+        started_at=_unix_time(row.get("Created")) if bot_state is BotState.RUNNING else None,
         exit_code=int(exit_match.group(1)) if exit_match else None,
     )
+
+
+def _unix_time(value: object) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int) and value > 0 else None
 
 
 def _int_or_none(value: str | None) -> int | None:

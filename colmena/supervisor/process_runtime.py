@@ -3,8 +3,10 @@
 Same protocol and bot script as the container runtime, weaker isolation: rlimits bound the
 bot's memory and CPU time, a new session lets a stop reach the bot's children, and each
 tenant gets one log file that the health check and the log shipper read like container output.
-Bots live as long as this object's owner: `close()` stops them all, and the reconciler
-starts them again on the next run.
+Provider keys reach the bot as a 0400 file in a private memory-backed directory whose path is in
+BOT_KEYS_FILE (key_delivery); the file goes when the bot exits or is stopped. Bots live as long
+as this object's owner: `close()` stops them all, and the reconciler starts them again on the
+next run.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ from pathlib import Path
 
 import structlog
 
+from colmena.supervisor.key_delivery import (
+    keys_document,
+    memory_backed_dir,
+    remove_keys_file,
+    write_keys_file,
+)
 from colmena.supervisor.runtime import (
     BotNotFound,
     BotSpec,
+    BotStartFailed,
     BotState,
     BotStatus,
     LogBatch,
@@ -48,6 +57,7 @@ class _Bot:
     spec: BotSpec
     process: subprocess.Popen[bytes]
     log_path: Path
+    keys_file: Path
     started_at: datetime
     finished_at: datetime | None = None
 
@@ -82,6 +92,7 @@ class ProcessRuntime:
         self._niceness = niceness
         self._bots: dict[str, _Bot] = {}
         self._lock = threading.Lock()
+        self._keys_base = memory_backed_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def list_bots(self) -> list[BotStatus]:
@@ -92,26 +103,32 @@ class ProcessRuntime:
     def start_bot(self, spec: BotSpec) -> BotStatus:
         log_path = self._log_path(spec.tenant_id)
         self.stop_bot(spec.tenant_id)
+        keys_file = write_keys_file(self._keys_base, keys_document(spec.secrets))
         env = {name: os.environ[name] for name in _BASE_ENV if name in os.environ}
-        env.update(spec.environment())
+        env.update(spec.environment(str(keys_file)))
         # A fresh log per run, as a new container has: an old heartbeat must not vouch
         # for the new process.
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                self._command(spec.limits.memory_bytes),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self._log_dir,
-                start_new_session=True,
-            )
+        try:
+            with log_path.open("wb") as log_file:
+                process = subprocess.Popen(
+                    self._command(spec.limits.memory_bytes),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self._log_dir,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            remove_keys_file(keys_file)
+            raise BotStartFailed(f"{self._shell[0]}: {exc.strerror or exc}") from exc
         os.setpriority(os.PRIO_PROCESS, process.pid, self._niceness)
         bot = _Bot(
             bot_id=f"proc-{uuid.uuid4().hex[:12]}",
             spec=spec,
             process=process,
             log_path=log_path,
+            keys_file=keys_file,
             started_at=datetime.now(UTC),
         )
         with self._lock:
@@ -130,6 +147,7 @@ class ProcessRuntime:
             bot = self._bots.pop(tenant_id, None)
         if bot is not None:
             _terminate(bot.process, timeout_s)
+            remove_keys_file(bot.keys_file)
             log.info("bot_stopped", tenant_id=tenant_id)
 
     def remove_bot(self, bot_id: str, timeout_s: int = 10) -> None:
@@ -161,6 +179,10 @@ class ProcessRuntime:
         now = datetime.now(UTC)
         entries = [LogEntry(now, line.decode("utf-8", errors="replace")) for line in lines]
         return LogBatch(entries, LogPosition(bot_id, start + end))
+
+    def keys_file(self, tenant_id: str) -> Path:
+        """Where the bot's keys file is (or was), for tests that look at it from outside."""
+        return self._bot(tenant_id).keys_file
 
     def pid(self, tenant_id: str) -> int:
         """The bot's process id, for operators and tests that act on it from outside."""
@@ -211,9 +233,11 @@ class ProcessRuntime:
 
 
 def _reap(bot: _Bot) -> None:
-    """Record the exit time as it happens: the restart backoff counts from it."""
+    """Record the exit time as it happens (the restart backoff counts from it); the keys file
+    goes with the bot."""
     bot.process.wait()
     bot.finished_at = datetime.now(UTC)
+    remove_keys_file(bot.keys_file)
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: int) -> None:

@@ -2,9 +2,11 @@
 
 Pure, so every rule is testable without a runtime: the caller (colmena.actors.bots) reads the
 desired state, lists the runtime once, asks `decide` per tenant and carries the step out.
-Rules, in order: stopped means no bot; a restart command replaces the bot; no bot, a bot that
-never started or one with an old config is (re)started at once; a bot that exited while it
-should run is a crash, and the restart policy says restart, wait, or crashloop.
+Rules, in order: stopped means no bot; a restart command replaces the bot; after a start the
+runtime refused, the restart policy says when to try again; no bot, a bot that never started or
+one with an old config is (re)started at once; a running bot whose heartbeat stays stale past
+its grace, and one that exited while it should run, are crashes, and the restart policy says
+restart, wait, or crashloop.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from colmena.config import Settings
-from colmena.supervisor.restart_policy import Action, Crash, RestartPolicy, RestartState
+from colmena.supervisor.restart_policy import (
+    Action,
+    Crash,
+    Decision,
+    RestartPolicy,
+    RestartState,
+)
 from colmena.supervisor.runtime import BotLimits, BotSpec, BotState, BotStatus
 
 MiB = 1024 * 1024
-KEY_ENV_PREFIX = "BOT_KEY_"
 
 
 class Do(enum.StrEnum):
@@ -30,15 +37,26 @@ class Do(enum.StrEnum):
     RESTART = "restart"  # a crash restarted under the policy (counts as a restart)
     WAIT = "wait"
     CRASHLOOP = "crashloop"
+    START_FAILED = "start_failed"  # what a START or RESTART became when the runtime refused
+
+
+class Cause(enum.StrEnum):
+    """Why the restart policy was asked: what a restart's metric and log line name."""
+
+    CRASH = "crash"
+    HANG = "hang"
+    START_FAILURE = "start_failure"
 
 
 @dataclass(frozen=True)
 class Step:
     do: Do
-    observed: str  # running, stopped, backoff, crashloop, unknown: what the tenant and metrics see
+    # running, stopped, backoff, start_failed, crashloop, unknown: what the tenant and metrics see
+    observed: str
     reason: str
     state: RestartState | None = None  # the restart state to store, when it changed
     restart_at: datetime | None = None
+    cause: Cause | None = None  # set when the restart policy decided
 
 
 def policy_from(settings: Settings) -> RestartPolicy:
@@ -49,6 +67,7 @@ def policy_from(settings: Settings) -> RestartPolicy:
         max_restarts=settings.bot_restart_max,
         window=window,
         stable_after=window,
+        unhealthy_grace=timedelta(seconds=settings.bot_unhealthy_restart_seconds),
     )
 
 
@@ -72,10 +91,8 @@ def spec_for(
 
 
 def with_keys(spec: BotSpec, keys: Mapping[str, str]) -> BotSpec:
-    """The spec to create the bot with: provider keys as BOT_KEY_<PROVIDER> variables."""
-    return replace(
-        spec, secrets={f"{KEY_ENV_PREFIX}{provider.upper()}": key for provider, key in keys.items()}
-    )
+    """The spec to create the bot with: provider keys by provider, for its keys file."""
+    return replace(spec, secrets=dict(keys))
 
 
 def decide(
@@ -87,11 +104,25 @@ def decide(
     policy: RestartPolicy,
     now: datetime,
     force_restart: bool = False,
+    start_failed_at: datetime | None = None,
+    start_error: str | None = None,
+    unhealthy_since: datetime | None = None,
 ) -> Step:
+    """`start_failed_at`: the last start the runtime refused, if no start succeeded since;
+    `unhealthy_since`: since when the running bot's heartbeat is stale, if it is."""
     if not desired_running:
         return Step(Do.STOP if actual is not None else Do.NOTHING, "stopped", "desired stopped")
     if force_restart:
         return Step(Do.START, "running", "restart requested")
+    if start_failed_at is not None and (actual is None or actual.state is BotState.CREATED):
+        failed = Crash(started_at=start_failed_at, finished_at=start_failed_at)
+        return _by_policy(
+            policy.on_crash(restart_state, failed, now),
+            restart_state,
+            f"start failed ({start_error})",
+            Cause.START_FAILURE,
+            waiting="start_failed",
+        )
     if actual is None:
         return Step(Do.START, "running", "desired running, no bot")
     if actual.state is BotState.CREATED:
@@ -101,21 +132,65 @@ def decide(
     if actual.config_hash != config_hash:
         return Step(Do.START, "running", "config or plan changed")
     if actual.state is BotState.RUNNING:
-        return Step(Do.NOTHING, "running", "running as desired")
+        if unhealthy_since is None:
+            return Step(Do.NOTHING, "running", "running as desired")
+        hung = policy.on_hang(
+            restart_state,
+            started_at=actual.started_at or unhealthy_since,
+            unhealthy_since=unhealthy_since,
+            now=now,
+        )
+        stale = f"no heartbeat since {unhealthy_since.isoformat(timespec='seconds')}"
+        if hung is None:
+            return Step(Do.NOTHING, "running", stale)
+        return _by_policy(hung, restart_state, stale, Cause.HANG, waiting="running")
     finished = actual.finished_at or now
     crash = Crash(started_at=actual.started_at or finished, finished_at=finished)
-    state, decision = policy.on_crash(restart_state, crash, now)
+    return _by_policy(
+        policy.on_crash(restart_state, crash, now),
+        restart_state,
+        f"crashed (exit {actual.exit_code})",
+        Cause.CRASH,
+        waiting="backoff",
+    )
+
+
+def _by_policy(
+    decided: tuple[RestartState, Decision],
+    restart_state: RestartState,
+    what: str,
+    cause: Cause,
+    *,
+    waiting: str,
+) -> Step:
+    """The step for the policy's decision about a failure; `waiting` is what the tenant sees
+    while the backoff runs (a hung bot is still running meanwhile)."""
+    state, decision = decided
     if decision.action is Action.RESTART:
-        return Step(
-            Do.RESTART, "running", f"crashed (exit {actual.exit_code}); {decision.reason}", state
-        )
+        return Step(Do.RESTART, "running", f"{what}; {decision.reason}", state, cause=cause)
     if decision.action is Action.WAIT:
         return Step(
-            Do.WAIT,
-            "backoff",
-            f"crashed (exit {actual.exit_code}); {decision.reason}",
-            None,
-            decision.restart_at,
+            Do.WAIT, waiting, f"{what}; {decision.reason}", None, decision.restart_at, cause
         )
     newly = not restart_state.crashloop
-    return Step(Do.CRASHLOOP, "crashloop", decision.reason, state if newly else None)
+    reason = decision.reason if cause is Cause.CRASH else f"{decision.reason}; last: {what}"
+    return Step(Do.CRASHLOOP, "crashloop", reason, state if newly else None, cause=cause)
+
+
+def after_failed_start(
+    step: Step, error: str, restart_state: RestartState, policy: RestartPolicy, now: datetime
+) -> Step:
+    """What a START or RESTART became when the runtime refused it: a failure at `now` that the
+    restart policy retries after its backoff (an attempted restart still counts). Past the
+    intensity limit the next pass is due at once: `decide` declares the crashloop there."""
+    state = step.state or restart_state
+    failed = Crash(started_at=now, finished_at=now)
+    _, decision = policy.on_crash(state, failed, now)
+    return Step(
+        Do.START_FAILED,
+        "start_failed",
+        f"start failed: {error}",
+        step.state,
+        decision.restart_at or now,
+        Cause.START_FAILURE,
+    )

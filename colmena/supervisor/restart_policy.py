@@ -4,7 +4,10 @@ Kubernetes' CrashLoopBackOff supplies the delay (10 s doubling to 5 min, reset a
 long enough to count as stable); Erlang/OTP's restart intensity supplies the limit (more than
 `max_restarts` restarts within `window` and the supervisor stops trying). Pure: the caller
 keeps a RestartState per tenant and passes the clock in, so the rules are testable without
-waiting and survive a supervisor restart when the state is stored.
+waiting and survive a supervisor restart when the state is stored. Three kinds of failure go
+through the same rules: a bot that exited, one still running whose heartbeat stayed stale for
+longer than `unhealthy_grace` (`on_hang`: it counts as crashed when the grace ran out), and one
+the runtime could not start (a crash that took no time).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class RestartPolicy:
     max_restarts: int = 5
     window: timedelta = timedelta(minutes=10)
     stable_after: timedelta = timedelta(minutes=10)
+    unhealthy_grace: timedelta = timedelta(minutes=2)
 
     def backoff(self, streak: int) -> timedelta:
         # Cap the exponent before multiplying so a long streak cannot overflow timedelta.
@@ -92,3 +96,15 @@ class RestartPolicy:
             RestartState(restarts=(*recent, now), streak=streak + 1),
             Decision(Action.RESTART, now, delay, "backoff elapsed"),
         )
+
+    def on_hang(
+        self, state: RestartState, *, started_at: datetime, unhealthy_since: datetime, now: datetime
+    ) -> tuple[RestartState, Decision] | None:
+        """Decide about a running bot unhealthy since `unhealthy_since`; None while it still has
+        its grace (leave it running). After that it is a crash that happened when the grace ran
+        out, so backoff and intensity apply as to any other."""
+        gave_up_at = unhealthy_since + self.unhealthy_grace
+        if now < gave_up_at:
+            return None
+        crash = Crash(started_at=min(started_at, unhealthy_since), finished_at=gave_up_at)
+        return self.on_crash(state, crash, now)

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from colmena.errors import ColmenaError
+from colmena.supervisor.key_delivery import KEYS_FILE_ENV
+
 TENANT_LABEL = "colmena.tenant"
 INSTANCE_LABEL = "colmena.instance"
 CONFIG_VERSION_LABEL = "colmena.config-version"
 CONFIG_HASH_LABEL = "colmena.config-hash"
 
-# Environment the bot reads; secrets arrive under the names the caller chooses.
+# Environment the bot reads; provider keys never travel in it (see key_delivery).
 CONFIG_ENV = "BOT_CONFIG"
 CONFIG_VERSION_ENV = "BOT_CONFIG_VERSION"
 TENANT_ENV = "BOT_TENANT"
@@ -58,8 +61,9 @@ class BotSpec:
     """Everything needed to create one tenant's bot.
 
     `env` holds non-secret knobs for the bot (e.g. BOT_HEARTBEAT_SECONDS). `secrets` holds
-    decrypted provider keys; it reaches the bot's environment only and is deliberately left
-    out of `config_hash`, labels, logs and `repr`.
+    decrypted provider keys by provider; the runtime delivers them as the bot's keys file
+    (key_delivery), and they are deliberately left out of the environment, `config_hash`,
+    labels, logs and `repr`.
     """
 
     tenant_id: str
@@ -84,8 +88,10 @@ class BotSpec:
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def environment(self) -> dict[str, str]:
-        env = {**self.env, **self.secrets}
+    def environment(self, keys_file: str) -> dict[str, str]:
+        """The bot's environment: knobs, config, identity and where its keys file is."""
+        env = dict(self.env)
+        env[KEYS_FILE_ENV] = keys_file
         env[CONFIG_ENV] = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
         env[CONFIG_VERSION_ENV] = str(self.config_version)
         env[TENANT_ENV] = self.tenant_id
@@ -99,7 +105,7 @@ class BotStatus:
     `tenant_id` is None for something carrying colmena's instance label but no tenant: the
     reconciler removes those. Exit fields are set only once the bot has exited; an exit code
     above 128 means it died from signal (code - 128), as in a shell. A listing may leave
-    `started_at` unset for running bots (Docker's listing does not carry it).
+    `started_at` approximate for running bots (Docker's listing carries the creation time).
     """
 
     bot_id: str
@@ -115,6 +121,11 @@ class BotStatus:
 
 class BotNotFound(LookupError):
     """The tenant has no bot in this runtime."""
+
+
+class BotStartFailed(ColmenaError):
+    """The runtime could not start the bot (the engine refused, or its keys could not be
+    delivered). Nothing of it is left behind; the message is the engine's, for the tenant."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,8 @@ class Runtime(Protocol):
         ...
 
     def start_bot(self, spec: BotSpec) -> BotStatus:
-        """Replace whatever the tenant had with a fresh bot built from `spec`, started."""
+        """Replace whatever the tenant had with a fresh bot built from `spec`, started, its
+        keys file in place; raises BotStartFailed, leaving no bot, when it cannot start."""
         ...
 
     def stop_bot(self, tenant_id: str, timeout_s: int = 10) -> None:
