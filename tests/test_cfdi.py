@@ -34,7 +34,6 @@ from colmena.gateways.cfdi import (
 )
 from colmena.gateways.csd import CsdSigner
 from colmena.gateways.stamping_config import CsdSource
-from colmena.sandbox.stamping import SAT_TEST_CSD
 from tests.standins.csd import (
     ISSUER_RFC,
     CertificateAuthority,
@@ -153,29 +152,32 @@ def test_what_is_wrong_with_a_csd_is_said_precisely(
         load_signer(b"not a certificate", csd.key, csd.password)
 
 
-def check_csd_cli(password: str, *, key: Path = SAT_TEST_CSD / "EKU9003173C9.key") -> Result:
+def check_csd_cli(cer: Path, key: Path, password: str) -> Result:
     return CliRunner().invoke(
         cli,
         ["invoices", "check-csd"],
         env={
-            "COLMENA_CFDI_CSD_CER_PATH": str(SAT_TEST_CSD / "EKU9003173C9.cer"),
+            "COLMENA_CFDI_CSD_CER_PATH": str(cer),
             "COLMENA_CFDI_CSD_KEY_PATH": str(key),
             "COLMENA_CFDI_CSD_PASSWORD": password,
         },
     )
 
 
-def test_check_csd_names_a_wrong_password_and_a_key_that_is_no_csd_key() -> None:
-    """With the SAT's test CSD (ESCUELA KEMPER URGATE), as shipped for `colmena dev`."""
-    right = check_csd_cli("12345678a")
-    assert "EKU9003173C9" in right.output and "30001000000500003416" in right.output
+def test_check_csd_names_a_wrong_password_and_a_key_that_is_no_csd_key(
+    csd: CsdFiles, tmp_path: Path
+) -> None:
+    """With a CSD of the SAT's test issuer (ESCUELA KEMPER URGATE), as `colmena dev` mints."""
+    cer, key = csd.write(tmp_path, "EKU9003173C9")
+    right = check_csd_cli(cer, key, csd.password)
+    assert "EKU9003173C9" in right.output and csd.certificate_number in right.output
 
-    wrong = check_csd_cli("87654321b")
+    wrong = check_csd_cli(cer, key, "87654321b")
     assert wrong.exit_code == 1
     assert "wrong password for the .key: set COLMENA_CFDI_CSD_PASSWORD" in wrong.output
     assert "87654321b" not in wrong.output and "Traceback" not in wrong.output
 
-    not_a_key = check_csd_cli("12345678a", key=SAT_TEST_CSD / "EKU9003173C9.cer")
+    not_a_key = check_csd_cli(cer, cer, csd.password)
     assert not_a_key.exit_code == 1
     assert "the .key is not a CSD private key" in not_a_key.output
 

@@ -1,5 +1,6 @@
-"""The CFDI story in `colmena dev` with nothing configured: the SAT's test CSD, the PAC sandbox
-(SW's wire format) driven by colmena's own gateway, and the whole story from a second terminal."""
+"""The CFDI story in `colmena dev` with nothing configured: a test CSD minted once in the data
+directory, the PAC sandbox (SW's wire format) driven by colmena's own gateway, and the whole story
+from a second terminal."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as dt
 import email
 import email.policy
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography import x509
 from dramatiq.brokers.stub import StubBroker
 from lxml import etree
 from pydantic import SecretStr
@@ -28,6 +31,7 @@ from colmena.errors import is_permanent
 from colmena.gateways.cfdi import (
     SANDBOX_LEGEND,
     TFD,
+    inspect_csd,
     is_sandbox_stamp,
     render_pdf,
     sign_invoice,
@@ -42,11 +46,16 @@ from colmena.runtime.resources import Resources
 from colmena.sandbox.pac import pac_app
 from colmena.sandbox.pac_ledger import PAC_RFC, PacLedger
 from colmena.sandbox.stamping import (
-    PAC_SANDBOX_PATH,
+    PAC_SANDBOX_BANNER,
+    SANDBOX_CSD_DIR,
+    SANDBOX_CSD_VALIDITY,
     SAT_TEST_ISSUER,
+    mint_sandbox_csd,
+    sandbox_csd,
     stamping_configured,
     with_pac_sandbox,
 )
+from colmena.sandbox.test_csd import CA_NAME
 from tests.conftest import wait_for
 from tests.test_dev import free_port, ready, start_dev, stop
 
@@ -59,15 +68,15 @@ class Sandbox:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     """The PAC sandbox mounted as `colmena dev` mounts it, and settings as dev makes them."""
-    state = Sandbox(settings=Settings(_env_file=None), ledger=PacLedger())
+    state = Sandbox(settings=Settings(_env_file=None, data_dir=tmp_path), ledger=PacLedger())
     state.ledger.clock = lambda: dt.datetime.now(dt.UTC) + state.clock_offset
     app = web.Application()
-    app.add_subapp(PAC_SANDBOX_PATH, pac_app(state.ledger))
+    app.add_subapp("/sandbox/pac", pac_app(state.ledger))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    state.settings = with_pac_sandbox(state.settings, str(server.make_url("")).rstrip("/"))
+    state.settings = with_pac_sandbox(state.settings, str(server.make_url("/sandbox/pac")))
     yield state
     await server.close()
 
@@ -107,8 +116,10 @@ async def stamp(gateway: PacGateway, xml: bytes, reference: str):  # type: ignor
     return await asyncio.to_thread(gateway.stamp, xml, reference=reference)
 
 
-def test_dev_stamps_as_the_sat_test_issuer_only_when_nothing_is_configured() -> None:
-    bare = Settings(_env_file=None)
+def test_dev_stamps_as_the_sat_test_issuer_only_when_nothing_is_configured(
+    tmp_path: Path,
+) -> None:
+    bare = Settings(_env_file=None, data_dir=tmp_path)
     assert not stamping_configured(bare)
     for name, value in (
         ("pac_token", SecretStr("a real token")),
@@ -120,15 +131,36 @@ def test_dev_stamps_as_the_sat_test_issuer_only_when_nothing_is_configured() -> 
     assert stamping_configured(Settings(_env_file=None, pac_provider="finkok"))
     assert stamping_configured(Settings(_env_file=None, pac_environment="TEST"))
 
-    settings = with_pac_sandbox(bare, "http://127.0.0.1:8080")
+    settings = with_pac_sandbox(bare, "http://127.0.0.1:8080/sandbox/pac")
     config = stamping_config(settings)
     assert config.issuer == Issuer(
         rfc="EKU9003173C9", name="ESCUELA KEMPER URGATE", regime="601", postal_code="42501"
     )
     assert {name: getattr(settings, name) for name in SAT_TEST_ISSUER} == SAT_TEST_ISSUER
     assert settings.pac_base_url == "http://127.0.0.1:8080/sandbox/pac"
-    signer = csd_signer(settings).signer()  # the shipped .key opens with the SAT's password
-    assert (str(signer.rfc), signer.certificate_number) == ("EKU9003173C9", "30001000000500003416")
+    signer = csd_signer(settings).signer()  # the minted .key opens with the SAT's test password
+    assert str(signer.rfc) == "EKU9003173C9" and len(signer.certificate_number) == 20
+    assert settings.cfdi_csd_cer_path == tmp_path / SANDBOX_CSD_DIR / "EKU9003173C9.cer"
+
+
+def test_the_sandbox_csd_is_minted_once_private_and_by_no_sat(tmp_path: Path) -> None:
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cer, key = sandbox_csd(tmp_path)
+
+    assert [path.name for path in tmp_path.iterdir()] == [SANDBOX_CSD_DIR]
+    for path in (cer, key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    info = inspect_csd(cer.read_bytes())
+    assert info.rfc == "EKU9003173C9"
+    assert info.not_before <= before and info.not_after >= before + SANDBOX_CSD_VALIDITY
+    issuer = x509.load_der_x509_certificate(cer.read_bytes()).issuer.rfc4514_string()
+    assert f"CN={CA_NAME}" in issuer  # a private CA: valid at no PAC and not at the SAT
+
+    minted = (cer.read_bytes(), key.read_bytes())
+    assert sandbox_csd(tmp_path) == (cer, key)  # a restart finds it
+    mint_sandbox_csd(tmp_path / SANDBOX_CSD_DIR)  # a second dev that lost the race to create it
+    assert (cer.read_bytes(), key.read_bytes()) == minted
+    assert [path.name for path in tmp_path.iterdir()] == [SANDBOX_CSD_DIR]
 
 
 async def test_the_sandbox_stamps_through_colmenas_gateway(sandbox: Sandbox) -> None:
@@ -242,10 +274,23 @@ async def test_a_stripe_payment_with_an_rfc_is_stamped_and_emailed_in_dev(tmp_pa
         assert "PAC sandbox, SAT test CSD: no fiscal validity" in shown.stdout
         licenses = await asyncio.to_thread(colmena_in, tmp_path, "license", "list")
         assert "colmena-enterprise" in licenses.stdout and "1,500.00 MXN" in licenses.stdout
+
+        checked = await asyncio.to_thread(colmena_in, tmp_path, "check")
+        lines = checked.stdout.splitlines()
+        stamping = [line for line in lines if line.startswith("ok       stamping ")]
+        assert len(stamping) == 8 and all(line.endswith(" (dev sandbox)") for line in stamping)
+        assert any(
+            line.startswith("ok       payments")
+            and "COLMENA_MERCADOPAGO_ACCESS_TOKEN" in line
+            and line.endswith(" (dev sandbox)")
+            for line in lines
+        ), checked.stdout
+        assert not any(line.startswith("MISSING  stamping") for line in lines), checked.stdout
     finally:
         output = await stop(process)
     assert process.returncode == 0, output
-    assert "CFDI       SAT test CSD, PAC sandbox (SW wire format)" in output
+    assert f"CFDI       {PAC_SANDBOX_BANNER}" in output
+    assert (tmp_path / ".colmena" / SANDBOX_CSD_DIR / "EKU9003173C9.key").is_file()
 
     mails = [
         email.message_from_bytes(path.read_bytes(), policy=email.policy.default)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -369,17 +370,21 @@ def test_with_sandboxes_points_only_unconfigured_sources_and_marks_them() -> Non
     assert pointed.rates_sandbox_sources == ["binance"]
 
 
-def test_dev_serves_a_sandbox_for_each_unconfigured_provider_only() -> None:
-    bare = Settings(_env_file=None, http_port=8123)
+def test_dev_serves_a_sandbox_for_each_unconfigured_provider_only(tmp_path: Path) -> None:
+    bare = Settings(_env_file=None, http_port=8123, data_dir=tmp_path)
     configured = Settings(
-        _env_file=None, mercadopago_access_token="APP_USR-x", binance_p2p_url="https://b.example/"
+        _env_file=None,
+        mercadopago_access_token="APP_USR-x",
+        binance_p2p_url="https://b.example/",
+        pac_token="a-real-sw-token",
     )
 
     everything = dev_sandboxes(bare)
     pointed = with_sandboxes(bare, everything)
 
     assert everything == {
-        name: f"http://127.0.0.1:8123/sandbox/{name}" for name in ("mercadopago", "bcv", "binance")
+        name: f"http://127.0.0.1:8123/sandbox/{name}"
+        for name in ("mercadopago", "bcv", "binance", "pac")
     }
     assert dev_sandboxes(configured) == {"bcv": "http://127.0.0.1:8080/sandbox/bcv"}
     assert pointed.mercadopago_api_url == everything["mercadopago"]
@@ -440,4 +445,5 @@ def test_the_production_ingress_has_no_sandbox_route() -> None:
         "/sandbox/mercadopago",
         "/sandbox/bcv",
         "/sandbox/binance",
+        "/sandbox/pac",
     }

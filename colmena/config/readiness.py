@@ -5,12 +5,16 @@ every one of them. Instead, `colmena worker` checks the requirements of the queu
 and refuses to start with one line naming the first missing variable, and `colmena check`
 prints the readiness of everything. Only presence is checked here (no file is opened, no
 server asked); values are never shown.
+
+Against a running `colmena dev`, a part its sandbox stands in for is ready as it is in dev:
+the stamping part while dev serves the PAC sandbox (with its locally minted CSD), Mercado Pago
+payments while it serves the Mercado Pago sandbox. The dev stack file says which it serves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 
 from colmena.config.settings import Settings, SettingsError
 
@@ -20,16 +24,20 @@ PAC_ACCOUNT = {
     "diverza": ("COLMENA_PAC_TOKEN + COLMENA_PAC_CLIENT_ID",),
     "prodigia": ("COLMENA_PAC_USER + COLMENA_PAC_PASSWORD + COLMENA_PAC_CONTRACT",),
 }
+# The dev sandbox (as named in the dev stack file) that meets every requirement of a part.
+PART_SANDBOXES = {"payments": "mercadopago", "stamping": "pac"}
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """One thing a part needs: which part, what it is for, the variable(s), whether it is set."""
+    """One thing a part needs: which part, what it is for, the variable(s), whether it is set
+    (or, `sandbox`, met by a dev sandbox instead)."""
 
     part: str
     purpose: str
     variable: str
     ready: bool
+    sandbox: bool = False
 
 
 def _pac_account(settings: Settings) -> bool:
@@ -46,8 +54,9 @@ def _pac_account(settings: Settings) -> bool:
     return False
 
 
-def requirements(settings: Settings) -> list[Requirement]:
-    """Every requirement of every part, in the order an operator would fix them."""
+def requirements(settings: Settings, sandboxes: Collection[str] = ()) -> list[Requirement]:
+    """Every requirement of every part, in the order an operator would fix them; `sandboxes`
+    are the dev sandboxes served (none outside `colmena dev`)."""
     production = settings.env != "dev"
     issuer = (
         ("COLMENA_CFDI_CSD_CER_PATH", settings.cfdi_csd_cer_path),
@@ -101,7 +110,12 @@ def requirements(settings: Settings) -> list[Requirement]:
             not production or settings.secret_keys is not None,
         ),
     ]
-    return found
+    return [
+        replace(item, ready=True, sandbox=True)
+        if PART_SANDBOXES.get(item.part) in sandboxes
+        else item
+        for item in found
+    ]
 
 
 def missing_for(settings: Settings, parts: Iterable[str]) -> list[Requirement]:

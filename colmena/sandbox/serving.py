@@ -2,9 +2,11 @@
 
 A provider gets its sandbox when colmena is not configured for it: Mercado Pago without
 COLMENA_MERCADOPAGO_ACCESS_TOKEN (the API URL is moved to the sandbox and a sandbox test token
-used), BCV without COLMENA_BCV_URL, Binance without COLMENA_BINANCE_P2P_URL. Configured
-providers are left alone and get no sandbox. `colmena dev` writes the sandboxes' base URLs in
-its stack file, so operator commands of a second terminal use the same ones.
+used), BCV without COLMENA_BCV_URL, Binance without COLMENA_BINANCE_P2P_URL, the PAC without any
+stamping setting (colmena.sandbox.stamping: the PAC sandbox and a locally minted test CSD).
+Configured providers are left alone and get no sandbox. `colmena dev` writes the sandboxes' base
+URLs in its stack file, so operator commands of a second terminal use the same ones (and
+`colmena check` counts what a sandbox stands in for as ready).
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ from colmena.config import Settings
 from colmena.gateways import rate_sources
 from colmena.gateways.mercadopago import SANDBOX_ACCESS_TOKEN
 from colmena.sandbox.mercadopago import mercadopago_app
+from colmena.sandbox.pac import pac_app
 from colmena.sandbox.rates import bcv_app, binance_app
+from colmena.sandbox.stamping import stamping_configured, with_pac_sandbox
 
 PREFIX = "/sandbox"
 APPS: dict[str, Callable[[], web.Application]] = {
     "mercadopago": mercadopago_app,
     "bcv": bcv_app,
     "binance": binance_app,
+    "pac": pac_app,
 }
 # What each sandbox answers, and the command that uses it, for the dev banner.
 DESCRIPTIONS = {
     "mercadopago": ("payments API, test cards", "colmena trigger mercadopago approved"),
     "bcv": ("recorded BCV home page", "colmena rates scrape bcv"),
     "binance": ("recorded P2P adverts", "colmena rates scrape binance"),
+    "pac": ("SW stamping API, test CSD minted locally", "colmena invoices list"),
 }
 
 
@@ -41,12 +47,14 @@ def dev_sandboxes(settings: Settings) -> dict[str, str]:
         "mercadopago": settings.mercadopago_access_token is None,
         "bcv": "bcv_url" not in settings.model_fields_set,
         "binance": "binance_p2p_url" not in settings.model_fields_set,
+        "pac": not stamping_configured(settings),
     }
     return {provider: f"{base}/{provider}" for provider, serve in wanted.items() if serve}
 
 
 def with_sandboxes(settings: Settings, sandboxes: Mapping[str, str]) -> Settings:
-    """`settings` with each provider in `sandboxes` pointed at its sandbox."""
+    """`settings` with each provider in `sandboxes` pointed at its sandbox (the PAC's mints the
+    sandbox CSD under COLMENA_DATA_DIR on first use)."""
     if "mercadopago" in sandboxes:
         settings = settings.model_copy(
             update={
@@ -54,6 +62,8 @@ def with_sandboxes(settings: Settings, sandboxes: Mapping[str, str]) -> Settings
                 "mercadopago_access_token": SecretStr(SANDBOX_ACCESS_TOKEN),
             }
         )
+    if "pac" in sandboxes:
+        settings = with_pac_sandbox(settings, sandboxes["pac"])
     return rate_sources.with_sandboxes(settings, sandboxes)
 
 
