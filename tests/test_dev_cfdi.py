@@ -271,7 +271,7 @@ async def test_a_stripe_payment_with_an_rfc_is_stamped_and_emailed_in_dev(tmp_pa
         assert "XAXX010101000" in row and "1,500.00 MXN" in row
         shown = await asyncio.to_thread(colmena_in, tmp_path, "invoices", "show", row.split()[0])
         assert "EKU9003173C9" in shown.stdout
-        assert "PAC sandbox, SAT test CSD: no fiscal validity" in shown.stdout
+        assert "PAC sandbox, test CSD minted locally: no fiscal validity" in shown.stdout
         licenses = await asyncio.to_thread(colmena_in, tmp_path, "license", "list")
         assert "colmena-enterprise" in licenses.stdout and "1,500.00 MXN" in licenses.stdout
 

@@ -72,7 +72,10 @@ def requirements(settings: Settings, sandboxes: Collection[str] = ()) -> list[Re
             "database", "every process", "COLMENA_DATABASE_URL", settings.database_url is not None
         ),
         Requirement(
-            "broker", "every process but dev", "COLMENA_BROKER_URL", settings.broker_url is not None
+            "broker",
+            "every process but dev (its broker is in-process)",
+            "COLMENA_BROKER_URL",
+            settings.broker_url is not None or not production,
         ),
         Requirement(
             "payments",

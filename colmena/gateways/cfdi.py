@@ -35,9 +35,9 @@ log = structlog.get_logger(__name__)
 
 IVA = "002"
 TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"
-# The TimbreFiscalDigital's Leyenda on a stamp from `colmena dev`'s PAC sandbox, sealed with the
-# SAT's test CSD: how the PDF, the email and `colmena invoices show` know to say so.
-SANDBOX_LEGEND = "SANDBOX DE COLMENA DEV: CSD DE PRUEBA DEL SAT, SIN VALIDEZ FISCAL"
+# The TimbreFiscalDigital's Leyenda on a stamp from `colmena dev`'s PAC sandbox, sealed with a
+# locally minted test CSD: how the PDF, the email and `colmena invoices show` know to say so.
+SANDBOX_LEGEND = "SANDBOX DE COLMENA DEV: CSD DE PRUEBA, SIN VALIDEZ FISCAL"
 
 
 class CsdError(ColmenaError):
