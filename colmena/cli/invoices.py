@@ -94,7 +94,10 @@ def show_command(invoice_id: int) -> None:
     ]
     if invoice.stamped_xml is not None and is_sandbox_stamp(invoice.stamped_xml):
         fields.append(
-            ("sandbox", "stamped by colmena dev's PAC sandbox, test CSD minted locally: no fiscal validity")
+            (
+                "sandbox",
+                "stamped by colmena dev's PAC sandbox, test CSD minted locally: no fiscal validity",
+            )
         )
     fields += [
         ("XML", invoice.xml_path or "-"),
