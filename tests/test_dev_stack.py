@@ -1,8 +1,9 @@
 """Operator commands reach a running `colmena dev` with no configuration, and only a live one.
 
 `colmena dev` publishes `.colmena/dev-stack.json` (mode 0600); `status` and `dlq` in a second
-process read it. The in-process broker's dead letters are listed and requeued through the dev
-control routes, which refuse a request without the token.
+process read it. The in-process broker's dead letters are listed (the undecodable ones raw),
+requeued, deleted and exported through the dev control routes, which refuse a request without
+the token.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 import aiohttp
 import dramatiq
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from dramatiq import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
@@ -28,7 +32,9 @@ from colmena.config.dev_stack import (
     read_dev_stack,
     write_dev_stack,
 )
-from colmena.runtime.queue_admin import InProcessQueueAdmin
+from colmena.http.dev_control import control_app
+from colmena.runtime.deadletters import Requeued
+from colmena.runtime.queue_admin import DevControlQueueAdmin, InProcessQueueAdmin
 from tests.conftest import wait_for
 from tests.test_dev import free_port, ready, start_dev, stop
 
@@ -102,19 +108,63 @@ async def test_in_process_dead_letters_are_listed_and_requeued() -> None:
         broker.join("t_bots", fail_fast=False)
         admin = InProcessQueueAdmin(broker, "t_", consumers=1)
 
-        [letter] = await admin.dead_letters(["bots"])
-        assert (letter.actor, letter.args, letter.queue) == ("fails_once", (7,), "bots")
-        [depth] = await admin.depths(["bots"])
-        assert (depth.ready, depth.dead, depth.consumers) == (0, 1, 1)
+        # Whatever else lands among them is listed raw, never requeued, and can be deleted.
+        broker.dead_letters_by_queue["t_bots"] += [b"\x00not json", b'{"not": "a message"}']
 
-        assert await admin.requeue(["bots"], "no-such-id") == []
-        [moved] = await admin.requeue(["bots"], letter.message_id)
+        letter, not_json, not_a_message = await admin.dead_letters(["bots"])
+        assert (letter.actor, letter.args, letter.queue) == ("fails_once", (7,), "bots")
+        assert not letter.undecodable and not_json.undecodable and not_a_message.undecodable
+        assert (not_json.position, not_json.body, not_json.preview) == (
+            2,
+            b"\x00not json",
+            "\\x00not json",
+        )
+        [depth] = await admin.depths(["bots"])
+        assert (depth.ready, depth.dead, depth.consumers) == (0, 3, 1)
+
+        assert await admin.requeue(["bots"], "no-such-id") == Requeued([], [])
+        done = await admin.requeue(["bots"], None)
         broker.join("t_bots", fail_fast=False)
     finally:
         worker.stop()
-    assert moved.message_id == letter.message_id
+    assert [moved.message_id for moved in done.moved] == [letter.message_id]
+    assert [skipped.body for skipped in done.skipped] == [not_json.body, not_a_message.body]
     assert calls == [7, 7]
-    assert await admin.dead_letters(["bots"]) == []
+    assert await admin.delete("bots", "9") is None
+    deleted = await admin.delete("bots", "1")
+    assert deleted is not None and deleted.body == not_json.body
+    assert [left.body for left in await admin.dead_letters(["bots"])] == [not_a_message.body]
+
+
+async def test_dead_letters_cross_the_dev_control_routes_whole() -> None:
+    """A second terminal sees the dev process's dead letters as they are, raw bytes included."""
+    broker = StubBroker()
+    broker.declare_queue("t_bots")
+    message = dramatiq.Message(
+        queue_name="t_bots", actor_name="run_command", args=("c1",), kwargs={}, options={}
+    )
+    broker.dead_letters_by_queue["t_bots"] += [MessageProxy(message), b"\xffraw"]
+    ingress = web.Application()
+    ingress.add_subapp("/dev", control_app(InProcessQueueAdmin(broker, "t_", consumers=1), "tok"))
+    async with TestServer(ingress, host="127.0.0.1") as server:
+        remote = DevControlQueueAdmin(str(server.make_url("")), "tok")
+        real, raw = await remote.dead_letters(["bots"])
+        assert (real.message_id, real.actor, real.args) == (
+            message.message_id,
+            "run_command",
+            ("c1",),
+        )
+        assert (raw.undecodable, raw.body, raw.position) == (True, b"\xffraw", 2)
+
+        done = await remote.requeue(["bots"], None)
+        assert [moved.message_id for moved in done.moved] == [message.message_id]
+        assert [skipped.body for skipped in done.skipped] == [b"\xffraw"]
+        assert broker.queues["t_bots"].qsize() == 1
+
+        deleted = await remote.delete("bots", "1")
+        assert deleted is not None and deleted.body == b"\xffraw"
+        assert await remote.delete("bots", "1") is None
+        assert await remote.dead_letters(["bots"]) == []
 
 
 async def test_status_and_dlq_reach_the_running_dev_from_a_second_terminal(tmp_path: Path) -> None:
@@ -135,6 +185,11 @@ async def test_status_and_dlq_reach_the_running_dev_from_a_second_terminal(tmp_p
         listed = colmena(tmp_path, "dlq", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout) == []
+        exported = colmena(tmp_path, "dlq", "export", "--out", "dead.jsonl")
+        assert exported.returncode == 0, exported.stderr
+        assert (tmp_path / "dead.jsonl").read_text() == ""
+        missing = colmena(tmp_path, "dlq", "delete", "--queue", "bots", "--id", "1")
+        assert missing.returncode == 1 and "no dead letter 1 in bots" in missing.stderr
 
         async with (
             aiohttp.ClientSession() as session,

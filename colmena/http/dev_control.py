@@ -3,7 +3,8 @@
 Mounted only by `colmena dev` on its in-process broker, as the sub-app `/dev` with its own
 Bearer-token middleware; the token is in the dev runtime file (mode 0600), so only the user who
 started dev can use them. `colmena status` and `colmena dlq` call them through
-`colmena.runtime.queue_admin.DevControlQueueAdmin`.
+`colmena.runtime.queue_admin.DevControlQueueAdmin`. Dead letters travel in full (their bytes in
+base64), so a second terminal can show the undecodable ones raw and export them.
 """
 
 from __future__ import annotations
@@ -63,8 +64,24 @@ async def requeue_dead_letters(request: web.Request) -> web.Response:
     message_id = body.get("message_id")
     if message_id is not None and not isinstance(message_id, str):
         raise ApiError(400, "invalid_message_id", "message_id is a string")
-    moved = await request.app[ADMIN].requeue(queues, message_id)
-    return web.json_response({"requeued": [letter_json(letter) for letter in moved]})
+    done = await request.app[ADMIN].requeue(queues, message_id)
+    return web.json_response(
+        {
+            "requeued": [letter_json(letter) for letter in done.moved],
+            "skipped": [letter_json(letter) for letter in done.skipped],
+        }
+    )
+
+
+async def delete_dead_letter(request: web.Request) -> web.Response:
+    _, body = await _queues(request)
+    queue, ident = body.get("queue"), body.get("id")
+    if queue not in DOMAIN_QUEUES:
+        raise ApiError(400, "unknown_queue", f"queue is one of: {', '.join(DOMAIN_QUEUES)}")
+    if not isinstance(ident, str) or not ident:
+        raise ApiError(400, "invalid_id", "id is a message id or a position in the queue")
+    deleted = await request.app[ADMIN].delete(queue, ident)
+    return web.json_response({"deleted": None if deleted is None else letter_json(deleted)})
 
 
 def control_app(admin: InProcessQueueAdmin, token: str) -> web.Application:
@@ -75,4 +92,5 @@ def control_app(admin: InProcessQueueAdmin, token: str) -> web.Application:
     app.router.add_post("/queues", queue_depths)
     app.router.add_post("/dead-letters", dead_letters)
     app.router.add_post("/dead-letters/requeue", requeue_dead_letters)
+    app.router.add_post("/dead-letters/delete", delete_dead_letter)
     return app

@@ -1,19 +1,24 @@
-"""What operators ask of the queues: depths, dead letters, requeue; on any broker colmena runs.
+"""What operators ask of the queues: depths, dead letters (list, requeue, delete), on any broker
+colmena runs.
 
 `colmena status` and `colmena dlq` speak to a `QueueAdmin`. On RabbitMQ it is passive declares
 and the `.XQ` queues; in `colmena dev` on the in-process broker the queues live in the dev
 process, so the commands of a second terminal ask that process through its control routes
 (`colmena.http.dev_control`), which answer from an `InProcessQueueAdmin` over the StubBroker.
+Every dead letter is listed, the undecodable ones raw (`colmena.runtime.deadletters`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Protocol
 
 import aiohttp
+import dramatiq
+from dramatiq import MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 
@@ -22,7 +27,9 @@ from colmena.config.dev_stack import DevStack
 from colmena.errors import TransientError
 from colmena.runtime.deadletters import (
     DeadLetter,
+    Requeued,
     decode_dead_letter,
+    delete,
     fresh_copy,
     list_dead_letters,
     requeue,
@@ -42,8 +49,12 @@ class QueueAdmin(Protocol):
     async def dead_letters(self, queues: Sequence[str]) -> list[DeadLetter]:
         """Every dead letter of `queues`, left where it is."""
 
-    async def requeue(self, queues: Sequence[str], message_id: str | None) -> list[DeadLetter]:
-        """Move dead letters (all, or the one with `message_id`) back to their queue."""
+    async def requeue(self, queues: Sequence[str], message_id: str | None) -> Requeued:
+        """Move dead letters (all, or the one with `message_id`) back to their queue; the
+        undecodable ones are skipped and said so."""
+
+    async def delete(self, queue: str, ident: str) -> DeadLetter | None:
+        """Remove the dead letter `ident` (message id or position) names from `queue`."""
 
     async def close(self) -> None: ...
 
@@ -68,9 +79,14 @@ class RabbitQueueAdmin:
             list_dead_letters, self.url, self.prefix, list(queues), quorum=self.quorum
         )
 
-    async def requeue(self, queues: Sequence[str], message_id: str | None) -> list[DeadLetter]:
+    async def requeue(self, queues: Sequence[str], message_id: str | None) -> Requeued:
         return await asyncio.to_thread(
             requeue, self.url, self.prefix, list(queues), message_id=message_id, quorum=self.quorum
+        )
+
+    async def delete(self, queue: str, ident: str) -> DeadLetter | None:
+        return await asyncio.to_thread(
+            delete, self.url, self.prefix, queue, ident, quorum=self.quorum
         )
 
     async def close(self) -> None:
@@ -78,7 +94,11 @@ class RabbitQueueAdmin:
 
 
 class InProcessQueueAdmin:
-    """The StubBroker of `colmena dev`: its queues and dead letters live in this process."""
+    """The StubBroker of `colmena dev`: its queues and dead letters live in this process.
+
+    Its dead letters are message proxies; anything else found among them (raw bytes) is listed
+    raw, as on RabbitMQ.
+    """
 
     def __init__(self, broker: StubBroker, prefix: str, *, consumers: int) -> None:
         self.broker = broker
@@ -105,39 +125,59 @@ class InProcessQueueAdmin:
             )
         return depths
 
-    async def dead_letters(self, queues: Sequence[str]) -> list[DeadLetter]:
-        return [
-            decode_dead_letter(queue, proxy.encode())[1]
-            for queue in queues
-            for proxy in list(
-                self.broker.dead_letters_by_queue.get(queue_name(self.prefix, queue), [])
-            )
-        ]
+    def _held(self, queue: str) -> list[MessageProxy]:
+        return self.broker.dead_letters_by_queue.get(queue_name(self.prefix, queue), [])
 
-    async def requeue(self, queues: Sequence[str], message_id: str | None) -> list[DeadLetter]:
-        moved = []
+    def _decoded(
+        self, queue: str
+    ) -> list[tuple[MessageProxy, dramatiq.Message | None, DeadLetter]]:
+        """(held item, message or None, letter) of each dead letter of `queue`, oldest first."""
+        found = []
+        for position, item in enumerate(list(self._held(queue)), start=1):
+            body = item if isinstance(item, bytes) else item.encode()
+            message, letter = decode_dead_letter(queue, position, body)
+            found.append((item, message, letter))
+        return found
+
+    async def dead_letters(self, queues: Sequence[str]) -> list[DeadLetter]:
+        return [letter for queue in queues for _item, _message, letter in self._decoded(queue)]
+
+    async def requeue(self, queues: Sequence[str], message_id: str | None) -> Requeued:
+        moved, skipped = [], []
         for queue in queues:
-            name = queue_name(self.prefix, queue)
-            letters = self.broker.dead_letters_by_queue.get(name, [])
-            for proxy in list(letters):
-                message, letter = decode_dead_letter(queue, proxy.encode())
+            for item, message, letter in self._decoded(queue):
                 if message_id is not None and letter.message_id != message_id:
                     continue
-                letters.remove(proxy)
-                self.broker.enqueue(fresh_copy(message, name))
+                if message is None:
+                    skipped.append(letter)
+                    continue
+                self._held(queue).remove(item)
+                self.broker.enqueue(fresh_copy(message, queue_name(self.prefix, queue)))
                 moved.append(letter)
-        return moved
+        return Requeued(moved, skipped)
+
+    async def delete(self, queue: str, ident: str) -> DeadLetter | None:
+        for item, _message, letter in self._decoded(queue):
+            if letter.matches(ident):
+                self._held(queue).remove(item)
+                return letter
+        return None
 
     async def close(self) -> None:
         return None
 
 
-def _letter(document: dict[str, Any]) -> DeadLetter:
-    return DeadLetter(**{**document, "args": tuple(document["args"])})
+def letter_from_json(document: dict[str, Any]) -> DeadLetter:
+    fields = {key: value for key, value in document.items() if key != "body_base64"}
+    body = base64.b64decode(document["body_base64"])
+    return DeadLetter(**{**fields, "args": tuple(document["args"]), "body": body})
 
 
 def letter_json(letter: DeadLetter) -> dict[str, Any]:
-    return {**asdict(letter), "args": list(letter.args)}
+    """A dead letter in full over the dev control routes, its bytes in base64."""
+    fields = {key: value for key, value in asdict(letter).items() if key != "body"}
+    body = base64.b64encode(letter.body).decode("ascii")
+    return {**fields, "args": list(letter.args), "body_base64": body}
 
 
 def depth_json(depth: QueueDepth) -> dict[str, Any]:
@@ -174,12 +214,20 @@ class DevControlQueueAdmin:
 
     async def dead_letters(self, queues: Sequence[str]) -> list[DeadLetter]:
         found = await self._call("POST", "/dead-letters", {"queues": list(queues)})
-        return [_letter(letter) for letter in found["dead_letters"]]
+        return [letter_from_json(letter) for letter in found["dead_letters"]]
 
-    async def requeue(self, queues: Sequence[str], message_id: str | None) -> list[DeadLetter]:
+    async def requeue(self, queues: Sequence[str], message_id: str | None) -> Requeued:
         payload = {"queues": list(queues), "message_id": message_id}
         found = await self._call("POST", "/dead-letters/requeue", payload)
-        return [_letter(letter) for letter in found["requeued"]]
+        return Requeued(
+            [letter_from_json(letter) for letter in found["requeued"]],
+            [letter_from_json(letter) for letter in found["skipped"]],
+        )
+
+    async def delete(self, queue: str, ident: str) -> DeadLetter | None:
+        found = await self._call("POST", "/dead-letters/delete", {"queue": queue, "id": ident})
+        deleted = found["deleted"]
+        return None if deleted is None else letter_from_json(deleted)
 
     async def close(self) -> None:
         return None
