@@ -33,7 +33,9 @@ PROVIDER = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 FREE_PLAN = "free"
 KEY_MASK = "****"
 DEFAULT_CONFIG: dict[str, Any] = {"symbols": ["BTCUSDT"], "mode": "paper", "capital": "100"}
-_CAPITAL = re.compile(r"^\d{1,12}(\.\d{1,8})?$")
+_CAPITAL_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,8})?$"
+_ZERO_PATTERN = r"^[0.]*$"  # a capital that matches _CAPITAL_PATTERN and this one is zero
+_CAPITAL = re.compile(_CAPITAL_PATTERN)
 
 
 def new_token() -> str:
@@ -62,6 +64,16 @@ def new_tenant_id() -> str:
 
 
 Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,20}$")]
+# The JSON schema of the model is the API's (GET/PUT /api/v1/bot/config), so it states every rule
+# the validators below enforce: symbols never repeat, capital is a decimal string above zero.
+Capital = Annotated[
+    str,
+    Field(
+        pattern=_CAPITAL_PATTERN,
+        description='a decimal string above zero such as "1000.50": up to 12 digits and 8 decimals',
+        json_schema_extra={"not": {"pattern": _ZERO_PATTERN}},
+    ),
+]
 
 
 class BotConfig(BaseModel):
@@ -69,9 +81,11 @@ class BotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    symbols: list[Symbol] = Field(min_length=1, max_length=100)
+    symbols: list[Symbol] = Field(
+        min_length=1, max_length=100, json_schema_extra={"uniqueItems": True}
+    )
     mode: Literal["paper", "live"]
-    capital: str
+    capital: Capital
 
     @field_validator("symbols")
     @classmethod

@@ -3,7 +3,8 @@
 The document is a static file next to this module (openapi.json), read once at start-up: a
 contract reads best as written, and tests/test_openapi.py keeps it true to the code (every
 /api/v1 route documented and nothing else, the bot config schema equal to the pydantic model,
-real answers validated against the documented schemas).
+real answers validated against the documented schemas), and tests/test_schemathesis.py runs
+Schemathesis over it against a real ingress: every constraint and status the server has is here.
 """
 
 from __future__ import annotations

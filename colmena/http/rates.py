@@ -168,7 +168,7 @@ def _cursor(params: Mapping[str, str]) -> int | None:
     if value is None:
         return None
     try:
-        if not _CURSOR.match(value):
+        if not _CURSOR.fullmatch(value):  # `$` alone would let a trailing newline through
             raise ValueError(value)
         decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
         if not decoded.isdigit() or int(decoded) < 1:
