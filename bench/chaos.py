@@ -404,7 +404,7 @@ async def running_system(
                 "COLMENA_HTTP_PORT": str(http_port),
                 "COLMENA_DATA_DIR": str(workdir / "data"),
                 "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET,
-                "COLMENA_RATE_LIMIT_PER_MINUTE": "100000000",
+                "COLMENA_RATE_LIMIT_PRESET": "off",
                 "COLMENA_MIN_BACKOFF_MS": "200",
                 "COLMENA_MAX_BACKOFF_MS": "5000",
                 "COLMENA_MAX_RETRIES": "20",

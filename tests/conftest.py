@@ -185,6 +185,9 @@ def settings(database_url: str, queue_prefix: str, tmp_path: Path) -> Settings:
         max_backoff_ms=1_000,
         max_retries=2,
         relay_grace_s=0,
+        # Tests probe routes with many requests and wrong tokens on purpose; the limits have
+        # their own tests (test_rate_limits.py), which turn them on.
+        rate_limit_preset="off",
         _env_file=None,
     )
 

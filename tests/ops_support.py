@@ -14,8 +14,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from colmena.config import Settings
+from colmena.http.health import metrics_app
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -28,7 +30,8 @@ def free_port() -> int:
 
 
 def colmena_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a colmena process on this test's database and queues, nothing inherited."""
+    """The environment of a colmena process on this test's database and queues, nothing
+    inherited."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -42,6 +45,7 @@ def colmena_env(settings: Settings, **extra: str) -> dict[str, str]:
             "COLMENA_QUEUE_PREFIX": settings.queue_prefix,
             "COLMENA_DATA_DIR": str(settings.data_dir),
             "COLMENA_HTTP_HOST": "127.0.0.1",
+            "COLMENA_INGRESS_METRICS_PORT": str(free_port()),
             "COLMENA_MIN_BACKOFF_MS": "100",
             "COLMENA_MAX_BACKOFF_MS": "500",
             **extra,
@@ -61,7 +65,8 @@ class Spawned:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
-    """Start `colmena <args>` in its own session; SIGTERM (then SIGKILL) whatever is left at the end."""
+    """Start `colmena <args>` in its own session; SIGTERM (then SIGKILL) whatever is left at
+    the end."""
     started: list[Spawned] = []
 
     def start(name: str, args: list[str], env: dict[str, str]) -> Spawned:
@@ -99,8 +104,18 @@ async def scrape(url: str) -> str | None:
         return None
 
 
+async def ingress_metrics(client: TestClient) -> str:
+    """What Prometheus reads of the ingress behind `client`, through a metrics listener of its
+    own as `colmena ingress` serves it (the public app has no /metrics)."""
+    async with TestClient(TestServer(metrics_app(client.app), host="127.0.0.1")) as listener:
+        response = await listener.get("/metrics")
+        assert response.status == 200, await response.text()
+        return await response.text()
+
+
 def exported_names(text: str) -> set[str]:
-    """Metric names in HELP/TYPE lines (labelled metrics are there before any sample) and samples."""
+    """Metric names in HELP/TYPE lines (labelled metrics are there before any sample) and
+    samples."""
     names = set()
     for line in text.splitlines():
         if line.startswith(("# HELP ", "# TYPE ")):

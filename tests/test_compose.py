@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from colmena.config import Settings
+
 ROOT = Path(__file__).parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 REQUIRED = {"rabbitmq", "postgres", "migrate", "ingress", "scheduler", "prometheus", "grafana"}
@@ -50,6 +52,17 @@ def test_every_port_is_published_on_loopback_only() -> None:
     ]
     assert published
     assert all(str(port).startswith("127.0.0.1:") for _name, port in published), published
+
+
+def test_prometheus_scrapes_the_ingress_metrics_listener_which_is_not_published() -> None:
+    port = Settings.model_fields["ingress_metrics_port"].default
+    prometheus = yaml.safe_load((ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    [job] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "ingress"]
+    assert job["dns_sd_configs"][0]["port"] == port
+    ingress = COMPOSE["services"]["ingress"]
+    assert str(port) in ingress["expose"]
+    assert not any(str(port) in str(published) for published in ingress["ports"])
+    assert f"127.0.0.1:{port}/" in ingress["healthcheck"]["test"][1]
 
 
 def test_the_ingress_holds_no_key_that_opens_or_signs() -> None:

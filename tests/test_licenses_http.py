@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 import pytest
+from prometheus_client import REGISTRY
 
 from colmena.actors.licenses import cleanup_licenses, deliver_license, send_email
 from colmena.domain.licensing import (
@@ -74,6 +75,42 @@ async def test_forged_and_truncated_tokens_are_404_and_spend_nothing(
     assert (await client.post(f"/downloads/{token}")).status == 200
 
 
+def cross_site_refusals() -> float:
+    labels = {"reason": "download_cross_site"}
+    return REGISTRY.get_sample_value("colmena_security_events_total", labels) or 0.0
+
+
+async def test_cross_site_download_posts_are_403_and_spend_nothing(
+    active, smtp, db, make_client
+) -> None:
+    token = await deliver_inline(active, await insert_payment(db), smtp)
+    client = await make_client(active)
+    own = str(client.make_url("/")).rstrip("/")
+    before = cross_site_refusals()
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": own},
+        {"Origin": "https://evil.example"},
+        {"Origin": "https://shop.example.com.evil.example"},
+        {"Origin": "null"},
+    ):
+        response = await client.post(f"/downloads/{token}", headers=headers)
+        assert response.status == 403, headers
+        assert response.content_type == "text/html"
+        assert "Download blocked" in await response.text()
+    assert cross_site_refusals() == before + 5
+    assert await db.fetchval("SELECT used FROM download_links") == 0
+    assert await db.fetchval("SELECT count(*) FROM download_log") == 0
+
+    # The page's own form, from the public origin (COLMENA_LICENSE_BASE_URL), or from this one.
+    page = {"Origin": "https://SHOP.example.com:443", "Sec-Fetch-Site": "same-origin"}
+    downloaded = await client.post(f"/downloads/{token}", headers=page)
+    assert downloaded.status == 200 and downloaded.content_type == "application/zip"
+    assert downloaded.headers["Server"] == "colmena"  # a streamed answer has them too
+    assert downloaded.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert await db.fetchval("SELECT used FROM download_links") == 1
+
+
 async def test_an_expired_link_is_410_on_get_and_post(active, smtp, db, make_client) -> None:
     token = await deliver_inline(active, await insert_payment(db), smtp)
     await db.execute("UPDATE download_links SET expires_at = now() - interval '1 second'")
@@ -97,7 +134,7 @@ async def test_two_simultaneous_posts_on_a_one_time_link_download_once(
 
 
 async def test_per_ip_rate_limit_answers_429(active, smtp, db, make_client) -> None:
-    client = await make_client(active.model_copy(update={"license_download_ip_per_minute": 2}))
+    client = await make_client(active.model_copy(update={"rate_limit_downloads": "2/min"}))
     forged = secrets.token_urlsafe(32)
     assert (await client.get(f"/downloads/{forged}")).status == 404
     assert (await client.get(f"/downloads/{forged}")).status == 404

@@ -76,7 +76,8 @@ async def publish(settings, rows: list[OutboxMessage]) -> None:
 
 
 async def stripe_events(db, count: int) -> list[OutboxMessage]:
-    """`count` stored Stripe payment events and their (unpublished) messages, as the ingress writes them."""
+    """`count` stored Stripe payment events and their (unpublished) messages, as the ingress
+    writes them."""
     rows = []
     for _ in range(count):
         event = events.stripe_event("payment_intent.succeeded", events.payment_intent())
@@ -103,7 +104,16 @@ async def depth_of(settings, queue: str) -> QueueDepth:
 
 async def test_every_metric_in_alerts_and_dashboard_is_exported(settings, spawn, db) -> None:
     ingress_port, worker_port, scheduler_port = free_port(), free_port(), free_port()
-    spawn("ingress", ["ingress"], colmena_env(settings, COLMENA_HTTP_PORT=str(ingress_port)))
+    ingress_metrics_port = free_port()
+    spawn(
+        "ingress",
+        ["ingress"],
+        colmena_env(
+            settings,
+            COLMENA_HTTP_PORT=str(ingress_port),
+            COLMENA_INGRESS_METRICS_PORT=str(ingress_metrics_port),
+        ),
+    )
     worker = spawn(
         "worker",
         ["worker", "--queues", "payments", "--processes", "1", "--threads", "2"],
@@ -131,7 +141,9 @@ async def test_every_metric_in_alerts_and_dashboard_is_exported(settings, spawn,
         worker.output()
     )
     ingress_text = await wait_for(
-        lambda: scrape(f"http://127.0.0.1:{ingress_port}/metrics"), timeout=60, interval=0.2
+        lambda: scrape(f"http://127.0.0.1:{ingress_metrics_port}/metrics"),
+        timeout=60,
+        interval=0.2,
     )
     scheduler_text = await wait_for(
         lambda: scrape(f"http://127.0.0.1:{scheduler_port}/"), timeout=60, interval=0.2
@@ -206,7 +218,8 @@ async def test_two_worker_processes_share_a_queue_and_process_each_message_once(
 
 
 def put_raw(settings, queue: str, target: str, count: int) -> None:
-    """Put `count` Dramatiq messages straight into `target` (a name from queue_declarations of `queue`)."""
+    """Put `count` Dramatiq messages straight into `target` (a name from queue_declarations of
+    `queue`)."""
     connection = pika.BlockingConnection(pika.URLParameters(settings.require_broker_url()))
     try:
         channel = connection.channel()
@@ -257,11 +270,13 @@ async def test_status_reports_what_the_system_holds(settings, start_worker, db) 
     )
     await db.execute(
         "INSERT INTO tenants (id, email, plan, token_sha256) VALUES "
-        "('acme', 'a@example.com', 'pro', sha256('a')), ('zeta', 'z@example.com', 'free', sha256('z'))"
+        "('acme', 'a@example.com', 'pro', sha256('a')), "
+        "('zeta', 'z@example.com', 'free', sha256('z'))"
     )
     await db.execute(
         "INSERT INTO bots (tenant_id, config, desired, observed, healthy, crashloop) VALUES "
-        "('acme', '{}', 'running', 'running', true, false), ('zeta', '{}', 'running', 'crashloop', null, true)"
+        "('acme', '{}', 'running', 'running', true, false), "
+        "('zeta', '{}', 'running', 'crashloop', null, true)"
     )
     start_worker(queues=["rates"])
 

@@ -38,6 +38,7 @@ from colmena.runtime.resources import Resources
 from colmena.store import rate_keeping
 from colmena.store import rates as store
 from tests.conftest import wait_for
+from tests.ops_support import ingress_metrics
 from tests.standins.rates import (
     FIXTURES,
     StandIn,
@@ -424,7 +425,7 @@ async def test_three_failures_make_the_source_stale_with_an_error_log(
     assert stale_line["last_success_at"] is not None
     body = await (await client.get("/api/v1/rates/latest")).json()
     assert {(r["pair"], r["stale"]) for r in body["rates"]} == {(pair, True) for pair in BCV_PAIRS}
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await ingress_metrics(client)
     assert 'colmena_rate_source_stale{source="bcv"} 1.0' in metrics
     assert 'colmena_scrape_total{outcome="http_error",source="bcv"}' in metrics
     assert scrapes_counted("http_error", "bcv") == failed_before + 3
@@ -434,7 +435,7 @@ async def test_three_failures_make_the_source_stale_with_an_error_log(
 
     assert recovered.outcome == "unchanged"
     assert (await health(db, "bcv")).stale is False
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await ingress_metrics(client)
     assert 'colmena_rate_source_stale{source="bcv"} 0.0' in metrics
 
 
@@ -443,7 +444,7 @@ async def test_metrics_show_published_rates_and_their_age(rates_settings, db, ma
     await scrape(Source.BINANCE, db, rates_settings)
     client = await make_client(rates_settings)
 
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await ingress_metrics(client)
 
     assert 'colmena_rate{pair="USD/VES",source="bcv"} 794.9917' in metrics
     assert 'colmena_rate{pair="USDT/VES",source="binance"} 1148.475' in metrics

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from colmena.config.bots_settings import BotsSettings
 from colmena.config.license_settings import LicenseSettings
 from colmena.config.payments_settings import PaymentsSettings
+from colmena.config.rate_limit_settings import RateLimitSettings
 from colmena.config.rates_settings import RatesSettings
 from colmena.config.stamping_settings import StampingSettings
 
@@ -49,6 +50,7 @@ class Settings(
     RatesSettings,
     StampingSettings,
     BotsSettings,
+    RateLimitSettings,
 ):
     """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
 
@@ -75,7 +77,9 @@ class Settings(
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per IP per route")
+    body_read_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="a request body must arrive within this (else 408)"
+    )
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
 
@@ -86,6 +90,12 @@ class Settings(
         default=False, description="declare quorum queues (RabbitMQ cluster)"
     )
     metrics_port: int = Field(default=9191, ge=1, le=65535, description="worker metrics port")
+    ingress_metrics_port: int = Field(
+        default=9193,
+        ge=1,
+        le=65535,
+        description="the ingress's /metrics listener (on COLMENA_HTTP_HOST), apart from its API",
+    )
     scheduler_metrics_port: int = Field(
         default=9192, ge=1, le=65535, description="scheduler metrics port"
     )

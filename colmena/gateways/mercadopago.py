@@ -4,7 +4,9 @@ Signatures use the SDK's `WebhookSignatureValidator` (constant-time HMAC-SHA256 
 `id:<data.id>;request-id:<x-request-id>;ts:<ts>;` manifest), asked twice: with data.id as sent
 and, failing that, lowercased, as Mercado Pago's alphanumeric ids are signed lowercased. The
 timestamp check is ours, because `ts` arrives in seconds or, from some senders, in milliseconds
-(13 digits), and the SDK only knows seconds.
+(13 digits), and the SDK only knows seconds. The signature covers data.id, x-request-id and ts,
+nothing of the body: `SignedNotification` holds those three as they were signed, and only they
+may name a notification (a replay of the headers with another body is the same notification).
 
 The API client is the SDK's, with two changes: its base URL can be moved (tests and sandboxes
 point it at a local server) and its own retries are off, because retries belong to Dramatiq,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -93,36 +96,63 @@ class MercadoPagoRejected(MercadoPagoError):
     """A 4xx other than 404/429 (bad token, forbidden): an operator must act."""
 
 
+@dataclass(frozen=True)
+class SignedNotification:
+    """The values Mercado Pago's signature covers, exactly as they entered the manifest."""
+
+    data_id: str | None
+    request_id: str | None
+    ts: str
+
+    @property
+    def manifest(self) -> str:
+        """The signed manifest: the notification's dedupe key, since nothing else is signed.
+        Two notifications share it only if they share a signature."""
+        parts = [f"id:{self.data_id}"] if self.data_id else []
+        if self.request_id:
+            parts.append(f"request-id:{self.request_id}")
+        return ";".join([*parts, f"ts:{self.ts}"]) + ";"
+
+
 def _timestamp_seconds(ts: str) -> float:
     value = int(ts)
     return value / 1000 if len(ts) >= MILLISECOND_TS_DIGITS else float(value)
 
 
+def _as_signed(value: str | None) -> str | None:
+    """A header or query value as the SDK puts it in the manifest: trimmed, blank is absent."""
+    text = value.strip() if value is not None else ""
+    return text or None
+
+
 def _parse_ts(header: str) -> str | None:
+    """The `ts` the SDK signs with: the last non-empty one (an earlier one must not be the one
+    whose age is checked, or a fresh `ts=` in front would renew an old signature)."""
+    found = None
     for part in header.split(","):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "ts":
-            return value.strip()
-    return None
+        key, separator, value = part.partition("=")
+        if separator and key.strip().lower() == "ts" and value.strip():
+            found = value.strip()
+    return found
 
 
 def _signed_by(
     x_signature: str | None, x_request_id: str | None, data_id: str | None, secret: str
-) -> None:
-    """Validate with data.id as sent, then lowercased; raise the SDK's error otherwise."""
+) -> str | None:
+    """Validate with data.id as sent, then lowercased; returns the one that was signed, else
+    raises the SDK's error."""
     candidates = [data_id]
     if data_id is not None and data_id.lower() != data_id:
         candidates.append(data_id.lower())
-    for candidate in candidates:
+    for candidate in candidates[:-1]:
         try:
             WebhookSignatureValidator.validate(x_signature, x_request_id, candidate, secret)
-            return
+            return candidate
         except InvalidWebhookSignatureError as exc:
-            if (
-                exc.reason is not SignatureFailureReason.SIGNATURE_MISMATCH
-                or candidate is candidates[-1]
-            ):
+            if exc.reason is not SignatureFailureReason.SIGNATURE_MISMATCH:
                 raise
+    WebhookSignatureValidator.validate(x_signature, x_request_id, candidates[-1], secret)
+    return candidates[-1]
 
 
 def verify_signature(
@@ -133,16 +163,20 @@ def verify_signature(
     secrets: list[str],
     tolerance_s: int,
     now: float | None = None,
-) -> None:
-    """Raise MercadoPagoSignatureError unless one of our secrets signed it, recently."""
+) -> SignedNotification:
+    """What was signed, unless none of our secrets signed it recently: then raise
+    MercadoPagoSignatureError."""
     if (
         x_signature is not None and not x_signature.isascii()
     ):  # the SDK's compare_digest raises TypeError
         raise MercadoPagoSignatureError(SignatureFailureReason.MALFORMED_SIGNATURE_HEADER.value)
+    if not secrets:
+        raise MercadoPagoSignatureError("no webhook secret configured")
     failure: InvalidWebhookSignatureError | None = None
+    signed_id = None
     for secret in secrets:
         try:
-            _signed_by(x_signature, x_request_id, data_id, secret)
+            signed_id = _signed_by(x_signature, x_request_id, data_id, secret)
             failure = None
             break
         except InvalidWebhookSignatureError as exc:
@@ -157,6 +191,9 @@ def verify_signature(
     drift = abs((time.time() if now is None else now) - _timestamp_seconds(ts))
     if drift > tolerance_s:
         raise MercadoPagoSignatureError(SignatureFailureReason.TIMESTAMP_OUT_OF_TOLERANCE.value)
+    return SignedNotification(
+        data_id=_as_signed(signed_id), request_id=_as_signed(x_request_id), ts=ts
+    )
 
 
 def sign(*, data_id: str, request_id: str, secret: str, ts: int | None = None) -> str:

@@ -3,12 +3,15 @@
 `stripe.WebhookSignature.verify_header` is the check `stripe.Webhook.construct_event` runs on
 the raw bytes (constant-time compare, every v1 signature in the header, timestamp tolerance); we
 call it once per configured endpoint secret so a secret roll needs no downtime, and parse the
-JSON ourselves because the inbox stores the plain event, not a StripeObject.
+JSON ourselves because the inbox stores the plain event, not a StripeObject. The library refuses
+only timestamps too far in the past; one dated further ahead than the same tolerance (a clock
+gone wrong, or a signature made to outlive its replay window) is refused here.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +34,12 @@ class StripeEventError(StripeError):
     """Signed, but not a JSON Stripe event."""
 
 
+def _signed_timestamp(header: str) -> int:
+    """The `t=` value the signature covers, read as the library reads it (the first one)."""
+    pairs = [item.split("=", 2) for item in header.split(",")]
+    return int(next(pair[1] for pair in pairs if pair[0] == "t"))
+
+
 def verify_signature(
     payload: bytes, header: str | None, secrets: Sequence[str], *, tolerance_s: int
 ) -> None:
@@ -46,9 +55,12 @@ def verify_signature(
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(text, header, secret, tolerance_s)
-            return
         except stripe.SignatureVerificationError as exc:
             reasons.append(exc.user_message or str(exc))
+            continue
+        if _signed_timestamp(header) > time.time() + tolerance_s:
+            raise StripeSignatureError("timestamp in the future beyond tolerance")
+        return
     stale = any("tolerance" in reason for reason in reasons)
     raise StripeSignatureError("timestamp outside tolerance" if stale else "no matching signature")
 

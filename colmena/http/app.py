@@ -10,14 +10,16 @@ from colmena.config import Settings
 from colmena.http import health, licenses, openapi, ops, rates, tenants, webhooks
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.middlewares import (
-    DEFAULT_LIMITER,
+    BODY_READ_TIMEOUT,
     MAX_BODY,
     MIDDLEWARES,
-    RATE_LIMITERS,
+    RATE_LIMITER,
+    TRUSTED_PROXIES,
     UNAVAILABLE_LOGGED,
+    security_headers,
 )
 from colmena.http.publishing import AFTER_COMMIT, AfterCommitPublisher
-from colmena.http.ratelimit import RateLimiter
+from colmena.http.ratelimit import limiter_for
 from colmena.runtime.resources import Resources
 
 ROUTE_MODULES = (
@@ -39,17 +41,25 @@ async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[RESOURCES].close()
 
 
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[RATE_LIMITER].close()
+
+
 def create_app(settings: Settings, resources: Resources) -> web.Application:
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[RESOURCES] = resources
     app[MAX_BODY] = settings.max_body_bytes
-    app[RATE_LIMITERS] = {}
+    app[BODY_READ_TIMEOUT] = settings.body_read_timeout_s
     app[UNAVAILABLE_LOGGED] = set()
-    app[DEFAULT_LIMITER] = RateLimiter(settings.rate_limit_per_minute)
+    app[RATE_LIMITER] = limiter_for(settings)
+    app[TRUSTED_PROXIES] = settings.trusted_proxy_networks()
     app[AFTER_COMMIT] = AfterCommitPublisher(resources)
     app[health.GAUGE_REFRESHERS] = []
     for module in ROUTE_MODULES:
         module.setup(app)
+    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_resources_ctx)
+    app.cleanup_ctx.append(_limiter_ctx)
     return app

@@ -5,22 +5,24 @@ client and no thread for a stream. A stream sends the last `tail` lines, then po
 every COLMENA_BOT_SSE_POLL_SECONDS for newer ones (one short query on a pooled connection,
 none held in between), with `: keepalive` comments while the log is quiet. It ends with
 `event: end` once the bot is stopped and every line was sent, after COLMENA_BOT_SSE_MAX_SECONDS,
-or when the client goes (the next write fails). Streams per tenant are capped per process: the
-slot is checked and taken with no await in between, so concurrent opens cannot overshoot it.
+or when the client goes (the next write fails). Streams per tenant are capped per process, and
+so are log reads (COLMENA_TENANT_MAX_LOG_READS), each slot checked and taken with no await in
+between (`colmena.http.tenant_limits`), so concurrent opens cannot overshoot it. An open stream
+counts against the stream cap, no longer against the tenant's requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
 import structlog
 from aiohttp import web
 
-from colmena.http.context import RESOURCES, SETTINGS
+from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.payloads import field_errors
-from colmena.http.tenant_auth import TENANT
+from colmena.http.tenant_auth import REQUEST_SLOT, TENANT
+from colmena.http.tenant_limits import TenantSlots, held, tenant_connection
 from colmena.store import bot_logs as store
 from colmena.store.tenants import bot_is_stopped
 
@@ -30,29 +32,8 @@ MAX_TAIL = 1000
 BATCH = 500
 END_EVENT = b"event: end\ndata: the bot's log ended\n\n"
 
-
-class StreamSlots:
-    """Open log streams per tenant in this process; `take` and `release` never await."""
-
-    def __init__(self) -> None:
-        self._open: Counter[str] = Counter()
-
-    def take(self, tenant_id: str, limit: int) -> bool:
-        if self._open[tenant_id] >= limit:
-            return False
-        self._open[tenant_id] += 1
-        return True
-
-    def release(self, tenant_id: str) -> None:
-        self._open[tenant_id] -= 1
-        if self._open[tenant_id] <= 0:
-            del self._open[tenant_id]
-
-    def open_count(self, tenant_id: str) -> int:
-        return self._open[tenant_id]
-
-
-LOG_STREAMS = web.AppKey("bot_log_streams", StreamSlots)
+LOG_STREAMS = web.AppKey("bot_log_streams", TenantSlots)
+LOG_READS = web.AppKey("bot_log_reads", TenantSlots)
 
 
 def _tail(request: web.Request, default: int) -> int:
@@ -69,10 +50,13 @@ def _no_logs() -> ApiError:
 async def bot_logs(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     tail = _tail(request, 100)
-    async with request.config_dict[RESOURCES].pool.acquire() as conn:
-        if await store.last_seq(conn, tenant.id) is None:
-            raise _no_logs()
-        lines = await store.newest(conn, tenant.id, tail) if tail else []
+    limit = request.config_dict[SETTINGS].tenant_max_log_reads
+    reads = request.config_dict[LOG_READS]
+    with held(reads, tenant.id, limit, code="too_many_log_reads", what="log reads"):
+        async with tenant_connection(request) as conn:
+            if await store.last_seq(conn, tenant.id) is None:
+                raise _no_logs()
+            lines = await store.newest(conn, tenant.id, tail) if tail else []
     return web.json_response({"lines": [line.line for line in lines]})
 
 
@@ -80,13 +64,6 @@ async def bot_log_stream(request: web.Request) -> web.StreamResponse:
     tenant = request[TENANT]
     settings = request.config_dict[SETTINGS]
     tail = _tail(request, 0)
-    slots = request.config_dict[LOG_STREAMS]
-    if not slots.take(tenant.id, settings.bot_sse_max_streams_per_tenant):
-        raise ApiError(
-            429,
-            "too_many_streams",
-            f"at most {settings.bot_sse_max_streams_per_tenant} log streams at once",
-        )
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -94,22 +71,33 @@ async def bot_log_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    try:
-        async with request.config_dict[RESOURCES].pool.acquire() as conn:
-            last = await store.last_seq(conn, tenant.id)
-            if last is None:
-                raise _no_logs()
-            backlog = await store.newest(conn, tenant.id, tail) if tail else []
-        await response.prepare(request)
-        for line in backlog:
-            await response.write(_event(line.line))
-        await _follow(request, response, tenant.id, max([last, *(line.seq for line in backlog)]))
-    except ConnectionError:
-        if not response.prepared:
-            raise
-        log.info("log stream client went away")
-    finally:
-        slots.release(tenant.id)
+    with held(
+        request.config_dict[LOG_STREAMS],
+        tenant.id,
+        settings.bot_sse_max_streams_per_tenant,
+        code="too_many_streams",
+        what="log streams",
+    ):
+        try:
+            async with tenant_connection(request) as conn:
+                last = await store.last_seq(conn, tenant.id)
+                if last is None:
+                    raise _no_logs()
+                backlog = await store.newest(conn, tenant.id, tail) if tail else []
+            await response.prepare(request)
+            request[REQUEST_SLOT].release()
+            for line in backlog:
+                await response.write(_event(line.line))
+            seen = max([last, *(line.seq for line in backlog)])
+            await _follow(request, response, tenant.id, seen)
+        except ConnectionError:
+            if not response.prepared:
+                raise
+            log.info("log stream client went away")
+        except ApiError as exc:  # the database stayed busy: end the open stream, the client retries
+            if not response.prepared:
+                raise
+            log.warning("log stream ended", reason=exc.error_message)
     return response
 
 
@@ -118,12 +106,11 @@ async def _follow(
 ) -> None:
     """Send lines after `seen` as they arrive, until the bot stopped or the stream's time is up."""
     settings = request.config_dict[SETTINGS]
-    pool = request.config_dict[RESOURCES].pool
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.bot_sse_max_seconds
     quiet_since = loop.time()
     while (left := deadline - loop.time()) > 0:
-        async with pool.acquire() as conn:
+        async with tenant_connection(request) as conn:
             lines = await store.after(conn, tenant_id, seen, BATCH)
             stopped = not lines and await bot_is_stopped(conn, tenant_id)
         if lines:
@@ -146,6 +133,7 @@ def _event(line: str) -> bytes:
 
 def setup(bot_app: web.Application) -> None:
     """Log routes of the sub-app mounted at /api/v1/bot."""
-    bot_app[LOG_STREAMS] = StreamSlots()
+    bot_app[LOG_STREAMS] = TenantSlots()
+    bot_app[LOG_READS] = TenantSlots()
     bot_app.router.add_get("/logs", bot_logs)
     bot_app.router.add_get("/logs/stream", bot_log_stream)

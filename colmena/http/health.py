@@ -1,4 +1,9 @@
-"""Liveness, readiness and metrics: what orchestrators and Prometheus ask of every ingress."""
+"""Liveness, readiness and metrics: what orchestrators and Prometheus ask of every ingress.
+
+`/healthz` and `/readyz` are on the public listener. `/metrics` is not: queue depths, payment
+and security counters and tenants' bot states are for Prometheus alone, so the ingress process
+serves them on a listener of their own (`metrics_app`, COLMENA_INGRESS_METRICS_PORT).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from colmena.config.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 from colmena.http.context import RESOURCES
+from colmena.http.middlewares import security_headers
 from colmena.store.outbox import backlog
 
 log = structlog.get_logger(__name__)
@@ -72,12 +78,13 @@ async def refresh_outbox_gauges(app: web.Application) -> None:
     OUTBOX_OLDEST_AGE.set(oldest)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text; gauges derived from the database are refreshed first, best effort."""
-    for refresh in request.app[GAUGE_REFRESHERS]:
+async def _exposition(ingress: web.Application) -> web.Response:
+    """Prometheus text; the ingress's gauges derived from the database and the broker are
+    refreshed first, best effort."""
+    for refresh in ingress[GAUGE_REFRESHERS]:
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                await refresh(request.app)
+                await refresh(ingress)
         except Exception as exc:  # a stale gauge is better than a failed scrape
             log.warning(
                 "metrics: gauge refresh failed",
@@ -89,8 +96,25 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+def add_metrics_route(app: web.Application, *, ingress: web.Application) -> None:
+    """Serve `ingress`'s metrics at /metrics on `app` (its own listener, or in `colmena dev`,
+    where one port serves everything, the ingress app itself)."""
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return await _exposition(ingress)
+
+    app.router.add_get("/metrics", metrics)
+
+
+def metrics_app(ingress: web.Application) -> web.Application:
+    """The ingress's metrics listener: /metrics and nothing else."""
+    app = web.Application()
+    app.on_response_prepare.append(security_headers)
+    add_metrics_route(app, ingress=ingress)
+    return app
+
+
 def setup(app: web.Application) -> None:
     app[GAUGE_REFRESHERS].append(refresh_outbox_gauges)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)

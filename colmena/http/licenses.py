@@ -2,8 +2,10 @@
 
 `GET /downloads/{token}` only shows a page with a button: mail scanners (Safe Links and the
 like) fetch every link in a message before the customer clicks, and must not spend a one-time
-download. `POST` spends it, atomically, and streams the zip. Tokens are never logged; the
-download log keys on the link's id.
+download. `POST` spends it, atomically, and streams the zip, unless another site's page sent it
+(`Sec-Fetch-Site: cross-site`, or an `Origin` that is not ours): a form elsewhere must not spend
+a customer's download without them. Tokens are never logged; the download log keys on the
+link's id.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -35,15 +38,17 @@ from colmena.domain.licensing import (
 from colmena.gateways.license_keys import public_key
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
-from colmena.http.middlewares import client_ip, set_route_limit
-from colmena.http.ratelimit import RateLimiter, retry_after_header
+from colmena.http.middlewares import RATE_LIMITER, client_ip, record_failed_auth
+from colmena.http.ratelimit import per_minute, retry_after_header
 from colmena.store import licenses as store
 
 log = structlog.get_logger(__name__)
 
 DOWNLOAD_ROUTE = "/downloads/{token}"
-TOKEN_LIMITER = web.AppKey("download_token_limiter", RateLimiter)
-HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+HTML_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 CHUNK = 256 * 1024
 
 _AGAIN_ES = "Responde al correo de compra y te enviaremos un enlace nuevo."
@@ -64,7 +69,8 @@ _GONE: dict[str, tuple[str, list[str]]] = {
     "revoked": (
         "Esta licencia fue revocada / This license was revoked",
         ["La licencia ya no es válida. Si crees que es un error, responde al correo de compra.",
-         "The license is no longer valid. If you think this is a mistake, reply to your purchase email."],
+         "The license is no longer valid. "
+         "If you think this is a mistake, reply to your purchase email."],
     ),
 }  # fmt: skip
 
@@ -84,7 +90,8 @@ def _page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="robots" content="noindex">'
         f"<title>{html.escape(title)}</title></head>\n"
-        '<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto; line-height: 1.5;">\n'
+        '<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto; '
+        'line-height: 1.5;">\n'
         f"<h1>{html.escape(title)}</h1>\n{body}\n{form}</body></html>\n"
     )
     return web.Response(
@@ -172,11 +179,11 @@ async def download_page(request: web.Request) -> web.Response:
     """Name the product and offer the button; spends nothing."""
     token = request.match_info["token"]
     if not looks_like_token(token):
-        return _not_found()
+        return await _unknown_token(request)
     async with request.app[RESOURCES].pool.acquire() as conn:
         view = await store.view_link(conn, token_digest(token))
     if view is None:
-        return _not_found()
+        return await _unknown_token(request)
     if view.state != "usable":
         return _gone(view.state)
     name = product_name(view.product_ref, view.edition)
@@ -249,14 +256,54 @@ async def _spend(
         return missing
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] as browsers serialise an Origin: lowercase, no default port."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port not in (None, default) else ""
+    return f"{parts.scheme}://{parts.hostname}{port}".lower()
+
+
+def _cross_site(request: web.Request) -> str | None:
+    """Why this POST came from another site's page, or None. An absent Origin is allowed: the
+    customer's own browser always sends one with a form post, and tools send none."""
+    if request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site":
+        return "Sec-Fetch-Site: cross-site"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    try:
+        ours = {
+            _origin(f"{request.scheme}://{request.host}"),
+            _origin(request.app[SETTINGS].license_links_base),
+        }
+        sent = _origin(origin.strip())
+    except ValueError:  # an Origin (or Host) that is not a URL at all
+        return "Origin is not a URL"
+    return None if sent in ours else "foreign Origin"
+
+
+def _refuse_cross_site(client: str, reason: str) -> web.Response:
+    SECURITY_EVENTS.labels(reason="download_cross_site").inc()
+    log.warning("security: cross-site download post refused", reason=reason, client=client)
+    return _page(403, "Descarga bloqueada / Download blocked", [
+        "Otra página intentó usar tu enlace. Ábrelo directamente desde el correo de compra.",
+        "Another page tried to use your link. Open it directly from your purchase email.",
+    ])  # fmt: skip
+
+
 async def download(request: web.Request) -> web.StreamResponse:
     """Spend one download atomically and stream the package."""
     token = request.match_info["token"]
     client = client_ip(request)
+    if (reason := _cross_site(request)) is not None:
+        return _refuse_cross_site(client, reason)
     if not looks_like_token(token):
-        return _refuse_unknown(client)
+        return await _refuse_unknown(request, client)
     digest = token_digest(token)
-    wait = request.app[TOKEN_LIMITER].acquire(digest.hex(), DOWNLOAD_ROUTE)
+    # Per link, whatever the address: one link cannot be hammered from many clients.
+    per_link = per_minute(request.app[SETTINGS].license_download_token_per_minute)
+    wait = await request.config_dict[RATE_LIMITER].spend("download_link", digest.hex(), per_link)
     if wait > 0:
         LICENSE_DOWNLOADS.labels(outcome="rate_limited").inc()
         SECURITY_EVENTS.labels(reason="download_token_rate_limited").inc()
@@ -271,7 +318,7 @@ async def download(request: web.Request) -> web.StreamResponse:
             conn, digest, storage, client=client, user_agent=request.headers.get("User-Agent")
         )
     if result is None:
-        return _refuse_unknown(client)
+        return await _refuse_unknown(request, client)
     if isinstance(result, _PackageMissing):
         LICENSE_DOWNLOADS.labels(outcome="unavailable").inc()
         log.error("download refused: package missing on disk", link_id=result.link.link_id,
@@ -303,11 +350,17 @@ async def download(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _refuse_unknown(client: str) -> web.Response:
+async def _unknown_token(request: web.Request) -> web.Response:
+    """A token that names no link is a wrong credential: it spends a failed attempt."""
+    await record_failed_auth(request)
+    return _not_found()
+
+
+async def _refuse_unknown(request: web.Request, client: str) -> web.Response:
     LICENSE_DOWNLOADS.labels(outcome="unknown").inc()
     SECURITY_EVENTS.labels(reason="download_unknown_token").inc()
     log.warning("security: download with an unknown token", client=client)
-    return _not_found()
+    return await _unknown_token(request)
 
 
 async def _stream(
@@ -335,12 +388,6 @@ async def _stream(
 
 
 def setup(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    per_ip = settings.license_download_ip_per_minute
-    per_token = settings.license_download_token_per_minute
-    # Bursts as large as the minute's allowance: a person opens the page and clicks at once.
-    set_route_limit(app, DOWNLOAD_ROUTE, per_ip, burst=per_ip)
-    app[TOKEN_LIMITER] = RateLimiter(per_token, burst=per_token)
     app.router.add_get("/licenses/public-key", public_key_pem)
     app.router.add_get("/licenses/{key}/status", license_status)
     app.router.add_get(DOWNLOAD_ROUTE, download_page)

@@ -1,11 +1,13 @@
 """Cross-cutting concerns of the ingress, one plain async middleware each (aiohttp style).
 
-Order (outermost first): request id -> access log and metrics -> security headers -> JSON errors
--> body limit -> rate limit -> handler.
+Order (outermost first): request id -> access log and metrics -> JSON errors -> body limit -> rate
+limit -> body read deadline -> handler. Security headers are not a middleware but an
+`on_response_prepare` hook (`security_headers`), so streamed answers carry them too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,31 +17,47 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from colmena.config.metrics import (
+    HTTP_CLIENT_ABORTS,
     HTTP_IN_FLIGHT,
     HTTP_LATENCY,
     HTTP_REQUESTS,
     SECURITY_EVENTS,
 )
+from colmena.config.rate_limit_settings import IpNetwork
+from colmena.http.client_address import client_address
 from colmena.http.errors import ApiError, error_response
-from colmena.http.ratelimit import RateLimiter, retry_after_header
+from colmena.http.ratelimit import FAILED_AUTH, RequestLimiter, retry_after_header
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-RATE_LIMITERS = web.AppKey("rate_limiters", dict)
+RATE_LIMITER = web.AppKey("rate_limiter", RequestLimiter)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IpNetwork, ...])
 # (route, code) pairs whose 503 was already logged: an operator needs the reason once, not per
 # request of a provider retrying against an unconfigured endpoint.
 UNAVAILABLE_LOGGED = web.AppKey("unavailable_logged", set[tuple[str, str]])
-DEFAULT_LIMITER = web.AppKey("default_limiter", RateLimiter)
 MAX_BODY = web.AppKey("max_body", int)
+BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
+# What the access log and metrics record for a client that left before its body arrived (nginx's
+# "client closed request"): nobody receives it, and it is not the server's failure.
+CLIENT_CLOSED_REQUEST = 499
 
+# HSTS is sent on every answer: browsers ignore it over plain HTTP (RFC 6797), so it only ever
+# takes effect through the TLS front the ingress is deployed behind.
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
     "Cache-Control": "no-store",
+    "Strict-Transport-Security": "max-age=31536000",
+    "Permissions-Policy": (
+        "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+        "microphone=(), payment=(), usb=()"
+    ),
 }
+# Replaces aiohttp's "Python/3.x aiohttp/x.y": versions help no client, only a scanner.
+SERVER_NAME = "colmena"
 
 
 def route_name(request: web.Request) -> str:
@@ -50,7 +68,9 @@ def route_name(request: web.Request) -> str:
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address; X-Forwarded-For counts only when a trusted proxy handed it on."""
+    trusted = request.config_dict.get(TRUSTED_PROXIES, ())
+    return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
 
 
 @web.middleware
@@ -75,6 +95,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:  # the connection was lost (or the server stops): no answer
+        status = CLIENT_CLOSED_REQUEST
+        raise
     finally:
         HTTP_IN_FLIGHT.dec()
         elapsed = time.perf_counter() - started
@@ -90,12 +113,12 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         )
 
 
-@web.middleware
-async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """For `on_response_prepare`: runs before the headers of any answer are sent, streamed
+    downloads included; a route's own value of a header wins, the Server name never changes."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    return response
+    response.headers["Server"] = SERVER_NAME
 
 
 def _log_unavailable_once(request: web.Request, exc: ApiError) -> None:
@@ -153,33 +176,78 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Spend from the client's budget for the route's group; a locked-out client gets none."""
     route = route_name(request)
-    limiter = request.app[RATE_LIMITERS].get(route, request.app[DEFAULT_LIMITER])
-    wait = limiter.acquire(client_ip(request), route)
-    if wait > 0:
-        SECURITY_EVENTS.labels(reason="rate_limited").inc()
-        log.warning("security: rate limited", route=route, client=client_ip(request))
+    client = client_ip(request)
+    refusal = await request.config_dict[RATE_LIMITER].admit(client, route)
+    if refusal is None:
+        return await handler(request)
+    headers = {"Retry-After": retry_after_header(refusal.wait_s)}
+    if refusal.budget == FAILED_AUTH:
+        SECURITY_EVENTS.labels(reason="locked_out").inc()
+        log.warning("security: locked-out client refused", route=route, client=client)
         raise ApiError(
             429,
-            "rate_limited",
-            "too many requests; slow down",
-            headers={"Retry-After": retry_after_header(wait)},
+            "locked_out",
+            "too many failed authentication attempts; retry later",
+            headers=headers,
         )
+    SECURITY_EVENTS.labels(reason="rate_limited").inc()
+    log.warning("security: rate limited", route=route, client=client, budget=refusal.budget)
+    raise ApiError(429, "rate_limited", "too many requests; slow down", headers=headers)
+
+
+async def record_failed_auth(request: web.Request) -> None:
+    """Spend one of the client's failed-authentication attempts (a wrong token or signature);
+    the attempt that empties the budget locks the client out, counted and logged once."""
+    client = client_ip(request)
+    if await request.config_dict[RATE_LIMITER].fail(client):
+        SECURITY_EVENTS.labels(reason="auth_lockout").inc()
+        log.warning(
+            "security: client locked out after failed authentication",
+            client=client,
+            route=route_name(request),
+        )
+
+
+@web.middleware
+async def body_read_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The body arrives within COLMENA_BODY_READ_TIMEOUT_S or the request ends with a 408: a
+    client trickling it cannot hold a handler, and what it holds, for minutes. A client that
+    hangs up mid-body is counted as an abort, not answered as an error."""
+    if not request.body_exists:
+        return await handler(request)
+    deadline = request.config_dict[BODY_READ_TIMEOUT]
+    route = route_name(request)
+    try:
+        async with asyncio.timeout(deadline):
+            if request.content_type == "multipart/form-data":
+                # aiohttp parses a form straight from the stream and keeps no copy of the bytes,
+                # so the handler, which reads its form first, runs under the deadline instead.
+                return await handler(request)
+            await request.read()  # kept by aiohttp for the handler's read(), json(), text()
+    except TimeoutError:
+        SECURITY_EVENTS.labels(reason="body_read_timeout").inc()
+        log.warning("security: request body too slow", route=route, client=client_ip(request))
+        response = error_response(
+            408, "body_timeout", f"the request body did not arrive within {deadline:g} s"
+        )
+        # Connection: close. aiohttp still drains what is left of the body for at most its
+        # lingering time (10 s), with no handler waiting on it, then closes.
+        response.force_close()
+        return response
+    except ConnectionResetError:
+        HTTP_CLIENT_ABORTS.labels(route=route).inc()
+        log.info("client went away before its body arrived", route=route, client=client_ip(request))
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     return await handler(request)
 
 
 MIDDLEWARES = [
     request_id_middleware,
     access_log_middleware,
-    security_headers_middleware,
     error_middleware,
     body_limit_middleware,
     rate_limit_middleware,
+    body_read_middleware,
 ]
-
-
-def set_route_limit(
-    app: web.Application, route: str, per_minute: int, *, burst: int | None = None
-) -> None:
-    """Give one route (by its template) its own per-IP limit instead of the default."""
-    app[RATE_LIMITERS][route] = RateLimiter(per_minute, burst=burst)

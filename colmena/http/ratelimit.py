@@ -1,58 +1,125 @@
-"""Token buckets per (client IP, route), kept in the ingress process.
+"""Rate limits per client across routes, with a separate budget for failed authentication.
 
-Each ingress replica limits on its own; behind N replicas a client gets up to N times the rate,
-which is the price of needing no shared store. Buckets idle long enough to be full are dropped so
-memory stays bounded under address spraying.
+Each client (an address, see `client_address`) has one budget per route group, shared by every
+route of the group, and one failed-authentication budget shared by all of them. Wrong tenant or
+admin tokens, unknown download tokens and webhooks with a bad signature spend from it; once it is
+empty the client is locked out of every limited route (429) until it refills. Webhooks get a
+budget per provider, so a provider's retry storm spends its own allowance and nobody else's.
+Health and metrics are exempt: probes must never be throttled.
+
+Budgets live in Redis when COLMENA_REDIS_URL is set (shared by every ingress process), else in
+the process (`ratelimit_store`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
+from colmena.config import Settings
+from colmena.config.rate_limit_settings import RATE_GROUPS, RateRule
+from colmena.http.ratelimit_store import FallbackStore, MemoryStore, RedisStore, Store, Take
+
+EXEMPT_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# (route template prefix, group), first match wins; any other route is "public".
+ROUTE_GROUPS: tuple[tuple[str, str], ...] = (
+    ("/webhooks/", "webhooks"),
+    ("/api/v1/admin/", "admin"),
+    ("/api/v1/rates/", "rates"),
+    ("/api/v1/openapi.json", "public"),
+    ("/api/v1/", "tenant_api"),
+    ("/downloads/", "downloads"),
+)
+FAILED_AUTH = "failed_auth"
+REDIS_TIMEOUT_S = 0.25
 
 
-class RateLimiter:
-    def __init__(
-        self,
-        per_minute: int,
-        *,
-        burst: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.rate = per_minute / 60.0
-        self.capacity = float(burst if burst is not None else max(1, per_minute // 6))
-        self.clock = clock
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._last_sweep = clock()
+def group_of(route: str) -> str | None:
+    """The group a route template belongs to; None for the exempt ones."""
+    if route in EXEMPT_ROUTES:
+        return None
+    return next((group for prefix, group in ROUTE_GROUPS if route.startswith(prefix)), "public")
 
-    def acquire(self, client: str, route: str) -> float:
-        """Take a token; returns 0 when allowed, else the seconds to wait (for Retry-After)."""
-        now = self.clock()
-        self._sweep(now)
-        bucket = self._buckets.setdefault((client, route), _Bucket(self.capacity, now))
-        bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
 
-    def _sweep(self, now: float) -> None:
-        refill_time = self.capacity / self.rate
-        if now - self._last_sweep < refill_time:
-            return
-        self._buckets = {
-            key: b for key, b in self._buckets.items() if now - b.updated < refill_time
-        }
-        self._last_sweep = now
+@dataclass(frozen=True)
+class Refusal:
+    """A request that does not fit: which budget refused it and when one more would fit."""
+
+    budget: str
+    wait_s: float
+
+
+class RequestLimiter:
+    def __init__(self, rules: Mapping[str, RateRule | None], store: Store) -> None:
+        self.rules = rules
+        self.store = store
+
+    async def admit(self, client: str, route: str) -> Refusal | None:
+        """Spend one request of the route's group, unless the client is locked out."""
+        group = group_of(route)
+        if group is None:
+            return None
+        budgets: list[tuple[str, Take]] = []
+        failed_auth = self.rules[FAILED_AUTH]
+        if failed_auth is not None:
+            budgets.append((FAILED_AUTH, Take(_key(client, FAILED_AUTH), failed_auth, spend=False)))
+        rule = self.rules[group]
+        if rule is not None:
+            name = f"{group}:{route}" if group == "webhooks" else group
+            budgets.append((group, Take(_key(client, name), rule)))
+        if not budgets:
+            return None
+        verdict = await self.store.apply([take for _, take in budgets])
+        if verdict.refused_by is None:
+            return None
+        return Refusal(budgets[verdict.refused_by][0], verdict.wait_s)
+
+    async def fail(self, client: str) -> bool:
+        """Spend one failed authentication; True when that was the client's last (locked out)."""
+        rule = self.rules[FAILED_AUTH]
+        if rule is None:
+            return False
+        verdict = await self.store.apply([Take(_key(client, FAILED_AUTH), rule)])
+        return verdict.refused_by is None and verdict.remaining[0] == 0
+
+    async def spend(self, budget: str, key: str, rule: RateRule) -> float:
+        """Spend from a budget of something other than a client (a download link): the wait,
+        0 when it fits."""
+        verdict = await self.store.apply([Take(f"{budget}:{key}", rule)])
+        return verdict.wait_s
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def _key(client: str, budget: str) -> str:
+    # The braces are a Redis Cluster hash tag: one client's budgets share a slot, as the
+    # script that decides several of them at once requires.
+    return f"{{{client}}}:{budget}"
+
+
+def limiter_for(settings: Settings) -> RequestLimiter:
+    rules = {group: settings.rate_rule(group) for group in RATE_GROUPS}
+    if settings.redis_url is None:
+        return RequestLimiter(rules, MemoryStore())
+    client = aioredis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), retries=0),  # the fallback answers at once; no sleeping retries
+    )
+    shared = RedisStore(client, settings.redis_prefix + "ratelimit:")
+    return RequestLimiter(rules, FallbackStore(shared, MemoryStore()))
+
+
+def per_minute(count: int) -> RateRule:
+    """`count` a minute, all of them at once if need be."""
+    return RateRule(count=count, period_s=60.0, burst=count)
 
 
 def retry_after_header(wait_s: float) -> str:

@@ -4,6 +4,10 @@
 Commands change the desired state in the request's transaction (so a tenant's commands take
 effect in the order they were accepted), record a queued command and its outbox message, and
 answer 202 with the command id; the `bots` actors converge the runtime and finish the command.
+A tenant has at most COLMENA_TENANT_MAX_COMMANDS_IN_FLIGHT commands not yet done: they are
+counted under the bots row's lock, so concurrent requests (in any process) cannot overshoot it,
+and the next one is a 429 with Retry-After. A command still queued after STALE_COMMAND_S (its
+message dead-lettered, say) no longer counts, so a lost command cannot lock a tenant out.
 Status is what the reconciler last observed, read from the bots table. A tenant reaches only
 its own resources: another tenant's command id is a 404, exactly like an id that does not exist.
 """
@@ -18,22 +22,47 @@ import structlog
 from aiohttp import web
 
 from colmena.domain.tenants import ConfigError, PlanLimits, validate_config
-from colmena.http.context import RESOURCES
+from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.payloads import field_errors, iso, json_body
 from colmena.http.publishing import AFTER_COMMIT
 from colmena.http.tenant_auth import TENANT, tenant_gone
+from colmena.http.tenant_limits import tenant_connection, too_many
 from colmena.store import tenants as store
 
 log = structlog.get_logger(__name__)
 
+STALE_COMMAND_S = 900.0
+COMMAND_RETRY_AFTER_S = 5
+
+
+async def _refuse_when_busy(conn: asyncpg.Connection, tenant_id: str, limit: int) -> None:
+    """429 when the tenant has `limit` commands not yet done; call under the bots row's lock."""
+    if await store.commands_in_flight(conn, tenant_id, newer_than_s=STALE_COMMAND_S) >= limit:
+        raise too_many(
+            "too_many_commands",
+            f"{limit} commands are not done yet; retry when one is",
+            retry_after_s=COMMAND_RETRY_AFTER_S,
+        )
+
 
 async def queue_command(
-    request: web.Request, tenant_id: str, kind: str, *, requested_by: str
+    request: web.Request,
+    tenant_id: str,
+    kind: str,
+    *,
+    requested_by: str,
+    in_flight_limit: int | None = None,
 ) -> web.Response:
-    """Store the desired state and a queued command with its message; 202 with the command id."""
+    """Store the desired state and a queued command with its message; 202 with the command id.
+
+    With `in_flight_limit`, a tenant already that many commands behind gets a 429 instead.
+    """
     desired = "stopped" if kind == "stop" else "running"
-    async with request.config_dict[RESOURCES].pool.acquire() as conn, conn.transaction():
+    async with tenant_connection(request) as conn, conn.transaction():
+        if in_flight_limit is not None:
+            await _bot(conn, tenant_id, for_update=True)
+            await _refuse_when_busy(conn, tenant_id, in_flight_limit)
         await store.set_desired(conn, tenant_id, desired, reset_restarts=kind != "stop")
         command_id, row = await store.record_command(
             conn, tenant_id, kind, requested_by=requested_by
@@ -75,7 +104,11 @@ async def _bot(
 async def bot_command(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     return await queue_command(
-        request, tenant.id, request.match_info["action"], requested_by="tenant"
+        request,
+        tenant.id,
+        request.match_info["action"],
+        requested_by="tenant",
+        in_flight_limit=request.config_dict[SETTINGS].tenant_max_commands_in_flight,
     )
 
 
@@ -85,7 +118,7 @@ async def get_command(request: web.Request) -> web.Response:
         command_id = uuid.UUID(request.match_info["command_id"])
     except ValueError:
         raise ApiError(404, "not_found", "no such command") from None
-    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+    async with tenant_connection(request) as conn:
         command = await store.get_command(conn, command_id)
     if command is None or command.tenant_id != tenant.id:
         raise ApiError(404, "not_found", "no such command")
@@ -103,13 +136,13 @@ async def get_command(request: web.Request) -> web.Response:
 
 
 async def bot_status(request: web.Request) -> web.Response:
-    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+    async with tenant_connection(request) as conn:
         bot = await _bot(conn, request[TENANT].id)
     return web.json_response(bot_view(bot))
 
 
 async def get_config(request: web.Request) -> web.Response:
-    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+    async with tenant_connection(request) as conn:
         bot = await _bot(conn, request[TENANT].id)
     limits = {"max_symbols": bot.plan.max_symbols, "live_allowed": bot.plan.live_allowed}
     return web.json_response(
@@ -125,7 +158,7 @@ async def get_config(request: web.Request) -> web.Response:
 async def put_config(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     body = await json_body(request)
-    async with request.config_dict[RESOURCES].pool.acquire() as conn, conn.transaction():
+    async with tenant_connection(request) as conn, conn.transaction():
         # Tenant row first (as apply_plan does): the plan cannot change under the validation.
         if await store.get_tenant(conn, tenant.id, for_update=True) is None:
             raise tenant_gone()
@@ -143,6 +176,9 @@ async def put_config(request: web.Request) -> web.Response:
             return web.json_response(
                 {"config": config, "config_version": version, "changed": False}
             )
+        await _refuse_when_busy(
+            conn, tenant.id, request.config_dict[SETTINGS].tenant_max_commands_in_flight
+        )
         await store.reset_restarts(conn, tenant.id)
         command_id, row = await store.record_command(
             conn, tenant.id, "configure", requested_by="tenant"

@@ -2,9 +2,12 @@
 
 The tenant API's sub-apps carry `tenant_auth_middleware`: `Authorization: Bearer <token>`, whose
 SHA-256 alone is stored, looked up by digest and compared in constant time; the tenant then
-rides on the request under `TENANT` and in the log context. The admin sub-app carries
-`admin_auth_middleware` (COLMENA_BOT_ADMIN_TOKEN). A request that matched no route (404, 405)
-passes through untouched, so it is answered exactly as anywhere else. Nothing here logs a token.
+rides on the request under `TENANT` and in the log context. Each token has at most
+COLMENA_TENANT_MAX_REQUESTS requests in flight in this process, its lookup included (the slot
+is taken before it, so a flood with one token cannot fill the database pool). The admin
+sub-app carries `admin_auth_middleware` (COLMENA_BOT_ADMIN_TOKEN). A request that matched no
+route (404, 405) passes through untouched, so it is answered exactly as anywhere else. Nothing
+here logs a token.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from aiohttp import web
 
 from colmena.config.metrics import SECURITY_EVENTS
 from colmena.domain.tenants import looks_like_token, token_digest
-from colmena.http.context import RESOURCES, SETTINGS
+from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
+from colmena.http.middlewares import record_failed_auth
+from colmena.http.tenant_limits import REQUESTS, Slot, held, tenant_connection
 from colmena.store import tenants as store
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TENANT = web.RequestKey("tenant", store.Tenant)
+# The request's slot among its token's requests in flight; a stream releases it once open.
+REQUEST_SLOT = web.RequestKey("tenant_request_slot", Slot)
 _INVALID = "the API token is not valid"
 
 
@@ -50,16 +57,13 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-async def _tenant_of(request: web.Request) -> store.Tenant:
-    token = _bearer(request)
-    if token is None:
-        raise _refused("tenant_token_missing", "send Authorization: Bearer <your API token>")
-    digest = token_digest(token)
+async def _tenant_of(request: web.Request, token: str, digest: bytes) -> store.Tenant:
     found = None
     if looks_like_token(token):
-        async with request.config_dict[RESOURCES].pool.acquire() as conn:
+        async with tenant_connection(request) as conn:
             found = await store.tenant_by_token(conn, digest)
     if found is None or not hmac.compare_digest(found[1], digest):
+        await record_failed_auth(request)
         raise _refused("tenant_token_invalid", _INVALID)
     return found[0]
 
@@ -68,10 +72,19 @@ async def _tenant_of(request: web.Request) -> store.Tenant:
 async def tenant_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.match_info.http_exception is not None:
         return await handler(request)
-    tenant = await _tenant_of(request)
-    request[TENANT] = tenant
-    with structlog.contextvars.bound_contextvars(tenant_id=tenant.id):
-        return await handler(request)
+    token = _bearer(request)
+    if token is None:
+        await record_failed_auth(request)
+        raise _refused("tenant_token_missing", "send Authorization: Bearer <your API token>")
+    digest = token_digest(token)
+    limit = request.config_dict[SETTINGS].tenant_max_requests
+    requests = request.config_dict[REQUESTS]
+    with held(requests, digest.hex(), limit, code="too_many_requests", what="requests") as slot:
+        tenant = await _tenant_of(request, token, digest)
+        request[TENANT] = tenant
+        request[REQUEST_SLOT] = slot
+        with structlog.contextvars.bound_contextvars(tenant_id=tenant.id):
+            return await handler(request)
 
 
 @web.middleware
@@ -85,5 +98,6 @@ async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.S
     if not hmac.compare_digest(token_digest(token), token_digest(configured.get_secret_value())):
         SECURITY_EVENTS.labels(reason="admin_token_invalid").inc()
         log.warning("security: admin request refused")
+        await record_failed_auth(request)
         raise _unauthorized("admin token missing or not valid", realm="colmena-admin")
     return await handler(request)

@@ -4,11 +4,14 @@ The ingress holds the supervisor's X25519 public key (COLMENA_KEY_SEAL_PUBLIC_KE
 that opens anything: a key is masked to its last four characters, sealed for this tenant and
 provider, and stored as a pending row with the outbox message that has a bots worker take it
 in, in one transaction. Keys never come back out: listing shows the provider and the mask.
+Writes (POST, DELETE) of one tenant are bounded per process (COLMENA_TENANT_MAX_KEY_WRITES).
 Nothing here logs a key.
 """
 
 from __future__ import annotations
 
+import re
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -16,16 +19,20 @@ from aiohttp import web
 
 from colmena.domain.key_sealing import SealError, decode_key, seal
 from colmena.domain.tenants import PROVIDER, mask_last4
-from colmena.http.context import RESOURCES, SETTINGS
+from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.payloads import field_errors, iso, json_body
 from colmena.http.publishing import AFTER_COMMIT
 from colmena.http.tenant_auth import TENANT
+from colmena.http.tenant_limits import Slot, TenantSlots, held, tenant_connection
 from colmena.store import provider_keys as store
 
 log = structlog.get_logger(__name__)
 
 MAX_KEY_CHARS = 4096
+KEY_WRITES = web.AppKey("provider_key_writes", TenantSlots)
+# Printable ASCII without surrounding spaces (providers' keys are ASCII), as the document says.
+_KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
 
 
 def _key_input(body: Any) -> tuple[str, str]:
@@ -40,17 +47,9 @@ def _key_input(body: Any) -> tuple[str, str]:
         errors.append(
             ("provider", "lower-case letters, digits and _, 2 to 32 characters, e.g. binance")
         )
-    if (
-        not isinstance(key, str)
-        or not 8 <= len(key) <= MAX_KEY_CHARS
-        or not key.isprintable()
-        or key != key.strip()
-    ):
+    if not isinstance(key, str) or not 8 <= len(key) <= MAX_KEY_CHARS or not _KEY.fullmatch(key):
         errors.append(
-            (
-                "key",
-                f"a printable string of 8 to {MAX_KEY_CHARS} characters without surrounding spaces",
-            )
+            ("key", f"8 to {MAX_KEY_CHARS} printable ASCII characters without surrounding spaces")
         )
     unknown = sorted(set(body) - {"provider", "key"})
     if unknown:
@@ -71,21 +70,29 @@ def _supervisor_public_key(request: web.Request) -> bytes:
         raise ApiError(503, "not_configured", "provider keys cannot be stored right now") from None
 
 
+def _key_write(request: web.Request) -> AbstractContextManager[Slot]:
+    """One of the tenant's key writes at once in this process, or a 429."""
+    limit = request.config_dict[SETTINGS].tenant_max_key_writes
+    writes = request.config_dict[KEY_WRITES]
+    return held(writes, request[TENANT].id, limit, code="too_many_key_writes", what="key writes")
+
+
 async def put_key(request: web.Request) -> web.Response:
     tenant = request[TENANT]
-    provider, key = _key_input(await json_body(request))
-    public_key = _supervisor_public_key(request)
-    last4 = mask_last4(key)
-    sealed = seal(public_key, key, tenant_id=tenant.id, provider=provider)
-    async with request.config_dict[RESOURCES].pool.acquire() as conn, conn.transaction():
-        row = await store.put_pending(conn, tenant.id, provider, sealed=sealed, last4=last4)
+    with _key_write(request):
+        provider, key = _key_input(await json_body(request))
+        public_key = _supervisor_public_key(request)
+        last4 = mask_last4(key)
+        sealed = seal(public_key, key, tenant_id=tenant.id, provider=provider)
+        async with tenant_connection(request) as conn, conn.transaction():
+            row = await store.put_pending(conn, tenant.id, provider, sealed=sealed, last4=last4)
     request.config_dict[AFTER_COMMIT].submit([row])
     log.info("provider key stored", provider=provider, sealed_for="supervisor")
     return web.json_response({"provider": provider, "last4": last4}, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    async with request.config_dict[RESOURCES].pool.acquire() as conn:
+    async with tenant_connection(request) as conn:
         keys = await store.list_keys(conn, request[TENANT].id)
     return web.json_response(
         {
@@ -102,8 +109,9 @@ async def delete_key(request: web.Request) -> web.Response:
     deleted = False
     # Any other name cannot have a key (and may not reach SQL: NUL).
     if PROVIDER.fullmatch(provider):
-        async with request.config_dict[RESOURCES].pool.acquire() as conn:
-            deleted = await store.delete_key(conn, request[TENANT].id, provider)
+        with _key_write(request):
+            async with tenant_connection(request) as conn:
+                deleted = await store.delete_key(conn, request[TENANT].id, provider)
     if not deleted:
         raise ApiError(404, "not_found", "no key for that provider")
     log.info("provider key deleted", provider=provider)
@@ -112,6 +120,7 @@ async def delete_key(request: web.Request) -> web.Response:
 
 def setup(keys_app: web.Application) -> None:
     """Routes of the sub-app mounted at /api/v1/keys."""
+    keys_app[KEY_WRITES] = TenantSlots()
     keys_app.router.add_post("", put_key)
     keys_app.router.add_get("", list_keys)
     keys_app.router.add_delete("/{provider}", delete_key)

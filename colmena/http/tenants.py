@@ -18,6 +18,7 @@ from colmena.http import admin, bot_logs, tenant_api, tenant_keys
 from colmena.http.context import RESOURCES
 from colmena.http.health import GAUGE_REFRESHERS
 from colmena.http.tenant_auth import tenant_auth_middleware
+from colmena.http.tenant_limits import REQUESTS, TenantSlots
 from colmena.store import tenants as store
 
 PREFIX = "/api/v1"
@@ -41,6 +42,7 @@ async def refresh_bot_gauges(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     app[GAUGE_REFRESHERS].append(refresh_bot_gauges)
+    app[REQUESTS] = TenantSlots()  # shared by the tenant sub-apps: one bound per token
     app.add_subapp(PREFIX + "/bot", tenant_app(tenant_api.setup_bot, bot_logs.setup))
     app.add_subapp(PREFIX + "/commands", tenant_app(tenant_api.setup_commands))
     app.add_subapp(PREFIX + "/keys", tenant_app(tenant_keys.setup))

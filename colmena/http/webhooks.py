@@ -3,7 +3,9 @@
 Rule 1 of DESIGN.md: 2xx only after the inbox row and its outbox message are committed; 503 when
 PostgreSQL cannot be reached (providers retry); RabbitMQ being down changes nothing here, the
 relay publishes later. Rule 2: a failed check is a 401, a counter and a security log line, and
-nothing is stored. Bodies and secrets are never logged.
+nothing is stored. An event is keyed by signed values only (Stripe's signed event id, Mercado
+Pago's signed manifest), so replayed headers with another body are the same event. Bodies and
+secrets are never logged.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from colmena.config.metrics import SECURITY_EVENTS, WEBHOOKS
 from colmena.gateways import mercadopago, stripe
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
-from colmena.http.middlewares import client_ip
+from colmena.http.middlewares import client_ip, record_failed_auth
 from colmena.http.publishing import publish_in_background
 from colmena.store import inbox
 
@@ -153,6 +155,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
             tolerance_s=settings.stripe_tolerance_s,
         )
     except stripe.StripeSignatureError as exc:
+        await record_failed_auth(request)
         raise _reject(
             request, "stripe", 401, "invalid_signature", "signature verification failed", str(exc)
         ) from None
@@ -190,16 +193,16 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
         raise ApiError(503, "not_configured", "Mercado Pago webhooks are not configured")
     body = await _body(request, "mercadopago")
     data_id = request.query.get("data.id")
-    request_id = request.headers.get("x-request-id")
     try:
-        mercadopago.verify_signature(
+        signed = mercadopago.verify_signature(
             x_signature=request.headers.get("x-signature"),
-            x_request_id=request_id,
+            x_request_id=request.headers.get("x-request-id"),
             data_id=data_id,
             secrets=secrets,
             tolerance_s=settings.mercadopago_tolerance_s,
         )
     except mercadopago.MercadoPagoSignatureError as exc:
+        await record_failed_auth(request)
         raise _reject(
             request,
             "mercadopago",
@@ -222,16 +225,12 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
             "data.id in the query string must be present and match the body",
             "data.id mismatch",
         )
-    notification_id = payload.get("id")
-    event_key = (
-        str(notification_id)
-        if notification_id
-        else f"{data_id}:{payload.get('action')}:{request_id}"
-    )
+    # The body is not signed: its own `id` would let a replay of the signed headers with another
+    # body store a new event (and cost a payments-API call) each time.
     return await _store(
         request,
         provider="mercadopago",
-        event_key=event_key,
+        event_key=signed.manifest,
         kind=payload["type"],
         payload=payload,
         actor="settle_mercadopago_notification",
