@@ -3,7 +3,8 @@
 Embedded PostgreSQL (pgserver, data under COLMENA_DATA_DIR) unless COLMENA_DATABASE_URL is set;
 the in-process StubBroker and worker unless COLMENA_BROKER_URL is set; migrations applied; the
 ingress and the scheduler in this process. With the StubBroker the queues die with the process,
-so actors stamp their outbox rows as consumed and a restart republishes everything else.
+so actors stamp their outbox rows as consumed and a restart republishes everything else. Every
+provider colmena is not configured for gets a labelled sandbox (colmena.sandbox) under /sandbox.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from colmena.config.logging import configure_logging
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.http.app import create_app
 from colmena.http.dev_control import control_app
+from colmena.http.health import add_metrics_route
 from colmena.runtime import scheduler
 from colmena.runtime.broker import create_broker, declare_actors
 from colmena.runtime.outbox import relay_until_empty
@@ -36,6 +38,8 @@ from colmena.runtime.publisher import AmqpPublisher, BrokerPublisher, Publisher
 from colmena.runtime.queue_admin import InProcessQueueAdmin
 from colmena.runtime.resources import Resources
 from colmena.runtime.startup import migrate
+from colmena.sandbox.serving import DESCRIPTIONS, dev_sandboxes, mount_sandboxes, with_sandboxes
+from colmena.sandbox.stamping import PAC_SANDBOX_BANNER
 from colmena.store.outbox import requeue_unconsumed
 from colmena.supervisor.keys import dev_seal_key_pair
 
@@ -51,7 +55,40 @@ def embedded_database_url(data_dir: Path) -> str:
     return server.get_uri()
 
 
-def _banner(settings: Settings, database: str, broker: str) -> str:
+def _sandbox_lines(sandboxes: dict[str, str]) -> list[str]:
+    if not sandboxes:
+        return []
+    lines = ["  sandboxes (sample data served by this process, marked as sandbox wherever shown):"]
+    for provider, url in sandboxes.items():
+        lines.append(f"    {provider:<12} {url}  ({DESCRIPTIONS[provider][0]})")
+    return lines
+
+
+def next_commands(sandboxes: dict[str, str]) -> list[str]:
+    """What to type next in a second terminal; each works with no configuration (the test suite
+    runs every one of them against a fresh `colmena dev`)."""
+    commands = [
+        "colmena trigger stripe payment_intent.succeeded --rfc XAXX010101000",
+        "colmena payments list",
+        "colmena license list",
+        "colmena invoices list",
+    ]
+    if "mercadopago" in sandboxes:
+        commands.append("colmena trigger mercadopago approved")
+    commands += [f"colmena rates scrape {s}" for s in ("bcv", "binance") if s in sandboxes]
+    commands += [
+        "colmena rates list",
+        "colmena tenants create --email you@example.com",
+        "colmena status",
+        "colmena dlq list",
+        "colmena check",
+    ]
+    return commands
+
+
+def _banner(
+    settings: Settings, database: str, broker: str, sandboxes: dict[str, str], cfdi: str
+) -> str:
     base = f"http://{settings.http_host}:{settings.http_port}"
     return "\n".join(
         [
@@ -62,10 +99,12 @@ def _banner(settings: Settings, database: str, broker: str) -> str:
             f"    metrics    {base}/metrics",
             f"    database   {database}",
             f"    broker     {broker}",
+            f"    CFDI       {cfdi}",
             "",
-            "  try next (webhooks are signed with the dev secrets unless configured):",
-            "    colmena trigger stripe payment_intent.succeeded",
-            "    colmena payments list",
+            "  try next, in a second terminal in this directory (no configuration needed):",
+            *(f"    {command}" for command in next_commands(sandboxes)),
+            "",
+            *_sandbox_lines(sandboxes),
             "  Ctrl-C stops it; the data stays in " + str(settings.data_dir),
             "",
         ]
@@ -82,6 +121,14 @@ def with_dev_secrets(settings: Settings) -> Settings:
     return settings.model_copy(update=update)
 
 
+def with_quick_relay(settings: Settings) -> Settings:
+    """Rows an operator command records (a second terminal cannot reach the in-process broker)
+    reach the broker within a second or two, unless COLMENA_RELAY_GRACE_S is set."""
+    if "relay_grace_s" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"relay_grace_s": DEV_RELAY_GRACE_S})
+
+
 def with_dev_key_pair(settings: Settings) -> Settings:
     """The pair that seals provider keys from the ingress to the bots actors, made once under
     COLMENA_DATA_DIR, unless either half is configured."""
@@ -94,6 +141,7 @@ def with_dev_key_pair(settings: Settings) -> Settings:
 
 
 SAMPLE_PRODUCT = "colmena-enterprise"
+DEV_RELAY_GRACE_S = 0.5
 
 
 def seed_sample_product(settings: Settings) -> None:
@@ -135,7 +183,9 @@ async def _serve(app: web.Application, settings: Settings) -> web.AppRunner:
 async def run_dev(settings: Settings) -> None:
     """Run everything until SIGTERM or Ctrl-C; whatever was started is stopped on the way out."""
     configure_logging(dev=True, level=settings.log_level)
-    settings = with_dev_key_pair(with_dev_secrets(settings))
+    settings = with_dev_key_pair(with_dev_secrets(with_quick_relay(settings)))
+    sandboxes = dev_sandboxes(settings)
+    settings = with_sandboxes(settings, sandboxes)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     seed_sample_product(settings)
     if settings.database_url is not None:
@@ -184,8 +234,11 @@ async def run_dev(settings: Settings) -> None:
             database_url=database_url,
             broker_url=broker_url,
             ingress_url=f"http://{settings.http_host}:{settings.http_port}",
+            sandboxes=sandboxes,
         )
         app = create_app(settings, resources)
+        add_metrics_route(app, ingress=app)  # dev serves everything on its one port
+        mount_sandboxes(app, sandboxes)
         if isinstance(broker, StubBroker):
             queues = InProcessQueueAdmin(
                 broker, settings.queue_prefix, consumers=settings.worker_threads
@@ -201,5 +254,10 @@ async def run_dev(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         broker_label = "RabbitMQ (COLMENA_BROKER_URL)" if broker_url else "in-process"
-        print(_banner(settings, database_label, broker_label), flush=True)
+        cfdi = (
+            PAC_SANDBOX_BANNER
+            if "pac" in sandboxes
+            else "as configured (COLMENA_PAC_*, COLMENA_CFDI_*)"
+        )
+        print(_banner(settings, database_label, broker_label, sandboxes, cfdi), flush=True)
         await scheduler.run_forever(resources, all_jobs(), stop)

@@ -14,7 +14,8 @@ import click
 
 from colmena.actors.bots import change_plan
 from colmena.cli.database import with_database
-from colmena.config import Settings, load_settings
+from colmena.config import Settings
+from colmena.config.dev_stack import load_operator_settings
 from colmena.domain.key_sealing import encode_key, generate_private_key, public_key_of
 from colmena.domain.tenants import (
     DEFAULT_CONFIG,
@@ -69,7 +70,7 @@ def tenants_group() -> None:
 )
 def create_command(email: str, plan: str, tenant_id: str | None) -> None:
     """Create a tenant with a stopped bot and print its API token (shown this once)."""
-    settings = load_settings()
+    settings = load_operator_settings()
     tenant_id = tenant_id or new_tenant_id()
     if not TENANT_ID.fullmatch(tenant_id):
         raise click.ClickException(
@@ -128,7 +129,7 @@ def create_command(email: str, plan: str, tenant_id: str | None) -> None:
 @tenants_group.command("list")
 def list_command() -> None:
     """Every tenant: id, plan, email, created."""
-    tenants = with_database(load_settings(), store.list_tenants)
+    tenants = with_database(load_operator_settings(), store.list_tenants)
     click.echo(f"{'TENANT':<24} {'PLAN':<12} {'CREATED':<20} EMAIL")
     for tenant in tenants:
         click.echo(
@@ -151,7 +152,7 @@ def rotate_token_command(tenant_id: str) -> None:
     async def work(conn: asyncpg.Connection) -> bool:
         return await store.set_token(conn, tenant_id, token_digest(token))
 
-    if not with_database(load_settings(), work):
+    if not with_database(load_operator_settings(), work):
         raise click.ClickException(f"no tenant {tenant_id}")
     click.echo(f"new API token for {tenant_id} (shown once; the old one no longer works): {token}")
 
@@ -175,7 +176,7 @@ def keygen_command() -> None:
 @keys_group.command("rotate")
 def rotate_keys_command() -> None:
     """Re-encrypt every stored key with the newest key; then the older keys can be retired."""
-    settings = load_settings()
+    settings = load_operator_settings()
     box, version = secret_box(settings), newest_key_version(settings)
 
     async def work(conn: asyncpg.Connection) -> int:
@@ -213,7 +214,7 @@ def _health(bot: store.BotRow) -> str:
 @bots_group.command("list")
 def bots_list_command() -> None:
     """Tenant, desired and actual state (as of the last pass), restarts, health."""
-    bots = with_database(load_settings(), store.list_bots)
+    bots = with_database(load_operator_settings(), store.list_bots)
     click.echo(
         f"{'TENANT':<24} {'PLAN':<11} {'DESIRED':<8} {'ACTUAL':<10} {'RESTARTS':>8} "
         f"{'HEALTH':<10} SEEN"
@@ -234,7 +235,7 @@ def bots_list_command() -> None:
 @click.argument("tenant_id")
 def bots_reset_command(tenant_id: str) -> None:
     """Lift TENANT_ID's crashloop (restart history cleared) and reconcile it now."""
-    settings = load_settings()
+    settings = load_operator_settings()
 
     async def work(conn: asyncpg.Connection) -> tuple[bool, bool]:
         async with conn.transaction():
