@@ -99,3 +99,6 @@ def test_check_shows_readiness_and_never_a_secret(settings: Settings, tmp_path: 
         line.startswith("ok       licenses") and "COLMENA_SMTP_HOST" in line for line in lines
     )
     assert any(line.startswith("ok       database") for line in lines)
+    assert any(
+        line.startswith("MISSING  ingress") and "COLMENA_REDIS_URL" in line for line in lines
+    )

@@ -78,6 +78,18 @@ def requirements(settings: Settings, sandboxes: Collection[str] = ()) -> list[Re
             settings.broker_url is not None or not production,
         ),
         Requirement(
+            "ingress",
+            "share rate limits across ingress processes",
+            "COLMENA_REDIS_URL",
+            settings.redis_url is not None or not production,
+        ),
+        Requirement(
+            "ingress",
+            "limit clients (COLMENA_RATE_LIMIT_PRESET=off is for benchmarks)",
+            "COLMENA_RATE_LIMIT_PRESET",
+            settings.rate_limit_preset != "off" or not production,
+        ),
+        Requirement(
             "payments",
             "fetch notified Mercado Pago payments",
             "COLMENA_MERCADOPAGO_ACCESS_TOKEN",
