@@ -545,8 +545,7 @@ async def test_commands_for_one_tenant_wait_for_each_other(
     client = await make_client(active)
     start_worker(settings_override=active, queues=["bots"], threads=4)
     # Someone (another command, the reconciler) is working on `busy` right now.
-    await store.lock_tenant(db, busy)
-    try:
+    async with store.tenant_lock(db, busy):
         busy_command = await send(client, busy_token, "start")
         other_command = await send(client, other_token, "start")
         await command_done(client, other_token, other_command)  # other tenants go on
@@ -554,8 +553,6 @@ async def test_commands_for_one_tenant_wait_for_each_other(
             await client.get(f"/api/v1/commands/{busy_command}", headers=bearer(busy_token))
         ).json()
         assert body["status"] == "queued"
-    finally:
-        await store.unlock_tenant(db, busy)
     await command_done(client, busy_token, busy_command)
     await running_bot(await runtime(active), busy)
 

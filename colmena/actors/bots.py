@@ -376,14 +376,12 @@ async def reconcile_one(
     """Converge one tenant under its lock (waiting for a command in progress)."""
     runtime = await runtime_of(resources.settings)
     started = time.perf_counter()
-    async with resources.pool.acquire() as conn:
-        await store.lock_tenant(conn, tenant_id)
+    async with resources.pool.acquire() as conn, store.tenant_lock(conn, tenant_id):
         try:
             return await converge(
                 conn, resources.settings, runtime, tenant_id, force_restart=force_restart
             )
         finally:
-            await store.unlock_tenant(conn, tenant_id)
             BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
 
 
@@ -419,11 +417,8 @@ async def run_command(resources: Resources, command_id: str) -> None:
         with structlog.contextvars.bound_contextvars(
             tenant_id=command.tenant_id, command_id=command_id
         ):
-            await store.lock_tenant(conn, command.tenant_id)
-            try:
+            async with store.tenant_lock(conn, command.tenant_id):
                 await _run_locked(conn, resources.settings, runtime, key)
-            finally:
-                await store.unlock_tenant(conn, command.tenant_id)
 
 
 async def _run_locked(
@@ -523,16 +518,17 @@ async def reconcile_all(resources: Resources) -> Counter[str]:
     gate = asyncio.Semaphore(settings.bot_reconcile_concurrency)
 
     async def one(tenant_id: str) -> str:
-        async with gate, resources.pool.acquire() as conn:
-            if not await store.try_lock_tenant(conn, tenant_id):
+        async with (
+            gate,
+            resources.pool.acquire() as conn,
+            store.try_tenant_lock(conn, tenant_id) as got,
+        ):
+            if not got:
                 return "busy"
-            try:
-                step = await converge(
-                    conn, settings, runtime, tenant_id, actual=by_tenant.get(tenant_id), listed=True
-                )
-                return step.do.value if step else "gone"
-            finally:
-                await store.unlock_tenant(conn, tenant_id)
+            step = await converge(
+                conn, settings, runtime, tenant_id, actual=by_tenant.get(tenant_id), listed=True
+            )
+            return step.do.value if step else "gone"
 
     results = await asyncio.gather(
         *(one(tenant_id) for tenant_id in tenant_ids), return_exceptions=True

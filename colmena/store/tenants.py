@@ -7,6 +7,7 @@ Tokens arrive here already hashed: nothing in this module ever sees a secret in 
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,10 +15,11 @@ from typing import Any
 import asyncpg
 
 from colmena.store import outbox
+from colmena.store.locks import advisory_lock, lock_space, try_advisory_lock
 from colmena.store.outbox import OutboxMessage
 
-# First key of pg_advisory_lock(int, int) for per-tenant work ("BOTS"); the second is hashtext(id).
-TENANT_LOCK_SPACE = 0x424F5453
+# Per-tenant work ("BOTS"); the lock's key is the tenant id (hashtext).
+TENANT_LOCK_SPACE = lock_space("BOTS")
 
 
 @dataclass(frozen=True)
@@ -115,21 +117,15 @@ def _bot(row: asyncpg.Record) -> BotRow:
     )
 
 
-async def lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
-    """Wait for the tenant's session lock: commands and reconciles of one tenant never overlap."""
-    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id)
+def tenant_lock(conn: asyncpg.Connection, tenant_id: str) -> AbstractAsyncContextManager[None]:
+    """The tenant's session lock, waited for: commands and reconciles of one tenant never
+    overlap."""
+    return advisory_lock(conn, TENANT_LOCK_SPACE, tenant_id)
 
 
-async def try_lock_tenant(conn: asyncpg.Connection, tenant_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id
-        )
-    )
-
-
-async def unlock_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", TENANT_LOCK_SPACE, tenant_id)
+def try_tenant_lock(conn: asyncpg.Connection, tenant_id: str) -> AbstractAsyncContextManager[bool]:
+    """The tenant's session lock if it is free (the reconcile pass skips a busy tenant)."""
+    return try_advisory_lock(conn, TENANT_LOCK_SPACE, tenant_id)
 
 
 # Plans ---------------------------------------------------------------------------------------
