@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -157,6 +158,31 @@ def build_stripe_event(
     return events.stripe_event(kind, obj)
 
 
+BUYER_OPTIONS = (
+    click.option("--email", default="cliente@example.com", show_default=True),
+    click.option(
+        "--kind", type=click.Choice(["license", "plan"]), default="license", show_default=True
+    ),
+    click.option(
+        "--plan", type=click.Choice(["free", "pro", "enterprise"]), default="pro", show_default=True
+    ),
+    click.option("--tenant", default="demo", show_default=True),
+    click.option("--rfc", help="ask for a CFDI for this RFC"),
+    click.option(
+        "--url",
+        help="the ingress's base URL or the webhook's URL "
+        "(default: the running `colmena dev`'s, else COLMENA_HTTP_HOST/PORT)",
+    ),
+)
+
+
+def what_is_bought(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every trigger shares: who buys what, and where the event is posted."""
+    for option in reversed(BUYER_OPTIONS):
+        command = option(command)
+    return command
+
+
 @click.group("trigger")
 def trigger() -> None:
     """Send a realistic, signed provider event to the running ingress (like `stripe trigger`)."""
@@ -172,25 +198,12 @@ def trigger() -> None:
     "--amount", type=click.IntRange(min=0), default=150_000, show_default=True, help="minor units"
 )
 @click.option("--currency", default="mxn", show_default=True)
-@click.option("--email", default="cliente@example.com", show_default=True)
-@click.option(
-    "--kind", type=click.Choice(["license", "plan"]), default="license", show_default=True
-)
-@click.option(
-    "--plan", type=click.Choice(["free", "pro", "enterprise"]), default="pro", show_default=True
-)
-@click.option("--tenant", default="demo", show_default=True)
-@click.option("--rfc", help="ask for a CFDI for this RFC")
+@what_is_bought
 @click.option(
     "--product",
     default=SAMPLE_PRODUCT,
     show_default=True,
     help="license product (a directory under COLMENA_LICENSE_PRODUCTS_DIR)",
-)
-@click.option(
-    "--url",
-    help="the ingress's base URL or the webhook's URL "
-    "(default: the running `colmena dev`'s, else COLMENA_HTTP_HOST/PORT)",
 )
 def trigger_stripe(
     event_type: str,
@@ -292,20 +305,7 @@ def _sandbox_payment(
 @click.option(
     "--amount", default="1500.00", show_default=True, callback=_amount, help="sandbox: MXN"
 )
-@click.option("--email", default="cliente@example.com", show_default=True)
-@click.option(
-    "--kind", type=click.Choice(["license", "plan"]), default="license", show_default=True
-)
-@click.option(
-    "--plan", type=click.Choice(["free", "pro", "enterprise"]), default="pro", show_default=True
-)
-@click.option("--tenant", default="demo", show_default=True)
-@click.option("--rfc", help="ask for a CFDI for this RFC")
-@click.option(
-    "--url",
-    help="the ingress's base URL or the webhook's URL "
-    "(default: the running `colmena dev`'s, else COLMENA_HTTP_HOST/PORT)",
-)
+@what_is_bought
 def trigger_mercadopago(
     status: str,
     payment_id: str | None,
