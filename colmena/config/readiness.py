@@ -124,6 +124,12 @@ def requirements(settings: Settings, sandboxes: Collection[str] = ()) -> list[Re
             "COLMENA_SECRET_KEYS",
             not production or settings.secret_keys is not None,
         ),
+        Requirement(
+            "bots",
+            "open provider keys the ingress sealed",
+            "COLMENA_KEY_SEAL_PRIVATE_KEY",
+            not production or settings.key_seal_private_key is not None,
+        ),
     ]
     return [
         replace(item, ready=True, sandbox=True)
