@@ -93,9 +93,7 @@ def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
     elapsed = time.perf_counter() - started
 
     pdf_count = max(1, min(10, count // 20))
-    stamped = [
-        pac.issue_stamp(etree.fromstring(xml))["cfdi"].encode() for xml in documents[:pdf_count]
-    ]
+    stamped = [pac.ledger.stamp(xml, None).xml.encode() for xml in documents[:pdf_count]]
     render_pdf(stamped[0])  # load fonts and stylesheets once
     for xml in stamped:
         clock.wrap_sync("pdf", render_pdf)(xml)
