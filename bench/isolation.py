@@ -1,14 +1,17 @@
 """Tenant isolation, measured: tenant B's latency alone, then while tenant A floods the ingress.
 
 One real `colmena ingress` process (its own scratch database and queue prefix, per-client rate
-limits off so only the per-tenant bounds act) serves two tenants. Phase 1: B alone sends
-`--rounds` rounds of bot status, log read and a command, one at a time. Phase 2: A opens 50
-log streams and `--connections` concurrent loops hammer every tenant route with A's token while
-B repeats phase 1. Printed: B's p50/p99 for both phases and the ratio, and how many of A's
-requests got 429 (by error code). A's flood runs in a process of its own, so B's client never
-waits on A's event loop. No worker runs: the bench marks commands done itself.
+limits off so only the per-tenant bounds act) serves two tenants from two client addresses (A
+from 127.0.0.1, B from 127.0.0.2). B sends a round (bot status, log read, a command, one at a
+time) every `--interval` seconds for `--seconds`: alone first, then while A opens 50 log
+streams and `--connections` concurrent loops hammer every tenant route with A's token. The
+flood runs twice, on a fresh ingress each: with refusals answered at once
+(COLMENA_REFUSAL_DELAY_S=0, the baseline) and held back `--refusal-delay` seconds (the
+default). Printed: B's p50/p99 alone and under each flood with ratios, A's requests per second
+and how many got 429 (by error code). A's flood runs in a process of its own, so B's client
+never waits on A's event loop. No worker runs: the bench marks B's commands done itself.
 
-    python bench/isolation.py [--rounds 100] [--connections 64] [--max-seconds 120]
+    python bench/isolation.py [--seconds 20] [--interval 0.1] [--connections 64]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from colmena.store import tenants as store  # noqa: E402
 from colmena.store.pool import connect  # noqa: E402
 
 STREAMS = 50
+CALM_ADDRESS = "127.0.0.2"  # all of 127/8 is loopback on Linux: B is a client of its own
 FLOOD_ROUTES = [
     ("GET", "/api/v1/bot/status", None),
     ("GET", "/api/v1/bot/config", None),
@@ -99,13 +103,16 @@ async def wait_ready(url: str, deadline_s: float = 30.0) -> None:
 
 
 async def calm_rounds(
-    base: str, token: str, tenant_id: str, conn: asyncpg.Connection, rounds: int
+    base: str, token: str, tenant_id: str, conn: asyncpg.Connection, args: argparse.Namespace
 ) -> tuple[list[float], Counter[int]]:
-    """B's latencies (status, logs, a command per round, one at a time) and its statuses."""
+    """B's latencies (a round every `args.interval` for `args.seconds`) and its statuses."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
-    async with aiohttp.ClientSession(headers=bearer(token)) as session:
-        for _ in range(rounds):
+    connector = aiohttp.TCPConnector(local_addr=(CALM_ADDRESS, 0))
+    async with aiohttp.ClientSession(connector=connector, headers=bearer(token)) as session:
+        rounds = max(1, round(args.seconds / args.interval))
+        started_at = time.perf_counter()
+        for index in range(rounds):
             for method, path in (
                 ("GET", "/api/v1/bot/status"),
                 ("GET", "/api/v1/bot/logs"),
@@ -122,6 +129,9 @@ async def calm_rounds(
                 "WHERE tenant_id = $1 AND status = 'queued'",
                 tenant_id,
             )
+            # Paced, not closed loop: B is a tenant going about its day, not a second flood.
+            next_round = started_at + (index + 1) * args.interval
+            await asyncio.sleep(max(0.0, next_round - time.perf_counter()))
     return latencies, statuses
 
 
@@ -155,7 +165,9 @@ async def flood(base: str, token: str, connections: int, seconds: float, max_req
             else:
                 outcomes[str(response.status)] += 1
 
+    flood_started = time.perf_counter()
     await asyncio.gather(*(hammer(index) for index in range(connections)))
+    outcomes["seconds"] = round(time.perf_counter() - flood_started)
     for response in streams:
         response.close()
     await session.close()
@@ -188,7 +200,7 @@ async def flooded_rounds(
         if ready.strip() != b"ready":
             raise RuntimeError(f"the flood process did not start: {ready!r}")
         latencies, statuses = await asyncio.wait_for(
-            calm_rounds(base, token, tenant_id, conn, args.rounds), args.max_seconds
+            calm_rounds(base, token, tenant_id, conn, args), args.max_seconds
         )
     finally:
         flooder.stdin.write(b"stop\n")
@@ -198,28 +210,10 @@ async def flooded_rounds(
     return latencies, statuses, Counter(json.loads(report.decode().strip().splitlines()[-1]))
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=100, help="B's rounds per phase")
-    parser.add_argument("--connections", type=int, default=64, help="A's concurrent loops")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="the flood's limit")
-    parser.add_argument("--max-flood-requests", type=int, default=200_000)
-    parser.add_argument("--flood", nargs=2, metavar=("BASE", "TOKEN"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.flood:
-        base, token = args.flood
-        await flood(base, token, args.connections, args.max_seconds, args.max_flood_requests)
-        return
-    print(
-        f"machine: {machine()}; B rounds per phase: {args.rounds} (3 requests each); "
-        f"A: {STREAMS} streams + {args.connections} connections"
-    )
+class Ingress:
+    """One `colmena ingress` process on the bench's database, for one phase."""
 
-    prefix = f"bench{uuid.uuid4().hex[:6]}_"
-    async with scratch_database() as database_url:
-        conn = await connect(database_url)
-        _, args.flood_token = await add_tenant(conn, "a")
-        calm_id, calm_token = await add_tenant(conn, "b")
+    def __init__(self, database_url: str, prefix: str, refusal_delay_s: float) -> None:
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
         env.update(
@@ -231,42 +225,98 @@ async def main() -> None:
                 "COLMENA_LOG_LEVEL": "WARNING",
                 "COLMENA_QUEUE_PREFIX": prefix,
                 "COLMENA_RATE_LIMIT_PRESET": "off",
+                "COLMENA_REFUSAL_DELAY_S": str(refusal_delay_s),
                 "COLMENA_KEY_SEAL_PUBLIC_KEY": encode_key(public_key_of(generate_private_key())),
             }
         )
-        ingress = subprocess.Popen(
+        self.base = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "colmena", "ingress"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            await wait_ready(base + "/healthz")
-            await calm_rounds(base, calm_token, calm_id, conn, 10)  # warm-up
-            alone, alone_statuses = await calm_rounds(base, calm_token, calm_id, conn, args.rounds)
 
-            flooded, flooded_statuses, outcomes = await flooded_rounds(
-                base, calm_token, calm_id, conn, args
-            )
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+async def measured_phases(
+    database_url: str, prefix: str, args: argparse.Namespace
+) -> dict[str, tuple[list[float], Counter[int], Counter[str]]]:
+    """Phase name -> (B's latencies, B's statuses, A's outcomes)."""
+    conn = await connect(database_url)
+    _, args.flood_token = await add_tenant(conn, "a")
+    calm_id, calm_token = await add_tenant(conn, "b")
+    phases: dict[str, tuple[list[float], Counter[int], Counter[str]]] = {}
+    try:
+        for name, delay in (
+            ("alone", args.refusal_delay),
+            ("A floods, refusals at once", 0.0),
+            (f"A floods, refusals held {args.refusal_delay:g} s", args.refusal_delay),
+        ):
+            ingress = Ingress(database_url, prefix, delay)
+            try:
+                await wait_ready(ingress.base + "/healthz")
+                warm_up = argparse.Namespace(seconds=1.0, interval=0.05)
+                await calm_rounds(ingress.base, calm_token, calm_id, conn, warm_up)
+                if name == "alone":
+                    latencies, statuses = await calm_rounds(
+                        ingress.base, calm_token, calm_id, conn, args
+                    )
+                    phases[name] = (latencies, statuses, Counter())
+                else:
+                    phases[name] = await flooded_rounds(
+                        ingress.base, calm_token, calm_id, conn, args
+                    )
+            finally:
+                ingress.stop()
+    finally:
+        await conn.close()
+    return phases
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0, help="B's time per phase")
+    parser.add_argument("--interval", type=float, default=0.1, help="B's seconds between rounds")
+    parser.add_argument("--connections", type=int, default=64, help="A's concurrent loops")
+    parser.add_argument("--refusal-delay", type=float, default=1.0, help="the held phase's delay")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="the flood's limit")
+    parser.add_argument("--max-flood-requests", type=int, default=2_000_000)
+    parser.add_argument("--flood", nargs=2, metavar=("BASE", "TOKEN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.flood:
+        base, token = args.flood
+        await flood(base, token, args.connections, args.max_seconds, args.max_flood_requests)
+        return
+    print(
+        f"machine: {machine()}; B: a round of 3 requests every {args.interval:g} s for "
+        f"{args.seconds:g} s per phase; A: {STREAMS} streams + {args.connections} connections"
+    )
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
+    async with scratch_database() as database_url:
+        try:
+            phases = await measured_phases(database_url, prefix, args)
         finally:
-            ingress.terminate()
-            ingress.wait()
-            await conn.close()
             delete_queues(prefix)
 
-    print(f"B alone: statuses {dict(alone_statuses)}; B during A's flood: {dict(flooded_statuses)}")
-    print(f"A's outcomes: {dict(sorted(outcomes.items()))}")
-    refused = sum(count for key, count in outcomes.items() if key.startswith(("429", "stream 429")))
-    figure("A's requests answered", sum(outcomes.values()), "requests")
-    figure("A's requests refused with 429", refused, "requests")
+    alone = phases.pop("alone")[0]
     for pct in (50, 99):
-        before = percentile(alone, pct) * 1000
-        during = percentile(flooded, pct) * 1000
-        figure(f"B p{pct} alone", before, "ms")
-        figure(f"B p{pct} while A floods", during, "ms", baseline=before, baseline_name="B alone")
-    if set(flooded_statuses) - {200, 202}:
-        raise SystemExit(f"B was refused while A flooded: {dict(flooded_statuses)}")
+        figure(f"B p{pct} alone", percentile(alone, pct) * 1000, "ms")
+    for name, (latencies, statuses, outcomes) in phases.items():
+        seconds = outcomes.pop("seconds", 0) or float("nan")
+        refused = sum(n for key, n in outcomes.items() if key.startswith(("429", "stream 429")))
+        print(f"{name}: B's statuses {dict(statuses)}; A's {dict(sorted(outcomes.items()))}")
+        figure(f"{name}: A's requests per second", sum(outcomes.values()) / seconds, "req/s")
+        figure(f"{name}: A's requests refused with 429", refused, "requests")
+        for pct in (50, 99):
+            before = percentile(alone, pct) * 1000
+            during = percentile(latencies, pct) * 1000
+            figure(f"{name}: B p{pct}", during, "ms", baseline=before, baseline_name="B alone")
+        if set(statuses) - {200, 202}:
+            raise SystemExit(f"B was refused while A flooded ({name}): {dict(statuses)}")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,9 @@ def settings(database_url: str, queue_prefix: str, tmp_path: Path) -> Settings:
         # Tests probe routes with many requests and wrong tokens on purpose; the limits have
         # their own tests (test_rate_limits.py), which turn them on.
         rate_limit_preset="off",
+        # A 429 is held back a second in production; tests that provoke many would wait minutes
+        # for nothing. test_refusal_delay.py turns it on.
+        refusal_delay_s=0,
         _env_file=None,
     )
 

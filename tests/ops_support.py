@@ -48,6 +48,7 @@ def colmena_env(settings: Settings, **extra: str) -> dict[str, str]:
             "COLMENA_INGRESS_METRICS_PORT": str(free_port()),
             "COLMENA_MIN_BACKOFF_MS": "100",
             "COLMENA_MAX_BACKOFF_MS": "500",
+            "COLMENA_REFUSAL_DELAY_S": str(settings.refusal_delay_s),
             **extra,
         }
     )

@@ -118,6 +118,24 @@ class RateLimitSettings(BaseModel):
     rate_limit_rates: str | None = _rule_field("rates API")
     rate_limit_public: str | None = _rule_field("other routes (license status, unknown paths)")
     rate_limit_failed_auth: str | None = _rule_field("failed authentication")
+    refusal_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=30,
+        description=(
+            "a 429 is answered after this long, so a client over its bounds waits instead of "
+            "retrying at once; 0 answers at once"
+        ),
+    )
+    refusal_max_held: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description=(
+            "refusals held back at once per client address; beyond it a 429 leaves at once "
+            "and closes the connection"
+        ),
+    )
 
     @field_validator("redis_url")
     @classmethod

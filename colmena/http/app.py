@@ -14,12 +14,16 @@ from colmena.http.middlewares import (
     MAX_BODY,
     MIDDLEWARES,
     RATE_LIMITER,
+    REFUSAL_DELAY,
+    REFUSAL_MAX_HELD,
+    REFUSALS_HELD,
     TRUSTED_PROXIES,
     UNAVAILABLE_LOGGED,
     security_headers,
 )
 from colmena.http.publishing import AFTER_COMMIT, AfterCommitPublisher
 from colmena.http.ratelimit import limiter_for
+from colmena.http.tenant_limits import TenantSlots
 from colmena.runtime.resources import Resources
 
 ROUTE_MODULES = (
@@ -53,6 +57,9 @@ def create_app(settings: Settings, resources: Resources) -> web.Application:
     app[MAX_BODY] = settings.max_body_bytes
     app[BODY_READ_TIMEOUT] = settings.body_read_timeout_s
     app[UNAVAILABLE_LOGGED] = set()
+    app[REFUSAL_DELAY] = settings.refusal_delay_s
+    app[REFUSAL_MAX_HELD] = settings.refusal_max_held
+    app[REFUSALS_HELD] = TenantSlots()
     app[RATE_LIMITER] = limiter_for(settings)
     app[TRUSTED_PROXIES] = settings.trusted_proxy_networks()
     app[AFTER_COMMIT] = AfterCommitPublisher(resources)

@@ -13,7 +13,11 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 
 
 class ApiError(Exception):
-    """Raise from a handler to answer with a JSON error; the error middleware renders it."""
+    """Raise from a handler to answer with a JSON error; the error middleware renders it.
+
+    `close` ends the connection after the answer, for a client that should reconnect (and
+    pay for it) before it asks again.
+    """
 
     def __init__(
         self,
@@ -22,6 +26,7 @@ class ApiError(Exception):
         message: str,
         *,
         headers: dict[str, str] | None = None,
+        close: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__(message)
@@ -29,4 +34,5 @@ class ApiError(Exception):
         self.code = code
         self.error_message = message
         self.headers = headers or {}
+        self.close = close
         self.extra = extra

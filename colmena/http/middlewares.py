@@ -1,8 +1,8 @@
 """Cross-cutting concerns of the ingress, one plain async middleware each (aiohttp style).
 
-Order (outermost first): request id -> access log and metrics -> JSON errors -> body limit -> rate
-limit -> body read deadline -> handler. Security headers are not a middleware but an
-`on_response_prepare` hook (`security_headers`), so streamed answers carry them too.
+Order (outermost first): request id -> access log and metrics -> JSON errors -> refusal delay ->
+body limit -> rate limit -> body read deadline -> handler. Security headers are not a middleware
+but an `on_response_prepare` hook (`security_headers`), so streamed answers carry them too.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from colmena.config.rate_limit_settings import IpNetwork
 from colmena.http.client_address import client_address
 from colmena.http.errors import ApiError, error_response
 from colmena.http.ratelimit import FAILED_AUTH, RequestLimiter, retry_after_header
+from colmena.http.tenant_limits import TenantSlots
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,6 +39,10 @@ TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IpNetwork, ...])
 UNAVAILABLE_LOGGED = web.AppKey("unavailable_logged", set[tuple[str, str]])
 MAX_BODY = web.AppKey("max_body", int)
 BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
+REFUSAL_DELAY = web.AppKey("refusal_delay", float)
+REFUSAL_MAX_HELD = web.AppKey("refusal_max_held", int)
+# Per client address: the refusals waiting out their delay.
+REFUSALS_HELD = web.AppKey("refusals_held", TenantSlots)
 # What the access log and metrics record for a client that left before its body arrived (nginx's
 # "client closed request"): nobody receives it, and it is not the server's failure.
 CLIENT_CLOSED_REQUEST = 499
@@ -141,6 +146,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             _log_unavailable_once(request, exc)
         response = error_response(exc.status_code, exc.code, exc.error_message, **exc.extra)
         response.headers.update(exc.headers)
+        if exc.close:
+            response.force_close()
         return response
     except web.HTTPException as exc:
         if exc.status_code < 400:
@@ -159,6 +166,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "something went wrong on our side")
+
+
+@web.middleware
+async def refusal_delay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A 429 leaves after COLMENA_REFUSAL_DELAY_S, not at once.
+
+    Answered at once, a client over its bounds asks again at once: one flooding tenant then
+    keeps the event loop busy with refusals, and every other tenant's request waits behind
+    them at each of its awaits. Held back, each of the flood's connections costs one timer per
+    delay and nothing else (nginx's limit_req delays excess the same way). Refusals held per
+    client address are bounded (COLMENA_REFUSAL_MAX_HELD); past that a 429 leaves at once and
+    closes the connection, so a client cannot park unbounded work here either.
+    """
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        delay = request.config_dict[REFUSAL_DELAY]
+        if exc.status_code != 429 or delay <= 0:
+            raise
+        held = request.config_dict[REFUSALS_HELD]
+        client = client_ip(request)
+        if not held.take(client, request.config_dict[REFUSAL_MAX_HELD]):
+            exc.close = True
+            raise
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            held.release(client)
+        raise
 
 
 @web.middleware
@@ -247,6 +283,7 @@ MIDDLEWARES = [
     request_id_middleware,
     access_log_middleware,
     error_middleware,
+    refusal_delay_middleware,
     body_limit_middleware,
     rate_limit_middleware,
     body_read_middleware,

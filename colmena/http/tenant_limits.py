@@ -2,7 +2,8 @@
 
 A bound counts what one key (a token digest, a tenant id) holds in this ingress process, and
 is checked and taken with no await in between, so concurrent requests cannot overshoot it; a
-request over a bound is a 429 with Retry-After at once, it never queues. The bounds together
+request over a bound is a 429 with Retry-After, it never queues for what it asked (its answer
+is held back by the refusal delay, see `middlewares.refusal_delay_middleware`). The bounds together
 keep one tenant below the database pool's size, and a request that still finds the pool busy
 waits COLMENA_TENANT_DB_ACQUIRE_SECONDS at most, then is a 503: nothing waits forever.
 """
