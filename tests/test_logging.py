@@ -91,3 +91,29 @@ def test_production_lines_are_json_with_context_and_no_secret(capsys) -> None:
     assert lines[0]["password"] == "[redacted]"
     assert "hunter2" not in json.dumps(lines)
     assert lines[1]["event"] == "stdlib line"
+
+
+class Watched(dict[str, str]):
+    """A log value that records whether any processor looked into it."""
+
+    looked = False
+
+    def items(self):
+        type(self).looked = True
+        return super().items()
+
+
+def test_a_call_below_the_level_is_dropped_before_the_chain(capsys) -> None:
+    previous_level = logging.getLogger().level
+    configure_logging(dev=False, level="WARNING")
+    try:
+        log = structlog.get_logger("test")
+        log.info("access line", detail=Watched(route="/x"))
+        assert not Watched.looked, "nothing of a dropped call is processed"
+        log.warning("kept", detail=Watched(route="/y"))
+        lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().setLevel(previous_level)
+    assert [line["event"] for line in lines] == ["kept"]
+    assert Watched.looked and lines[0]["detail"] == {"route": "/y"}
