@@ -27,6 +27,7 @@ from colmena.actors.bots import (
     reconcile_all,
     reconcile_due,
     reconcile_one,
+    run_command,
     runtime_of,
     ship_logs,
 )
@@ -43,6 +44,7 @@ from colmena.supervisor.process_runtime import ProcessRuntime
 from colmena.supervisor.runtime import INSTANCE_LABEL, TENANT_LABEL, BotState, Runtime
 from colmena.supervisor.runtimes import close_runtimes
 from tests.bots_support import (
+    ADMIN_TOKEN,
     add_tenant,
     bearer,
     bot_of,
@@ -53,6 +55,7 @@ from tests.bots_support import (
 )
 from tests.conftest import wait_for
 from tests.ops_support import ingress_metrics
+from tests.test_openapi import Checked
 
 MiB = 1024 * 1024
 
@@ -674,7 +677,10 @@ async def test_a_start_the_engine_refuses_backs_off_then_crashloops(
 
     row = await store.get_bot(db, tenant_id)
     assert row.observed == "crashloop" and row.restarts_total == active.bot_restart_max
-    assert "restarts within" in row.crashloop_reason and "no-such-bot" in row.crashloop_reason
+    # The tenant sees the crashloop reason: the kind of failure, not the engine's words.
+    assert "restarts within" in row.crashloop_reason
+    assert "the bot's program could not be run" in row.crashloop_reason
+    assert "no-such-bot" not in row.crashloop_reason and "no-such-bot" in row.start_error
     assert counter("colmena_bot_start_failures_total") == before + 1 + active.bot_restart_max
     failures = _json_lines(logged, "bot failed to start")
     assert len(failures) == 1 + active.bot_restart_max
@@ -683,3 +689,50 @@ async def test_a_start_the_engine_refuses_backs_off_then_crashloops(
     await store.set_desired(db, tenant_id, "running", reset_restarts=True)
     row = await store.get_bot(db, tenant_id)
     assert row.start_failed_at is None and not row.crashloop
+
+
+@pytest.mark.docker
+async def test_a_refused_start_is_told_to_the_tenant_without_the_engines_words(
+    settings, tmp_path, docker_engine, cannot_start, db, make_client
+) -> None:
+    active = bot_settings(settings, tmp_path, "docker", cannot_start)
+    resources = resources_for(active)
+    await resources.start()
+    tenant_id, token = await add_tenant(db)
+    client = await make_client(active)
+    try:
+        status = await (await client.get("/api/v1/bot/status", headers=bearer(token))).json()
+        assert (status["start_failed_at"], status["start_error"]) == (None, None)
+
+        sent = await client.post("/api/v1/bot/start", headers=bearer(token))
+        command_id = (await sent.json())["command_id"]
+        await run_command(resources, command_id)
+        command = await client.get(f"/api/v1/commands/{command_id}", headers=bearer(token))
+        status_answer = await client.get("/api/v1/bot/status", headers=bearer(token))
+        admin_answer = await client.get("/api/v1/admin/bots", headers=bearer(ADMIN_TOKEN))
+        documented = Checked(client)  # the failure as the OpenAPI document describes it
+        for path, caller in (("/api/v1/bot/status", token), ("/api/v1/admin/bots", ADMIN_TOKEN)):
+            assert (await documented.call(path, "GET", headers=bearer(caller)))[0] == 200
+    finally:
+        await resources.close()
+        close_runtimes()
+        remove_instance(docker_engine, active.bot_instance)
+
+    row = await store.get_bot(db, tenant_id)
+    assert "no-such-bot" in row.start_error  # the engine's words, kept for operators
+    told = await command.json()
+    assert told["status"] == "failed"
+    assert told["reason"] == "start failed: the bot's program could not be run"
+    status = await status_answer.json()
+    assert status["actual"] == "start_failed"
+    assert status["start_error"] == {
+        "code": "program_cannot_run",
+        "message": "the bot's program could not be run",
+    }
+    assert datetime.fromisoformat(status["start_failed_at"]) == row.start_failed_at
+    assert status["next_restart_at"] is not None
+    [listed] = [b for b in (await admin_answer.json())["bots"] if b["tenant"] == tenant_id]
+    assert listed["start_error"] == status["start_error"]
+    for answer in (command, status_answer, admin_answer):
+        text = await answer.text()
+        assert "no-such-bot" not in text and "runc" not in text and "OCI" not in text

@@ -170,6 +170,63 @@ def test_docker_a_new_key_reaches_the_bot_when_it_is_started_again(
     assert (code, json.loads(text)) == (0, {"binance": new, "bitso": old})
 
 
+def keys_reloaded(lines: list[str]) -> bool:
+    return any(line.startswith("colmena-bot keys reloaded (") for line in lines)
+
+
+@pytest.mark.docker
+def test_docker_a_changed_key_reaches_the_running_bot_and_shows_nowhere_else(
+    docker_runtime: DockerRuntime, engine: docker.DockerClient
+) -> None:
+    old, new, tenant_id = secret(), secret(), tenant()
+    bot = docker_runtime.start_bot(spec(tenant_id, {"binance": old}))
+    wait_for(lambda: keys_loaded(docker_runtime.logs(tenant_id)), what="the bot to load its keys")
+
+    assert docker_runtime.replace_keys(tenant_id, {"binance": new, "bitso": old}) is True
+    assert docker_runtime.replace_keys(tenant_id, {"binance": new, "bitso": old}) is True  # again
+
+    # The same container, its file replaced whole, still 0400, nothing left beside it.
+    code, text = run_in(engine, bot.bot_id, "cat", CONTAINER_KEYS_FILE)
+    assert (code, json.loads(text)) == (0, {"binance": new, "bitso": old})
+    code, mode = run_in(
+        engine, bot.bot_id, "/bin/busybox", "stat", "-c", "%a %u", CONTAINER_KEYS_FILE
+    )
+    assert (code, mode.strip()) == (0, "400 65534")
+    code, listing = run_in(engine, bot.bot_id, "/bin/busybox", "ls", "-a", CONTAINER_KEYS_DIR)
+    assert (code, sorted(listing.split())) == (0, [".", "..", "keys.json"])
+    wait_for(lambda: keys_reloaded(docker_runtime.logs(tenant_id)), what="the bot to re-read")
+    assert bot_of(docker_runtime, tenant_id).bot_id == bot.bot_id  # not restarted
+
+    attrs = engine.api.inspect_container(bot.bot_id)
+    for key in (old, new):
+        assert key not in json.dumps(attrs)
+        for exec_id in attrs.get("ExecIDs") or []:
+            assert key not in json.dumps(engine.api.exec_inspect(exec_id))
+        assert files_holding(Path(attrs["GraphDriver"]["Data"]["UpperDir"]), key) == []
+        assert files_holding(Path(attrs["HostnamePath"]).parent, key) == []
+        assert host_processes_showing(key) == []
+        assert not any(key in line for line in docker_runtime.logs(tenant_id, tail=1000))
+
+    assert docker_runtime.replace_keys(tenant_id, {}) is True  # every key deleted
+    code, text = run_in(engine, bot.bot_id, "cat", CONTAINER_KEYS_FILE)
+    assert (code, json.loads(text)) == (0, {})
+
+
+@pytest.mark.docker
+def test_docker_keys_for_a_bot_that_does_not_run_wait_for_its_next_start(
+    docker_runtime: DockerRuntime, engine: docker.DockerClient
+) -> None:
+    tenant_id = tenant()
+    assert docker_runtime.replace_keys(tenant_id, {"binance": secret()}) is False  # no bot
+    crashing = replace(spec(tenant_id, {"binance": secret()}), env={"BOT_CRASH_AFTER": "1"})
+    docker_runtime.start_bot(crashing)
+    wait_for(
+        lambda: (bot := bot_of(docker_runtime, tenant_id)) and bot.state is BotState.EXITED,
+        what="the bot to crash",
+    )
+    assert docker_runtime.replace_keys(tenant_id, {"binance": secret()}) is False
+
+
 @pytest.fixture
 def bad_images(engine: docker.DockerClient) -> Iterator[list[str]]:
     made: list[str] = []
@@ -263,3 +320,29 @@ def test_process_keys_file_goes_when_the_bot_exits_and_a_restart_gets_the_new_ke
     process_runtime.start_bot(spec(tenant_id, {"binance": new}))
     again = process_runtime.keys_file(tenant_id)
     assert again != first and json.loads(again.read_text()) == {"binance": new}
+
+
+def test_process_a_changed_key_replaces_the_running_bots_file_in_place(
+    process_runtime: ProcessRuntime,
+) -> None:
+    old, new, tenant_id = secret(), secret(), tenant()
+    process_runtime.start_bot(spec(tenant_id, {"binance": old}))
+    wait_for(lambda: keys_loaded(process_runtime.logs(tenant_id)), what="the bot to load its keys")
+    keys_file, pid = process_runtime.keys_file(tenant_id), process_runtime.pid(tenant_id)
+
+    assert process_runtime.replace_keys(tenant_id, {"binance": new}) is True
+    assert process_runtime.replace_keys(tenant_id, {"binance": new}) is True  # again: the same
+
+    assert process_runtime.keys_file(tenant_id) == keys_file  # the path in BOT_KEYS_FILE holds
+    assert json.loads(keys_file.read_text()) == {"binance": new}
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o400
+    assert sorted(p.name for p in keys_file.parent.iterdir()) == ["keys.json"]
+    wait_for(lambda: keys_reloaded(process_runtime.logs(tenant_id)), what="the bot to re-read")
+    assert process_runtime.pid(tenant_id) == pid  # not restarted
+    for key in (old, new):
+        assert host_processes_showing(key) == []
+        assert not any(key in line for line in process_runtime.logs(tenant_id, tail=1000))
+
+    process_runtime.stop_bot(tenant_id)
+    assert process_runtime.replace_keys(tenant_id, {"binance": secret()}) is False
+    assert not keys_file.parent.exists()  # nothing written back once the bot is gone

@@ -13,7 +13,12 @@ Actors:
 - `accept_key(tenant_id, provider)`: take in a provider key the ingress sealed to this side's
   X25519 key: open it, encrypt it at rest with the Fernet keys, drop the sealed copy, in one
   transaction. The newest key a tenant sent for a provider wins whatever order messages come
-  in (one pending row per provider); a sealed key that does not open changes nothing.
+  in (one pending row per provider); a sealed key that does not open changes nothing. The same
+  transaction records the `deliver_keys` follow-up.
+- `deliver_keys(tenant_id)`: give the tenant's running bot its current keys (after a key was
+  taken in or deleted) by replacing its keys file; nothing to do when no bot runs (its next
+  start delivers them). It writes what is stored when it runs, so a repeated or late message
+  writes the same file again, and the last change always wins.
 
 Scheduled: `bots-reconcile` ticks every few seconds; every COLMENA_BOT_RECONCILE_INTERVAL_SECONDS
 it runs `reconcile_all` (one label-filtered listing for every tenant), in between it only
@@ -23,12 +28,14 @@ COLMENA_BOT_LOG_SHIP_INTERVAL_SECONDS (the ingress reads them there) and trims o
 
 Failures go through the restart policy: a bot that exited, one whose heartbeat stayed stale for
 COLMENA_BOT_UNHEALTHY_RESTART_SECONDS, and one the runtime refused to start (the engine's message
-is kept on the bots row and shown as the `start_failed` state while the backoff runs).
+is logged and kept on the bots row for operators; the tenant sees the `start_failed` state while
+the backoff runs, and reasons in colmena.domain.bot_failures' fixed words).
 
 Per-tenant serialization: everything that acts on a tenant's bot holds the tenant's PostgreSQL
 advisory lock, so two commands (or a command and the reconciler) never race; different tenants
 proceed in parallel. Docker SDK calls block, so they run in threads. Provider keys are decrypted
-only to create a bot and go nowhere but its keys file (colmena.supervisor.key_delivery).
+only to create a bot or replace its keys file, and go nowhere else
+(colmena.supervisor.key_delivery).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from colmena.config.metrics import (
     BOT_UNHEALTHY_RESTARTS,
     SECURITY_EVENTS,
 )
+from colmena.domain.bot_failures import start_failure
 from colmena.domain.key_sealing import SealError, open_sealed
 from colmena.domain.tenants import PlanLimits, decide_plan_change, fit_to_plan
 from colmena.errors import PermanentError
@@ -270,7 +278,9 @@ async def converge(
         now=now,
         force_restart=force_restart,
         start_failed_at=row.start_failed_at,
-        start_error=row.start_error,
+        # Step reasons reach the tenant (command reason, crashloop reason): its words, not the
+        # runtime's, which stay in the log line and the bots row.
+        start_error=start_failure(row.start_error).message if row.start_error else None,
         unhealthy_since=unhealthy_since,
     )
     if actual is not None and step.do in (Do.STOP, Do.START, Do.RESTART):
@@ -329,7 +339,8 @@ async def _start(
         await asyncio.to_thread(runtime.start_bot, full)
     except BotStartFailed as exc:
         failed_at = datetime.now(UTC)  # the backoff counts from the refusal, not the pass
-        failed = after_failed_start(step, str(exc), restart_state, policy_from(settings), failed_at)
+        told = start_failure(str(exc)).message
+        failed = after_failed_start(step, told, restart_state, policy_from(settings), failed_at)
         await store.set_start_failure(conn, tenant_id, failed_at=failed_at, error=str(exc))
         BOT_START_FAILURES.inc()
         log.error(
@@ -484,7 +495,29 @@ async def accept_key(resources: Resources, tenant_id: str, provider: str) -> Non
                 key_version=version,
             )
             await keys_store.delete_pending(conn, tenant_id, provider)
+            delivery = await keys_store.record_delivery(conn, tenant_id)
         log.info("provider key taken in", key_version=version)
+        await publish_now(resources.pool, resources.publisher, [delivery])
+
+
+@actor(queue=QUEUE, name=keys_store.DELIVER_ACTOR)
+async def deliver_keys(resources: Resources, tenant_id: str) -> None:
+    """Replace the running bot's keys file with the keys stored now, under the tenant's lock.
+
+    The lock orders this after a start in progress (which read the keys before this change
+    committed) and before the next one. A bot that could not take the file raises
+    KeysNotDelivered, which is retried: it keeps its old keys until then.
+    """
+    settings = resources.settings
+    runtime = await runtime_of(settings)
+    with structlog.contextvars.bound_contextvars(tenant_id=tenant_id):
+        async with resources.pool.acquire() as conn, store.tenant_lock(conn, tenant_id):
+            keys = await _decrypted_keys(conn, settings, tenant_id)
+            delivered = await asyncio.to_thread(runtime.replace_keys, tenant_id, keys)
+        if delivered:
+            log.info("provider keys delivered to the running bot", providers=len(keys))
+        else:
+            log.info("no running bot: its next start delivers the keys")
 
 
 # Every tenant ---------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ A tenant has at most COLMENA_TENANT_MAX_COMMANDS_IN_FLIGHT commands not yet done
 counted under the bots row's lock, so concurrent requests (in any process) cannot overshoot it,
 and the next one is a 429 with Retry-After. A command still queued after STALE_COMMAND_S (its
 message dead-lettered, say) no longer counts, so a lost command cannot lock a tenant out.
-Status is what the reconciler last observed, read from the bots table. A tenant reaches only
-its own resources: another tenant's command id is a 404, exactly like an id that does not exist.
+Status is what the reconciler last observed, read from the bots table, a refused start told in
+tenant-safe words (`bot_view`). A tenant reaches only its own resources: another tenant's
+command id is a 404, exactly like an id that does not exist.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from colmena.domain.bot_failures import start_failure
 from colmena.domain.tenants import ConfigError, PlanLimits, validate_config
 from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
@@ -75,6 +77,15 @@ async def queue_command(
 
 
 def bot_view(bot: store.BotRow) -> dict[str, Any]:
+    """The bot as the reconciler last saw it, for its tenant (and the admin listing).
+
+    A start the runtime refused shows as `start_failed_at` and `start_error`, a kind and a fixed
+    sentence (colmena.domain.bot_failures), never the runtime's own message: that one can hold
+    host paths and engine internals, the tenant can do nothing about any of them, and operators
+    have it in full in the "bot failed to start" log line. Both are null once a start succeeds
+    or the tenant starts the bot again.
+    """
+    failure = start_failure(bot.start_error or "") if bot.start_failed_at is not None else None
     return {
         "tenant": bot.tenant_id,
         "plan": bot.plan.name,
@@ -88,6 +99,10 @@ def bot_view(bot: store.BotRow) -> dict[str, Any]:
         "crashloop_reason": bot.crashloop_reason,
         "next_restart_at": iso(bot.next_restart_at),
         "last_exit_code": bot.last_exit_code,
+        "start_failed_at": iso(bot.start_failed_at),
+        "start_error": (
+            {"code": failure.kind.value, "message": failure.message} if failure else None
+        ),
     }
 
 

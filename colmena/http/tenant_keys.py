@@ -106,14 +106,15 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def delete_key(request: web.Request) -> web.Response:
     provider = request.match_info["provider"]
-    deleted = False
+    deleted, delivery = False, None
     # Any other name cannot have a key (and may not reach SQL: NUL).
     if PROVIDER.fullmatch(provider):
         with _key_write(request):
             async with tenant_connection(request) as conn:
-                deleted = await store.delete_key(conn, request[TENANT].id, provider)
+                deleted, delivery = await store.delete_key(conn, request[TENANT].id, provider)
     if not deleted:
         raise ApiError(404, "not_found", "no key for that provider")
+    request.config_dict[AFTER_COMMIT].submit([delivery])
     log.info("provider key deleted", provider=provider)
     return web.Response(status=204)
 

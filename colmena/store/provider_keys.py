@@ -2,7 +2,9 @@
 
 Nothing here sees a key in plain text. The ingress stores a key sealed to the supervisor as a
 pending row, with the outbox message that asks a bots worker to take it in, in one transaction;
-the worker re-encrypts it into `provider_keys` and deletes the pending row in another.
+the worker re-encrypts it into `provider_keys` and deletes the pending row in another. Whatever
+changes a tenant's stored keys (taking one in, deleting one) records, in its own transaction,
+the message that has a bots worker rewrite the running bot's keys file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from colmena.store import outbox
 from colmena.store.outbox import OutboxMessage
 
 ACCEPT_ACTOR = "accept_key"
+DELIVER_ACTOR = "deliver_keys"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,12 @@ async def delete_pending(conn: asyncpg.Connection, tenant_id: str, provider: str
     )
 
 
+async def record_delivery(conn: asyncpg.Connection, tenant_id: str) -> OutboxMessage | None:
+    """The message that has a bots worker give the tenant's running bot its current keys; call
+    in the transaction that changed them, so a change committed is a change delivered."""
+    return await outbox.record(conn, queue="bots", actor=DELIVER_ACTOR, args=[tenant_id])
+
+
 # Keys at rest ----------------------------------------------------------------------------------
 
 
@@ -124,8 +133,12 @@ async def list_keys(conn: asyncpg.Connection, tenant_id: str) -> list[KeyView]:
     return [KeyView(**dict(row)) for row in rows]
 
 
-async def delete_key(conn: asyncpg.Connection, tenant_id: str, provider: str) -> bool:
-    """Delete the tenant's key for `provider`, pending or stored; False when it had none.
+async def delete_key(
+    conn: asyncpg.Connection, tenant_id: str, provider: str
+) -> tuple[bool, OutboxMessage | None]:
+    """Delete the tenant's key for `provider`, pending or stored: (whether it had one, the
+    message that takes a stored key out of the running bot's keys file, to publish after this
+    returns). A key only pending never reached the bot, so it needs no message.
 
     Pending first, as its own statement: if a bots worker is taking that key in right now, the
     first DELETE waits for it, and the second, with a snapshot taken after it committed, then
@@ -140,7 +153,8 @@ async def delete_key(conn: asyncpg.Connection, tenant_id: str, provider: str) ->
         stored = await conn.execute(
             "DELETE FROM provider_keys WHERE tenant_id = $1 AND provider = $2", tenant_id, provider
         )
-    return pending != "DELETE 0" or stored != "DELETE 0"
+        delivery = await record_delivery(conn, tenant_id) if stored != "DELETE 0" else None
+    return pending != "DELETE 0" or stored != "DELETE 0", delivery
 
 
 async def key_ciphertexts(conn: asyncpg.Connection, tenant_id: str) -> dict[str, str]:

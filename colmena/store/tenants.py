@@ -62,6 +62,8 @@ class BotRow:
     healthy: bool | None
     last_exit_code: int | None
     unhealthy_since: datetime | None = None
+    # The last start the runtime refused, if none succeeded since, and the runtime's message
+    # about it: for operators only (a tenant sees colmena.domain.bot_failures' view of it).
     start_failed_at: datetime | None = None
     start_error: str | None = None
 

@@ -7,7 +7,10 @@
 #   BOT_CRASH_AFTER (seconds), BOT_CRASH_CODE (def. 3)  exit non-zero after that long (tests)
 #   BOT_KEYS_FILE                                       path of the provider keys, JSON
 #                                                       {"<provider>": "<key>"}; it may appear
-#                                                       just after start: wait until readable
+#                                                       just after start: wait until readable.
+#                                                       It is replaced (renamed over, never
+#                                                       half-written) when the tenant changes a
+#                                                       key: re-read it (here: every heartbeat)
 #   BOT_KEYS_WAIT_SECONDS (default 30)                  give up (exit 4) when it has not appeared
 # Keys never travel in the environment; this script never prints them.
 
@@ -49,6 +52,12 @@ while :; do
     if [ -n "$crash_after" ] && [ $((now - started)) -ge "$crash_after" ]; then
         echo "colmena-bot crashing with code $crash_code as told" >&2
         exit "$crash_code"
+    fi
+    # A key the tenant changed: the supervisor renamed a new file over the old one.
+    if [ -n "${BOT_KEYS_FILE:-}" ] && fresh=$(cat "$BOT_KEYS_FILE" 2>/dev/null) \
+        && [ "$fresh" != "$keys" ]; then
+        keys="$fresh"
+        echo "colmena-bot keys reloaded (${#keys} bytes)"
     fi
     echo "colmena-heartbeat $now"
     nap="$interval"

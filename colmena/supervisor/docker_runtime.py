@@ -4,8 +4,9 @@ One container per tenant, named after it so the engine itself refuses a second o
 labelled so a single filtered listing returns every bot of this colmena instance. Docker's
 own restart policy stays "no": colmena decides about restarts (restart_policy.py) so that
 backoff, crashloop and metrics live in one place. Provider keys reach the bot as a file on a
-tmpfs, written through an exec's stdin after start (key_delivery), so no container config,
-inspect output or layer on disk holds them. Blocking SDK calls; async callers use a thread.
+tmpfs, written through an exec's stdin after start and replaced the same way when the tenant's
+keys change (key_delivery), so no container config, inspect output or layer on disk holds
+them. Blocking SDK calls; async callers use a thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import calendar
 import re
 import socket
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +40,7 @@ from colmena.supervisor.runtime import (
     BotStartFailed,
     BotState,
     BotStatus,
+    KeysNotDelivered,
     LogBatch,
     LogEntry,
     LogPosition,
@@ -51,10 +54,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _NUMERIC_USER = re.compile(r"^(\d+):(\d+)$")
 # Runs inside the bot as its own user and reads the keys from stdin: the command line holds
-# no key. Renamed into place so the bot never reads half a file (the image needs sh, cat, mv).
+# no key. Written under a name of this exec's own ($$: a 0400 leftover of a write that died
+# cannot block the next) and renamed over the file, so the bot never reads half a file, also
+# when the keys are replaced while it runs (the image needs sh, cat, mv).
 _WRITE_KEYS = (
-    f"umask 377 && cat > {CONTAINER_KEYS_DIR}/.{KEYS_FILE_NAME}.new "
-    f"&& mv -f {CONTAINER_KEYS_DIR}/.{KEYS_FILE_NAME}.new {CONTAINER_KEYS_FILE}"
+    f'partial="{CONTAINER_KEYS_DIR}/.{KEYS_FILE_NAME}.$$" && umask 377 && cat > "$partial" '
+    f'&& mv -f "$partial" {CONTAINER_KEYS_FILE}'
 )
 KEY_DELIVERY_TIMEOUT_S = 30.0
 _EXIT_STATUS = re.compile(r"^Exited \((-?\d+)\)")
@@ -202,15 +207,44 @@ class DockerRuntime:
         return status
 
     def _deliver_keys(self, container_id: str, document: bytes) -> None:
-        """Write the keys file inside the running bot, through stdin of an exec as its user.
+        """Write the keys file of a bot just started.
 
         A bot that already exited is left as it is: the reconciler sees a crash. A running bot
         that cannot take its keys (an image without sh, cat or mv) is removed: a failed start.
         """
+        try:
+            self._write_keys(container_id, document)
+        except KeysNotDelivered as exc:
+            if not self._running(container_id):
+                return
+            self._stop_and_remove(container_id, timeout_s=0)
+            raise BotStartFailed(str(exc)) from exc
+
+    def replace_keys(self, tenant_id: str, keys: Mapping[str, str]) -> bool:
+        """Replace the keys file of the tenant's running container, through the same exec.
+
+        A bot that stops meanwhile needs nothing (its next start writes the file); a running
+        one that cannot take the file keeps running with its old keys, and the caller retries.
+        """
+        name = self._name(tenant_id)
+        if not self._running(name):
+            return False
+        try:
+            self._write_keys(name, keys_document(keys))
+        except KeysNotDelivered:
+            if not self._running(name):
+                return False
+            raise
+        log.info("bot_keys_replaced", tenant_id=tenant_id, providers=len(keys))
+        return True
+
+    def _write_keys(self, ref: str, document: bytes) -> None:
+        """Write the keys file inside the running bot, through stdin of an exec as its user;
+        KeysNotDelivered (saying what the engine or the exec said, never a key) otherwise."""
         api = self._client.api
         try:
             exec_id = api.exec_create(
-                container_id, ["/bin/sh", "-c", _WRITE_KEYS], stdin=True, user=self._user
+                ref, ["/bin/sh", "-c", _WRITE_KEYS], stdin=True, user=self._user
             )["Id"]
             stream = api.exec_start(exec_id, socket=True)
             raw: socket.socket = getattr(stream, "_sock", stream)
@@ -222,17 +256,11 @@ class DockerRuntime:
                 stream.close()
             code = self._exec_exit_code(exec_id)
         except (APIError, OSError) as exc:  # OSError: the exec's stream broke or timed out
-            if not self._running(container_id):
-                return
-            self._stop_and_remove(container_id, timeout_s=0)
             said = _engine_message(exc) if isinstance(exc, APIError) else str(exc)
-            raise BotStartFailed(f"keys not delivered: {said}") from exc
+            raise KeysNotDelivered(f"keys not delivered: {said}") from exc
         if code != 0:
-            if not self._running(container_id):
-                return
-            self._stop_and_remove(container_id, timeout_s=0)
             said = _demux(output).decode("utf-8", errors="replace").strip()[-300:]
-            raise BotStartFailed(f"keys not delivered (exit {code}): {said}")
+            raise KeysNotDelivered(f"keys not delivered (exit {code}): {said}")
 
     def _exec_exit_code(self, exec_id: str) -> int | None:
         deadline = time.monotonic() + KEY_DELIVERY_TIMEOUT_S

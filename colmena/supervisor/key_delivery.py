@@ -4,18 +4,21 @@ The environment of a container is part of its config (the engine writes it to di
 inspect` shows it) and a process's environment is readable in /proc, so keys travel as a file
 instead. The bot learns only the file's path (BOT_KEYS_FILE, not a secret). Its content is a
 JSON object from provider to key, `{"binance": "..."}`, `{}` when the tenant stored none; it is
-complete once the bot can read it, and it changes only when the bot is started again.
+complete once the bot can read it. When the tenant stores or deletes a key while the bot runs,
+the file is replaced in place (a new file renamed over the old one, so a reader gets the old
+keys or the new ones, never half), and the bot re-reads it when it changes.
 
 Docker: the file lives on a tmpfs mounted at /run/colmena (mode 0700, owned by the bot's uid)
-and is written after start by an exec that reads it from stdin, because the engine's archive
-API writes below a tmpfs mount, into the container's layer on disk. Processes: a 0700
-directory under $XDG_RUNTIME_DIR or /dev/shm, removed when the bot stops.
+and is written after start, and replaced later, by an exec that reads it from stdin, because
+the engine's archive API writes below a tmpfs mount, into the container's layer on disk.
+Processes: a 0700 directory under $XDG_RUNTIME_DIR or /dev/shm, removed when the bot stops.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -58,17 +61,31 @@ def write_keys_file(base: Path, document: bytes) -> Path:
     Written under another name and renamed, so the bot never reads half a file.
     """
     directory = Path(tempfile.mkdtemp(prefix="colmena-bot-", dir=base))  # mode 0700
+    target = directory / KEYS_FILE_NAME
     try:
-        partial = directory / f".{KEYS_FILE_NAME}.new"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(document)
-        target = directory / KEYS_FILE_NAME
-        partial.rename(target)
+        replace_keys_file(target, document)
     except BaseException:
-        remove_keys_file(directory / KEYS_FILE_NAME)
+        remove_keys_file(target)
         raise
     return target
+
+
+def replace_keys_file(target: Path, document: bytes) -> None:
+    """Put `document` at `target` (mode 0400) in one rename, over the file that was there.
+
+    The new content goes to a fresh name in the same private directory first (O_EXCL under a
+    random name: a leftover of a write that died cannot block this one), so a bot reading
+    `target` meanwhile sees the old keys or the new ones, never half a file.
+    """
+    partial = target.with_name(f".{KEYS_FILE_NAME}.{secrets.token_hex(8)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(document)
+        partial.rename(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def remove_keys_file(path: Path) -> None:

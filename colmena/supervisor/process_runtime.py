@@ -4,7 +4,8 @@ Same protocol and bot script as the container runtime, weaker isolation: rlimits
 bot's memory and CPU time, a new session lets a stop reach the bot's children, and each
 tenant gets one log file that the health check and the log shipper read like container output.
 Provider keys reach the bot as a 0400 file in a private memory-backed directory whose path is in
-BOT_KEYS_FILE (key_delivery); the file goes when the bot exits or is stopped. Bots live as long
+BOT_KEYS_FILE (key_delivery), replaced there in one rename when the tenant's keys change; the
+file goes when the bot exits or is stopped. Bots live as long
 as this object's owner: `close()` stops them all, and the reconciler starts them again on the
 next run.
 """
@@ -19,8 +20,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from colmena.supervisor.key_delivery import (
     keys_document,
     memory_backed_dir,
     remove_keys_file,
+    replace_keys_file,
     write_keys_file,
 )
 from colmena.supervisor.runtime import (
@@ -60,6 +62,9 @@ class _Bot:
     keys_file: Path
     started_at: datetime
     finished_at: datetime | None = None
+    # Held while the keys file is replaced or removed: a replacement racing the bot's exit
+    # must not leave a file behind in a directory that is being removed.
+    keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ProcessRuntime:
@@ -147,8 +152,23 @@ class ProcessRuntime:
             bot = self._bots.pop(tenant_id, None)
         if bot is not None:
             _terminate(bot.process, timeout_s)
-            remove_keys_file(bot.keys_file)
+            with bot.keys_lock:
+                remove_keys_file(bot.keys_file)
             log.info("bot_stopped", tenant_id=tenant_id)
+
+    def replace_keys(self, tenant_id: str, keys: Mapping[str, str]) -> bool:
+        """Rewrite the running bot's keys file in its private directory, in one rename."""
+        with self._lock:
+            bot = self._bots.get(tenant_id)
+        if bot is None:
+            return False
+        with bot.keys_lock:
+            # Asked under the lock: once the bot has exited, its directory is gone or going.
+            if bot.process.poll() is not None:
+                return False
+            replace_keys_file(bot.keys_file, keys_document(keys))
+        log.info("bot_keys_replaced", tenant_id=tenant_id, providers=len(keys))
+        return True
 
     def remove_bot(self, bot_id: str, timeout_s: int = 10) -> None:
         with self._lock:
@@ -237,7 +257,8 @@ def _reap(bot: _Bot) -> None:
     goes with the bot."""
     bot.process.wait()
     bot.finished_at = datetime.now(UTC)
-    remove_keys_file(bot.keys_file)
+    with bot.keys_lock:
+        remove_keys_file(bot.keys_file)
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: int) -> None:

@@ -128,6 +128,12 @@ class BotStartFailed(ColmenaError):
     delivered). Nothing of it is left behind; the message is the engine's, for the tenant."""
 
 
+class KeysNotDelivered(ColmenaError):
+    """A running bot could not take its new keys file (the exec broke, the engine refused).
+    Retryable: the bot keeps its old file meanwhile, and the next attempt writes the newest
+    keys. Never carries a key."""
+
+
 @dataclass(frozen=True)
 class LogPosition:
     """Where reading one bot's log stopped; what the numbers mean is the runtime's business.
@@ -165,6 +171,13 @@ class Runtime(Protocol):
     def start_bot(self, spec: BotSpec) -> BotStatus:
         """Replace whatever the tenant had with a fresh bot built from `spec`, started, its
         keys file in place; raises BotStartFailed, leaving no bot, when it cannot start."""
+        ...
+
+    def replace_keys(self, tenant_id: str, keys: Mapping[str, str]) -> bool:
+        """Replace the running bot's keys file with `keys` in one rename (the bot reads the
+        old file or the new one, never half). False when the tenant has no running bot: its
+        next start delivers the keys. Raises KeysNotDelivered when a running bot could not
+        take them. Writing the same keys twice changes nothing."""
         ...
 
     def stop_bot(self, tenant_id: str, timeout_s: int = 10) -> None:
