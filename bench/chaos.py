@@ -164,6 +164,7 @@ class Processes:
         self.log_dir = log_dir
         self.worker_count = worker_count
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.worker_metrics_ports: list[int] = []  # the workers', in the same order
         self.others: list[subprocess.Popen[bytes]] = []
         self._started = 0
 
@@ -181,6 +182,11 @@ class Processes:
         )
 
     def start_worker(self) -> None:
+        # A data directory of its own: each worker's metrics endpoint then counts that worker
+        # alone (a shared multiprocess directory would sum them all, on every endpoint).
+        data_dir = Path(self.env["COLMENA_DATA_DIR"], f"worker-{self._started + 1}")
+        metrics_port = free_port()
+        self.worker_metrics_ports.append(metrics_port)
         self.workers.append(
             self._spawn(
                 "worker",
@@ -191,7 +197,10 @@ class Processes:
                 "1",
                 "--threads",
                 "4",
-                extra={"COLMENA_METRICS_PORT": str(free_port())},
+                extra={
+                    "COLMENA_METRICS_PORT": str(metrics_port),
+                    "COLMENA_DATA_DIR": str(data_dir),
+                },
             )
         )
 
@@ -202,7 +211,9 @@ class Processes:
             self.start_worker()
 
     def kill_random_worker(self, rng: random.Random) -> None:
-        victim = self.workers.pop(rng.randrange(len(self.workers)))
+        index = rng.randrange(len(self.workers))
+        victim = self.workers.pop(index)
+        self.worker_metrics_ports.pop(index)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
         self.start_worker()
@@ -366,15 +377,23 @@ class RunningSystem:
     pg_proxy: TcpProxy
     amqp_proxy: TcpProxy
     smtp: SmtpSink
+    ingress_metrics_port: int
+    scheduler_metrics_port: int
 
 
 @asynccontextmanager
 async def running_system(
-    *, worker_count: int, log_dir: Path | None = None, broker_via_proxy: bool = False
+    *,
+    worker_count: int,
+    log_dir: Path | None = None,
+    broker_via_proxy: bool = False,
+    database_via_proxy: bool = True,
 ) -> AsyncIterator[RunningSystem]:
     """Start the processes with licenses configured (local SMTP, product, signing key).
 
-    PostgreSQL is always reached through a proxy the caller may cut; RabbitMQ only when asked.
+    PostgreSQL is reached through a proxy the caller may cut unless `database_via_proxy` is
+    off (capacity runs: the proxy is Python in this process, and would be what is measured);
+    RabbitMQ only when asked.
     """
     prefix = f"chaos{uuid.uuid4().hex[:6]}_"
     workdir = Path(tempfile.mkdtemp(prefix="colmena-chaos-"))
@@ -395,10 +414,17 @@ async def running_system(
             AMQP_URL.replace(f":{amqp.port}/", f":{amqp_port}/") if broker_via_proxy else AMQP_URL
         )
         http_port = free_port()
+        ingress_metrics_port, scheduler_metrics_port = free_port(), free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("COLMENA_")}
         env.update(
             {
-                "COLMENA_DATABASE_URL": database_url.replace(f":{target.port}/", f":{pg_port}/"),
+                "COLMENA_DATABASE_URL": (
+                    database_url.replace(f":{target.port}/", f":{pg_port}/")
+                    if database_via_proxy
+                    else database_url
+                ),
+                "COLMENA_INGRESS_METRICS_PORT": str(ingress_metrics_port),
+                "COLMENA_SCHEDULER_METRICS_PORT": str(scheduler_metrics_port),
                 "COLMENA_BROKER_URL": broker_url,
                 "COLMENA_QUEUE_PREFIX": prefix,
                 "COLMENA_HTTP_PORT": str(http_port),
@@ -433,6 +459,8 @@ async def running_system(
                 pg_proxy,
                 amqp_proxy,
                 smtp,
+                ingress_metrics_port,
+                scheduler_metrics_port,
             )
         finally:
             await db.close()

@@ -37,6 +37,12 @@ WEBHOOKS = Counter(
     "colmena_webhooks_total", "Webhooks received, by provider and outcome.", ["provider", "outcome"]
 )
 
+# Database (every process)
+DB_STATEMENTS = Counter(
+    "colmena_db_statements_total",
+    "SQL statements sent to PostgreSQL, BEGIN and COMMIT included: one round trip each.",
+)
+
 # Outbox
 OUTBOX_PUBLISHED = Counter(
     "colmena_outbox_published_total", "Outbox rows published to the broker.", ["path"]
