@@ -13,6 +13,7 @@ from colmena.store.migrate import (
     available_migrations,
     ensure_migrated,
 )
+from tests.conftest import wait_for
 
 
 async def test_fresh_database_gets_every_migration_then_nothing(empty_database_url: str) -> None:
@@ -53,3 +54,22 @@ async def test_unmigrated_schema_is_refused_with_instructions(empty_database_url
             await ensure_migrated(conn)
     finally:
         await conn.close()
+
+
+async def test_checking_the_schema_reads_the_applied_versions_once(database_url: str) -> None:
+    """Every process checks the schema as it starts: two statements, however many migrations."""
+    conn = await asyncpg.connect(database_url)
+    sent: list[str] = []
+    conn.add_query_logger(lambda query: sent.append(query.query))
+    try:
+        await ensure_migrated(conn)
+        await conn.fetchval("SELECT 1")  # the logger is called soon after; this comes after it
+
+        async def logged() -> bool:
+            return sent[-1:] == ["SELECT 1"]
+
+        await wait_for(logged, timeout=5)
+    finally:
+        await conn.close()
+    assert len(available_migrations()) > 2
+    assert len(sent) == 3, sent

@@ -83,9 +83,8 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
 
 async def ensure_migrated(conn: asyncpg.Connection) -> None:
     """Refuse to run code against a schema it was not written for."""
-    missing = [
-        m.name for m in available_migrations() if m.version not in await _applied_versions(conn)
-    ]
+    applied = await _applied_versions(conn)
+    missing = [m.name for m in available_migrations() if m.version not in applied]
     if missing:
         raise SchemaNotMigrated(
             f"the database schema is missing {len(missing)} migration(s) ({missing[0]}...): "
