@@ -29,6 +29,7 @@ fiscal_postal_code, cfdi_use, payment_form, payment_method.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -160,8 +161,7 @@ async def apply_update(
             reason=decision.reason,
         )
         return f"ignored: {decision.reason}", []
-    await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
-    settled = await payments.get(conn, payment.id)
+    settled = await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
     if settled is None:  # locked by this transaction: only a bug or a manual DELETE gets here
         raise PermanentError(f"payment {payment.id} vanished while locked")
     PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
@@ -176,15 +176,19 @@ async def apply_update(
 
 
 async def settle(
-    pool: asyncpg.Pool, inbox_id: int, interpretation: Interpretation
+    pool: asyncpg.Pool,
+    inbox_id: int,
+    interpret: Callable[[inbox.InboxEvent], Interpretation],
 ) -> list[OutboxMessage | None]:
-    """Apply an interpreted inbox event exactly once; returns the follow-ups to publish."""
+    """Apply the inbox event, as `interpret` reads it, exactly once; returns the follow-ups to
+    publish. `interpret` runs under the event's lock, only when it is not yet processed."""
     async with pool.acquire() as conn, conn.transaction():
         event = await inbox.load_for_processing(conn, inbox_id)
         if event is None:
             raise PermanentError(f"inbox event {inbox_id} does not exist")
         if event.processed:
             return []
+        interpretation = interpret(event)
         rows: list[OutboxMessage | None] = []
         if isinstance(interpretation, Ignored):
             outcome = f"ignored: {interpretation.reason}"
@@ -207,10 +211,9 @@ async def _stored_event(pool: asyncpg.Pool, inbox_id: int) -> inbox.InboxEvent:
 
 @actor(queue=QUEUE, name="settle_stripe_event")
 async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
-    event = await _stored_event(resources.pool, inbox_id)
-    if event.processed:
-        return
-    rows = await settle(resources.pool, inbox_id, interpret_stripe(event.payload))
+    # No read ahead of the transaction: a Stripe event needs no remote call, so `settle` reads
+    # it under its lock and interprets it there.
+    rows = await settle(resources.pool, inbox_id, lambda event: interpret_stripe(event.payload))
     await publish_now(resources.pool, resources.publisher, rows)
 
 
@@ -237,14 +240,14 @@ async def settle_mercadopago_notification(resources: Resources, inbox_id: int) -
     if event.processed:
         return
     if event.kind != "payment":
-        rows = await settle(
-            resources.pool, inbox_id, Ignored(f"notification type {event.kind} is not handled")
-        )
+        ignored = Ignored(f"notification type {event.kind} is not handled")
+        rows = await settle(resources.pool, inbox_id, lambda _event: ignored)
         await publish_now(resources.pool, resources.publisher, rows)
         return
     payment_id = str(event.payload["data"]["id"])
     client = mercadopago_client(resources)
     # A MercadoPagoError propagates: unavailable is retried, unknown or refused dead-letters.
     payment = await asyncio.to_thread(client.get_payment, payment_id)
-    rows = await settle(resources.pool, inbox_id, interpret_mercadopago(payment))
+    interpretation = interpret_mercadopago(payment)
+    rows = await settle(resources.pool, inbox_id, lambda _event: interpretation)
     await publish_now(resources.pool, resources.publisher, rows)

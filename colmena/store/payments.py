@@ -93,13 +93,17 @@ async def lock_or_create(conn: asyncpg.Connection, fields: dict[str, Any]) -> tu
         fields.get("metadata") or {},
         fields["provider_at"],
     )
+    if inserted is not None:
+        # A row this transaction inserted is already its own: others' inserts of the same
+        # payment wait on it, and nobody else sees it before the commit.
+        return _payment(inserted), True
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM payments "
         "WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE",
         fields["provider"],
         fields["provider_payment_id"],
     )
-    return _payment(row), inserted is not None
+    return _payment(row), False
 
 
 async def fill_details(conn: asyncpg.Connection, payment_id: int, fields: dict[str, Any]) -> None:
@@ -128,18 +132,21 @@ async def fill_details(conn: asyncpg.Connection, payment_id: int, fields: dict[s
 
 async def set_status(
     conn: asyncpg.Connection, payment_id: int, status: str, provider_at: datetime
-) -> None:
-    await conn.execute(
-        """
+) -> Payment | None:
+    """Set the status; the payment as it now is (None if the row is gone)."""
+    row = await conn.fetchrow(
+        f"""
         UPDATE payments SET status = $2, status_at = $3, updated_at = now(),
             approved_at = CASE WHEN $2 = 'approved' AND approved_at IS NULL THEN now()
                                ELSE approved_at END
         WHERE id = $1
+        RETURNING {_COLUMNS}
         """,
         payment_id,
         status,
         provider_at,
     )
+    return _payment(row) if row else None
 
 
 async def add_event(
