@@ -194,8 +194,7 @@ async def _send_locked(
             )
             return
         await ensure_package(conn, settings, record)
-        await store.invalidate_links(conn, record.id)
-        link = await store.create_link(
+        link = await store.replace_link(
             conn,
             license_id=record.id,
             email_id=email_id,
@@ -203,7 +202,6 @@ async def _send_locked(
             ttl_s=settings.license_link_ttl_hours * 3600,
             max_downloads=settings.license_max_downloads,
         )
-        await store.note_email_attempt(conn, email_id)
     email = license_delivery_email(
         locale=record.customer_locale,
         product_name=product_name(record.product_ref, record.edition),
@@ -228,10 +226,7 @@ async def _send_locked(
                 error=str(exc),
             )
         raise
-    async with conn.transaction():
-        await store.mark_email_sent(
-            conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id
-        )
+    await store.mark_email_sent(conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id)
     LICENSE_EMAILS.labels(outcome="sent").inc()
     log.info(
         "license email sent",

@@ -236,7 +236,7 @@ async def invalidate_links(conn: asyncpg.Connection, license_id: uuid.UUID) -> i
     return int(result.split()[-1])
 
 
-async def create_link(
+async def replace_link(
     conn: asyncpg.Connection,
     *,
     license_id: uuid.UUID,
@@ -245,8 +245,18 @@ async def create_link(
     ttl_s: float,
     max_downloads: int,
 ) -> NewLink:
+    """Kill every working link of the license, count the email's attempt and store the new
+    link, in one statement (one round trip). The new row is not in the snapshot the UPDATE
+    reads, so it is the one link left working."""
     row = await conn.fetchrow(
         """
+        WITH invalidated AS (
+            UPDATE download_links SET invalidated_at = now()
+            WHERE license_id = $1 AND invalidated_at IS NULL
+              AND used < max_downloads AND expires_at > now()
+        ), attempted AS (
+            UPDATE license_emails SET attempts = attempts + 1 WHERE id = $2
+        )
         INSERT INTO download_links (license_id, email_id, token_sha256, expires_at, max_downloads)
         VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
         RETURNING id, expires_at, max_downloads
@@ -260,10 +270,6 @@ async def create_link(
     return NewLink(id=row["id"], expires_at=row["expires_at"], max_downloads=row["max_downloads"])
 
 
-async def note_email_attempt(conn: asyncpg.Connection, email_id: int) -> None:
-    await conn.execute("UPDATE license_emails SET attempts = attempts + 1 WHERE id = $1", email_id)
-
-
 async def note_email_failure(conn: asyncpg.Connection, email_id: int, error: str) -> None:
     await conn.execute(
         "UPDATE license_emails SET last_error = $2 WHERE id = $1", email_id, error[:500]
@@ -273,13 +279,19 @@ async def note_email_failure(conn: asyncpg.Connection, email_id: int, error: str
 async def mark_email_sent(
     conn: asyncpg.Connection, email_id: int, *, link_id: int, smtp_message_id: str
 ) -> None:
+    """The email went out with that link: one statement, so atomic without a transaction."""
     await conn.execute(
-        "UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL "
-        "WHERE id = $1",
+        """
+        WITH sent AS (
+            UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL
+            WHERE id = $1
+        )
+        UPDATE download_links SET emailed_at = now() WHERE id = $3
+        """,
         email_id,
         smtp_message_id,
+        link_id,
     )
-    await conn.execute("UPDATE download_links SET emailed_at = now() WHERE id = $1", link_id)
 
 
 async def supersede_unsent(conn: asyncpg.Connection, license_id: uuid.UUID) -> int:
