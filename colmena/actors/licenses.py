@@ -106,8 +106,9 @@ async def issue_license(
     license = license_for(payment, now=datetime.now(UTC))
     key = sign_license(license, signing_key(settings))
     locale = payment.customer_locale or (payment.metadata or {}).get("locale")
-    record = await store.insert(conn, license, payment_id=payment_id, locale=locale, key=key)
-    email_id = await store.add_email(conn, record.id, "purchase")
+    record, email_id = await store.insert(
+        conn, license, payment_id=payment_id, locale=locale, key=key
+    )
     return record, email_id, True
 
 

@@ -141,13 +141,20 @@ async def get_by_payment(conn: asyncpg.Connection, payment_id: int) -> LicenseRe
 
 async def insert(
     conn: asyncpg.Connection, license: License, *, payment_id: int, locale: str | None, key: str
-) -> LicenseRecord:
+) -> tuple[LicenseRecord, int]:
+    """Store an issued license with its purchase email in one statement: (license, email id)."""
     row = await conn.fetchrow(
         f"""
-        INSERT INTO licenses (id, payment_id, product_ref, edition, customer_email, customer_locale,
-            seats, issued_at, expires_at, license_key)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-        RETURNING {_LICENSE_COLUMNS}
+        WITH issued AS (
+            INSERT INTO licenses (id, payment_id, product_ref, edition, customer_email,
+                customer_locale, seats, issued_at, expires_at, license_key)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            RETURNING {_LICENSE_COLUMNS}
+        ), purchase_email AS (
+            INSERT INTO license_emails (license_id, reason) SELECT id, 'purchase' FROM issued
+            RETURNING id AS email_id
+        )
+        SELECT issued.*, purchase_email.email_id FROM issued, purchase_email
         """,
         uuid.UUID(license.license_id),
         payment_id,
@@ -160,7 +167,7 @@ async def insert(
         license.expires_at,
         key,
     )
-    return _license(row)
+    return _license(row), int(row["email_id"])
 
 
 async def add_email(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str) -> int:
