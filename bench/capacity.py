@@ -82,7 +82,8 @@ def cpu_by_group(system: RunningSystem) -> dict[str, ProcessCpu]:
         ),
     }
     groups.update({group: cpu_of(named(names)) for group, names in SERVICES.items()})
-    groups["driver (sender, SMTP sink)"] = cpu_of(tree(os.getpid()))
+    # This process alone: the colmena processes are its children, counted above.
+    groups["driver (sender, SMTP sink)"] = cpu_of([psutil.Process(os.getpid())])
     return groups
 
 
