@@ -15,6 +15,7 @@ from colmena.gateways.mail import (
     language_for,
     license_delivery_email,
 )
+from colmena.gateways.smtp_sessions import IdleSessions
 from tests.standins.smtp import SmtpStandin, free_port
 
 SENDER = "licencias@colmena.example"
@@ -221,3 +222,49 @@ async def test_plain_sender_is_refused_by_a_starttls_only_server():
             await mailer_for(server).send_email("ana@example.com", delivery("es"))
         assert is_permanent(caught.value) and caught.value.code == 530
         assert server.messages == []
+
+
+async def test_messages_share_one_session_and_shutdown_quits_it(smtp):
+    mailer = mailer_for(smtp)
+    for _ in range(3):
+        await mailer.send_email("ana@example.com", delivery("es"))
+    await smtp.wait_for_async(3)
+    assert len(set(smtp.sessions)) == 1, "one connection carried the three messages"
+    assert mailer.sessions.count() == 1
+    await mailer.close()
+    assert mailer.sessions.count() == 0
+
+
+async def test_a_session_dropped_while_idle_is_replaced_and_nothing_is_lost(smtp):
+    mailer = mailer_for(smtp)
+    await mailer.send_email("ana@example.com", delivery("es"))
+    smtp.stop()  # the server goes away with the idle session
+    smtp.start()
+    await mailer.send_email("ana@example.com", delivery("en"))
+    received = await smtp.wait_for_async(2)
+    assert len(received) == 2 and len(set(smtp.sessions)) == 2
+
+
+async def test_a_session_that_failed_is_never_reused(smtp):
+    mailer = mailer_for(smtp)
+    await mailer.send_email("ana@example.com", delivery("es"))
+    smtp.reply = "451 4.3.0 try later"
+    with pytest.raises(MailDeliveryError):
+        await mailer.send_email("ana@example.com", delivery("es"))
+    assert mailer.sessions.count() == 0
+    smtp.reply = None
+    await mailer.send_email("ana@example.com", delivery("es"))
+    await smtp.wait_for_async(2)
+    first, second = smtp.sessions
+    assert first != second, "the refused session was closed, the next message opened another"
+
+
+async def test_a_session_idle_too_long_is_not_reused(smtp):
+    now = [0.0]
+    mailer = mailer_for(smtp)
+    mailer.sessions = IdleSessions(max_idle_s=30.0, clock=lambda: now[0])
+    await mailer.send_email("ana@example.com", delivery("es"))
+    now[0] = 31.0
+    await mailer.send_email("ana@example.com", delivery("es"))
+    await smtp.wait_for_async(2)
+    assert len(set(smtp.sessions)) == 2

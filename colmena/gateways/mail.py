@@ -22,6 +22,7 @@ import aiosmtplib
 import structlog
 
 from colmena.errors import ColmenaError
+from colmena.gateways.smtp_sessions import IdleSessions
 
 log = structlog.get_logger(__name__)
 
@@ -90,8 +91,8 @@ def build_message(
 
 
 class SmtpMailer:
-    """One SMTP connection per message: mail is rare here, and a fresh connection never
-    inherits a half-broken session from an earlier failure."""
+    """Hands messages to one SMTP server, keeping sessions open between them
+    (`smtp_sessions`): a session that delivered is reused, one that failed is closed."""
 
     def __init__(
         self,
@@ -118,6 +119,7 @@ class SmtpMailer:
         # Passed explicitly: aiosmtplib's default, socket.getfqdn(), can stall on DNS.
         self._local_hostname = local_hostname or _domain(sender)
         self._tls_context = tls_context
+        self.sessions = IdleSessions()
 
     def __repr__(self) -> str:
         return f"SmtpMailer(host={self.host!r}, port={self.port}, starttls={self.starttls})"
@@ -163,6 +165,28 @@ class SmtpMailer:
         return message_id
 
     async def _deliver(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
+        client = await self._reused_session() or await self._open_session()
+        try:
+            refused, _ = await client.send_message(message)
+        except BaseException:
+            client.close()  # whatever state the session is in, it is not reused
+            raise
+        if not self.sessions.give_back(client):
+            await client.quit()
+        return refused
+
+    async def _reused_session(self) -> aiosmtplib.SMTP | None:
+        client = self.sessions.take()
+        if client is None:
+            return None
+        try:
+            await client.noop()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()  # dropped by the server while idle: open a fresh one
+            return None
+        return client
+
+    async def _open_session(self) -> aiosmtplib.SMTP:
         """Step by step rather than ``aiosmtplib.send`` so that a server not offering
         STARTTLS is told apart from other errors: it is a configuration fault, and the
         message must never go out in clear text instead."""
@@ -173,7 +197,8 @@ class SmtpMailer:
             local_hostname=self._local_hostname,
             start_tls=False,
         )
-        async with client:
+        await client.connect()
+        try:
             if self.starttls:
                 await client.ehlo()
                 if not client.supports_extension("starttls"):
@@ -181,8 +206,14 @@ class SmtpMailer:
                 await client.starttls(tls_context=self._tls_context)
             if self._username is not None and self._password is not None:
                 await client.login(self._username, self._password)
-            refused, _ = await client.send_message(message)
-        return refused
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def close(self) -> None:
+        """QUIT the sessions kept open (on shutdown)."""
+        await self.sessions.close()
 
     async def send_email(
         self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()

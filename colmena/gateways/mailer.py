@@ -46,5 +46,10 @@ def mailer_for(settings: Settings) -> Mailer:
     raise MailerNotConfigured("COLMENA_SMTP_HOST is not set: customer emails cannot be sent")
 
 
-# Nothing to close: SmtpMailer opens one connection per message.
-MAILER: SharedClient[Mailer] = SharedClient("mailer", mailer_for)
+async def close_mailer(mailer: Mailer) -> None:
+    """SMTP sessions kept open are closed with the process; a mail drop holds nothing."""
+    if isinstance(mailer, SmtpMailer):
+        await mailer.close()
+
+
+MAILER: SharedClient[Mailer] = SharedClient("mailer", mailer_for, close_mailer)

@@ -98,6 +98,7 @@ class SmtpStandin:
         self.reply: str | None = None
         self._messages: list[ReceivedMail] = []
         self._refusals = 0
+        self._sessions: list[int] = []  # the session each accepted message came in, in order
         self._changed = threading.Condition()
         self._controller: Controller | None = None
 
@@ -105,6 +106,12 @@ class SmtpStandin:
     def messages(self) -> list[ReceivedMail]:
         with self._changed:
             return list(self._messages)
+
+    @property
+    def sessions(self) -> list[int]:
+        """For each accepted message, which SMTP session (connection) carried it."""
+        with self._changed:
+            return list(self._sessions)
 
     @property
     def refusals(self) -> int:
@@ -170,6 +177,7 @@ class SmtpStandin:
         )
         with self._changed:
             self._messages.append(received)
+            self._sessions.append(id(session))
             self._changed.notify_all()
         return "250 OK"
 
