@@ -17,6 +17,7 @@ from tests.licenses_support import (
     SIGNING_KEY,
     drain,
     insert_payment,
+    license_packages,
     license_settings,
     run_cli,
     token_in,
@@ -51,7 +52,7 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
 
     license = await db.fetchrow("SELECT * FROM licenses")
     assert await db.fetchval("SELECT count(*) FROM licenses") == 1
-    packages = list((tmp_path / "packages").rglob("*.zip"))
+    packages = license_packages(tmp_path / "packages")
     assert [p.name for p in packages] == ["colmena-bot.zip"]
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
     stored = await db.fetchrow(
@@ -126,7 +127,7 @@ async def test_duplicate_and_concurrent_deliveries_give_one_license_and_one_emai
         )
         == 1
     )
-    assert len(list((tmp_path / "packages").rglob("*.zip"))) == 1
+    assert len(license_packages(tmp_path / "packages")) == 1
     assert queue_counts(settings.queue_prefix + "licenses") == (0, 0, 0)
 
 

@@ -20,7 +20,7 @@ from colmena.domain.licensing import (
     verify_license_key,
 )
 from colmena.domain.packaging import PackagingError
-from colmena.gateways.packaging import build_package
+from colmena.gateways.packaging import ARCHIVES_DIRNAME, build_package
 
 ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -136,3 +136,29 @@ def test_product_may_not_shadow_the_license_files(tmp_path, product_dir, signed)
     (product_dir / "license.key").write_text("fake")
     with pytest.raises(PackagingError):
         build_package(product_dir, tmp_path / "s", filename="p.zip", license=lic, license_key=key)
+
+
+def test_the_product_is_compressed_once_per_version(tmp_path, product_dir, signed):
+    lic, key, _ = signed
+    storage = tmp_path / "storage"
+    archives = storage / ARCHIVES_DIRNAME
+    build_package(product_dir, storage / "one", filename="p.zip", license=lic, license_key=key)
+    [archive] = archives.iterdir()
+    built = archive.stat()
+    second = build_package(
+        product_dir, storage / "two", filename="p.zip", license=lic, license_key=key
+    )
+    assert list(archives.iterdir()) == [archive]
+    assert (archive.stat().st_ino, archive.stat().st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
+    with zipfile.ZipFile(second.path) as package:
+        assert package.read("docs/manual.pdf") == (product_dir / "docs/manual.pdf").read_bytes()
+        assert package.read("license.key").decode().strip() == key.strip()
+
+    (product_dir / "README.txt").write_text("Colmena Industrial 2\n")
+    third = build_package(
+        product_dir, storage / "three", filename="p.zip", license=lic, license_key=key
+    )
+    [replacement] = archives.iterdir()
+    assert replacement != archive, "a new version of the product, a new archive; the old one goes"
+    with zipfile.ZipFile(third.path) as package:
+        assert package.read("README.txt") == b"Colmena Industrial 2\n"
