@@ -8,6 +8,7 @@ and deletes its keys afterwards; Redis outages are a TCP proxy cut, never the ma
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -331,6 +332,33 @@ async def test_redis_down_falls_back_to_per_process_budgets_then_shares_again(
     finally:
         await direct.aclose()
         await proxy.cut()
+
+
+async def test_a_redis_that_refuses_commands_is_down_too(make_client, shared) -> None:
+    """A Redis that answers but refuses (protected mode, NOAUTH, out of memory) is no budget
+    store either: the ingress limits per process, never answers 500."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            for _ in range(max(1, chunk.count(b"\r\n*") + chunk.startswith(b"*"))):
+                writer.write(b"-DENIED Redis is running in protected mode\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await make_client(
+            shared.model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0")})
+        )
+        downs = security_events("rate_limit_store_down")
+        codes = await statuses(lambda i: wrong_token(client, i), FAILED_AUTH_BUDGET + 1)
+        assert all(code in (401, 404) for code in codes[:FAILED_AUTH_BUDGET]), codes
+        assert codes[FAILED_AUTH_BUDGET] == 429
+        assert security_events("rate_limit_store_down") == downs + 1
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 # --- the algorithm and the presets ------------------------------------------------------------

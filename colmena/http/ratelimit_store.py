@@ -28,7 +28,9 @@ from colmena.config.rate_limit_settings import RateRule
 log = structlog.get_logger(__name__)
 
 US = 1_000_000
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Any failure of Redis, not only an unreachable one: a server that answers but refuses (protected
+# mode, NOAUTH, out of memory, a read-only replica) holds no budget either.
+REDIS_DOWN = (redis.exceptions.RedisError, OSError)
 
 
 @dataclass(frozen=True)
