@@ -89,3 +89,61 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
         [binary, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+LOCAL = yaml.safe_load((ROOT / "docker-compose.local.yml").read_text())
+COLMENA_SERVICES = [
+    name for name, service in COMPOSE["services"].items() if "ops/Dockerfile" in str(service)
+]
+
+
+def test_the_local_override_changes_only_where_images_come_from() -> None:
+    """docker-compose.local.yml selects bases built from Debian's packages and cuts the
+    networks off; what runs (commands, healthchecks, volumes, users) stays the project's."""
+    allowed = {"image", "build", "profiles"}
+    for name, service in LOCAL["services"].items():
+        assert name in COMPOSE["services"], name
+        assert set(service) <= allowed, (name, set(service) - allowed)
+        if "build" in service:
+            assert service["build"]["args"]["BASE_IMAGE"] == "colmena-local/debian:bookworm"
+            assert service["build"]["network"] == "host"
+            assert service["image"].startswith(("colmena-local/", "colmena:local"))
+    assert set(COLMENA_SERVICES) <= set(LOCAL["services"])
+    # Grafana alone has no Debian package: behind a profile, not started locally.
+    assert LOCAL["services"]["grafana"] == {"profiles": ["grafana"]}
+    assert set(LOCAL["networks"]) == {"default", *COMPOSE["networks"]}
+    assert all(network["internal"] is True for network in LOCAL["networks"].values())
+
+
+def test_colmena_runs_as_its_user_on_a_read_only_root() -> None:
+    dockerfile = (ROOT / "ops" / "Dockerfile").read_text()
+    assert "USER colmena" in dockerfile
+    for package in ("libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz-subset0"):
+        assert package in dockerfile, package
+    for name in COLMENA_SERVICES:
+        service = COMPOSE["services"][name]
+        assert service.get("read_only") is True, name
+        assert "/tmp" in service["tmpfs"], name
+        if name not in ("worker-bots", "scheduler"):  # these two drive the Docker engine
+            assert "user" not in service, name
+
+
+def test_docker_compose_accepts_the_file_with_the_local_override(tmp_path: Path) -> None:
+    binary = shutil.which("docker-compose")
+    assert binary is not None, "docker-compose is needed (.ci/run installs it)"
+    for name in ("docker-compose.yml", "docker-compose.local.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "ops" / "images", tmp_path / "ops" / "images")  # build contexts
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    result = subprocess.run(
+        [binary, "-f", "docker-compose.yml", "-f", "docker-compose.local.yml", "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    merged = yaml.safe_load(result.stdout)
+    assert merged["services"]["ingress"]["image"] == "colmena:local"
+    assert merged["services"]["ingress"]["read_only"] is True
+    assert merged["services"]["postgres"]["image"] == "colmena-local/postgres:15"
