@@ -7,11 +7,18 @@ and certificate in the TimbreFiscalDigital dominate the layout cost).
 End to end: `stamp_invoice` messages on RabbitMQ -> invoice row and folio in PostgreSQL, seal,
 validate, stamp by the SW stand-in PAC (aiohttp on 127.0.0.1, in this process: its schema
 check, seal verification and TFD signing share the CPU and the GIL with the worker), stamped
-XML filed, `deliver_invoice` through the outbox -> PDF rendered and filed, email with XML and
-PDF accepted by an SMTP stand-in. Shares are of the summed actor time (both actors); with
-several threads the phases of different messages overlap, so a phase includes waiting.
+XML filed, `deliver_invoice` through the outbox -> PDF rendered in the worker's render
+processes (`--pdf-processes`, COLMENA_PDF_PROCESSES) and filed, email with XML and PDF accepted
+by an SMTP stand-in. Shares are of the summed actor time (both actors); with several threads the
+phases of different messages overlap, so a phase includes waiting ("pdf" is the wait for a
+render process; their own CPU is reported apart).
 
-    python bench/stamping.py [--invoices 200] [--e2e 40] [--threads 1,4]
+Each end-to-end rate is printed against the first thread count's (the 4-vs-1 ratio with the
+default `--threads 1,4`) and against `--before`: the end-to-end rate measured when the PDF
+still rendered in the worker's threads, under its GIL (`BEFORE_RATE` says where and how; pass
+your own figure on another machine).
+
+    python bench/stamping.py [--invoices 200] [--e2e 40] [--threads 1,4] [--pdf-processes 2]
 """
 
 from __future__ import annotations
@@ -53,10 +60,11 @@ from bench.standins.pac import StandInSW, sample_invoice
 from bench.standins.smtp import SmtpSink
 from colmena.config import Settings
 from colmena.config.logging import configure_logging
-from colmena.gateways import cfdi, invoice_files
+from colmena.gateways import cfdi
 from colmena.gateways.cfdi import build_comprobante, load_signer, render_pdf, validate
 from colmena.gateways.mail import SmtpMailer
 from colmena.gateways.pac import PacGateway
+from colmena.gateways.pdf_renderer import PdfRenderer, RenderedPdf
 from colmena.runtime.broker import build_broker
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
@@ -66,6 +74,10 @@ CPU_STEPS = ("build", "signing", "validation", "pdf")
 E2E_PHASES = ("signing", "validation", "pdf", "pac", "smtp", "database")
 _DB_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval")
 TIMED_ACTORS = ("stamp_invoice", "deliver_invoice")
+# The end-to-end rate (invoices/s) before the PDF left the worker's GIL: commit 2708f81 on a
+# shared 2-core machine, `--e2e 40 --threads 1,4`; the better of 1 and 4 threads (1 thread: 4
+# threads only took turns), median of three runs alternated with this code (4.4, 5.1, 5.8).
+BEFORE_RATE = 5.1
 
 
 def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
@@ -122,7 +134,7 @@ def instrumented(clock: Clock) -> Iterator[None]:
 
     patch(cfdi40.Comprobante, "sign", clock.wrap_sync("signing", cfdi40.Comprobante.sign))
     patch(cfdi, "validate", clock.wrap_sync("validation", cfdi.validate))
-    patch(invoice_files, "render_pdf", clock.wrap_sync("pdf", invoice_files.render_pdf))
+    patch(PdfRenderer, "render", clock.wrap_async("pdf", _counting_cpu(clock)))
     patch(PacGateway, "stamp", clock.wrap_sync("pac", PacGateway.stamp))
     patch(SmtpMailer, "send_email", clock.wrap_async("smtp", SmtpMailer.send_email))
     for method in _DB_METHODS:
@@ -133,6 +145,18 @@ def instrumented(clock: Clock) -> Iterator[None]:
     finally:
         for owner, name, original in reversed(saved):
             setattr(owner, name, original)
+
+
+def _counting_cpu(clock: Clock) -> Any:
+    """`PdfRenderer.render`, adding the render process's own CPU to the clock's "pdf cpu"."""
+    render = PdfRenderer.render
+
+    async def counted(self: PdfRenderer, stamped_xml: bytes) -> RenderedPdf:
+        rendered = await render(self, stamped_xml)
+        clock.spent["pdf cpu"] += rendered.cpu_seconds
+        return rendered
+
+    return counted
 
 
 async def insert_payments(url: str, count: int) -> list[int]:
@@ -166,9 +190,13 @@ async def insert_payments(url: str, count: int) -> list[int]:
 class Run:
     rate: float
     shares: dict[str, float]
+    pdf_cpu_ms: float  # per invoice, in the render processes
+    process_cpu_ms: float  # per invoice, in this process: worker, stand-in PAC and SMTP
 
 
-async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) -> Run:
+async def end_to_end(
+    count: int, threads: int, pdf_processes: int, csd: CsdFiles, pac: StandInSW
+) -> Run:
     prefix = f"bench{uuid.uuid4().hex[:6]}_"
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp, SmtpSink() as smtp:
@@ -180,6 +208,7 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
                 queue_prefix=prefix,
                 data_dir=Path(tmp, "data"),
                 db_pool_max=threads + 2,
+                pdf_processes=pdf_processes,
                 pac_base_url=pac.url,
                 pac_token=SecretStr(pac.token),
                 cfdi_csd_cer_path=cer,
@@ -210,10 +239,12 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
                     await smtp.wait_for_async(1, timeout=120)
                     clock.reset()
                     started = time.perf_counter()
+                    cpu_started = time.process_time()
                     for payment_id in payment_ids[1:]:
                         stamp.send(payment_id)
                     await smtp.wait_for_async(count + 1, timeout=1200)
                     elapsed = time.perf_counter() - started
+                    process_cpu = time.process_time() - cpu_started
                 finally:
                     await asyncio.to_thread(worker.stop)
                     broker.close()
@@ -221,10 +252,17 @@ async def end_to_end(count: int, threads: int, csd: CsdFiles, pac: StandInSW) ->
     total = clock.spent["total"]
     shares = {phase: 100 * clock.spent[phase] / total for phase in E2E_PHASES}
     shares["other"] = max(0.0, 100 - sum(shares.values()))
-    return Run(rate=count / elapsed, shares=shares)
+    return Run(
+        rate=count / elapsed,
+        shares=shares,
+        pdf_cpu_ms=1000 * clock.spent["pdf cpu"] / count,
+        process_cpu_ms=1000 * process_cpu / count,
+    )
 
 
-async def run_all(invoices: int, e2e: int, thread_counts: list[int]) -> None:
+async def run_all(
+    invoices: int, e2e: int, thread_counts: list[int], pdf_processes: int, before: float
+) -> None:
     ca = make_ca()
     csd = make_csd(ca)
     sat = make_sat_certificate(ca)
@@ -234,17 +272,35 @@ async def run_all(invoices: int, e2e: int, thread_counts: list[int]) -> None:
         cpu_only(invoices, csd, pac)
         baseline: float | None = None
         for threads in thread_counts:
-            result = await end_to_end(e2e, threads, csd, pac)
+            result = await end_to_end(e2e, threads, pdf_processes, csd, pac)
+            name = f"invoices end to end (stand-in PAC, PDF, email), {threads} worker thread(s)"
             figure(
-                f"invoices end to end (stand-in PAC, PDF, email), {threads} worker thread(s)",
+                name,
                 result.rate,
                 "invoices/s",
                 baseline=baseline,
                 baseline_name=f"{thread_counts[0]} thread(s)",
             )
+            figure(
+                f"{name} vs before the render processes",
+                result.rate,
+                "invoices/s",
+                baseline=before,
+                baseline_name="PDF in the worker's threads",
+            )
             baseline = baseline or result.rate
             for phase, share in result.shares.items():
                 figure(f"  share of actor time in {phase}, {threads} thread(s)", share, "%")
+            figure(
+                f"  CPU per PDF in the {pdf_processes} render processes, {threads} thread(s)",
+                result.pdf_cpu_ms,
+                "ms",
+            )
+            figure(
+                f"  CPU per invoice in this process (worker, stand-ins), {threads} thread(s)",
+                result.process_cpu_ms,
+                "ms",
+            )
     finally:
         await pac.stop()
 
@@ -256,13 +312,23 @@ def main() -> None:
     )
     parser.add_argument("--e2e", type=int, default=40, help="invoices per end-to-end run")
     parser.add_argument("--threads", default="1,4", help="comma-separated worker thread counts")
+    parser.add_argument(
+        "--pdf-processes", type=int, default=2, help="render processes of the worker"
+    )
+    parser.add_argument(
+        "--before",
+        type=float,
+        default=BEFORE_RATE,
+        help="end-to-end invoices/s with the PDF in the worker's threads, on this machine",
+    )
     args = parser.parse_args()
     configure_logging(dev=True, level="WARNING")  # the figures are the output
     print(
         f"machine: {machine()}; CPU-only invoices: {args.invoices}; "
-        f"end-to-end invoices per run: {args.e2e}"
+        f"end-to-end invoices per run: {args.e2e}; render processes: {args.pdf_processes}"
     )
-    asyncio.run(run_all(args.invoices, args.e2e, [int(n) for n in args.threads.split(",")]))
+    thread_counts = [int(n) for n in args.threads.split(",")]
+    asyncio.run(run_all(args.invoices, args.e2e, thread_counts, args.pdf_processes, args.before))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import json
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import SecretStr
 from satcfdi.models import Signer
 from satcfdi.transform import xslt_transform
 
+from colmena.actors.invoice_delivery import DELIVERY_LOCK
 from colmena.actors.stamping import watch_csd
 from colmena.cli import cli
 from colmena.config import Settings
@@ -518,3 +520,75 @@ async def test_unconfigured_mail_dead_letters_with_a_hint(
         line = await wait_for(lambda: dead_letter_line(logs, "deliver_invoice"), timeout=30)
     assert line["reason"] == "MailerNotConfigured"
     assert "set COLMENA_SMTP_HOST" in line["hint"]
+
+
+async def delivery_locked(db: asyncpg.Connection, invoice_id: int) -> bool:
+    """Whether a `deliver_invoice` holds the invoice's advisory lock (it spans the render)."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT count(*) FROM pg_locks
+            WHERE locktype = 'advisory' AND objsubid = 2 AND classid::bigint = $1
+                AND objid::bigint = $2 AND granted
+            """,
+            DELIVERY_LOCK,
+            invoice_id,
+        )
+    )
+
+
+async def test_a_render_process_killed_mid_render_is_survived_and_the_invoice_emailed_once(
+    db: asyncpg.Connection, configure, start_worker, smtp: SmtpStandin
+) -> None:
+    settings = configure(pdf_processes=1)
+    system = start_worker(settings_override=settings, threads=1)
+    stamp = system.broker.get_actor("stamp_invoice")
+    with capture_logs() as logs:
+        stamp.send(await insert_payment(db))
+        await smtp.wait_for_async(1, timeout=60)
+        [first] = await wait_for(lambda: log_lines(logs, "invoice PDF rendered"))
+        assert first["render_pid"] != os.getpid()
+        os.kill(first["render_pid"], signal.SIGSTOP)  # the next render waits in it
+
+        payment_id = await insert_payment(db)
+        stamp.send(payment_id)
+
+        async def rendering() -> bool:
+            invoice = await invoice_of(db, payment_id)
+            return invoice is not None and await delivery_locked(db, invoice.id)
+
+        await wait_for(rendering, timeout=30)
+        os.kill(first["render_pid"], signal.SIGKILL)
+
+        mails = await smtp.wait_for_async(2, timeout=60)
+        [died] = await wait_for(
+            lambda: log_lines(logs, "a PDF render process died: its pool is replaced")
+        )
+        rendered = await wait_for(lambda: log_lines(logs, "invoice PDF rendered"))
+
+    async def emailed() -> InvoiceRecord | None:
+        invoice = await invoice_of(db, payment_id)
+        return invoice if invoice is not None and invoice.emailed_at is not None else None
+
+    invoice = await wait_for(emailed)
+
+    async def drained() -> bool:
+        counts = await asyncio.to_thread(queue_counts, settings.queue_prefix + "stamping")
+        return counts[:2] == (0, 0)
+
+    await wait_for(drained)
+    assert invoice.pdf_path
+    assert len(smtp.messages) == 2 and mails[1].rcpt_tos == [CUSTOMER]
+    attached = {
+        part.get_filename(): part.get_content() for part in mails[1].message.iter_attachments()
+    }
+    assert attached[f"{invoice.label}_{invoice.uuid}.pdf"] == Path(invoice.pdf_path).read_bytes()
+    assert [line["invoice_id"] for line in rendered] == [first["invoice_id"], invoice.id]
+    assert rendered[1]["render_pid"] not in (first["render_pid"], os.getpid())
+    assert died["level"] == "warning"
+    assert await dead_letters(settings) == 0
+
+
+async def log_lines(logs: LogCapture, event: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in logs.text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]

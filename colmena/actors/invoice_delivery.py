@@ -1,9 +1,13 @@
 """Filing and emailing one stamped invoice, once: the work behind the `deliver_invoice` actor.
 
-A session advisory lock on the invoice spans the SMTP call, so a duplicate message waits and
-then finds the invoice emailed. If the server accepted the mail but the process died before
-recording it, the retry sends it again: a second copy, never none. A refused email is not
-caught for its own sake: `MailDeliveryError` says whether a retry can help.
+A session advisory lock on the invoice spans the render and the SMTP call, so a duplicate
+message waits and then finds the invoice emailed. The PDF is rendered in one of the worker's
+render processes (`colmena.gateways.pdf_renderer`), off its GIL, and filed before the email is
+sent; a render process that dies fails the attempt with a retryable error, and the retry renders
+again (the render is a pure function of the stamped XML, the file is replaced atomically). If
+the server accepted the mail but the process died before recording it, the retry sends it
+again: a second copy, never none. A refused email is not caught for its own sake:
+`MailDeliveryError` says whether a retry can help.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from colmena.config.metrics import INVOICES
 from colmena.errors import PermanentError
 from colmena.gateways.cfdi import is_sandbox_stamp
 from colmena.gateways.invoice_email import invoice_email
-from colmena.gateways.invoice_files import file_invoice, invoice_files
+from colmena.gateways.invoice_files import filed_pdf, invoice_files, write_atomically
 from colmena.gateways.mail import Attachment, MailDeliveryError
 from colmena.gateways.mailer import Mailer
+from colmena.gateways.pdf_renderer import PdfRenderer
 from colmena.store import invoices, payments
 from colmena.store.locks import advisory_lock, lock_space
 
@@ -35,13 +40,19 @@ async def deliver(
     invoice_id: int,
     *,
     mailer: Mailer,
+    renderer: PdfRenderer,
     storage: Path,
     issuer_name: str | None,
 ) -> None:
     """Render and file the PDF, then email XML and PDF to the receiver, unless done before."""
     async with pool.acquire() as conn, advisory_lock(conn, DELIVERY_LOCK, invoice_id):
         await _deliver_locked(
-            conn, invoice_id, mailer=mailer, storage=storage, issuer_name=issuer_name
+            conn,
+            invoice_id,
+            mailer=mailer,
+            renderer=renderer,
+            storage=storage,
+            issuer_name=issuer_name,
         )
 
 
@@ -50,6 +61,7 @@ async def _deliver_locked(
     invoice_id: int,
     *,
     mailer: Mailer,
+    renderer: PdfRenderer,
     storage: Path,
     issuer_name: str | None,
 ) -> None:
@@ -71,7 +83,16 @@ async def _deliver_locked(
         uuid=invoice.uuid,
         stamped_at=invoice.fecha_timbrado,
     )
-    pdf = await asyncio.to_thread(file_invoice, files, invoice.stamped_xml)
+    pdf = await asyncio.to_thread(filed_pdf, files, invoice.stamped_xml)
+    if pdf is None:
+        rendered = await renderer.render(invoice.stamped_xml)
+        await asyncio.to_thread(write_atomically, files.pdf, rendered.content)
+        pdf = rendered.content
+        bound.info(
+            "invoice PDF rendered",
+            render_pid=rendered.pid,
+            render_cpu_ms=round(rendered.cpu_seconds * 1000),
+        )
     await invoices.set_files(conn, invoice_id, xml_path=str(files.xml), pdf_path=str(files.pdf))
     if not invoice.receiver_email:
         raise PermanentError(

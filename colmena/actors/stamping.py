@@ -3,13 +3,14 @@ stamped invoice, never twice, then a filed and emailed one.
 
 - `stamp_invoice(payment_id)`: seal and stamp (`colmena.actors.invoice_stamping` says why it
   cannot stamp twice); queues `deliver_invoice` through the outbox.
-- `deliver_invoice(invoice_id)`: PDF, files and email, once (`colmena.actors.invoice_delivery`).
+- `deliver_invoice(invoice_id)`: PDF (rendered in the worker's render processes), files and
+  email, once (`colmena.actors.invoice_delivery`).
 - `cancel_invoice(payment_id)`: a refund or chargeback marks the invoice for cancellation.
 - job `csd-expiry`: keeps colmena_csd_days_left current and warns ahead of expiry.
 
 Each actor reads its message, takes the process's clients from `Resources` (CSD signer, PAC
-gateway, mailer) and calls one function; errors carry `retryable`, which decides between a
-retry and the dead letters.
+gateway, mailer, PDF renderer) and calls one function; errors carry `retryable`, which decides
+between a retry and the dead letters.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from colmena.config.metrics import CSD_DAYS_LEFT, INVOICES
 from colmena.gateways.csd import CSD_SIGNER, read_csd_certificate
 from colmena.gateways.mailer import MAILER
 from colmena.gateways.pac import PAC_GATEWAY
+from colmena.gateways.pdf_renderer import PDF_RENDERER
 from colmena.gateways.stamping_config import csd_source, stamping_config
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
@@ -56,6 +58,7 @@ async def deliver_invoice(resources: Resources, invoice_id: int) -> None:
         resources.pool,
         invoice_id,
         mailer=resources.shared(MAILER),
+        renderer=resources.shared(PDF_RENDERER),
         storage=resources.settings.cfdi_storage_path,
         issuer_name=resources.settings.cfdi_issuer_name,
     )

@@ -67,6 +67,12 @@ class StampingSettings(BaseModel):
         default="04", pattern=r"^\d{2}$", description="FormaPago when the payment metadata has none"
     )
     cfdi_storage_dir: Path | None = Field(default=None, description="stamped XML and PDF files")
+    pdf_processes: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="render processes per worker process, started on its first invoice PDF",
+    )
 
     @field_validator("cfdi_iva_rate", mode="before")
     @classmethod

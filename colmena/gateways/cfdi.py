@@ -343,9 +343,16 @@ def is_sandbox_stamp(xml: bytes) -> bool:
     return tfd is not None and tfd.get("Leyenda") == SANDBOX_LEGEND
 
 
+def load_pdf_engine() -> None:
+    """Import weasyprint and build the stylesheets now, so the first `render_pdf` of a process
+    does not pay for it (a render process calls this when it starts)."""
+    _weasyprint()
+
+
 def render_pdf(xml: bytes) -> bytes:
     """The printed representation (representación impresa) of a stamped CFDI; a sandbox stamp's
-    says so on every page."""
+    says so on every page. CPU-bound under the GIL: workers call it through
+    `colmena.gateways.pdf_renderer`, in processes of their own."""
     weasyprint, render, stylesheets = _weasyprint()
     html = render.html_str(CFDI.from_string(xml))
     if is_sandbox_stamp(xml):

@@ -13,8 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from colmena.gateways.cfdi import render_pdf
-
 
 @dataclass(frozen=True)
 class InvoiceFiles:
@@ -43,13 +41,9 @@ def write_atomically(path: Path, content: bytes) -> Path:
     return path
 
 
-def file_invoice(files: InvoiceFiles, stamped_xml: bytes) -> bytes:
-    """Blocking: the XML file (rewritten if missing) and the PDF (rendered once, ~0.7 s of
-    CPU, then read back); returns the PDF."""
+def filed_pdf(files: InvoiceFiles, stamped_xml: bytes) -> bytes | None:
+    """Blocking: write the XML file if this host lacks it; the PDF if it was rendered and filed
+    before (the render costs ~0.2-0.4 s of CPU, so it is done once), else None."""
     if not files.xml.exists():
         write_atomically(files.xml, stamped_xml)
-    if files.pdf.exists():
-        return files.pdf.read_bytes()
-    pdf = render_pdf(stamped_xml)
-    write_atomically(files.pdf, pdf)
-    return pdf
+    return files.pdf.read_bytes() if files.pdf.exists() else None
