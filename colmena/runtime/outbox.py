@@ -8,6 +8,7 @@ zero times; consumers are idempotent (DESIGN.md rule 3).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
@@ -21,18 +22,13 @@ from colmena.store.outbox import OutboxMessage
 log = structlog.get_logger(__name__)
 
 
-async def _publish_and_record(
-    conn: asyncpg.Connection, publisher: Publisher, rows: Sequence[OutboxMessage], path: str
-) -> int:
-    results = await publisher.publish_many(rows)
-    sent = [row.id for row, ok in zip(rows, results, strict=True) if ok]
-    failed = [row.id for row, ok in zip(rows, results, strict=True) if not ok]
-    await outbox.mark_published(conn, sent)
-    await outbox.note_failures(conn, failed, "broker did not confirm")
-    OUTBOX_PUBLISHED.labels(path=path).inc(len(sent))
+UNCONFIRMED = "broker did not confirm"
+
+
+def _count(path: str, sent: int, failed: int) -> None:
+    OUTBOX_PUBLISHED.labels(path=path).inc(sent)
     if failed:
-        OUTBOX_PUBLISH_FAILURES.labels(path=path).inc(len(failed))
-    return len(sent)
+        OUTBOX_PUBLISH_FAILURES.labels(path=path).inc(failed)
 
 
 async def publish_now(
@@ -42,8 +38,14 @@ async def publish_now(
     pending = [row for row in rows if row is not None]
     if not pending:
         return 0
+    results = await publisher.publish_many(pending)
+    sent = [row.id for row, ok in zip(pending, results, strict=True) if ok]
+    failed = [row.id for row, ok in zip(pending, results, strict=True) if not ok]
     async with pool.acquire() as conn:
-        return await _publish_and_record(conn, publisher, pending, "direct")
+        await outbox.mark_published(conn, sent)
+        await outbox.note_failures(conn, failed, UNCONFIRMED)
+    _count("direct", len(sent), len(failed))
+    return len(sent)
 
 
 async def relay_once(
@@ -51,26 +53,53 @@ async def relay_once(
 ) -> int:
     """Publish one batch of rows older than `grace_s`; returns how many the broker confirmed.
 
-    The rows stay locked (SKIP LOCKED) while they are published, so two relays never send the
-    same batch at once.
+    One transaction: claim the rows and mark them published (one statement), publish, put the
+    unconfirmed back to pending, commit. The rows stay locked (SKIP LOCKED) meanwhile, so two
+    relays never send the same batch at once, and a crash before the commit leaves them all
+    pending (published again later: at least once).
     """
     async with pool.acquire() as conn, conn.transaction():
-        rows = await outbox.claim_pending(conn, older_than_s=grace_s, limit=batch)
+        rows = await outbox.claim_and_mark(conn, older_than_s=grace_s, limit=batch)
         if not rows:
             return 0
-        sent = await _publish_and_record(conn, publisher, rows, "relay")
+        results = await publisher.publish_many(rows)
+        failed = [row.id for row, ok in zip(rows, results, strict=True) if not ok]
+        await outbox.unmark(conn, failed, UNCONFIRMED)
+    sent = len(rows) - len(failed)
+    _count("relay", sent, len(failed))
     if sent:
         log.debug("relay published pending outbox rows", count=sent)
     return sent
 
 
 async def relay_until_empty(
-    pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float, batch: int = 500
+    pool: asyncpg.Pool, publisher: Publisher, *, grace_s: float, batch: int = 500, lanes: int = 2
 ) -> int:
-    """Drain the backlog in batches; stops early if a batch could not be published."""
-    total = 0
-    while True:
-        sent = await relay_once(pool, publisher, grace_s=grace_s, batch=batch)
-        total += sent
-        if sent < batch:
-            return total
+    """Drain the backlog in batches; stop at the first batch that comes back short (the backlog
+    is drained, or the broker did not confirm everything: the rest waits for the next tick).
+
+    The first batch goes alone. If it was full there is a backlog, and then `lanes` batches are
+    in flight at once (SKIP LOCKED keeps them apart), so one batch's database work overlaps
+    another's wait for RabbitMQ's confirms.
+    """
+    first = await relay_once(pool, publisher, grace_s=grace_s, batch=batch)
+    if first < batch:
+        return first
+    short = False
+
+    async def lane() -> int:
+        nonlocal short
+        total = 0
+        while not short:
+            sent = await relay_once(pool, publisher, grace_s=grace_s, batch=batch)
+            total += sent
+            short = short or sent < batch
+        return total
+
+    tasks = [asyncio.ensure_future(lane()) for _ in range(lanes)]
+    try:
+        return first + sum(await asyncio.gather(*tasks))
+    finally:  # one lane failed or we were cancelled: stop the others, keep the first error
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,6 +1,6 @@
 """Putting outbox rows on the broker.
 
-`AmqpPublisher` pipelines: it publishes a whole batch on one confirm-mode channel and then waits
+`AmqpPublisher` pipelines: it writes a whole batch on one confirm-mode channel and then waits
 for all the confirms together, instead of one round trip per message as `actor.send()` with
 `confirm_delivery=True` does. `BrokerPublisher` hands messages to an in-process broker (the
 StubBroker of `colmena dev` and of tests). Both encode exactly what Dramatiq's own `send` would,
@@ -12,30 +12,45 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-import aio_pika
 import dramatiq
+import pika.exceptions
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from colmena.runtime.confirms import BrokerUnavailable, ConfirmedChannel
 from colmena.runtime.queues import queue_declarations, queue_name
 from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
 
+REDIAL_AFTER_S = 1.0
+UNREACHABLE = (TimeoutError, BrokerUnavailable, pika.exceptions.AMQPError, OSError)
+
+
+def _message_fields(row: OutboxMessage, prefix: str, timestamp_ms: int) -> dict[str, Any]:
+    """The fields of `dramatiq.Message`, in its order; its id is the row's, so redeliveries
+    share it."""
+    return {
+        "queue_name": queue_name(prefix, row.queue),
+        "actor_name": row.actor,
+        "args": tuple(row.args),
+        "kwargs": row.kwargs,
+        "options": {},
+        "message_id": row.message_id,
+        "message_timestamp": timestamp_ms,
+    }
+
 
 def to_dramatiq_message(row: OutboxMessage, prefix: str) -> dramatiq.Message:
-    """The Dramatiq message for an outbox row; its id is the row's, so redeliveries share it."""
-    return dramatiq.Message(
-        queue_name=queue_name(prefix, row.queue),
-        actor_name=row.actor,
-        args=tuple(row.args),
-        kwargs=row.kwargs,
-        options={},
-        message_id=row.message_id,
-        message_timestamp=int(time.time() * 1000),
-    )
+    """The Dramatiq message for an outbox row, for a broker that takes Message objects."""
+    return dramatiq.Message(**_message_fields(row, prefix, int(time.time() * 1000)))
+
+
+def encode_row(row: OutboxMessage, prefix: str, timestamp_ms: int) -> bytes:
+    """The body `to_dramatiq_message(row, prefix).encode()` gives, without building the Message
+    (the relay encodes thousands a second)."""
+    return dramatiq.get_encoder().encode(_message_fields(row, prefix, timestamp_ms))
 
 
 class Publisher(Protocol):
@@ -83,34 +98,56 @@ class LeaveToRelay:
 
 
 class AmqpPublisher:
-    """Pipelined, confirmed publishing to RabbitMQ over one connection per process."""
+    """Pipelined, confirmed publishing to RabbitMQ over one connection per process.
+
+    Concurrent `publish_many` calls share the channel. A row counts as published only when
+    RabbitMQ confirmed it within `confirm_timeout`; a broker that stopped confirming (blocked by
+    an alarm, or a half-dead connection) is treated as gone: the channel is abandoned and the
+    next call connects again.
+    """
 
     def __init__(
-        self, url: str, prefix: str, *, quorum: bool = False, connect_timeout: float = 5.0
+        self,
+        url: str,
+        prefix: str,
+        *,
+        quorum: bool = False,
+        connect_timeout: float = 5.0,
+        confirm_timeout: float = 30.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.quorum = quorum
         self.connect_timeout = connect_timeout
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self.confirm_timeout = confirm_timeout
+        self._channel: ConfirmedChannel | None = None
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
+        self._redial_at = 0.0
 
-    async def _open_channel(self) -> AbstractChannel:
+    async def _open_channel(self) -> ConfirmedChannel:
+        """The open channel, or a new one; after a failed connect, fail at once for
+        REDIAL_AFTER_S instead of dialling (and waiting) again for every call."""
         async with self._lock:
-            if self._channel is None or self._channel.is_closed:
-                await self._reset()
-                self._connection = await aio_pika.connect(self.url, timeout=self.connect_timeout)
-                self._channel = await self._connection.channel(publisher_confirms=True)
+            if self._channel is None or not self._channel.is_open:
+                self._channel = None
                 self._declared.clear()
+                if time.monotonic() < self._redial_at:
+                    raise BrokerUnavailable("connect failed moments ago")
+                try:
+                    self._channel = await ConfirmedChannel.open(
+                        self.url, timeout=self.connect_timeout
+                    )
+                except UNREACHABLE:
+                    self._redial_at = time.monotonic() + REDIAL_AFTER_S
+                    raise
             return self._channel
 
-    async def _declare(self, channel: AbstractChannel, name: str) -> None:
+    async def _declare(self, channel: ConfirmedChannel, name: str) -> None:
         if name in self._declared:
             return
         for queue, arguments in queue_declarations(name, quorum=self.quorum):
-            await channel.declare_queue(queue, durable=True, arguments=arguments)
+            await channel.declare(queue, arguments)
         self._declared.add(name)
 
     async def publish_many(self, rows: Sequence[OutboxMessage]) -> list[bool]:
@@ -118,51 +155,48 @@ class AmqpPublisher:
             return []
         try:
             channel = await self._open_channel()
-            messages = [to_dramatiq_message(row, self.prefix) for row in rows]
-            for name in {message.queue_name for message in messages}:
+            for name in {queue_name(self.prefix, row.queue) for row in rows}:
                 await self._declare(channel, name)
-            outcomes = await asyncio.gather(
-                *(
-                    channel.default_exchange.publish(
-                        aio_pika.Message(
-                            body=message.encode(),
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=message.message_id,
-                        ),
-                        routing_key=message.queue_name,
-                        mandatory=True,
-                    )
-                    for message in messages
-                ),
-                return_exceptions=True,
-            )
-        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
+        except UNREACHABLE as exc:
             log.warning(
                 "broker unreachable, rows stay in the outbox",
-                error=type(exc).__name__,
+                error=str(exc) or type(exc).__name__,
                 count=len(rows),
             )
             await self._reset()
             return [False] * len(rows)
-        results = [not isinstance(outcome, BaseException) for outcome in outcomes]
+        timestamp_ms = int(time.time() * 1000)
+        confirms = [
+            channel.publish(
+                queue_name(self.prefix, row.queue),
+                encode_row(row, self.prefix, timestamp_ms),
+                row.message_id,
+            )
+            for row in rows
+        ]
+        try:
+            async with asyncio.timeout(self.confirm_timeout):
+                for confirm in confirms:
+                    await asyncio.shield(confirm)  # a timeout must not cancel the confirm itself
+        except TimeoutError:
+            log.warning("broker did not confirm in time, rows stay in the outbox", count=len(rows))
+            channel.abandon()  # settles every unconfirmed publish as False
+        results = [confirm.result() for confirm in confirms]
         if not all(results):
-            await self._reset()
+            self._declared.clear()  # a returned message means its queue is gone: declare again
         return results
 
     async def check(self) -> bool:
         try:
             await self._open_channel()
-        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError):
+        except UNREACHABLE:
             return False
         return True
 
     async def _reset(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and not connection.is_closed:
-            try:
-                await connection.close()
-            except (aio_pika.exceptions.AMQPError, OSError):
-                pass
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
 
     async def close(self) -> None:
         async with self._lock:

@@ -62,22 +62,42 @@ async def record(
     return message_from_row(row) if row is not None else None
 
 
-async def claim_pending(
+async def claim_and_mark(
     conn: asyncpg.Connection, *, older_than_s: float, limit: int
 ) -> list[OutboxMessage]:
-    """Lock unpublished rows older than the grace period; other relays skip them meanwhile."""
+    """Take up to `limit` unpublished rows older than the grace period and mark them published,
+    in the caller's transaction, in one statement.
+
+    The mark only counts once the caller commits, which the relay does after RabbitMQ confirmed
+    the rows and `unmark` put back the ones it did not; a crash before that rolls it all back.
+    Until then the rows stay locked and other relays skip them (SKIP LOCKED).
+    """
     rows = await conn.fetch(
         """
-        SELECT id, message_id, queue, actor, args, kwargs FROM outbox
-        WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
-        ORDER BY created_at
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
+        UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1
+        WHERE id IN (
+            SELECT id FROM outbox
+            WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
+            ORDER BY created_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, message_id, queue, actor, args, kwargs
         """,
         older_than_s,
         limit,
     )
     return [message_from_row(row) for row in rows]
+
+
+async def unmark(conn: asyncpg.Connection, ids: Sequence[int], error: str) -> None:
+    """Make rows `claim_and_mark` marked pending again (the broker did not confirm them)."""
+    if ids:
+        await conn.execute(
+            "UPDATE outbox SET published_at = NULL, last_error = $2 WHERE id = ANY($1::bigint[])",
+            list(ids),
+            error[:500],
+        )
 
 
 async def mark_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:

@@ -14,6 +14,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._upstreams: set[asyncio.StreamWriter] = set()  # towards the target
 
     async def start(self, port: int = 0) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
@@ -27,6 +28,7 @@ class TcpProxy:
             writer.close()
             return
         self._writers.update({writer, up_writer})
+        self._upstreams.add(up_writer)
         for task in (
             asyncio.create_task(self._pipe(reader, up_writer)),
             asyncio.create_task(self._pipe(up_reader, writer)),
@@ -37,9 +39,15 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+                data = self._passed(writer, data)
+                if data:
+                    writer.write(data)
+                    await writer.drain()
         writer.close()
+
+    def _passed(self, _writer: asyncio.StreamWriter, data: bytes) -> bytes:
+        """What of `data` goes on to `_writer`: all of it (a subclass may swallow some)."""
+        return data
 
     async def cut(self) -> None:
         """Refuse new connections and drop the open ones, like a dead server."""
@@ -50,6 +58,7 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()
+        self._upstreams.clear()
         for task in list(self._pipes):
             task.cancel()
 
