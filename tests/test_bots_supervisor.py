@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from colmena.actors import bots as bots_actors
 from colmena.actors.bots import (
     reconcile_all,
     reconcile_due,
@@ -54,6 +55,7 @@ from tests.bots_support import (
     resources_for,
 )
 from tests.conftest import wait_for
+from tests.fuzz_support import capture_logs
 from tests.ops_support import ingress_metrics
 from tests.test_openapi import Checked
 
@@ -736,3 +738,35 @@ async def test_a_refused_start_is_told_to_the_tenant_without_the_engines_words(
     for answer in (command, status_answer, admin_answer):
         text = await answer.text()
         assert "no-such-bot" not in text and "runc" not in text and "OCI" not in text
+
+
+async def test_an_unexpected_failure_reaches_the_tenant_in_fixed_words(
+    settings, tmp_path, db, make_client, monkeypatch
+) -> None:
+    """What the supervisor did not foresee (here: the engine gone) is told to the tenant without
+    its text, which can name host paths; the operator's log line has it whole."""
+    active = bot_settings(settings, tmp_path, "process", None)
+    resources = resources_for(active)
+    await resources.start()
+    _, token = await add_tenant(db)
+    client = await make_client(active)
+
+    async def engine_gone(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("cannot reach /var/run/docker.sock on host-7")
+
+    monkeypatch.setattr(bots_actors, "converge", engine_gone)
+    try:
+        sent = await client.post("/api/v1/bot/start", headers=bearer(token))
+        command_id = (await sent.json())["command_id"]
+        with capture_logs() as logs:
+            await run_command(resources, command_id)
+        command = await client.get(f"/api/v1/commands/{command_id}", headers=bearer(token))
+        told = await command.json()
+    finally:
+        await resources.close()
+        close_runtimes()
+    assert told["status"] == "failed"
+    assert told["reason"] == bots_actors.COMMAND_FAILED_REASON
+    assert "docker.sock" not in json.dumps(told) and "host-7" not in json.dumps(told)
+    [line] = _json_lines(logs.text(), "bot command failed")
+    assert line["level"] == "error" and "/var/run/docker.sock on host-7" in line["error"]

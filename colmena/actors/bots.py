@@ -89,6 +89,8 @@ from colmena.supervisor.runtimes import runtime_for
 
 log = structlog.get_logger(__name__)
 
+COMMAND_FAILED_REASON = "an internal error stopped this command (logged for the operator); retry it"
+
 QUEUE = "bots"
 TICK_S = 5
 LOG_TICK_S = 1
@@ -448,10 +450,11 @@ async def _run_locked(
         step = await converge(
             conn, settings, runtime, command.tenant_id, force_restart=command.kind == "restart"
         )
-    except Exception as exc:  # the reason goes to the tenant; the reconciler keeps converging
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        await store.finish_command(conn, key, "failed", reason)
-        log.exception("bot command failed", kind=command.kind, reason=reason)
+    except Exception as exc:  # the reconciler keeps converging
+        # The tenant gets fixed words: an unexpected error's text can hold host paths and engine
+        # internals. The operator has it whole in the log line.
+        await store.finish_command(conn, key, "failed", COMMAND_FAILED_REASON)
+        log.exception("bot command failed", kind=command.kind, error=f"{type(exc).__name__}: {exc}")
         return
     finally:
         BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
