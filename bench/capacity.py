@@ -253,7 +253,7 @@ async def sweep(args: argparse.Namespace) -> None:
     figure("CPU per payment at the knee", sum(knee.cpu_per_payment_ms.values()), "ms")
     for group, ms in knee.cpu_per_payment_ms.items():
         figure(f"CPU per payment at the knee: {group}", ms, "ms")
-    figure("SQL round trips per payment", knee.statements_per_payment, "round trips")
+    figure("SQL round trips per payment", knee.statements_per_payment, "statements")
     figure("transactions per payment", knee.transactions_per_payment, "transactions")
 
 

@@ -74,6 +74,9 @@ def settings_for(url: str, kind: str, image: str | None, data_dir: Path) -> Sett
         db_pool_max=20,
         log_level="WARNING",
         relay_grace_s=0,
+        # One client starts hundreds of tenants' bots as fast as it can: the rate limits and
+        # the tenant bounds would measure themselves, not the reconciler.
+        rate_limit_preset="off",
         _env_file=None,
     )
 
