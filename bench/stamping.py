@@ -14,9 +14,9 @@ phases of different messages overlap, so a phase includes waiting ("pdf" is the 
 render process; their own CPU is reported apart).
 
 Each end-to-end rate is printed against the first thread count's (the 4-vs-1 ratio with the
-default `--threads 1,4`) and against `--before`: the end-to-end rate measured when the PDF
-still rendered in the worker's threads, under its GIL (`BEFORE_RATE` says where and how; pass
-your own figure on another machine).
+default `--threads 1,4`) and against the same run with the PDF rendered in the worker's own
+threads, under its GIL, as before the render processes (the baseline, measured first for each
+thread count).
 
     python bench/stamping.py [--invoices 200] [--e2e 40] [--threads 1,4] [--pdf-processes 2]
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -74,10 +75,6 @@ CPU_STEPS = ("build", "signing", "validation", "pdf")
 E2E_PHASES = ("signing", "validation", "pdf", "pac", "smtp", "database")
 _DB_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval")
 TIMED_ACTORS = ("stamp_invoice", "deliver_invoice")
-# The end-to-end rate (invoices/s) before the PDF left the worker's GIL: commit 2708f81 on a
-# shared 2-core machine, `--e2e 40 --threads 1,4`; the better of 1 and 4 threads (1 thread: 4
-# threads only took turns), median of three runs alternated with this code (4.4, 5.1, 5.8).
-BEFORE_RATE = 5.1
 
 
 def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
@@ -124,8 +121,9 @@ def cpu_only(count: int, csd: CsdFiles, pac: StandInSW) -> None:
 
 
 @contextmanager
-def instrumented(clock: Clock) -> Iterator[None]:
-    """Time the phases by wrapping what the actors call; undone afterwards."""
+def instrumented(clock: Clock, *, in_thread: bool) -> Iterator[None]:
+    """Time the phases by wrapping what the actors call; undone afterwards. `in_thread`
+    renders PDFs in the worker's own threads, as before the render processes (the baseline)."""
     saved: list[tuple[Any, str, Any]] = []
 
     def patch(owner: Any, name: str, wrapper: Any) -> None:
@@ -134,7 +132,8 @@ def instrumented(clock: Clock) -> Iterator[None]:
 
     patch(cfdi40.Comprobante, "sign", clock.wrap_sync("signing", cfdi40.Comprobante.sign))
     patch(cfdi, "validate", clock.wrap_sync("validation", cfdi.validate))
-    patch(PdfRenderer, "render", clock.wrap_async("pdf", _counting_cpu(clock)))
+    render = _in_worker_thread if in_thread else _counting_cpu(clock)
+    patch(PdfRenderer, "render", clock.wrap_async("pdf", render))
     patch(PacGateway, "stamp", clock.wrap_sync("pac", PacGateway.stamp))
     patch(SmtpMailer, "send_email", clock.wrap_async("smtp", SmtpMailer.send_email))
     for method in _DB_METHODS:
@@ -157,6 +156,13 @@ def _counting_cpu(clock: Clock) -> Any:
         return rendered
 
     return counted
+
+
+async def _in_worker_thread(_self: PdfRenderer, stamped_xml: bytes) -> RenderedPdf:
+    """The render as it was: a thread of the worker's process, holding its GIL (its CPU is
+    this process's, so no render-process CPU is counted)."""
+    content = await asyncio.to_thread(render_pdf, stamped_xml)
+    return RenderedPdf(content, pid=os.getpid(), cpu_seconds=0.0)
 
 
 async def insert_payments(url: str, count: int) -> list[int]:
@@ -195,7 +201,13 @@ class Run:
 
 
 async def end_to_end(
-    count: int, threads: int, pdf_processes: int, csd: CsdFiles, pac: StandInSW
+    count: int,
+    threads: int,
+    pdf_processes: int,
+    csd: CsdFiles,
+    pac: StandInSW,
+    *,
+    in_thread: bool = False,
 ) -> Run:
     prefix = f"bench{uuid.uuid4().hex[:6]}_"
     clock = Clock()
@@ -224,7 +236,7 @@ async def end_to_end(
                 _env_file=None,
             )
             payment_ids = await insert_payments(url, count + 1)
-            with instrumented(clock):
+            with instrumented(clock, in_thread=in_thread):
                 resources = Resources(
                     settings, database_url=url, publisher=AmqpPublisher(AMQP_URL, prefix)
                 )
@@ -260,9 +272,7 @@ async def end_to_end(
     )
 
 
-async def run_all(
-    invoices: int, e2e: int, thread_counts: list[int], pdf_processes: int, before: float
-) -> None:
+async def run_all(invoices: int, e2e: int, thread_counts: list[int], pdf_processes: int) -> None:
     ca = make_ca()
     csd = make_csd(ca)
     sat = make_sat_certificate(ca)
@@ -272,22 +282,29 @@ async def run_all(
         cpu_only(invoices, csd, pac)
         baseline: float | None = None
         for threads in thread_counts:
+            before = await end_to_end(e2e, threads, pdf_processes, csd, pac, in_thread=True)
             result = await end_to_end(e2e, threads, pdf_processes, csd, pac)
             name = f"invoices end to end (stand-in PAC, PDF, email), {threads} worker thread(s)"
+            figure(
+                f"{name}, PDF in the worker's threads (as before)",
+                before.rate,
+                "invoices/s",
+            )
             figure(
                 name,
                 result.rate,
                 "invoices/s",
-                baseline=baseline,
-                baseline_name=f"{thread_counts[0]} thread(s)",
-            )
-            figure(
-                f"{name} vs before the render processes",
-                result.rate,
-                "invoices/s",
-                baseline=before,
+                baseline=before.rate,
                 baseline_name="PDF in the worker's threads",
             )
+            if baseline is not None:
+                figure(
+                    f"{name} vs {thread_counts[0]} thread(s)",
+                    result.rate,
+                    "invoices/s",
+                    baseline=baseline,
+                    baseline_name=f"{thread_counts[0]} thread(s)",
+                )
             baseline = baseline or result.rate
             for phase, share in result.shares.items():
                 figure(f"  share of actor time in {phase}, {threads} thread(s)", share, "%")
@@ -315,12 +332,6 @@ def main() -> None:
     parser.add_argument(
         "--pdf-processes", type=int, default=2, help="render processes of the worker"
     )
-    parser.add_argument(
-        "--before",
-        type=float,
-        default=BEFORE_RATE,
-        help="end-to-end invoices/s with the PDF in the worker's threads, on this machine",
-    )
     args = parser.parse_args()
     configure_logging(dev=True, level="WARNING")  # the figures are the output
     print(
@@ -328,7 +339,7 @@ def main() -> None:
         f"end-to-end invoices per run: {args.e2e}; render processes: {args.pdf_processes}"
     )
     thread_counts = [int(n) for n in args.threads.split(",")]
-    asyncio.run(run_all(args.invoices, args.e2e, thread_counts, args.pdf_processes, args.before))
+    asyncio.run(run_all(args.invoices, args.e2e, thread_counts, args.pdf_processes))
 
 
 if __name__ == "__main__":
