@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -47,6 +48,19 @@ RUN_ID = uuid.uuid4().hex[:8]
 def _url_for(database: str) -> str:
     base, _, _ = ADMIN_URL.rpartition("/")
     return f"{base}/{database}"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Put the root logger back after each test. `configure_logging` (which tests call, as
+    every colmena process does at start) points the root handler at the stream of the moment,
+    often pytest's capture of that test; a thread that logs later (a stand-in SMTP server
+    noticing a kept-open session close) would then write to a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 async def wait_for(
