@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,14 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.common import AMQP_URL, delete_queues, figure, machine, scratch_database  # noqa: E402
+from bench.common import (  # noqa: E402
+    AMQP_URL,
+    delete_queues,
+    figure,
+    free_port,
+    machine,
+    scratch_database,
+)
 from bench.standins.smtp import SmtpSink  # noqa: E402
 from bench.standins.tcp_proxy import TcpProxy  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
@@ -148,12 +154,6 @@ def build_webhooks(count: int, rng: random.Random) -> tuple[list[Webhook], dict[
     webhooks = originals + duplicates
     rng.shuffle(webhooks)
     return webhooks[:count] if len(webhooks) > count else webhooks, expected
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Processes:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,10 +33,12 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from bench.chaos import wait_http  # noqa: E402
 from bench.common import (  # noqa: E402
     AMQP_URL,
     delete_queues,
     figure,
+    free_port,
     machine,
     percentile,
     scratch_database,
@@ -62,12 +63,6 @@ FLOOD_ROUTES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -86,20 +81,6 @@ async def add_tenant(conn: asyncpg.Connection, name: str) -> tuple[str, str]:
     await store.set_desired(conn, tenant_id, "running", reset_restarts=True)
     await bot_logs.append(conn, tenant_id, 1, [(datetime.now(UTC), "bench line")])
     return tenant_id, token
-
-
-async def wait_ready(url: str, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def calm_rounds(
@@ -258,7 +239,7 @@ async def measured_phases(
         ):
             ingress = Ingress(database_url, prefix, delay)
             try:
-                await wait_ready(ingress.base + "/healthz")
+                await wait_http(ingress.base + "/healthz")
                 warm_up = argparse.Namespace(seconds=1.0, interval=0.05)
                 await calm_rounds(ingress.base, calm_token, calm_id, conn, warm_up)
                 if name == "alone":

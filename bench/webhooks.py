@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from bench.common import (  # noqa: E402
     AMQP_URL,
     delete_queues,
     figure,
+    free_port,
     machine,
     percentile,
     scratch_database,
@@ -37,12 +37,6 @@ from colmena.gateways import sample_events as events  # noqa: E402
 from colmena.gateways.stripe import sign  # noqa: E402
 
 SECRET = "whsec_bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def signed_events(count: int) -> list[tuple[bytes, str]]:

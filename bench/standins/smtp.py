@@ -7,18 +7,13 @@ fuller stand-in (TLS, AUTH, refusals, message contents).
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.common import free_port
 
 
 class SmtpSink:
