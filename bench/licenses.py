@@ -43,6 +43,7 @@ from colmena.config import Settings  # noqa: E402
 from colmena.config.logging import configure_logging  # noqa: E402
 from colmena.domain.licensing import generate_key_pair  # noqa: E402
 from colmena.gateways.mail import SmtpMailer  # noqa: E402
+from colmena.gateways.packaging import Packager  # noqa: E402
 from colmena.runtime.broker import build_broker  # noqa: E402
 from colmena.runtime.publisher import AmqpPublisher  # noqa: E402
 from colmena.runtime.registry import ActorSpec  # noqa: E402
@@ -109,7 +110,7 @@ def instrumented(clock: Clock) -> Iterator[None]:
         "verify_license_key",
         clock.wrap_sync("signing", actor_module.verify_license_key),
     )
-    patch(actor_module, "build_package", clock.wrap_sync("zipping", actor_module.build_package))
+    patch(Packager, "digest", clock.wrap_sync("zipping", Packager.digest))
     patch(SmtpMailer, "send_email", clock.wrap_async("smtp", SmtpMailer.send_email))
     for method in _DB_METHODS:
         patch(
@@ -177,7 +178,6 @@ async def run(threads: int, licenses: int, product_kib: int) -> Run:
                 db_pool_max=threads + 2,
                 license_signing_key=SecretStr(generate_key_pair().private_pem),
                 license_products_dir=Path(tmp, "products"),
-                license_storage_dir=Path(tmp, "packages"),
                 smtp_host=smtp.host,
                 smtp_port=smtp.port,
                 smtp_starttls=False,

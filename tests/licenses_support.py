@@ -26,7 +26,6 @@ from colmena.domain.licensing import (
     load_private_key,
     sign_license,
 )
-from colmena.gateways.packaging import ARCHIVES_DIRNAME
 from tests.conftest import queue_counts, wait_for
 from tests.standins.smtp import ReceivedMail, SmtpStandin
 
@@ -47,7 +46,6 @@ def license_settings(
         update={
             "license_signing_key": SecretStr(SIGNING_KEY.private_pem),
             "license_products_dir": products,
-            "license_storage_dir": tmp_path / "packages",
             "license_base_url": "https://shop.example.com",
             "smtp_host": smtp.host,
             "smtp_port": smtp.port,
@@ -89,11 +87,6 @@ def token_in(mail: ReceivedMail) -> str:
     match = LINK.search(text)
     assert match, text
     return match.group(1)
-
-
-def license_packages(storage: Path) -> list[Path]:
-    """The customers' packages under the license storage (the product archives aside)."""
-    return [path for path in storage.rglob("*.zip") if ARCHIVES_DIRNAME not in path.parts]
 
 
 def zip_members(body: bytes) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ import hashlib
 import pytest
 
 from colmena.actors.licenses import deliver_license
+from colmena.config import Settings
 from colmena.domain.licensing import load_private_key, verify_license_key
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
@@ -17,7 +18,6 @@ from tests.licenses_support import (
     SIGNING_KEY,
     drain,
     insert_payment,
-    license_packages,
     license_settings,
     run_cli,
     token_in,
@@ -26,6 +26,11 @@ from tests.licenses_support import (
 from tests.standins.smtp import SmtpStandin, free_port
 
 PUBLIC_KEY = load_private_key(SIGNING_KEY.private_pem).public_key()
+
+
+def product_archives(settings: Settings) -> list[str]:
+    """The products whose archive this host's cache holds: everything the delivery wrote."""
+    return sorted(p.name.rsplit("-", 1)[0] for p in settings.license_archive_path.iterdir())
 
 
 @pytest.fixture
@@ -52,8 +57,7 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
 
     license = await db.fetchrow("SELECT * FROM licenses")
     assert await db.fetchval("SELECT count(*) FROM licenses") == 1
-    packages = license_packages(tmp_path / "packages")
-    assert [p.name for p in packages] == ["colmena-bot.zip"]
+    assert product_archives(active) == ["colmena-bot"]  # the product's, and no package file
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
     stored = await db.fetchrow(
         "SELECT token_sha256, max_downloads, used, expires_at - created_at AS ttl "
@@ -83,6 +87,7 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
     assert download.headers["Content-Type"] == "application/zip"
     body = await download.read()
     assert hashlib.sha256(body).hexdigest() == license["package_sha256"]
+    assert len(body) == license["package_size"] == int(download.headers["Content-Length"])
     members = zip_members(body)
     assert set(members) == {"README.txt", "bin/colmena-bot", "license.key", "license.json"}
     proved = verify_license_key(members["license.key"].decode(), PUBLIC_KEY)
@@ -127,7 +132,8 @@ async def test_duplicate_and_concurrent_deliveries_give_one_license_and_one_emai
         )
         == 1
     )
-    assert len(license_packages(tmp_path / "packages")) == 1
+    assert product_archives(active) == ["colmena-bot"]
+    assert await db.fetchval("SELECT package_sha256 IS NOT NULL FROM licenses")
     assert queue_counts(settings.queue_prefix + "licenses") == (0, 0, 0)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import secrets
+import shutil
 import stat
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -27,8 +31,10 @@ from colmena.gateways.mailer import MailerNotConfigured, mailer_for
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
 from colmena.store import licenses as store
+from tests.fuzz_support import LogCapture, capture_logs
 from tests.licenses_support import (
     LINK,
+    PRODUCT,
     SIGNING_KEY,
     a_key,
     deliver_inline,
@@ -156,17 +162,58 @@ async def test_per_token_rate_limit_answers_429_before_the_database(
     assert await db.fetchval("SELECT count(*) FROM download_log") == 1
 
 
-async def test_a_missing_package_is_503_and_the_link_stays_unspent(
+async def test_a_missing_product_is_503_and_the_link_stays_unspent(
     active, smtp, db, make_client, tmp_path
 ) -> None:
     token = await deliver_inline(active, await insert_payment(db), smtp)
-    path = await db.fetchval("SELECT package_path FROM licenses")
-    os.unlink(tmp_path / "packages" / path)
+    product = active.license_products_path / PRODUCT
+    product.rename(tmp_path / "elsewhere")  # this ingress's host lacks the product
     client = await make_client(active)
-    response = await client.post(f"/downloads/{token}")
+    with capture_logs() as logs:
+        response = await client.post(f"/downloads/{token}")
     assert response.status == 503 and "not spent" in await response.text()
+    assert "does not exist" in refusal(logs)["reason"]
     assert await db.fetchval("SELECT used FROM download_links") == 0
     assert await db.fetchval("SELECT outcome FROM download_log") == "unavailable"
+
+    (tmp_path / "elsewhere").rename(product)
+    assert (await client.post(f"/downloads/{token}")).status == 200
+
+
+async def test_a_package_that_does_not_match_its_recorded_digest_is_503_and_unspent(
+    active, smtp, db, make_client
+) -> None:
+    """This host's product differs from the one the link was emailed with: the ingress
+    refuses to send bytes other than those the worker recorded."""
+    token = await deliver_inline(active, await insert_payment(db), smtp)
+    recorded = await db.fetchval("SELECT package_sha256 FROM licenses")
+    readme = active.license_products_path / PRODUCT / "README.txt"
+    original, built = readme.read_bytes(), readme.stat()
+    readme.write_bytes(b"Colmena bot, another build\n")
+    client = await make_client(active)
+    with capture_logs() as logs:
+        response = await client.post(f"/downloads/{token}")
+    assert response.status == 503 and "not spent" in await response.text()
+    line = refusal(logs)
+    assert line["level"] == "error" and f"not the recorded {recorded}" in line["reason"]
+    assert "colmena license resend" in line["event"]
+    assert await db.fetchval("SELECT used FROM download_links") == 0
+    assert await db.fetchval("SELECT outcome FROM download_log") == "unavailable"
+
+    readme.write_bytes(original)  # the same file again, its time included: the same package
+    os.utime(readme, ns=(built.st_atime_ns, built.st_mtime_ns))
+    downloaded = await client.post(f"/downloads/{token}")
+    assert downloaded.status == 200
+    assert hashlib.sha256(await downloaded.read()).hexdigest() == recorded
+
+
+def refusal(logs: LogCapture) -> dict[str, Any]:
+    [line] = [
+        json.loads(text)
+        for text in logs.text().splitlines()
+        if text.startswith("{") and "download refused" in json.loads(text)["event"]
+    ]
+    return line
 
 
 async def test_public_key_and_status_endpoints(active, smtp, db, make_client) -> None:
@@ -201,30 +248,26 @@ async def test_status_says_expired_for_an_expired_license(active, db, make_clien
     assert (await (await client.get(f"/licenses/{key}/status")).json())["status"] == "expired"
 
 
-async def test_cleanup_removes_dead_links_and_idle_packages_and_a_resend_rebuilds(
-    active, smtp, db, tmp_path
+async def test_cleanup_removes_dead_links_and_a_resend_records_the_same_package(
+    active, smtp, db
 ) -> None:
     await deliver_inline(active, await insert_payment(db), smtp)
-    license_id, path, sha = await db.fetchrow(
-        "SELECT id, package_path, package_sha256 FROM licenses"
+    license_id, sha, size = await db.fetchrow(
+        "SELECT id, package_sha256, package_size FROM licenses"
     )
     resources = resources_for(active)
     await resources.start()
     try:
-        assert await cleanup_licenses(resources) == (
-            0,
-            0,
-        )  # the link still works: nothing to remove
+        assert await cleanup_licenses(resources) == 0  # the link still works: nothing to remove
         await db.execute(
             "UPDATE download_links SET expires_at = now() - interval '9 days', "
             "created_at = now() - interval '12 days'"
         )
-        await db.execute("UPDATE licenses SET package_built_at = now() - interval '12 days'")
-        assert await cleanup_licenses(resources) == (1, 1)
-        assert not (tmp_path / "packages" / path).exists()
+        assert await cleanup_licenses(resources) == 1
         assert await db.fetchval("SELECT count(*) FROM download_links") == 0
-        assert await db.fetchval("SELECT package_path FROM licenses") is None
 
+        await db.execute("UPDATE licenses SET package_sha256 = NULL, package_size = NULL")
+        shutil.rmtree(active.license_archive_path)  # a fresh host: no archive cached
         async with resources.pool.acquire() as conn:
             email_id = await store.add_email(conn, license_id, "resend")
         await send_email(resources, email_id)
@@ -232,8 +275,10 @@ async def test_cleanup_removes_dead_links_and_idle_packages_and_a_resend_rebuild
         await resources.close()
     [_, mail] = await smtp.wait_for_async(2)
     assert LINK.search(mail.message.get_body(preferencelist=("plain",)).get_content())
-    assert await db.fetchval("SELECT package_sha256 FROM licenses") == sha
-    assert (tmp_path / "packages" / path).is_file()
+    assert tuple(await db.fetchrow("SELECT package_sha256, package_size FROM licenses")) == (
+        sha,
+        size,
+    )
 
 
 async def test_dev_without_a_key_generates_one_once_and_production_refuses(

@@ -1,10 +1,13 @@
-"""Customer packages: real files, real zips, real hashes."""
+"""Customer packages: real files, real zips, real hashes; assembled, never written."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import os
+import shutil
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,15 +22,18 @@ from colmena.domain.licensing import (
     sign_license,
     verify_license_key,
 )
-from colmena.domain.packaging import PackagingError
-from colmena.gateways.packaging import ARCHIVES_DIRNAME, build_package
+from colmena.domain.packaging import PackagingError, license_members, package_filename
+from colmena.gateways.packaging import Package, Packager
 
 ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
+PRODUCT = "colmena-industrial"
+
+
 @pytest.fixture
 def product_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "product"
+    root = tmp_path / "products" / PRODUCT
     (root / "bin").mkdir(parents=True)
     (root / "docs").mkdir()
     (root / "README.txt").write_text("Colmena Industrial\n")
@@ -53,20 +59,30 @@ def signed():
     return lic, sign_license(lic, load_private_key(pair.private_pem)), pair.public_pem
 
 
+def packager(tmp_path: Path, host: str = "host-a") -> Packager:
+    return Packager(tmp_path / "products", tmp_path / host / "archives")
+
+
+def package_bytes(package: Package) -> bytes:
+    chunks, offset = [], 0
+    while chunk := package.read_at(offset, 100_000):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def assembled(packer: Packager, lic: License, key: str) -> tuple[Package, bytes]:
+    with packer.assemble(PRODUCT, lic, key) as package:
+        return package, package_bytes(package)
+
+
 def test_zip_holds_product_and_license_and_hash_matches(tmp_path, product_dir, signed):
     lic, key, public_pem = signed
-    storage = tmp_path / "storage"
-    package = build_package(
-        product_dir, storage, filename="lic_42.zip", license=lic, license_key=key
-    )
+    package, data = assembled(packager(tmp_path), lic, key)
 
-    assert package.path == storage / "lic_42.zip"
-    data = package.path.read_bytes()
     assert package.sha256 == hashlib.sha256(data).hexdigest()
     assert package.size == len(data)
-    assert [p.name for p in storage.iterdir()] == ["lic_42.zip"]  # no temp file left behind
-
-    with zipfile.ZipFile(package.path) as archive:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.testzip() is None
         names = archive.namelist()
         assert names == [
@@ -81,35 +97,105 @@ def test_zip_holds_product_and_license_and_hash_matches(tmp_path, product_dir, s
         embedded_key = archive.read("license.key").decode().strip()
         assert verify_license_key(embedded_key, load_public_key(public_pem)) == lic
         assert json.loads(archive.read("license.json"))["license_id"] == "lic_42"
+        assert archive.getinfo("license.key").date_time == (2025, 3, 1, 12, 0, 0)
 
 
-def test_same_inputs_give_the_same_bytes(tmp_path, product_dir, signed):
+def test_the_tail_is_what_appending_to_a_copy_of_the_archive_writes(tmp_path, product_dir, signed):
+    """The zip is the archive's first bytes plus a tail computed in memory: exactly the file
+    that zipfile's own append mode makes from a copy of the archive."""
     lic, key, _ = signed
-    first = build_package(
-        product_dir, tmp_path / "a", filename="p.zip", license=lic, license_key=key
-    )
-    second = build_package(
-        product_dir, tmp_path / "b", filename="p.zip", license=lic, license_key=key
-    )
-    assert first.sha256 == second.sha256
+    packer = packager(tmp_path)
+    package, data = assembled(packer, lic, key)
+    [archive] = packer.archives_dir.iterdir()
+    copy = tmp_path / "copy.zip"
+    shutil.copyfile(archive, copy)
+    with zipfile.ZipFile(copy, "a") as appended:
+        for name, content in license_members(lic, key):
+            info = zipfile.ZipInfo(name, date_time=(2025, 3, 1, 12, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o100644 << 16
+            appended.writestr(info, content)
+    assert copy.read_bytes() == data
+    assert data[: package.cut] == archive.read_bytes()[: package.cut]
 
 
-def test_rebuild_replaces_the_file_in_place(tmp_path, product_dir, signed):
+def member(data: bytes, name: str) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return archive.read(name)
+
+
+def test_two_hosts_assemble_the_same_bytes_from_their_own_archive_caches(
+    tmp_path, product_dir, signed
+):
     lic, key, _ = signed
-    storage = tmp_path / "storage"
-    build_package(product_dir, storage, filename="p.zip", license=lic, license_key=key)
+    first, first_bytes = assembled(packager(tmp_path, "host-a"), lic, key)
+    second, second_bytes = assembled(packager(tmp_path, "host-b"), lic, key)
+    assert first.sha256 == second.sha256 and first_bytes == second_bytes
+    for host in ("host-a", "host-b"):  # each built its own archive, and wrote nothing else
+        [archive] = (tmp_path / host / "archives").iterdir()
+        assert archive.name.startswith(f"{PRODUCT}-") and archive.suffix == ".zip"
+        assert [p.name for p in (tmp_path / host).iterdir()] == ["archives"]
+
+
+def test_the_digest_is_the_assembled_packages_and_another_license_gives_another(
+    tmp_path, product_dir, signed
+):
+    lic, key, _ = signed
+    packer = packager(tmp_path)
+    package, data = assembled(packer, lic, key)
+    assert packer.digest(PRODUCT, lic, key) == (package.sha256, len(data))
+    other = dataclasses.replace(lic, license_id="lic_43")
+    assert packer.digest(PRODUCT, other, key)[0] != package.sha256
+
+
+def test_a_changed_product_gives_new_bytes_and_a_new_archive(tmp_path, product_dir, signed):
+    lic, key, _ = signed
+    packer = packager(tmp_path)
+    before, _ = assembled(packer, lic, key)
+    [archive] = packer.archives_dir.iterdir()
     (product_dir / "README.txt").write_text("changed\n")
-    package = build_package(product_dir, storage, filename="p.zip", license=lic, license_key=key)
-    with zipfile.ZipFile(package.path) as archive:
-        assert archive.read("README.txt") == b"changed\n"
-    assert hashlib.sha256(package.path.read_bytes()).hexdigest() == package.sha256
+    after, data = assembled(packer, lic, key)
+    assert after.sha256 != before.sha256
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        assert package.read("README.txt") == b"changed\n"
+    [replacement] = packer.archives_dir.iterdir()
+    assert replacement != archive, "a new version of the product, a new archive; the old one goes"
+    assert hashlib.sha256(data).hexdigest() == after.sha256
 
 
-@pytest.mark.parametrize("filename", ["../escape.zip", "sub/p.zip", "p.tar", ".hidden.zip"])
-def test_unsafe_filenames_are_refused(tmp_path, product_dir, signed, filename):
+def test_a_package_keeps_its_bytes_while_the_product_is_replaced(tmp_path, product_dir, signed):
+    """The archive is opened before the package is assembled: a newer version replacing it
+    mid-download does not change what the open package sends."""
     lic, key, _ = signed
+    packer = packager(tmp_path)
+    with packer.assemble(PRODUCT, lic, key) as package:
+        (product_dir / "README.txt").write_text("version 2\n")
+        packer.digest(PRODUCT, lic, key)  # builds the new archive, removing the old file
+        data = package_bytes(package)
+    assert hashlib.sha256(data).hexdigest() == package.sha256
+
+
+def test_the_product_is_compressed_once_per_version(tmp_path, product_dir, signed):
+    lic, key, _ = signed
+    packer = packager(tmp_path)
+    assembled(packer, lic, key)
+    [archive] = packer.archives_dir.iterdir()
+    built = archive.stat()
+    second, data = assembled(packer, dataclasses.replace(lic, license_id="lic_44"), key)
+    assert list(packer.archives_dir.iterdir()) == [archive]
+    assert (archive.stat().st_ino, archive.stat().st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
+    assert member(data, "docs/manual.pdf") == (product_dir / "docs/manual.pdf").read_bytes()
+    assert member(data, "license.key").decode().strip() == key.strip()
+
+
+@pytest.mark.parametrize("product_ref", ["../escape", "sub/p", ".hidden"])
+def test_unsafe_filenames_are_refused(product_ref):
     with pytest.raises(PackagingError):
-        build_package(product_dir, tmp_path / "s", filename=filename, license=lic, license_key=key)
+        package_filename(product_ref)
+
+
+def test_the_filename_is_the_product_ref():
+    assert package_filename(PRODUCT) == f"{PRODUCT}.zip"
 
 
 def test_symlink_in_product_is_refused_and_nothing_is_written(tmp_path, product_dir, signed):
@@ -117,48 +203,23 @@ def test_symlink_in_product_is_refused_and_nothing_is_written(tmp_path, product_
     secret = tmp_path / "secret.txt"
     secret.write_text("do not ship")
     (product_dir / "docs" / "link.txt").symlink_to(secret)
-    storage = tmp_path / "storage"
+    packer = packager(tmp_path)
     with pytest.raises(PackagingError):
-        build_package(product_dir, storage, filename="p.zip", license=lic, license_key=key)
-    assert not storage.exists() or not any(storage.iterdir())
+        packer.assemble(PRODUCT, lic, key)
+    assert not packer.archives_dir.exists() or not any(packer.archives_dir.iterdir())
 
 
 def test_missing_or_empty_product_dir_is_refused(tmp_path, signed):
     lic, key, _ = signed
-    (tmp_path / "empty").mkdir()
-    for product in (tmp_path / "nope", tmp_path / "empty"):
+    (tmp_path / "products" / "empty").mkdir(parents=True)
+    packer = packager(tmp_path)
+    for product in ("nope", "empty"):
         with pytest.raises(PackagingError):
-            build_package(product, tmp_path / "s", filename="p.zip", license=lic, license_key=key)
+            packer.assemble(product, lic, key)
 
 
 def test_product_may_not_shadow_the_license_files(tmp_path, product_dir, signed):
     lic, key, _ = signed
     (product_dir / "license.key").write_text("fake")
     with pytest.raises(PackagingError):
-        build_package(product_dir, tmp_path / "s", filename="p.zip", license=lic, license_key=key)
-
-
-def test_the_product_is_compressed_once_per_version(tmp_path, product_dir, signed):
-    lic, key, _ = signed
-    storage = tmp_path / "storage"
-    archives = storage / ARCHIVES_DIRNAME
-    build_package(product_dir, storage / "one", filename="p.zip", license=lic, license_key=key)
-    [archive] = archives.iterdir()
-    built = archive.stat()
-    second = build_package(
-        product_dir, storage / "two", filename="p.zip", license=lic, license_key=key
-    )
-    assert list(archives.iterdir()) == [archive]
-    assert (archive.stat().st_ino, archive.stat().st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
-    with zipfile.ZipFile(second.path) as package:
-        assert package.read("docs/manual.pdf") == (product_dir / "docs/manual.pdf").read_bytes()
-        assert package.read("license.key").decode().strip() == key.strip()
-
-    (product_dir / "README.txt").write_text("Colmena Industrial 2\n")
-    third = build_package(
-        product_dir, storage / "three", filename="p.zip", license=lic, license_key=key
-    )
-    [replacement] = archives.iterdir()
-    assert replacement != archive, "a new version of the product, a new archive; the old one goes"
-    with zipfile.ZipFile(third.path) as package:
-        assert package.read("README.txt") == b"Colmena Industrial 2\n"
+        packager(tmp_path).assemble(PRODUCT, lic, key)

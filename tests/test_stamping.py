@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from satcfdi.models import Signer
 from satcfdi.transform import xslt_transform
 
-from colmena.actors.invoice_delivery import DELIVERY_LOCK
+from colmena.actors.invoice_delivery import DELIVERY_LOCK, deliver
 from colmena.actors.stamping import watch_csd
 from colmena.cli import cli
 from colmena.config import Settings
@@ -210,8 +210,8 @@ async def test_approved_payment_is_stamped_filed_and_emailed(
         base64.b64decode(tfd.attrib["SelloSAT"]), cadena, padding.PKCS1v15(), hashes.SHA256()
     )
     assert Path(invoice.xml_path).read_bytes() == invoice.stamped_xml
-    pdf = Path(invoice.pdf_path).read_bytes()
-    assert pdf.startswith(b"%PDF-") and len(pdf) > 5000
+    pdf = Path(invoice.pdf_path).read_bytes()  # the export `colmena dev` writes by default
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 5000 and invoice.pdf == pdf
 
     [mail] = await smtp.wait_for_async(1)
     assert mail.rcpt_tos == [CUSTOMER]
@@ -592,3 +592,87 @@ async def test_a_render_process_killed_mid_render_is_survived_and_the_invoice_em
 async def log_lines(logs: LogCapture, event: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in logs.text().splitlines() if line.startswith("{")]
     return [line for line in lines if line.get("event") == event]
+
+
+class RefusingRenderer:
+    """A renderer that fails the test if anything asks it for a PDF."""
+
+    async def render(self, stamped_xml: bytes) -> None:
+        raise AssertionError("the PDF was rendered again")
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.suffix: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_a_worker_on_another_host_emails_the_stored_pdf_without_rendering_it(
+    db: asyncpg.Connection, configure, start_worker, smtp: SmtpStandin, tmp_path: Path
+) -> None:
+    """Host A stamps, renders and keeps the PDF, then the mail server refuses the email. A
+    worker on host B, whose export directory is empty and which never saw A's files, delivers
+    it again: it sends the stored PDF and renders nothing."""
+    host_a = configure(cfdi_storage_dir=tmp_path / "host-a", env="production")
+    system = start_worker(settings_override=host_a)
+    smtp.reply = "550 5.1.1 mailbox unavailable"
+    payment_id = await insert_payment(db)
+    system.broker.get_actor("stamp_invoice").send(payment_id)
+
+    async def dead() -> bool:
+        return await dead_letters(host_a) == 1
+
+    await wait_for(dead, timeout=30)
+    invoice = await invoice_of(db, payment_id)
+    assert invoice is not None and invoice.emailed_at is None
+    assert invoice.pdf is not None and invoice.pdf.startswith(b"%PDF-")
+    assert files_under(tmp_path / "host-a") == {".xml": invoice.stamped_xml, ".pdf": invoice.pdf}
+
+    smtp.reply = None
+    host_b = configure(cfdi_storage_dir=tmp_path / "host-b", env="production")
+    resources = Resources(
+        host_b,
+        database_url=host_b.require_database_url(),
+        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
+    )
+    await resources.start()
+    try:
+        await deliver(
+            resources.pool,
+            invoice.id,
+            mailer=resources.shared(MAILER),
+            renderer=RefusingRenderer(),
+            storage=host_b.cfdi_storage_path,
+            issuer_name=ISSUER_NAME,
+        )
+    finally:
+        await resources.close()
+    [mail] = await smtp.wait_for_async(1)
+    attached = {part.get_filename(): part.get_content() for part in mail.message.iter_attachments()}
+    assert attached[f"{invoice.label}_{invoice.uuid}.pdf"] == invoice.pdf
+    assert files_under(tmp_path / "host-b") == {".xml": invoice.stamped_xml, ".pdf": invoice.pdf}
+    delivered = await invoice_of(db, payment_id)
+    assert delivered is not None and delivered.emailed_at is not None
+    assert delivered.pdf_path is not None and delivered.pdf_path.startswith(
+        str(tmp_path / "host-b")
+    )
+
+
+async def test_without_an_export_directory_no_file_is_written_and_the_pdf_is_kept(
+    db: asyncpg.Connection, configure, start_worker, smtp: SmtpStandin, settings: Settings
+) -> None:
+    production = configure(env="production")
+    assert production.cfdi_storage_path is None
+    system = start_worker(settings_override=production)
+    payment_id = await insert_payment(db)
+    system.broker.get_actor("stamp_invoice").send(payment_id)
+    [mail] = await smtp.wait_for_async(1, timeout=30)
+
+    async def emailed() -> InvoiceRecord | None:
+        invoice = await invoice_of(db, payment_id)
+        return invoice if invoice is not None and invoice.emailed_at is not None else None
+
+    invoice = await wait_for(emailed, timeout=30)
+    assert (invoice.xml_path, invoice.pdf_path) == (None, None)
+    assert invoice.pdf is not None
+    attached = {part.get_filename(): part.get_content() for part in mail.message.iter_attachments()}
+    assert attached[f"{invoice.label}_{invoice.uuid}.pdf"] == invoice.pdf
+    assert not (settings.data_dir / "invoices").exists()

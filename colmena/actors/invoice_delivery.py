@@ -1,13 +1,17 @@
-"""Filing and emailing one stamped invoice, once: the work behind the `deliver_invoice` actor.
+"""Emailing one stamped invoice, once: the work behind the `deliver_invoice` actor.
 
 A session advisory lock on the invoice spans the render and the SMTP call, so a duplicate
 message waits and then finds the invoice emailed. The PDF is rendered in one of the worker's
-render processes (`colmena.gateways.pdf_renderer`), off its GIL, and filed before the email is
-sent; a render process that dies fails the attempt with a retryable error, and the retry renders
-again (the render is a pure function of the stamped XML, the file is replaced atomically). If
-the server accepted the mail but the process died before recording it, the retry sends it
-again: a second copy, never none. A refused email is not caught for its own sake:
-`MailDeliveryError` says whether a retry can help.
+render processes (`colmena.gateways.pdf_renderer`), off its GIL, once: it is kept on the
+invoice row before the email is sent, so a retry on any worker, on any host, sends the stored
+bytes without rendering again. A render process that dies fails the attempt with a retryable
+error, and the retry renders (the render is a pure function of the stamped XML). If the server
+accepted the mail but the process died before recording it, the retry sends it again: a second
+copy, never none. A refused email is not caught for its own sake: `MailDeliveryError` says
+whether a retry can help.
+
+With ``storage`` configured, XML and PDF are also exported there for the accountant; the files
+are never read back, and a failure to write them is logged, not retried: the row holds both.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from colmena.config.metrics import INVOICES
 from colmena.errors import PermanentError
 from colmena.gateways.cfdi import is_sandbox_stamp
 from colmena.gateways.invoice_email import invoice_email
-from colmena.gateways.invoice_files import filed_pdf, invoice_files, write_atomically
+from colmena.gateways.invoice_files import InvoiceFiles, export_missing, invoice_files
 from colmena.gateways.mail import Attachment, MailDeliveryError
 from colmena.gateways.mailer import Mailer
 from colmena.gateways.pdf_renderer import PdfRenderer
@@ -41,10 +45,11 @@ async def deliver(
     *,
     mailer: Mailer,
     renderer: PdfRenderer,
-    storage: Path,
+    storage: Path | None,
     issuer_name: str | None,
 ) -> None:
-    """Render and file the PDF, then email XML and PDF to the receiver, unless done before."""
+    """Render (once) and keep the PDF, then email XML and PDF to the receiver, unless done
+    before."""
     async with pool.acquire() as conn, advisory_lock(conn, DELIVERY_LOCK, invoice_id):
         await _deliver_locked(
             conn,
@@ -62,7 +67,7 @@ async def _deliver_locked(
     *,
     mailer: Mailer,
     renderer: PdfRenderer,
-    storage: Path,
+    storage: Path | None,
     issuer_name: str | None,
 ) -> None:
     invoice = await invoices.get(conn, invoice_id)
@@ -76,24 +81,25 @@ async def _deliver_locked(
         return
     if invoice.emailed_at is not None:
         return
-    files = invoice_files(
-        storage,
-        issuer_rfc=invoice.issuer_rfc,
-        label=invoice.label,
-        uuid=invoice.uuid,
-        stamped_at=invoice.fecha_timbrado,
-    )
-    pdf = await asyncio.to_thread(filed_pdf, files, invoice.stamped_xml)
+    pdf = invoice.pdf
     if pdf is None:
         rendered = await renderer.render(invoice.stamped_xml)
-        await asyncio.to_thread(write_atomically, files.pdf, rendered.content)
         pdf = rendered.content
+        await invoices.save_pdf(conn, invoice_id, pdf)
         bound.info(
             "invoice PDF rendered",
             render_pid=rendered.pid,
             render_cpu_ms=round(rendered.cpu_seconds * 1000),
         )
-    await invoices.set_files(conn, invoice_id, xml_path=str(files.xml), pdf_path=str(files.pdf))
+    if storage is not None:
+        files = invoice_files(
+            storage,
+            issuer_rfc=invoice.issuer_rfc,
+            label=invoice.label,
+            uuid=invoice.uuid,
+            stamped_at=invoice.fecha_timbrado,
+        )
+        await _export(conn, invoice_id, files, xml=invoice.stamped_xml, pdf=pdf)
     if not invoice.receiver_email:
         raise PermanentError(
             f"invoice {invoice_id}: the payment has no customer email to send it to"
@@ -123,3 +129,20 @@ async def _deliver_locked(
     await invoices.mark_emailed(conn, invoice_id, message_id)
     INVOICES.labels(outcome="emailed").inc()
     bound.info("invoice emailed", email_message_id=message_id)
+
+
+async def _export(
+    conn: asyncpg.Connection, invoice_id: int, files: InvoiceFiles, *, xml: bytes, pdf: bytes
+) -> None:
+    """The accountant's copies of XML and PDF on this host; their paths go on the row."""
+    try:
+        await asyncio.to_thread(export_missing, files, xml=xml, pdf=pdf)
+    except OSError as exc:
+        log.error(
+            "invoice export failed; the database keeps XML and PDF",
+            invoice_id=invoice_id,
+            path=str(files.xml.parent),
+            error=str(exc),
+        )
+        return
+    await invoices.set_files(conn, invoice_id, xml_path=str(files.xml), pdf_path=str(files.pdf))

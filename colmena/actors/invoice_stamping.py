@@ -16,7 +16,10 @@ Why it cannot stamp twice under at-least-once messages:
   re-seals such an invoice, which is safe because nothing was stamped.
 
 The PDF (~0.2-0.4 s of CPU, in a render process of its own) and the email happen in
-``deliver_invoice``, queued through the outbox in the transaction that records the stamp.
+``deliver_invoice``, queued through the outbox in the transaction that records the stamp. The
+stamped XML is kept on the row; a copy for the accountant is written under ``storage`` when one
+is configured (`colmena.gateways.invoice_files`), and a failure to write it never holds back
+the stamp.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from colmena.gateways.pac import (
     PacGateway,
     PacRejected,
     PacUnavailable,
+    StampResult,
     check_certifies,
 )
 from colmena.gateways.stamping_config import StampingConfig
@@ -66,7 +70,7 @@ class InvoiceStamper:
     config: StampingConfig
     signer: CsdSigner
     pac: PacGateway
-    storage: Path
+    storage: Path | None
 
     async def stamp(self, payment_id: int) -> None:
         """Have the payment's invoice sealed and stamped; a no-op once it is."""
@@ -168,14 +172,7 @@ class InvoiceStamper:
                 )
             INVOICES.labels(outcome="retried").inc()
             raise
-        files = invoice_files(
-            self.storage,
-            issuer_rfc=invoice.issuer_rfc,
-            label=invoice.label,
-            uuid=result.uuid,
-            stamped_at=result.fecha_timbrado,
-        )
-        xml_path = await asyncio.to_thread(write_atomically, files.xml, result.xml)
+        xml_path = await self._export(invoice, result)
         async with self.pool.acquire() as conn, conn.transaction():
             current = await _locked(conn, invoice.id)
             await invoices.mark_stamped(
@@ -185,7 +182,7 @@ class InvoiceStamper:
                 uuid=result.uuid,
                 fecha_timbrado=result.fecha_timbrado,
                 recovered=result.recovered,
-                xml_path=str(xml_path),
+                xml_path=xml_path,
             )
             follow_up = None
             if current.status != "cancellation_requested":
@@ -201,6 +198,29 @@ class InvoiceStamper:
         log.info(
             "invoice stamped", invoice_id=invoice.id, uuid=result.uuid, recovered=result.recovered
         )
+
+    async def _export(self, invoice: InvoiceRecord, result: StampResult) -> str | None:
+        """The accountant's copy of the stamped XML, when configured: its path, or None."""
+        if self.storage is None:
+            return None
+        files = invoice_files(
+            self.storage,
+            issuer_rfc=invoice.issuer_rfc,
+            label=invoice.label,
+            uuid=result.uuid,
+            stamped_at=result.fecha_timbrado,
+        )
+        try:
+            await asyncio.to_thread(write_atomically, files.xml, result.xml)
+        except OSError as exc:
+            log.error(
+                "invoice XML export failed; the database keeps the XML",
+                invoice_id=invoice.id,
+                path=str(files.xml),
+                error=str(exc),
+            )
+            return None
+        return str(files.xml)
 
     async def _record_refusal(self, invoice: InvoiceRecord, refusal: Refusal) -> None:
         """Keep a definite refusal on the invoice, where `colmena invoices show` reads it."""

@@ -1,4 +1,4 @@
-"""License delivery: issue a signed license for an approved payment, package it, email a link.
+"""License delivery: issue a signed license for an approved payment, email a link to its package.
 
 Exactly-once effects under at-least-once messages:
 
@@ -11,13 +11,16 @@ Exactly-once effects under at-least-once messages:
   link. A failed attempt thus leaves a link nobody holds, which the retry's transaction kills.
   If the server accepted the message but we never heard (crash, timeout after DATA), the
   customer may get a second email; the first one's link then answers 410 "replaced".
+
+No package is written: each email records the SHA-256 and size of the package its link leads to
+(the product archive, cached on this host, plus the license's members), and the ingress that
+serves the link assembles the same bytes on its own host and checks them against that record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +44,7 @@ from colmena.errors import PermanentError
 from colmena.gateways.license_keys import signing_key
 from colmena.gateways.mail import MailDeliveryError, license_delivery_email
 from colmena.gateways.mailer import MAILER, Mailer
-from colmena.gateways.packaging import build_package
+from colmena.gateways.packaging import PACKAGER, Packager
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
@@ -114,7 +117,7 @@ async def issue_license(
 
 @actor(queue=QUEUE, name="deliver_license")
 async def deliver_license(resources: Resources, payment_id: int) -> None:
-    """Issue (once), package and email the license bought by ``payment_id``."""
+    """Issue (once) and email the license bought by ``payment_id``, with a download link."""
     async with resources.pool.acquire() as conn, conn.transaction():
         issued = await issue_license(conn, resources.settings, payment_id)
     if issued is None:
@@ -164,15 +167,20 @@ async def revoke_license(resources: Resources, payment_id: int) -> None:
 async def send_email(resources: Resources, email_id: int) -> None:
     """Send the email row ``email_id`` with a fresh link, unless it was sent or superseded."""
     mailer = resources.shared(MAILER)
+    packager = resources.shared(PACKAGER)
     async with (
         resources.pool.acquire() as conn,
         advisory_lock(conn, EMAIL_LOCK, email_id % 2**31),
     ):
-        await _send_locked(conn, resources.settings, mailer, email_id)
+        await _send_locked(conn, resources.settings, mailer, packager, email_id)
 
 
 async def _send_locked(
-    conn: asyncpg.Connection, settings: Settings, mailer: Mailer, email_id: int
+    conn: asyncpg.Connection,
+    settings: Settings,
+    mailer: Mailer,
+    packager: Packager,
+    email_id: int,
 ) -> None:
     token = new_token()
     async with conn.transaction():
@@ -194,7 +202,7 @@ async def _send_locked(
                 "license email not sent", email_id=email_id, license_id=str(record.id), reason=skip
             )
             return
-        await ensure_package(conn, settings, record)
+        await record_package(conn, settings, packager, record)
         link = await store.replace_link(
             conn,
             license_id=record.id,
@@ -237,49 +245,33 @@ async def _send_locked(
     )
 
 
-async def ensure_package(
-    conn: asyncpg.Connection, settings: Settings, record: store.LicenseRecord
+async def record_package(
+    conn: asyncpg.Connection, settings: Settings, packager: Packager, record: store.LicenseRecord
 ) -> None:
-    """Build the package unless it is on disk. The caller holds the license row lock, so a
-    concurrent delivery or the cleanup job waits instead of racing on the file."""
-    storage = settings.license_storage_path
-    if record.package_path and (storage / record.package_path).is_file():
-        return
+    """Record the SHA-256 and size of the package the new link will download, as assembled
+    from this host's product directory now (a product updated since the last email gives a
+    new digest; the older links die in this same transaction). The caller holds the license
+    row lock."""
     try:
         license = verify_license_key(record.license_key, signing_key(settings).public_key())
     except LicenseKeyError as exc:
         raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
-    filename = f"{record.product_ref}.zip"
     try:
-        package = await asyncio.to_thread(
-            build_package,
-            settings.license_products_path / record.product_ref,
-            storage / str(record.id),
-            filename=filename,
-            license=license,
-            license_key=record.license_key,
+        sha256, size = await asyncio.to_thread(
+            packager.digest, record.product_ref, license, record.license_key
         )
     except PackagingError as exc:
         raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
-    await store.set_package(
-        conn, record.id, path=f"{record.id}/{filename}", sha256=package.sha256, size=package.size
-    )
+    if (sha256, size) != (record.package_sha256, record.package_size):
+        await store.set_package(conn, record.id, sha256=sha256, size=size)
 
 
 @scheduled("license-cleanup", IntervalTrigger(hours=1))
-async def cleanup_licenses(resources: Resources) -> tuple[int, int]:
-    """Delete links dead for longer than the retention, and packages nothing needs any more."""
-    settings = resources.settings
-    retention_s = settings.license_retention_hours * 3600
-    storage = settings.license_storage_path
+async def cleanup_licenses(resources: Resources) -> int:
+    """Delete links dead for longer than the retention; returns how many."""
+    retention_s = resources.settings.license_retention_hours * 3600
     async with resources.pool.acquire() as conn:
         links = await store.delete_dead_links(conn, retention_s=retention_s)
-        async with conn.transaction():
-            idle = await store.lock_idle_packages(conn, retention_s=retention_s)
-            for license_id, path in idle:
-                await asyncio.to_thread(shutil.rmtree, (storage / path).parent, ignore_errors=True)
-                await store.clear_package(conn, license_id)
     LICENSE_CLEANUP_REMOVED.labels(kind="link").inc(links)
-    LICENSE_CLEANUP_REMOVED.labels(kind="package").inc(len(idle))
-    log.info("license cleanup done", links_removed=links, packages_removed=len(idle))
-    return links, len(idle)
+    log.info("license cleanup done", links_removed=links)
+    return links

@@ -20,8 +20,7 @@ from colmena.gateways.cfdi import CsdError, is_sandbox_stamp
 from colmena.gateways.csd import load_csd_signer, read_csd_certificate
 from colmena.gateways.stamping_config import StampingNotConfigured, csd_source
 from colmena.runtime.outbox import publish_now
-from colmena.runtime.publisher import AmqpPublisher
-from colmena.runtime.startup import open_database
+from colmena.runtime.startup import amqp_publisher, open_database
 from colmena.store import invoices, outbox
 from colmena.store.invoices import STATUSES, InvoiceRecord
 from colmena.store.outbox import OutboxMessage
@@ -100,8 +99,8 @@ def show_command(invoice_id: int) -> None:
             )
         )
     fields += [
-        ("XML", invoice.xml_path or "-"),
-        ("PDF", invoice.pdf_path or "-"),
+        ("XML", _kept(invoice.stamped_xml, invoice.xml_path, missing="not stamped")),
+        ("PDF", _kept(invoice.pdf, invoice.pdf_path, missing="not rendered yet")),
         (
             "emailed",
             f"{_when(invoice.emailed_at)} to {invoice.receiver_email}"
@@ -171,9 +170,7 @@ def retry_command(invoice_id: int) -> None:
 
 
 async def _publish(settings: Settings, row: OutboxMessage | None) -> bool:
-    publisher = AmqpPublisher(
-        settings.require_broker_url(), settings.queue_prefix, quorum=settings.quorum_queues
-    )
+    publisher = amqp_publisher(settings)
     pool = await create_pool(settings.require_database_url(), min_size=1, max_size=1)
     try:  # a broker that does not confirm leaves the row to the relay
         return await publish_now(pool, publisher, [row]) == 1
@@ -238,6 +235,14 @@ def _when(value: dt.datetime | None) -> str:
 
 def _total(total: Decimal | None, currency: str | None) -> str:
     return format_money(total, currency) if total is not None and currency else "-"
+
+
+def _kept(content: bytes | None, exported: str | None, *, missing: str) -> str:
+    """Where a document is: the database (the source), and the export copy if one was written."""
+    if content is None:
+        return missing
+    kept = f"in the database ({len(content):,} bytes)"
+    return f"{kept}; exported to {exported} on the worker that wrote it" if exported else kept
 
 
 COMMANDS = [invoices_group]

@@ -33,7 +33,7 @@ from colmena.domain.licensing import (
 )
 from colmena.domain.money import format_minor, from_minor
 from colmena.gateways.license_keys import public_key
-from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.startup import amqp_publisher
 from colmena.store import licenses as store
 from colmena.store import outbox
 
@@ -156,6 +156,13 @@ def _link_state(link: store.LinkRecord | None, *, detail: bool = False) -> str:
     return f"{state}, {link.used}/{link.max_downloads} downloads, expires {_when(link.expires_at)}"
 
 
+def _package(record: store.LicenseRecord) -> str:
+    """What the newest link downloads: assembled by the ingress, checked against this digest."""
+    if record.package_sha256 is None or record.package_size is None:
+        return "no digest yet (the next email records it)"
+    return f"sha256 {record.package_sha256}, {record.package_size:,} bytes"
+
+
 def _payment(found: store.LicenseOverview) -> str:
     return f"{found.provider} {found.provider_payment_id}"
 
@@ -274,7 +281,7 @@ def show_command(which: str) -> None:
             ),
             ("issued", _when(record.issued_at)),
             ("expires", _when(record.expires_at) if record.expires_at else "never (perpetual)"),
-            ("package", record.package_path or "not built (the next email builds it)"),
+            ("package", _package(record)),
         ]
         fields += [
             (f"email #{email.id}", f"{email.reason}: {_email_state(email, detail=True)}")
@@ -359,9 +366,7 @@ async def _publish(
     """Publish now when a broker is configured; otherwise (or if it is down) the relay will."""
     if row is None or settings.broker_url is None:
         return False
-    publisher = AmqpPublisher(
-        settings.broker_url.get_secret_value(), settings.queue_prefix, quorum=settings.quorum_queues
-    )
+    publisher = amqp_publisher(settings)
     try:
         [ok] = await publisher.publish_many([row])
     finally:

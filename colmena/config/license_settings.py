@@ -1,8 +1,10 @@
-"""License delivery settings: signing key, product and package directories, links, SMTP.
+"""License delivery settings: signing key, product directory and archive cache, links, SMTP.
 
 Directories left unset live under COLMENA_DATA_DIR, so `colmena dev` works with nothing
-configured. The ingress only needs the public key (COLMENA_LICENSE_PUBLIC_KEY) to serve it and to
-check keys; the private key belongs to the workers that issue licenses.
+configured. No directory is shared between hosts: workers and ingresses each read the same
+read-only product directory (deployment data) and keep their own archive cache. The ingress
+needs the public key (COLMENA_LICENSE_PUBLIC_KEY) to serve it, to check keys and to rebuild a
+package's license members; the private key belongs to the workers that issue licenses.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ class LicenseSettings(BaseModel):
     )
     license_products_dir: Path | None = Field(
         default=None,
-        description="one subdirectory per product_ref; default <COLMENA_DATA_DIR>/products",
+        description="one subdirectory per product_ref, read-only, the same on every host "
+        "(modification times and modes included); default <COLMENA_DATA_DIR>/products",
     )
-    license_storage_dir: Path | None = Field(
-        default=None, description="built packages; default <COLMENA_DATA_DIR>/licenses"
+    license_archive_dir: Path | None = Field(
+        default=None,
+        description="this host's cache of compressed product archives, rebuilt from the "
+        "products directory when absent; never shared; default "
+        "<COLMENA_DATA_DIR>/product-archives",
     )
     license_link_ttl_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     license_max_downloads: int = Field(default=1, ge=1, le=100)
     license_retention_hours: float = Field(
         default=168.0,
         ge=0,
-        description="how long dead links and idle packages are kept before cleanup",
+        description="how long dead links are kept before cleanup",
     )
     license_base_url: str | None = Field(
         default=None,
@@ -101,5 +107,5 @@ class LicenseSettings(BaseModel):
         return self.license_products_dir or Path(self.data_dir, "products")
 
     @property
-    def license_storage_path(self) -> Path:
-        return self.license_storage_dir or Path(self.data_dir, "licenses")
+    def license_archive_path(self) -> Path:
+        return self.license_archive_dir or Path(self.data_dir, "product-archives")

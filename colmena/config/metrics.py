@@ -116,7 +116,7 @@ LICENSE_DOWNLOADS = Counter(
 )
 LICENSE_CLEANUP_REMOVED = Counter(
     "colmena_license_cleanup_removed_total",
-    "Dead download links and idle packages removed.",
+    "Dead download links removed.",
     ["kind"],
 )
 

@@ -3,7 +3,8 @@
 The PAC defaults to SW Sapien's TEST environment. Nothing here is needed to start `colmena dev`:
 a payment that asks for an invoice while the CSD or issuer fields are unset is dead-lettered
 with a message naming the missing variable. Invoice emails go out through the licenses' SMTP
-settings (COLMENA_SMTP_*).
+settings (COLMENA_SMTP_*). Stamped XML and rendered PDF live in PostgreSQL; files are an optional
+export (COLMENA_CFDI_STORAGE_DIR).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 class StampingSettings(BaseModel):
     if TYPE_CHECKING:
         data_dir: Path  # declared by Settings
+        env: str
 
     pac_provider: Literal["sw", "finkok", "diverza", "prodigia"] = Field(
         default="sw", description="which PAC stamps the invoices"
@@ -66,7 +68,12 @@ class StampingSettings(BaseModel):
     cfdi_payment_form: str = Field(
         default="04", pattern=r"^\d{2}$", description="FormaPago when the payment metadata has none"
     )
-    cfdi_storage_dir: Path | None = Field(default=None, description="stamped XML and PDF files")
+    cfdi_storage_dir: Path | None = Field(
+        default=None,
+        description="where each worker also writes copies of the stamped XML and PDF for the "
+        "accountant (the database holds both; nothing reads the files back); unset: none, "
+        "except under <COLMENA_DATA_DIR>/invoices in `colmena dev`",
+    )
     pdf_processes: int = Field(
         default=2,
         ge=1,
@@ -87,5 +94,9 @@ class StampingSettings(BaseModel):
         return value.strip().upper() if value else value
 
     @property
-    def cfdi_storage_path(self) -> Path:
-        return self.cfdi_storage_dir or Path(self.data_dir, "invoices")
+    def cfdi_storage_path(self) -> Path | None:
+        """Where invoice copies are exported, if anywhere: `colmena dev` keeps them in its data
+        directory so the story shows them with nothing configured."""
+        if self.cfdi_storage_dir is not None or self.env != "dev":
+            return self.cfdi_storage_dir
+        return Path(self.data_dir, "invoices")

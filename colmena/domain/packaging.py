@@ -1,7 +1,7 @@
 """What a customer's package holds, decided without touching a file.
 
 A package is the product directory plus the customer's license at its root: ``license.key``
-(the signed key) and ``license.json`` (the license, readable). Writing the zip is
+(the signed key) and ``license.json`` (the license, readable). Making the zip is
 `colmena.gateways.packaging`'s; these rules say what it may and must contain, so that the same
 inputs always make the same members, and therefore the same bytes and SHA-256.
 """
@@ -29,6 +29,13 @@ def check_filename(filename: str) -> None:
     name = PurePosixPath(filename).name
     if name != filename or not filename.endswith(".zip") or filename.startswith("."):
         raise PackagingError(f"package filename must be a plain *.zip name, got {filename!r}")
+
+
+def package_filename(product_ref: str) -> str:
+    """The name a customer's browser saves the package as: ``<product_ref>.zip``."""
+    filename = f"{product_ref}.zip"
+    check_filename(filename)
+    return filename
 
 
 def check_product_members(names: Iterable[str], *, product: str) -> list[str]:

@@ -1,8 +1,10 @@
-"""Stamped invoices on disk: ``<storage>/<issuer RFC>/<YYYY>/<MM>/<folio>_<UUID>.xml|.pdf``.
+"""The accountant's copies of stamped invoices, when COLMENA_CFDI_STORAGE_DIR asks for them:
+``<storage>/<issuer RFC>/<YYYY>/<MM>/<folio>_<UUID>.xml|.pdf``.
 
-Files are written atomically (temporary file, then rename), so a reader never sees half an
-invoice, and each is written again when this host lacks it: the database row holds the XML,
-the files are copies an accountant can pick up.
+An export, never a source: the database row holds the stamped XML and the rendered PDF, and
+nothing reads these files back. Each worker writes the invoices it handles into its own
+directory (hosts share none). Files are written atomically (temporary file, then rename), so a
+reader never sees half an invoice, and only when missing: their content is fixed by the row.
 """
 
 from __future__ import annotations
@@ -35,15 +37,18 @@ def write_atomically(path: Path, content: bytes) -> Path:
     """Write ``content`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
-def filed_pdf(files: InvoiceFiles, stamped_xml: bytes) -> bytes | None:
-    """Blocking: write the XML file if this host lacks it; the PDF if it was rendered and filed
-    before (the render costs ~0.2-0.4 s of CPU, so it is done once), else None."""
-    if not files.xml.exists():
-        write_atomically(files.xml, stamped_xml)
-    return files.pdf.read_bytes() if files.pdf.exists() else None
+def export_missing(files: InvoiceFiles, *, xml: bytes, pdf: bytes) -> None:
+    """Blocking: write whichever of the two files this host lacks."""
+    for path, content in ((files.xml, xml), (files.pdf, pdf)):
+        if not path.exists():
+            write_atomically(path, content)

@@ -1,14 +1,20 @@
-"""The customer's download on disk: the product directory plus their license, as one zip.
+"""The customer's download: the product directory plus their license, as one zip, assembled
+wherever it is asked for.
 
 What goes in is `colmena.domain.packaging`'s rule; this module reads the product files and
-writes the zip. The product's members are compressed once per version of the product
-directory into a product archive (beside the packages, under `.product-archives`); each
-license's package is a copy of that archive with the license's two members appended, so a
-license costs a file copy, not a recompression of the product. Both are byte-for-byte
-reproducible from their inputs (sorted members, product members stamped with their files'
-modification times, license members with the license's issue time, fixed permissions), so a
-rebuild after a crash yields the same SHA-256 as the one already recorded. Each is written to
-a temporary file and renamed into place, so a reader never sees half of one.
+makes the zip. The product's members are compressed once per version of the product directory
+into a product archive, kept in a directory local to this host (a cache: any host rebuilds it
+from the read-only product directory). A license's package is that archive with the license's
+two members appended, and is never written anywhere: appending to a zip rewrites only what
+follows the archive's last member (the license members, then the central directory), so a
+package is the archive's first ``cut`` bytes followed by a small ``tail`` computed in memory.
+
+Both are byte-for-byte reproducible from their inputs (sorted members, product members stamped
+with their files' modification times, license members with the license's issue time, fixed
+permissions): the worker that emails a link records the package's SHA-256 and size, and the
+ingress that serves the link on another host assembles the same bytes, which it checks against
+that record before it spends the link. Hosts must therefore hold the same product directory,
+modification times and modes included (an image layer, ``rsync -a`` or ``tar`` keep them).
 """
 
 from __future__ import annotations
@@ -18,19 +24,21 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import structlog
 
+from colmena.config import Settings
+from colmena.config.shared_client import SharedClient
 from colmena.domain.licensing import License
 from colmena.domain.packaging import (
     PackagingError,
-    check_filename,
     check_product_members,
     license_members,
     member_time,
@@ -40,58 +48,172 @@ log = structlog.get_logger(__name__)
 
 _CHUNK = 1024 * 1024
 ZIP_EPOCH = calendar.timegm((1980, 1, 1, 0, 0, 0))
+# Prefix digests kept per process: one per product version in use, so a handful.
+_DIGESTS_KEPT = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Package:
-    path: Path
-    sha256: str
-    size: int
+    """One license's package, ready to send: ``archive`` (open) up to ``cut``, then ``tail``.
 
-
-ARCHIVES_DIRNAME = ".product-archives"
-
-
-def build_package(
-    product_dir: Path,
-    storage_dir: Path,
-    *,
-    filename: str,
-    license: License,
-    license_key: str,
-) -> Package:
-    """Zip ``product_dir`` with ``license.key`` and ``license.json`` at the root, into
-    ``storage_dir``; the product archive is kept in ``storage_dir``'s parent.
-
-    Symbolic links are refused rather than followed: one pointing outside the product
-    directory would ship that file to a customer.
+    The archive is opened before the package is assembled, so a newer version of the product
+    replacing it meanwhile cannot change the bytes this package names. Close it when done.
     """
-    check_filename(filename)
-    product_dir = Path(product_dir)
-    storage_dir = Path(storage_dir)
-    base = product_archive(product_dir, storage_dir.parent / ARCHIVES_DIRNAME)
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    final_path = storage_dir / filename
+
+    archive: BinaryIO
+    cut: int
+    tail: bytes
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        return self.cut + len(self.tail)
+
+    def read_at(self, offset: int, limit: int) -> bytes:
+        """Blocking: up to ``limit`` bytes of the package from ``offset`` (b"" at the end)."""
+        if offset < self.cut:
+            data = os.pread(self.archive.fileno(), min(limit, self.cut - offset), offset)
+            if not data:
+                raise PackagingError(f"product archive {self.archive.name} was truncated")
+            return data
+        start = offset - self.cut
+        return self.tail[start : start + limit]
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def __enter__(self) -> Package:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass(eq=False)
+class Packager:
+    """Assembles packages from ``products_dir/<product_ref>``, caching the product archives in
+    ``archives_dir`` (this host's own) and each archive's prefix digest in memory."""
+
+    products_dir: Path
+    archives_dir: Path
+    _digests: dict[tuple[int, int, int], Any] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def assemble(self, product_ref: str, license: License, license_key: str) -> Package:
+        """Blocking: the package of ``license`` for ``product_ref``, with its SHA-256.
+
+        Symbolic links in the product are refused rather than followed: one pointing outside
+        the product directory would ship that file to a customer.
+        """
+        path = product_archive(self.products_dir / product_ref, self.archives_dir)
+        archive = path.open("rb")
+        try:
+            cut, tail = _append_license(archive, license, license_key)
+            digest = self._prefix_digest(archive, cut)
+            digest.update(tail)
+            return Package(archive=archive, cut=cut, tail=tail, sha256=digest.hexdigest())
+        except BaseException:
+            archive.close()
+            raise
+
+    def digest(self, product_ref: str, license: License, license_key: str) -> tuple[str, int]:
+        """Blocking: (SHA-256, size) of the package, which is not kept."""
+        with self.assemble(product_ref, license, license_key) as package:
+            return package.sha256, package.size
+
+    def _prefix_digest(self, archive: BinaryIO, cut: int) -> Any:
+        """A SHA-256 already fed the archive's first ``cut`` bytes (a copy: the caller may feed
+        it more), read once per archive file and process."""
+        st = os.fstat(archive.fileno())
+        key = (st.st_dev, st.st_ino, cut)
+        with self._lock:
+            known = self._digests.get(key)
+        if known is None:
+            known = hashlib.sha256()
+            offset = 0
+            while offset < cut:
+                chunk = os.pread(archive.fileno(), min(_CHUNK, cut - offset), offset)
+                if not chunk:
+                    raise PackagingError(f"product archive {archive.name} was truncated")
+                known.update(chunk)
+                offset += len(chunk)
+            with self._lock:
+                if len(self._digests) >= _DIGESTS_KEPT:
+                    self._digests.clear()
+                self._digests[key] = known
+        return known.copy()
+
+
+def packager_for(settings: Settings) -> Packager:
+    return Packager(settings.license_products_path, settings.license_archive_path)
+
+
+# The process's packager: workers digest packages with it, the ingress assembles them.
+PACKAGER: SharedClient[Packager] = SharedClient("packager", packager_for)
+
+
+class _AppendOverlay:
+    """The product archive as a file for `zipfile`'s append mode, where every write (all of
+    them past the archive's last member) lands in memory instead: the archive stays untouched
+    and its new ending is ``tail``, from ``cut`` on."""
+
+    def __init__(self, archive: BinaryIO) -> None:
+        self._fd = archive.fileno()
+        self._size = os.fstat(self._fd).st_size
+        self._pos = 0
+        self.cut: int | None = None
+        self.tail = bytearray()
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        end = self._size if self.cut is None else self.cut + len(self.tail)
+        self._pos = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: end}[whence] + offset
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if self.cut is not None:
+            raise PackagingError("zip append read back what it wrote")
+        size = self._size - self._pos if size < 0 else size
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        if self.cut is None:
+            self.cut = self._pos
+        start = self._pos - self.cut
+        if start < 0 or start > len(self.tail):
+            raise PackagingError("zip append wrote outside the archive's ending")
+        self.tail[start : start + len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if self.cut is not None:
+            del self.tail[size - self.cut :]
+        return size
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def _append_license(archive: BinaryIO, license: License, license_key: str) -> tuple[int, bytes]:
+    """(cut, tail): the archive with the license's members appended is its first ``cut`` bytes
+    followed by ``tail``."""
+    overlay = _AppendOverlay(archive)
     date_time = member_time(license)
-
-    def append_license(raw: BinaryIO) -> None:
-        with base.open("rb") as src:
-            shutil.copyfileobj(src, raw, _CHUNK)
-        raw.seek(0)
-        with zipfile.ZipFile(raw, "a") as archive:
-            for arcname, content in license_members(license, license_key):
-                archive.writestr(_member_info(arcname, date_time), content)
-
-    _write_atomically(final_path, append_license)
-    sha256, size = _digest(final_path)
-    log.info(
-        "package_built",
-        license_id=license.license_id,
-        path=str(final_path),
-        sha256=sha256,
-        size=size,
-    )
-    return Package(path=final_path, sha256=sha256, size=size)
+    with zipfile.ZipFile(overlay, "a") as package:
+        for arcname, content in license_members(license, license_key):
+            package.writestr(_member_info(arcname, date_time), content)
+    if overlay.cut is None:
+        raise PackagingError("appending the license to the product archive wrote nothing")
+    return overlay.cut, bytes(overlay.tail)
 
 
 def product_archive(product_dir: Path, archives_dir: Path) -> Path:
@@ -137,7 +259,7 @@ def product_archive(product_dir: Path, archives_dir: Path) -> Path:
 
 def _write_atomically(final_path: Path, write: Callable[[BinaryIO], None]) -> None:
     """`write` into a temporary file beside `final_path`, flushed to disk, then renamed over it
-    (and the rename made durable too)."""
+    (and the rename made durable too), so a reader never sees half an archive."""
     fd, tmp_name = tempfile.mkstemp(
         dir=final_path.parent, prefix=f".{final_path.name}.", suffix=".part"
     )
@@ -181,16 +303,6 @@ def _member_info(
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = (0o100755 if executable else 0o100644) << 16
     return info
-
-
-def _digest(path: Path) -> tuple[str, int]:
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return sha.hexdigest(), size
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -4,20 +4,19 @@
 like) fetch every link in a message before the customer clicks, and must not spend a one-time
 download. `POST` spends it, atomically, and streams the zip, unless another site's page sent it
 (`Sec-Fetch-Site: cross-site`, or an `Origin` that is not ours): a form elsewhere must not spend
-a customer's download without them. Tokens are never logged; the download log keys on the
-link's id.
+a customer's download without them. The zip is assembled here, from this host's product
+directory and the license row (`colmena.gateways.packaging`), and must match the SHA-256 the
+worker recorded when it emailed the link; if it does not, the link is left unspent. Tokens are
+never logged; the download log keys on the link's id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import os
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -26,6 +25,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from colmena.config import Settings
 from colmena.config.metrics import LICENSE_DOWNLOADS, SECURITY_EVENTS
 from colmena.domain.downloads import looks_like_token, product_name, token_digest
 from colmena.domain.licensing import (
@@ -35,7 +35,9 @@ from colmena.domain.licensing import (
     evaluate_status,
     verify_license_key,
 )
+from colmena.domain.packaging import PackagingError, package_filename
 from colmena.gateways.license_keys import public_key
+from colmena.gateways.packaging import PACKAGER, Package, Packager
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.middlewares import RATE_LIMITER, client_ip, record_failed_auth
@@ -197,63 +199,82 @@ async def download_page(request: web.Request) -> web.Response:
     ], form=form)  # fmt: skip
 
 
-class _PackageMissing(Exception):
-    """Raised inside the spending transaction so that the download is not spent."""
+@dataclass(frozen=True)
+class _Unavailable:
+    """The package could not be assembled as recorded; the link was left unspent."""
 
-    def __init__(self, link: store.Consumed) -> None:
-        super().__init__("package missing")
-        self.link = link
+    link: store.LinkView
+    reason: str
 
 
 @dataclass(frozen=True)
 class _Spent:
-    link: store.Consumed
-    handle: BinaryIO
-    size: int
+    link: store.LinkView
+    package: Package
 
 
-def _open(path: Path) -> tuple[BinaryIO, int]:
-    handle = path.open("rb")
-    return handle, os.fstat(handle.fileno()).st_size
+def _assemble(packager: Packager, link: store.LinkView, settings: Settings) -> Package:
+    """Blocking: the link's package, checked against the digest its email recorded."""
+    if link.package_sha256 is None:
+        raise PackagingError("no package digest was recorded for this license")
+    license = verify_license_key(link.license_key, public_key(settings))
+    package = packager.assemble(link.product_ref, license, link.license_key)
+    if package.sha256 != link.package_sha256:
+        package.close()
+        raise PackagingError(
+            f"the package assembled here has SHA-256 {package.sha256}, not the recorded "
+            f"{link.package_sha256}: this host's product directory differs from the one the "
+            "link was emailed with (contents, modification times or modes)"
+        )
+    return package
 
 
 async def _spend(
-    conn: asyncpg.Connection, digest: bytes, storage: Path, *, client: str, user_agent: str | None
-) -> _Spent | store.LinkView | _PackageMissing | None:
-    """The opened package when the link worked; else what the link is (None: no such link), or
-    the missing package, with the link left unspent. Every outcome is in the download log."""
+    request: web.Request, conn: asyncpg.Connection, digest: bytes, *, client: str
+) -> _Spent | store.LinkView | _Unavailable | None:
+    """The package, assembled and checked, when the link worked; else what the link is (None:
+    no such link), or why the package is unavailable, with the link left unspent. The package
+    is assembled before the link is spent, so no transaction waits on it. Every outcome is in
+    the download log."""
 
-    async def record(link_id: int, license_id: uuid.UUID, outcome: str) -> None:
+    async def record(link: store.LinkView, outcome: str) -> None:
         await store.log_download(
             conn,
-            link_id=link_id,
-            license_id=license_id,
+            link_id=link.id,
+            license_id=link.license_id,
             outcome=outcome,
             client_ip=client,
-            user_agent=user_agent,
+            user_agent=request.headers.get("User-Agent"),
         )
 
+    view = await store.view_link(conn, digest)
+    if view is None:
+        return None
+    if view.state != "usable":
+        await record(view, view.state)
+        return view
+    try:
+        package = await asyncio.to_thread(
+            _assemble, request.app[RESOURCES].shared(PACKAGER), view, request.app[SETTINGS]
+        )
+    except (PackagingError, LicenseKeyError, SigningKeyError, OSError) as exc:
+        await record(view, "unavailable")
+        return _Unavailable(view, str(exc))
     try:
         async with conn.transaction():
-            consumed = await store.consume_link(conn, digest)
-            if consumed is None:
-                view = await store.view_link(conn, digest)
-                if view is not None:
-                    if view.state == "usable":  # it expired between the two statements
-                        view = replace(view, state="expired")
-                    await record(view.id, view.license_id, view.state)
-                return view
-            await record(consumed.link_id, consumed.license_id, "ok")
-            try:
-                handle, size = await asyncio.to_thread(
-                    _open, storage / (consumed.package_path or "")
-                )
-            except OSError as exc:
-                raise _PackageMissing(consumed) from exc
-            return _Spent(consumed, handle, size)
-    except _PackageMissing as missing:
-        await record(missing.link.link_id, missing.link.license_id, "unavailable")
-        return missing
+            if await store.consume_link(conn, digest) is not None:
+                await record(view, "ok")
+                return _Spent(view, package)
+            # Used up, replaced or revoked since it was read, or expired meanwhile.
+            current = await store.view_link(conn, digest) or view
+            if current.state == "usable":
+                current = replace(current, state="expired")
+            await record(current, current.state)
+    except BaseException:
+        package.close()
+        raise
+    package.close()
+    return current
 
 
 def _origin(url: str) -> str:
@@ -312,17 +333,19 @@ async def download(request: web.Request) -> web.StreamResponse:
             "Espera un momento antes de volver a intentarlo.", "Wait a moment before trying again.",
         ], headers={"Retry-After": retry_after_header(wait)})  # fmt: skip
 
-    storage = request.app[SETTINGS].license_storage_path
     async with request.app[RESOURCES].pool.acquire() as conn:
-        result = await _spend(
-            conn, digest, storage, client=client, user_agent=request.headers.get("User-Agent")
-        )
+        result = await _spend(request, conn, digest, client=client)
     if result is None:
         return await _refuse_unknown(request, client)
-    if isinstance(result, _PackageMissing):
+    if isinstance(result, _Unavailable):
         LICENSE_DOWNLOADS.labels(outcome="unavailable").inc()
-        log.error("download refused: package missing on disk", link_id=result.link.link_id,
-                  license_id=str(result.link.license_id))  # fmt: skip
+        log.error(
+            "download refused: the package cannot be assembled as recorded; the link is "
+            "unspent (fix this host's products directory, or `colmena license resend`)",
+            link_id=result.link.id,
+            license_id=str(result.link.license_id),
+            reason=result.reason,
+        )
         return _page(503, "Descarga no disponible / Download unavailable", [
             "No pudimos preparar tu descarga. Inténtalo más tarde: el enlace no se gastó.",
             "We could not prepare your download. Try again later: the link was not spent.",
@@ -340,14 +363,13 @@ async def download(request: web.Request) -> web.StreamResponse:
     LICENSE_DOWNLOADS.labels(outcome="ok").inc()
     log.info(
         "download started",
-        link_id=result.link.link_id,
+        link_id=result.link.id,
         license_id=str(result.link.license_id),
-        size=result.size,
+        size=result.package.size,
         client=client,
     )
-    return await _stream(
-        request, result.handle, result.size, filename=Path(result.link.package_path or "").name
-    )
+    with result.package as package:
+        return await _stream(request, package, filename=package_filename(result.link.product_ref))
 
 
 async def _unknown_token(request: web.Request) -> web.Response:
@@ -363,26 +385,24 @@ async def _refuse_unknown(request: web.Request, client: str) -> web.Response:
     return await _unknown_token(request)
 
 
-async def _stream(
-    request: web.Request, handle: BinaryIO, size: int, *, filename: str
-) -> web.StreamResponse:
+async def _stream(request: web.Request, package: Package, *, filename: str) -> web.StreamResponse:
     response = web.StreamResponse(
         status=200,
         headers={
             "Content-Type": "application/zip",
             "Content-Disposition": f'attachment; filename="{filename}"',
-            "Content-Length": str(size),
+            "Content-Length": str(package.size),
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",
         },
     )
-    try:
-        await response.prepare(request)
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            await response.write(chunk)
-    finally:
-        handle.close()
+    await response.prepare(request)
+    offset = 0
+    while offset < package.size:
+        chunk = await asyncio.to_thread(package.read_at, offset, CHUNK)
+        await response.write(chunk)
+        offset += len(chunk)
     await response.write_eof()
     return response
 

@@ -2,7 +2,8 @@
 
 The row is the memory that makes stamping safe to retry: its ``pac_reference`` and
 ``signed_xml`` are fixed on the first attempt, so every later attempt sends the PAC the same
-bytes under the same reference and gets the same stamp back.
+bytes under the same reference and gets the same stamp back. It also holds what is delivered,
+the stamped XML and the rendered PDF, so any worker on any host can deliver it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncpg
 _COLUMNS = (
     "id, payment_id, status, issuer_rfc, series, folio, receiver_rfc, receiver_email, currency, "
     "total, pac_reference, signed_xml, signed_at, stamped_xml, uuid, fecha_timbrado, recovered, "
-    "xml_path, pdf_path, attempts, failure_source, failure_code, failure_message, emailed_at, "
+    "pdf, xml_path, pdf_path, attempts, failure_source, failure_code, failure_message, emailed_at, "
     "email_message_id, cancel_requested_at, created_at, updated_at"
 )
 _SUMMARY = (
@@ -47,6 +48,9 @@ class InvoiceRecord:
     uuid: str | None
     fecha_timbrado: dt.datetime | None
     recovered: bool
+    # The PDF as rendered once from stamped_xml; every later delivery sends these bytes.
+    pdf: bytes | None
+    # Where a worker last exported copies for the accountant (on its own host), if it did.
     xml_path: str | None
     pdf_path: str | None
     attempts: int
@@ -176,13 +180,13 @@ async def mark_stamped(
     uuid: str,
     fecha_timbrado: dt.datetime,
     recovered: bool,
-    xml_path: str,
+    xml_path: str | None,
 ) -> None:
     await conn.execute(
         """
         UPDATE invoices SET stamped_xml = $2, uuid = $3, fecha_timbrado = $4, recovered = $5,
-            xml_path = $6, failure_source = NULL, failure_code = NULL, failure_message = NULL,
-            updated_at = now(),
+            xml_path = coalesce($6, xml_path), failure_source = NULL, failure_code = NULL,
+            failure_message = NULL, updated_at = now(),
             status = CASE WHEN status = 'cancellation_requested' THEN status ELSE 'stamped' END
         WHERE id = $1
         """,
@@ -224,6 +228,13 @@ async def note_transient(
         invoice_id,
         code[:100],
         message[:2000],
+    )
+
+
+async def save_pdf(conn: asyncpg.Connection, invoice_id: int, pdf: bytes) -> None:
+    """Keep the rendered PDF, so no worker on any host renders it again."""
+    await conn.execute(
+        "UPDATE invoices SET pdf = $2, updated_at = now() WHERE id = $1", invoice_id, pdf
     )
 
 

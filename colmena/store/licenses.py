@@ -17,8 +17,7 @@ from colmena.domain.licensing import License
 
 _LICENSE_COLUMNS = (
     "id, payment_id, product_ref, edition, customer_email, customer_locale, seats, issued_at, "
-    "expires_at, license_key, package_path, package_sha256, package_size, revoked_at, "
-    "revoked_reason"
+    "expires_at, license_key, package_sha256, package_size, revoked_at, revoked_reason"
 )
 
 
@@ -34,7 +33,7 @@ class LicenseRecord:
     issued_at: datetime
     expires_at: datetime | None
     license_key: str
-    package_path: str | None
+    # The package the newest email's link downloads, as the worker assembled it when sending.
     package_sha256: str | None
     package_size: int | None
     revoked_at: datetime | None
@@ -100,7 +99,8 @@ class NewLink:
 
 @dataclass(frozen=True)
 class LinkView:
-    """What a token leads to. ``state``: usable, used, expired, replaced or revoked."""
+    """What a token leads to. ``state``: usable, used, expired, replaced or revoked. The
+    license's key and recorded package digest let any ingress assemble and check the package."""
 
     id: int
     license_id: uuid.UUID
@@ -108,14 +108,8 @@ class LinkView:
     edition: str
     state: str
     expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Consumed:
-    link_id: int
-    license_id: uuid.UUID
-    package_path: str | None
-    product_ref: str
+    license_key: str
+    package_sha256: str | None
 
 
 _QUALIFIED_LICENSE_COLUMNS = ", ".join("l." + c.strip() for c in _LICENSE_COLUMNS.split(","))
@@ -191,13 +185,11 @@ async def add_email(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str
 
 
 async def set_package(
-    conn: asyncpg.Connection, license_id: uuid.UUID, *, path: str, sha256: str, size: int
+    conn: asyncpg.Connection, license_id: uuid.UUID, *, sha256: str, size: int
 ) -> None:
     await conn.execute(
-        "UPDATE licenses SET package_path = $2, package_sha256 = $3, package_size = $4, "
-        "package_built_at = now() WHERE id = $1",
+        "UPDATE licenses SET package_sha256 = $2, package_size = $3 WHERE id = $1",
         license_id,
-        path,
         sha256,
         size,
     )
@@ -339,7 +331,8 @@ _LINK_STATE = """
 async def view_link(conn: asyncpg.Connection, token_sha256: bytes) -> LinkView | None:
     row = await conn.fetchrow(
         f"""
-        SELECT d.id, d.license_id, l.product_ref, l.edition, d.expires_at, {_LINK_STATE} AS state
+        SELECT d.id, d.license_id, l.product_ref, l.edition, d.expires_at, {_LINK_STATE} AS state,
+               l.license_key, l.package_sha256
         FROM download_links d JOIN licenses l ON l.id = d.license_id
         WHERE d.token_sha256 = $1
         """,
@@ -348,21 +341,21 @@ async def view_link(conn: asyncpg.Connection, token_sha256: bytes) -> LinkView |
     return LinkView(**dict(row)) if row else None
 
 
-async def consume_link(conn: asyncpg.Connection, token_sha256: bytes) -> Consumed | None:
+async def consume_link(conn: asyncpg.Connection, token_sha256: bytes) -> int | None:
     """Count one download if the link still works, atomically: of two simultaneous requests on
-    a one-download link, exactly one gets a row back."""
-    row = await conn.fetchrow(
+    a one-download link, exactly one gets the link's id back."""
+    link_id = await conn.fetchval(
         """
         UPDATE download_links d SET used = d.used + 1, last_used_at = now()
         FROM licenses l
         WHERE d.token_sha256 = $1 AND l.id = d.license_id
           AND d.used < d.max_downloads AND d.expires_at > now() AND d.invalidated_at IS NULL
           AND l.revoked_at IS NULL
-        RETURNING d.id AS link_id, d.license_id, l.package_path, l.product_ref
+        RETURNING d.id
         """,
         token_sha256,
     )
-    return Consumed(**dict(row)) if row else None
+    return int(link_id) if link_id is not None else None
 
 
 async def log_download(
@@ -399,42 +392,6 @@ async def delete_dead_links(conn: asyncpg.Connection, *, retention_s: float) -> 
         retention_s,
     )
     return int(result.split()[-1])
-
-
-async def lock_idle_packages(
-    conn: asyncpg.Connection, *, retention_s: float, limit: int = 500
-) -> list[tuple[uuid.UUID, str]]:
-    """Packages built more than ``retention_s`` ago that no working link or unsent email needs,
-    locked for the caller's transaction (a concurrent send waits, then rebuilds: same bytes,
-    same SHA-256)."""
-    rows = await conn.fetch(
-        """
-        SELECT l.id, l.package_path FROM licenses l
-        WHERE l.package_path IS NOT NULL
-          AND l.package_built_at < now() - make_interval(secs => $1)
-          AND (l.revoked_at IS NOT NULL OR (
-              NOT EXISTS (
-                  SELECT 1 FROM download_links d
-                  WHERE d.license_id = l.id AND d.invalidated_at IS NULL
-                    AND d.used < d.max_downloads AND d.expires_at > now())
-              AND NOT EXISTS (
-                  SELECT 1 FROM license_emails e WHERE e.license_id = l.id
-                    AND e.sent_at IS NULL AND e.superseded_at IS NULL)))
-        LIMIT $2
-        FOR NO KEY UPDATE OF l SKIP LOCKED
-        """,
-        retention_s,
-        limit,
-    )
-    return [(row["id"], row["package_path"]) for row in rows]
-
-
-async def clear_package(conn: asyncpg.Connection, license_id: uuid.UUID) -> None:
-    await conn.execute(
-        "UPDATE licenses SET package_path = NULL, package_sha256 = NULL, package_size = NULL, "
-        "package_built_at = NULL WHERE id = $1",
-        license_id,
-    )
 
 
 # Each link `d` of license `l`, with its state as `view_link` reads it.
