@@ -249,10 +249,16 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
         resources = Resources(
             active,
             database_url=active.require_database_url(),
-            publisher=AmqpPublisher(active.require_broker_url(), active.queue_prefix),
+            publisher=AmqpPublisher(
+                active.require_broker_url(), active.queue_prefix, quorum=active.quorum_queues
+            ),
         )
         broker = build_broker(
-            active, resources, all_actors(), broker_url=active.require_broker_url()
+            active,
+            resources,
+            all_actors(),
+            broker_url=active.require_broker_url(),
+            quorum=active.quorum_queues,
         )
         broker.emit_after("process_boot")
         consumed = {active.queue_prefix + queue for queue in queues} if queues else None
@@ -283,7 +289,10 @@ async def make_client(settings: Settings) -> AsyncIterator[Callable[..., Awaitab
             active,
             database_url=database_url or active.require_database_url(),
             publisher=AmqpPublisher(
-                active.require_broker_url(), active.queue_prefix, connect_timeout=2
+                active.require_broker_url(),
+                active.queue_prefix,
+                quorum=active.quorum_queues,
+                connect_timeout=2,
             ),
         )
         client = TestClient(TestServer(create_app(active, resources), host="127.0.0.1"))

@@ -8,6 +8,7 @@ import pika
 import pytest
 
 from colmena.runtime.confirms import BrokerUnavailable, ConfirmedChannel
+from colmena.runtime.queues import QueueMismatch
 from tests.conftest import AMQP_URL
 
 
@@ -32,8 +33,9 @@ async def test_a_lost_channel_fails_what_waits_and_what_comes_after(channel, que
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     connection.channel().queue_declare(queue, durable=True)
     connection.close()
-    # Declaring it again with other arguments makes RabbitMQ close the channel.
-    with pytest.raises(BrokerUnavailable):
+    # Declaring it again with other arguments makes RabbitMQ close the channel; the error
+    # says which queue and what to do.
+    with pytest.raises(QueueMismatch, match=f"queue '{queue}' exists with other arguments"):
         await channel.declare(queue, {"x-max-length": 5})
     assert not channel.is_open
     assert await channel.publish(queue, b"{}", "late") is False

@@ -15,7 +15,7 @@ broker = build_broker(
     settings,
     resources,
     all_actors(),
-    broker_url=settings.require_broker_url(),
+    broker_url=settings.broker_urls(),
     metrics=True,
     quorum=settings.quorum_queues,
 )

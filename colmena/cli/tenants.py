@@ -26,7 +26,7 @@ from colmena.domain.tenants import (
     new_token,
     token_digest,
 )
-from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.startup import amqp_publisher
 from colmena.store import outbox, provider_keys
 from colmena.store import tenants as store
 from colmena.supervisor.keys import newest_key_version, secret_box
@@ -40,9 +40,7 @@ async def _publish(
     pending = [row for row in rows if row is not None]
     if not pending or settings.broker_url is None:
         return False
-    publisher = AmqpPublisher(
-        settings.broker_url.get_secret_value(), settings.queue_prefix, quorum=settings.quorum_queues
-    )
+    publisher = amqp_publisher(settings)
     try:
         results = await publisher.publish_many(pending)
     finally:

@@ -8,6 +8,7 @@ traceback to an operator.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from colmena.config.bots_settings import BotsSettings
+from colmena.config.database_url import parse_database_url
 from colmena.config.license_settings import LicenseSettings
 from colmena.config.payments_settings import PaymentsSettings
 from colmena.config.rate_limit_settings import RateLimitSettings
@@ -28,19 +30,30 @@ class SettingsError(Exception):
 
 
 def _postgres_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("postgres", "postgresql") or not (
-        parts.hostname or parts.path.strip("/")
-    ):
-        raise ValueError("expected postgresql://user@host:port/database")
+    parse_database_url(value)
     return value
 
 
 def _amqp_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ValueError("expected amqp://user:password@host:5672/vhost")
+        raise ValueError(
+            "expected amqp://user:password@host:5672/vhost, or several such URLs separated by "
+            "commas (one per cluster node)"
+        )
     return value
+
+
+BrokerUrls = str | Sequence[str]  # one amqp URL, several separated by commas, or a list of them
+
+
+def amqp_urls(value: BrokerUrls) -> list[str]:
+    """The node URLs of a COLMENA_BROKER_URL value: one amqp URL, or one per cluster node
+    separated by commas (a comma inside a password is written %2C). Each is checked."""
+    urls = [url.strip() for url in value.split(",")] if isinstance(value, str) else list(value)
+    if not urls or not all(urls):
+        raise ValueError("empty broker URL in the list (two commas, or one at an end?)")
+    return [_amqp_url(url) for url in urls]
 
 
 class Settings(
@@ -62,10 +75,20 @@ class Settings(
     )
 
     database_url: SecretStr | None = Field(
-        default=None, description="PostgreSQL URL; unset in `colmena dev` means embedded PostgreSQL"
+        default=None,
+        description=(
+            "PostgreSQL URL; list a primary and its standbys (h1:5432,h2:5432) to fail over to "
+            "whichever is writable (target_session_attrs=read-write, the default); unset in "
+            "`colmena dev` means embedded PostgreSQL"
+        ),
     )
     broker_url: SecretStr | None = Field(
-        default=None, description="RabbitMQ URL; unset in `colmena dev` means the in-process broker"
+        default=None,
+        description=(
+            "RabbitMQ URL, or one URL per cluster node separated by commas: publishers and "
+            "consumers connect to the first node that answers and fail over to the next; unset "
+            "in `colmena dev` means the in-process broker"
+        ),
     )
     queue_prefix: str = Field(
         default="", description="prefix for every queue name (isolates test runs)"
@@ -119,20 +142,28 @@ class Settings(
     @classmethod
     def _check_broker_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            _amqp_url(value.get_secret_value())
+            amqp_urls(value.get_secret_value())
         return value
 
     def require_database_url(self) -> str:
         """The database URL, for processes that have no embedded fallback."""
         if self.database_url is None:
-            raise SettingsError("COLMENA_DATABASE_URL is not set (postgresql://user@host:5432/db)")
+            raise SettingsError(
+                "COLMENA_DATABASE_URL is not set (postgresql://user@host:5432/db, or "
+                "postgresql://user@primary:5432,standby:5432/db for a pair)"
+            )
         return self.database_url.get_secret_value()
 
     def require_broker_url(self) -> str:
-        """The broker URL, for processes that have no in-process fallback."""
+        """The broker URL as configured (one URL or a comma-separated list), for processes that
+        have no in-process fallback; every colmena connection takes it as is."""
         if self.broker_url is None:
             raise SettingsError("COLMENA_BROKER_URL is not set (amqp://user:password@host:5672/)")
         return self.broker_url.get_secret_value()
+
+    def broker_urls(self) -> list[str]:
+        """One URL per broker node, in the configured order."""
+        return amqp_urls(self.require_broker_url())
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -17,7 +17,8 @@ from colmena.config.logging import configure_logging
 from colmena.http.app import create_app
 from colmena.http.health import metrics_app
 from colmena.runtime.ports import ensure_port_free
-from colmena.runtime.startup import amqp_resources, check_database
+from colmena.runtime.queues import DOMAIN_QUEUES
+from colmena.runtime.startup import amqp_resources, check_database, checked_broker_urls
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,10 @@ def run_ingress(settings: Settings) -> None:
         settings.http_host, settings.ingress_metrics_port, "COLMENA_INGRESS_METRICS_PORT"
     )
     asyncio.run(check_database(settings.require_database_url()))
-    app = create_app(settings, amqp_resources(settings))
+    # A queue declared with other arguments (classic vs quorum) stops the start here, in one
+    # line, rather than failing every publish; silent nodes are named and dialled last.
+    broker_urls = checked_broker_urls(settings, DOMAIN_QUEUES)
+    app = create_app(settings, amqp_resources(settings, broker_urls))
     app.cleanup_ctx.append(_metrics_listener(settings))
     log.info("ingress listening", host=settings.http_host, port=settings.http_port)
     web.run_app(

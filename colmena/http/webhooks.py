@@ -30,7 +30,15 @@ from colmena.store import inbox
 log = structlog.get_logger(__name__)
 
 DB_TIMEOUT_S = 5.0
-DATABASE_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+# TargetServerAttributeNotMatched: every host of a multi-host URL answered, none is writable
+# (a failover under way, or a primary fenced read-only).
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    asyncio.TimeoutError,
+)
 
 
 def _reject(

@@ -37,6 +37,7 @@ from dramatiq.middleware import (
 
 from colmena.config import Settings
 from colmena.config.metrics import DEAD_LETTERS
+from colmena.config.settings import BrokerUrls, amqp_urls
 from colmena.errors import PermanentError, is_permanent
 from colmena.runtime.queues import queue_declarations, queue_name
 from colmena.runtime.registry import ActorSpec
@@ -223,16 +224,21 @@ def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
 def create_broker(
     settings: Settings,
     *,
-    broker_url: str | None = None,
+    broker_url: BrokerUrls | None = None,
     metrics: bool = False,
     quorum: bool = False,
 ) -> dramatiq.Broker:
     """A broker with colmena's middleware: RabbitMQ (publisher confirms on) when a URL is given,
-    else the in-process StubBroker."""
+    else the in-process StubBroker.
+
+    `broker_url` may name every node of a cluster: each connection Dramatiq opens (one per
+    consumer and per publishing thread) dials them in order, so a consumer whose node died
+    reconnects, after Dramatiq's restart delay, to the first node that answers.
+    """
     middleware = _middleware(settings, metrics=metrics)
     if broker_url is not None:
         return ColmenaRabbitmqBroker(
-            url=broker_url, confirm_delivery=True, middleware=middleware, quorum=quorum
+            url=amqp_urls(broker_url), confirm_delivery=True, middleware=middleware, quorum=quorum
         )
     return StubBroker(middleware=middleware)
 
@@ -269,7 +275,7 @@ def build_broker(
     resources: Resources,
     actors: Iterable[ActorSpec],
     *,
-    broker_url: str | None = None,
+    broker_url: BrokerUrls | None = None,
     metrics: bool = False,
     quorum: bool = False,
 ) -> dramatiq.Broker:

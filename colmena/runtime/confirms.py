@@ -23,6 +23,8 @@ import pika
 import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from colmena.runtime.queues import declare_refusal
+
 PERSISTENT = 2
 
 
@@ -57,6 +59,7 @@ class ConfirmedChannel:
         self._connection: Any = None
         self._channel: Any = None
         self._closed = asyncio.get_running_loop().create_future()
+        self._reason: BaseException | None = None
         self._waiters: set[asyncio.Future[Any]] = set()
         self._pending: OrderedDict[int, tuple[asyncio.Future[bool], str]] = OrderedDict()
         self._returned: set[str] = set()
@@ -118,12 +121,19 @@ class ConfirmedChannel:
         return not self._closed.done()
 
     async def declare(self, queue: str, arguments: dict[str, Any] | None) -> None:
-        """Declare a durable queue; a mismatch with an existing one loses the channel."""
-        await self._call(
-            lambda done: self._channel.queue_declare(
-                queue, durable=True, arguments=arguments, callback=done
+        """Declare a durable queue. A mismatch with an existing one loses the channel and raises
+        QueueMismatch, which says how to fix it."""
+        try:
+            await self._call(
+                lambda done: self._channel.queue_declare(
+                    queue, durable=True, arguments=arguments, callback=done
+                )
             )
-        )
+        except BrokerUnavailable:
+            refusal = declare_refusal(self._reason, queue, arguments)
+            if refusal is not None:
+                raise refusal from None
+            raise
 
     def publish(self, routing_key: str, body: bytes, message_id: str) -> asyncio.Future[bool]:
         """Write one persistent, mandatory message; the future says whether it was confirmed."""
@@ -174,6 +184,7 @@ class ConfirmedChannel:
         """Fail whatever waits, settle unconfirmed publishes as False, let the connection go."""
         if not self._closed.done():
             self._closed.set_result(None)
+            self._reason = reason
         for waiter in list(self._waiters):
             if not waiter.done():
                 waiter.set_exception(BrokerUnavailable(f"{type(reason).__name__}: {reason}"))

@@ -9,7 +9,8 @@ A dead letter need not be a Dramatiq message (anything published to a `.XQ` queu
 there): one that does not decode is shown raw (size, first bytes escaped, its AMQP properties)
 instead of hiding every other one behind a DecodeError. It can be exported or deleted, never
 requeued: no actor could run it. A dead letter is named by its message id or by its position
-in its queue (1 for the oldest), which is all an undecodable one may have.
+in its queue (1 for the oldest), which is all an undecodable one may have. Quorum and classic
+dead-letter queues are read the same way, on whichever cluster node answers first.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dramatiq.common import xq_name
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
+from colmena.config.settings import BrokerUrls, amqp_urls
 from colmena.runtime.queues import queue_declarations, queue_name
 
 RETRY_BOOKKEEPING = ("retries", "traceback", "requeue_timestamp", "eta")
@@ -182,8 +184,10 @@ def decode_dead_letter(
 
 
 @contextmanager
-def _channel(broker_url: str) -> Iterator[BlockingChannel]:
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+def _channel(broker_url: BrokerUrls) -> Iterator[BlockingChannel]:
+    """A confirm-mode channel on the first node of `broker_url` that answers (pika dials the
+    nodes in order)."""
+    connection = pika.BlockingConnection([pika.URLParameters(url) for url in amqp_urls(broker_url)])
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -199,7 +203,7 @@ def _declare(channel: BlockingChannel, name: str, quorum: bool) -> None:
 
 
 def _browse(
-    broker_url: str, queue: str, prefix: str, quorum: bool
+    broker_url: BrokerUrls, queue: str, prefix: str, quorum: bool
 ) -> Generator[tuple[BlockingChannel, int, dramatiq.Message | None, DeadLetter], None, None]:
     """Every dead letter of `queue`, oldest first, taken unacknowledged on one channel.
 
@@ -220,7 +224,7 @@ def _browse(
 
 
 def list_dead_letters(
-    broker_url: str, prefix: str, queues: list[str], *, quorum: bool = False
+    broker_url: BrokerUrls, prefix: str, queues: list[str], *, quorum: bool = False
 ) -> list[DeadLetter]:
     return [
         letter
@@ -230,7 +234,7 @@ def list_dead_letters(
 
 
 def requeue(
-    broker_url: str,
+    broker_url: BrokerUrls,
     prefix: str,
     queues: list[str],
     *,
@@ -264,7 +268,7 @@ def requeue(
 
 
 def delete(
-    broker_url: str, prefix: str, queue: str, ident: str, *, quorum: bool = False
+    broker_url: BrokerUrls, prefix: str, queue: str, ident: str, *, quorum: bool = False
 ) -> DeadLetter | None:
     """Remove the one dead letter of `queue` that `ident` names (message id or position)."""
     with closing(_browse(broker_url, queue, prefix, quorum)) as letters:

@@ -18,8 +18,10 @@ import dramatiq
 import pika.exceptions
 import structlog
 
+from colmena.config.settings import BrokerUrls
+from colmena.runtime.broker_nodes import BrokerNodes, node_label
 from colmena.runtime.confirms import BrokerUnavailable, ConfirmedChannel
-from colmena.runtime.queues import queue_declarations, queue_name
+from colmena.runtime.queues import QueueMismatch, queue_declarations, queue_name
 from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -103,45 +105,62 @@ class AmqpPublisher:
     Concurrent `publish_many` calls share the channel. A row counts as published only when
     RabbitMQ confirmed it within `confirm_timeout`; a broker that stopped confirming (blocked by
     an alarm, or a half-dead connection) is treated as gone: the channel is abandoned and the
-    next call connects again.
+    next call connects again. `urls` may name every node of a cluster (a list, or one string
+    with commas): the publisher connects to the first that answers and, when that connection is
+    lost, to the next; what was in flight on the lost one counts as unconfirmed, so the rows
+    stay in the outbox and the relay publishes them again.
     """
 
     def __init__(
         self,
-        url: str,
+        urls: BrokerUrls,
         prefix: str,
         *,
         quorum: bool = False,
         connect_timeout: float = 5.0,
         confirm_timeout: float = 30.0,
     ) -> None:
-        self.url = url
+        self.nodes = BrokerNodes(urls)
         self.prefix = prefix
         self.quorum = quorum
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
         self._channel: ConfirmedChannel | None = None
+        self._channel_url = ""
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
         self._redial_at = 0.0
 
     async def _open_channel(self) -> ConfirmedChannel:
-        """The open channel, or a new one; after a failed connect, fail at once for
-        REDIAL_AFTER_S instead of dialling (and waiting) again for every call."""
+        """The open channel, or a new one on the first node that answers; after every node
+        failed, fail at once for REDIAL_AFTER_S instead of dialling (and waiting) again for
+        every call."""
         async with self._lock:
-            if self._channel is None or not self._channel.is_open:
-                self._channel = None
-                self._declared.clear()
-                if time.monotonic() < self._redial_at:
-                    raise BrokerUnavailable("connect failed moments ago")
+            if self._channel is not None and self._channel.is_open:
+                return self._channel
+            if self._channel is not None:
+                self.nodes.lost(self._channel_url)
+            self._channel = None
+            self._declared.clear()
+            if time.monotonic() < self._redial_at:
+                raise BrokerUnavailable("connect failed moments ago")
+            for url in self.nodes.in_order():
                 try:
-                    self._channel = await ConfirmedChannel.open(
-                        self.url, timeout=self.connect_timeout
-                    )
-                except UNREACHABLE:
-                    self._redial_at = time.monotonic() + REDIAL_AFTER_S
-                    raise
-            return self._channel
+                    self._channel = await ConfirmedChannel.open(url, timeout=self.connect_timeout)
+                except UNREACHABLE as exc:
+                    if self.nodes.failed(url):
+                        log.warning(
+                            "broker node unreachable, using the others",
+                            node=node_label(url),
+                            error=str(exc) or type(exc).__name__,
+                        )
+                    continue
+                if self.nodes.answered(url):
+                    log.info("broker node answers again", node=node_label(url))
+                self._channel_url = url
+                return self._channel
+            self._redial_at = time.monotonic() + REDIAL_AFTER_S
+            raise BrokerUnavailable(f"no broker node answers ({self.nodes.labels()})")
 
     async def _declare(self, channel: ConfirmedChannel, name: str) -> None:
         if name in self._declared:
@@ -165,6 +184,10 @@ class AmqpPublisher:
             )
             await self._reset()
             return [False] * len(rows)
+        except QueueMismatch as exc:
+            log.error("queue declaration refused, rows stay in the outbox", error=str(exc))
+            await self._reset()
+            return [False] * len(rows)
         timestamp_ms = int(time.time() * 1000)
         confirms = [
             channel.publish(
@@ -182,8 +205,15 @@ class AmqpPublisher:
             log.warning("broker did not confirm in time, rows stay in the outbox", count=len(rows))
             channel.abandon()  # settles every unconfirmed publish as False
         results = [confirm.result() for confirm in confirms]
-        if not all(results):
-            self._declared.clear()  # a returned message means its queue is gone: declare again
+        if not all(results) and channel.is_open:
+            # Nacked or returned. A returned message means its queue is gone: declare again. A
+            # channel that published to a quorum queue while its leader failed over can go on
+            # nacking every message to it, while a fresh channel is served: start a new one.
+            log.warning(
+                "broker refused messages, rows stay in the outbox; reopening the channel",
+                count=results.count(False),
+            )
+            channel.abandon()
         return results
 
     async def check(self) -> bool:

@@ -24,6 +24,7 @@ from dramatiq.common import dq_name
 
 from colmena.config import Settings, SettingsError
 from colmena.config.dev_stack import DevStack
+from colmena.config.settings import BrokerUrls, amqp_urls
 from colmena.errors import TransientError
 from colmena.runtime.deadletters import (
     DeadLetter,
@@ -62,11 +63,11 @@ class QueueAdmin(Protocol):
 class RabbitQueueAdmin:
     """RabbitMQ: passive declares for depths, the `.XQ` queues for dead letters."""
 
-    def __init__(self, url: str, prefix: str, *, quorum: bool) -> None:
-        self.url = url
+    def __init__(self, urls: BrokerUrls, prefix: str, *, quorum: bool) -> None:
+        self.urls = amqp_urls(urls)
         self.prefix = prefix
         self.quorum = quorum
-        self._probe = QueueProbe(url, prefix)
+        self._probe = QueueProbe(urls, prefix)
 
     async def depths(self, queues: Sequence[str]) -> list[QueueDepth]:
         try:
@@ -76,17 +77,17 @@ class RabbitQueueAdmin:
 
     async def dead_letters(self, queues: Sequence[str]) -> list[DeadLetter]:
         return await asyncio.to_thread(
-            list_dead_letters, self.url, self.prefix, list(queues), quorum=self.quorum
+            list_dead_letters, self.urls, self.prefix, list(queues), quorum=self.quorum
         )
 
     async def requeue(self, queues: Sequence[str], message_id: str | None) -> Requeued:
         return await asyncio.to_thread(
-            requeue, self.url, self.prefix, list(queues), message_id=message_id, quorum=self.quorum
+            requeue, self.urls, self.prefix, list(queues), message_id=message_id, quorum=self.quorum
         )
 
     async def delete(self, queue: str, ident: str) -> DeadLetter | None:
         return await asyncio.to_thread(
-            delete, self.url, self.prefix, queue, ident, quorum=self.quorum
+            delete, self.urls, self.prefix, queue, ident, quorum=self.quorum
         )
 
     async def close(self) -> None:
@@ -237,7 +238,7 @@ def queue_admin_for(settings: Settings, stack: DevStack | None) -> QueueAdmin:
     """RabbitMQ when a broker URL is configured, else the running dev stack's in-process broker."""
     if settings.broker_url is not None:
         return RabbitQueueAdmin(
-            settings.broker_url.get_secret_value(),
+            settings.broker_urls(),
             settings.queue_prefix,
             quorum=settings.quorum_queues,
         )

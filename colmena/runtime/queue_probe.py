@@ -4,7 +4,8 @@ A passive declare answers with a queue's ready-message and consumer counts witho
 changing anything, so it can never trip over a queue declared with other arguments (quorum or
 classic, dead-letter settings): RabbitMQ refuses a redeclaration whose arguments differ. A queue
 that does not exist yet (no worker or publisher touched it) is reported as empty; RabbitMQ closes
-the channel on that answer, so a fresh channel is opened for the next queue.
+the channel on that answer, so a fresh channel is opened for the next queue. Any node of a cluster
+answers for every queue: the probe uses the first of its URLs that answers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from dramatiq.common import dq_name, xq_name
 
+from colmena.config.settings import BrokerUrls
+from colmena.runtime.broker_nodes import BrokerNodes
 from colmena.runtime.queues import queue_name
 
 PROBE_ERRORS = (
@@ -51,8 +54,8 @@ class QueueProbe:
     log with connection lines); `colmena status` uses one and closes it.
     """
 
-    def __init__(self, url: str, prefix: str, *, timeout: float = 2.5) -> None:
-        self.url = url
+    def __init__(self, urls: BrokerUrls, prefix: str, *, timeout: float = 2.5) -> None:
+        self.nodes = BrokerNodes(urls)
         self.prefix = prefix
         self.timeout = timeout
         self._connection: AbstractConnection | None = None
@@ -88,11 +91,25 @@ class QueueProbe:
 
     async def _open_channel(self) -> AbstractChannel:
         if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect(self.url, timeout=self.timeout)
+            self._connection = await self._connect()
             self._channel = None
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel(publisher_confirms=False)
         return self._channel
+
+    async def _connect(self) -> AbstractConnection:
+        """A connection to the first node that answers (the publisher warns about the others:
+        a probe runs on every scrape and would repeat it)."""
+        failure: BaseException | None = None
+        for url in self.nodes.in_order():
+            try:
+                connection = await aio_pika.connect(url, timeout=self.timeout)
+            except PROBE_ERRORS as exc:
+                failure = exc
+                continue
+            self.nodes.answered(url)
+            return connection
+        raise ConnectionError(f"no broker node answers ({self.nodes.labels()})") from failure
 
     async def _discard(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

@@ -1,0 +1,1 @@
+"""Multi-node harnesses: a RabbitMQ cluster, a PostgreSQL pair, hosts in network namespaces."""
