@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from bench.standins.tcp_proxy import TcpProxy
 from tests.ops_support import ingress_metrics, value
-from tests.standins.tcp_proxy import TcpProxy
 
 
 async def test_healthz_and_readyz(client) -> None:

@@ -13,13 +13,13 @@ import dramatiq
 import pika
 import pytest
 
+from bench.standins.tcp_proxy import TcpProxy
 from colmena.runtime.outbox import publish_now, relay_once, relay_until_empty
 from colmena.runtime.publisher import AmqpPublisher, encode_row, to_dramatiq_message
 from colmena.store import outbox
 from colmena.store.pool import create_pool
 from tests.conftest import AMQP_URL, queue_counts, wait_for
 from tests.standins.choking_proxy import ChokingProxy
-from tests.standins.tcp_proxy import TcpProxy
 
 QUEUE = "payments"
 

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from bench.standins.tcp_proxy import TcpProxy
 from colmena.gateways import sample_events as events
 from colmena.gateways.stripe import sign
 from tests.payments_support import (
@@ -21,7 +22,6 @@ from tests.payments_support import (
     stored_counts,
     stripe_post_args,
 )
-from tests.standins.tcp_proxy import TcpProxy
 
 
 @pytest.fixture

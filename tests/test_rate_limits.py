@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from bench.standins.tcp_proxy import TcpProxy
 from colmena.config import SettingsError, load_settings
 from colmena.config.rate_limit_settings import PRESETS, RATE_GROUPS, RateRule, parse_rule
 from colmena.gateways import sample_events as events
@@ -33,7 +34,6 @@ from tests.bots_support import ADMIN_TOKEN, add_tenant, bearer
 from tests.conftest import wait_for
 from tests.fuzz_support import capture_logs
 from tests.payments_support import MP_SECRET, STRIPE_SECRET, stripe_post_args
-from tests.standins.tcp_proxy import TcpProxy
 
 REDIS_URL = os.environ.get("COLMENA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FAILED_AUTH_BUDGET = 10

@@ -1,7 +1,6 @@
-"""A TCP proxy the chaos run cuts, to make a real PostgreSQL or RabbitMQ unreachable on demand.
-
-The benches keep their own stand-ins (tests/ keeps its): neither side imports the other.
-"""
+"""A TCP proxy a test or a bench run cuts, to make a real PostgreSQL or RabbitMQ unreachable
+on demand; listening elsewhere than 127.0.0.1, it relays a loopback service to network
+namespaces (bench/cluster/hosts.py). tests/ uses this one too."""
 
 from __future__ import annotations
 
@@ -10,16 +9,20 @@ import contextlib
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1"
+    ) -> None:
+        self.listen_host = listen_host
         self.target_host = target_host
         self.target_port = target_port
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._upstreams: set[asyncio.StreamWriter] = set()  # towards the target
 
     async def start(self, port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        self._server = await asyncio.start_server(self._accept, self.listen_host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -30,6 +33,7 @@ class TcpProxy:
             writer.close()
             return
         self._writers.update({writer, up_writer})
+        self._upstreams.add(up_writer)
         for task in (
             asyncio.create_task(self._pipe(reader, up_writer)),
             asyncio.create_task(self._pipe(up_reader, writer)),
@@ -40,9 +44,15 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+                data = self._passed(writer, data)
+                if data:
+                    writer.write(data)
+                    await writer.drain()
         writer.close()
+
+    def _passed(self, _writer: asyncio.StreamWriter, data: bytes) -> bytes:
+        """What of `data` goes on to `_writer`: all of it (a subclass may swallow some)."""
+        return data
 
     async def cut(self) -> None:
         """Refuse new connections and drop the open ones, like a dead server."""
@@ -53,6 +63,7 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()
+        self._upstreams.clear()
         for task in list(self._pipes):
             task.cancel()
 

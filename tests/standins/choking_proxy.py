@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.standins.tcp_proxy import TcpProxy
+from bench.standins.tcp_proxy import TcpProxy
 
 
 class ChokingProxy(TcpProxy):
