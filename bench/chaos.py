@@ -13,6 +13,13 @@ nothing accepted is lost, every payment has the state its events imply, exactly 
 license per approved-and-not-refunded payment, no duplicate follow-ups, no dead letters.
 
     python bench/chaos.py [--events 10000] [--rate 150] [--workers 2] [--json-report FILE]
+
+With `--distributed` the run goes beyond one machine (bench/distributed.py): a three-node
+RabbitMQ cluster with quorum queues, a PostgreSQL primary with a synchronous standby, and
+ingress and worker hosts in network namespaces of their own, while a RabbitMQ node, the
+PostgreSQL primary, an ingress host and a worker host are SIGKILLed:
+
+    python bench/chaos.py --distributed [--events 5000] [--rate 100] [--throughput-payments 1000]
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -231,17 +238,20 @@ class Processes:
 
 
 async def send_all(
-    url: str, webhooks: list[Webhook], rate: float, clients: int, report: ChaosReport
+    urls: Sequence[str], webhooks: list[Webhook], rate: float, clients: int, report: ChaosReport
 ) -> set[str]:
-    """Send like a provider: paced, concurrent, retrying until 2xx (bounded)."""
+    """Send like a provider: paced, concurrent, retrying until 2xx (bounded). With several
+    ingress URLs, each client starts on its own and moves to the next on a connection error or
+    a 5xx, as a load balancer that health-checks its backends would."""
     accepted: set[str] = set()
     queue: asyncio.Queue[tuple[int, Webhook]] = asyncio.Queue()
     for index, webhook in enumerate(webhooks):
         queue.put_nowait((index, webhook))
     started = time.monotonic()
 
-    async def client() -> None:
+    async def client(number: int) -> None:
         timeout = aiohttp.ClientTimeout(total=10)
+        target = number % len(urls)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while not queue.empty():
                 index, webhook = queue.get_nowait()
@@ -252,7 +262,7 @@ async def send_all(
                     report.attempts += 1
                     try:
                         async with session.post(
-                            url,
+                            urls[target],
                             data=webhook.body,
                             headers={
                                 "Content-Type": "application/json",
@@ -265,24 +275,38 @@ async def send_all(
                                 accepted.add(webhook.event_id)
                                 report.accepted += 1
                                 break
+                            if response.status >= 500:
+                                target = (target + 1) % len(urls)
                     except (TimeoutError, aiohttp.ClientError, OSError):
                         report.connection_errors += 1
+                        target = (target + 1) % len(urls)
                     await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(number) for number in range(clients)))
     report.send_seconds = time.monotonic() - started
     return accepted
 
 
-def queue_depths(prefix: str) -> tuple[int, int]:
+@dataclass(frozen=True)
+class BrokerNodes:
+    """Where a run's queues live: the machine's RabbitMQ, or the nodes of a cluster."""
+
+    urls: tuple[str, ...] = (AMQP_URL,)
+    quorum: bool = False
+
+
+MACHINE_BROKER = BrokerNodes()
+
+
+def queue_depths(prefix: str, broker: BrokerNodes = MACHINE_BROKER) -> tuple[int, int]:
     """(ready or delayed messages, dead letters) over the run's queues."""
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection = pika.BlockingConnection([pika.URLParameters(url) for url in broker.urls])
     try:
         channel = connection.channel()
         pending = dead = 0
         for queue in QUEUES:
             for index, (name, arguments) in enumerate(
-                queue_declarations(prefix + queue, quorum=False)
+                queue_declarations(prefix + queue, quorum=broker.quorum)
             ):
                 count = channel.queue_declare(
                     queue=name, durable=True, arguments=arguments
@@ -309,13 +333,15 @@ async def restart_rabbitmq() -> None:
             raise RuntimeError(f"{' '.join(command)} failed")
 
 
-async def settled(db: asyncpg.Connection, prefix: str) -> bool:
+async def settled(
+    db: asyncpg.Connection, prefix: str, broker: BrokerNodes = MACHINE_BROKER
+) -> bool:
     unprocessed = await db.fetchval("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
     unpublished = await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     unsent = await db.fetchval(
         "SELECT count(*) FROM license_emails WHERE sent_at IS NULL AND superseded_at IS NULL"
     )
-    pending, _dead = await asyncio.to_thread(queue_depths, prefix)
+    pending, _dead = await asyncio.to_thread(queue_depths, prefix, broker)
     return unprocessed == 0 and unpublished == 0 and unsent == 0 and pending == 0
 
 
@@ -326,6 +352,7 @@ async def verify(
     report: ChaosReport,
     prefix: str,
     smtp: SmtpSink,
+    broker: BrokerNodes = MACHINE_BROKER,
 ) -> None:
     stored = {
         row["event_key"]
@@ -359,7 +386,7 @@ async def verify(
         "SELECT count(*) FROM (SELECT actor, args FROM outbox WHERE queue <> 'payments' "
         "GROUP BY actor, args HAVING count(*) > 1) AS repeated"
     )
-    report.dead_letters = (await asyncio.to_thread(queue_depths, prefix))[1]
+    report.dead_letters = (await asyncio.to_thread(queue_depths, prefix, broker))[1]
     report.emails_sent = await db.fetchval(
         "SELECT count(*) FROM license_emails WHERE sent_at IS NOT NULL"
     )
@@ -440,7 +467,6 @@ async def running_system(
                 "COLMENA_LOG_LEVEL": "WARNING",
                 "COLMENA_LICENSE_SIGNING_KEY": generate_key_pair().private_pem,
                 "COLMENA_LICENSE_PRODUCTS_DIR": str(workdir / "products"),
-                "COLMENA_LICENSE_STORAGE_DIR": str(workdir / "packages"),
                 "COLMENA_SMTP_HOST": smtp.host,
                 "COLMENA_SMTP_PORT": str(smtp.port),
                 "COLMENA_SMTP_STARTTLS": "false",
@@ -521,7 +547,7 @@ async def run_chaos(
         stop = asyncio.Event()
         killing = asyncio.create_task(killer(stop))
         faulting = asyncio.create_task(faults())
-        accepted = await send_all(system.webhook_url, webhooks, rate, clients, report)
+        accepted = await send_all([system.webhook_url], webhooks, rate, clients, report)
         await faulting
         stop.set()
         await killing
@@ -579,6 +605,30 @@ def print_report(report: ChaosReport) -> None:
     )
 
 
+async def run_distributed_from(args: argparse.Namespace) -> ChaosReport:
+    """The distributed run, its throughput figures printed before the report."""
+    from bench.distributed import run_distributed  # it builds on this module
+
+    report, throughput = await run_distributed(
+        events_count=args.events,
+        rate=args.rate,
+        clients=args.clients,
+        seed=args.seed,
+        drain_timeout_s=args.drain_timeout,
+        throughput_payments=args.throughput_payments,
+        log_dir=args.log_dir,
+    )
+    if throughput:
+        figure(
+            "burst throughput on the cluster",
+            throughput["cluster"],
+            "payments/s",
+            baseline=throughput["single node"],
+            baseline_name="single node, same run",
+        )
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -601,26 +651,47 @@ def main() -> None:
     parser.add_argument(
         "--drain-timeout", type=float, default=300.0, help="seconds to wait for the system to drain"
     )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="a RabbitMQ cluster, a PostgreSQL primary and standby, and hosts in network "
+        "namespaces, instead of one machine's processes (bench/distributed.py)",
+    )
+    parser.add_argument(
+        "--throughput-payments",
+        type=int,
+        default=0,
+        help="with --distributed: first send this many payments as a burst to the cluster and "
+        "to a single-node system, and print both throughputs",
+    )
     parser.add_argument("--log-dir", type=Path, help="keep the processes' logs here")
     parser.add_argument("--json-report", type=Path, help="also write the report here, as JSON")
     args = parser.parse_args()
-    print(
-        f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; "
-        f"workers: {args.workers}; RabbitMQ fault: {args.rabbit_fault}"
-    )
-    report = asyncio.run(
-        run_chaos(
-            events_count=args.events,
-            rate=args.rate,
-            worker_count=args.workers,
-            clients=args.clients,
-            kill_every_s=args.kill_every,
-            rabbit_fault=args.rabbit_fault,
-            seed=args.seed,
-            drain_timeout_s=args.drain_timeout,
-            log_dir=args.log_dir,
+    if args.distributed:
+        print(
+            f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; "
+            "distributed: 3 RabbitMQ nodes, PostgreSQL primary + synchronous standby, "
+            "2 ingress hosts, 2 worker hosts, 1 scheduler host"
         )
-    )
+        report = asyncio.run(run_distributed_from(args))
+    else:
+        print(
+            f"machine: {machine()}; events: {args.events}; offered rate: {args.rate}/s; "
+            f"workers: {args.workers}; RabbitMQ fault: {args.rabbit_fault}"
+        )
+        report = asyncio.run(
+            run_chaos(
+                events_count=args.events,
+                rate=args.rate,
+                worker_count=args.workers,
+                clients=args.clients,
+                kill_every_s=args.kill_every,
+                rabbit_fault=args.rabbit_fault,
+                seed=args.seed,
+                drain_timeout_s=args.drain_timeout,
+                log_dir=args.log_dir,
+            )
+        )
     print_report(report)
     if args.json_report is not None:
         args.json_report.write_text(report.as_json())
