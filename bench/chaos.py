@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.common import (  # noqa: E402
     AMQP_URL,
     delete_queues,
+    exit_on_sigterm,
     figure,
     free_port,
     machine,
@@ -630,6 +631,7 @@ async def run_distributed_from(args: argparse.Namespace) -> ChaosReport:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

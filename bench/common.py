@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import socket
 import statistics
 import uuid
@@ -21,6 +22,17 @@ ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@1
 AMQP_URL = os.environ.get(
     "COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30"
 )
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that a bench stopped by `kill` or a timeout still leaves
+    its `with` blocks: the servers of its own (bench/cluster) are stopped, scratch databases
+    dropped, network namespaces removed."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.cluster.postgres import PostgresPair, PostgresSingle  # noqa: E402
-from bench.common import figure, machine, median, percentile  # noqa: E402
+from bench.common import exit_on_sigterm, figure, machine, median, percentile  # noqa: E402
 
 WARM_UP_S = 1.0
 
@@ -99,6 +99,7 @@ async def measure(single_url: str, pair_url: str, client_counts: list[int], seco
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per setup")
     parser.add_argument("--clients", default="1,4,16", help="client counts, comma-separated")

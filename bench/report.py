@@ -1,7 +1,7 @@
 """Run every bench script and write bench/REPORT.md: each figure, its same-run baseline, the ratio.
 
-    python bench/report.py            # the whole suite (about 10 minutes on 2 cores)
-    python bench/report.py outbox webhooks   # some of it
+    python bench/report.py            # the whole suite (about 15 minutes on 2 cores)
+    python bench/report.py outbox webhooks   # some of it: only their sections are replaced
 
 Each script prints `FIGURE name: value unit [baseline=... (what)] [ratio=...]`; this collects
 those lines as they are, with the machine and the exact command that produced them.
@@ -32,6 +32,11 @@ SUITE: dict[str, list[str]] = {
     "stamping": ["stamping.py", "--invoices", "200", "--e2e", "20", "--threads", "1,4"],
     "reconcile": ["reconcile.py"],
     "chaos": ["chaos.py", "--events", "600", "--rate", "40", "--rabbit-fault", "proxy"],
+    "pg_sync_cost": ["pg_sync_cost.py", "--seconds", "5"],
+    "distributed": [
+        "chaos.py",
+        *("--distributed", "--events", "5000", "--rate", "100", "--throughput-payments", "500"),
+    ],
 }
 FIGURE = re.compile(
     r"^FIGURE (?P<name>.+?): (?P<value>[-\d.]+|nan) (?P<unit>\S+)"
@@ -58,6 +63,46 @@ def run(name: str) -> tuple[str, list[dict[str, str]], list[str], float]:
     return shown, figures, notes, elapsed
 
 
+def section(
+    name: str, command: str, figures: list[dict[str, str]], notes: list[str], elapsed: float
+) -> list[str]:
+    """One bench's part of the report: its command, its figures as a table, what else it said."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`{command}` ({elapsed:.0f} s, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+    ]
+    if figures:
+        lines += ["| figure | value | baseline | ratio |", "| --- | --- | --- | --- |"]
+        for figure in figures:
+            baseline = (
+                f"{figure['baseline']} {figure['unit']} ({figure['what']})"
+                if figure["baseline"]
+                else ""
+            )
+            lines.append(
+                f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} "
+                f"| {baseline} | {figure['ratio']} |"
+            )
+        lines.append("")
+    if notes:
+        lines += ["```", *notes, "```", ""]
+    return lines
+
+
+def kept_sections(report: Path) -> dict[str, list[str]]:
+    """The sections of an earlier report, by bench name, so a partial run replaces only its own."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in report.read_text().splitlines() if report.exists() else []:
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].strip(), [])
+        if current is not None:
+            current.append(line)
+    return sections
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,10 +116,12 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown bench(es) {', '.join(unknown)}; known: {', '.join(SUITE)}")
     names = args.only or list(SUITE)
+    sections = kept_sections(args.output) if args.only else {}
     lines = [
         "# colmena benchmark report",
         "",
-        f"Made by `python bench/report.py{' ' + ' '.join(args.only) if args.only else ''}` on "
+        f"Made by `python bench/report.py`; each section gives its command and when it ran (a "
+        f"section rerun alone, `python bench/report.py NAME`, replaces only itself). Last run "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}.",
         "Every baseline is measured in the same run on the same machine; "
         "ratio = figure / baseline.",
@@ -82,23 +129,10 @@ def main() -> None:
     ]
     for name in names:
         print(f"running {name}...", flush=True)
-        command, figures, notes, elapsed = run(name)
-        lines += [f"## {name}", "", f"`{command}` ({elapsed:.0f} s)", ""]
-        if figures:
-            lines += ["| figure | value | baseline | ratio |", "| --- | --- | --- | --- |"]
-            for figure in figures:
-                baseline = (
-                    f"{figure['baseline']} {figure['unit']} ({figure['what']})"
-                    if figure["baseline"]
-                    else ""
-                )
-                lines.append(
-                    f"| {figure['name'].strip()} | {figure['value']} {figure['unit']} "
-                    f"| {baseline} | {figure['ratio']} |"
-                )
-            lines.append("")
-        if notes:
-            lines += ["```", *notes, "```", ""]
+        sections[name] = section(name, *run(name))
+    for name in SUITE:
+        if name in sections:
+            lines += sections[name]
     args.output.write_text("\n".join(lines))
     print(f"wrote {args.output}")
 
