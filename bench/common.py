@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import signal
 import socket
 import statistics
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import asyncpg
 import pika
@@ -18,10 +21,38 @@ from colmena.actors import all_actors
 from colmena.runtime.queues import DOMAIN_QUEUES, queue_declarations
 from colmena.store.migrate import apply_migrations
 
+T = TypeVar("T")
+
 ADMIN_URL = os.environ.get("COLMENA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP_URL = os.environ.get(
     "COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30"
 )
+
+
+class LoopThread:
+    """An event loop in a thread of its own, for async servers (TCP forwards, HTTP stand-ins)
+    that must keep serving while the calling code blocks or runs loops of its own."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on the loop and return its result (30 s at most)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def close(self) -> None:
+        """Let the loop's remaining tasks finish, then stop it and its thread."""
+
+        async def drain() -> None:
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            await asyncio.gather(*others, return_exceptions=True)
+
+        self.run(drain())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
 def exit_on_sigterm() -> None:

@@ -27,6 +27,7 @@ from colmena.config import Settings
 from colmena.config.dev_stack import new_dev_stack, remove_dev_stack, write_dev_stack
 from colmena.config.logging import configure_logging
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
+from colmena.gateways import bitso_webhooks
 from colmena.http.app import create_app
 from colmena.http.dev_control import control_app
 from colmena.http.health import add_metrics_route
@@ -38,6 +39,7 @@ from colmena.runtime.publisher import AmqpPublisher, BrokerPublisher, Publisher
 from colmena.runtime.queue_admin import InProcessQueueAdmin
 from colmena.runtime.resources import Resources
 from colmena.runtime.startup import migrate
+from colmena.sandbox.catalog import seed_sample_catalog
 from colmena.sandbox.serving import DESCRIPTIONS, dev_sandboxes, mount_sandboxes, with_sandboxes
 from colmena.sandbox.stamping import PAC_SANDBOX_BANNER
 from colmena.store.outbox import requeue_unconsumed
@@ -112,12 +114,16 @@ def _banner(
 
 
 def with_dev_secrets(settings: Settings) -> Settings:
-    """Known webhook secrets for a laptop, so `colmena trigger` works with no configuration."""
-    update: dict[str, SecretStr] = {}
+    """Known webhook secrets for a laptop (Bitso's: a key pair made once under
+    COLMENA_DATA_DIR), so `colmena trigger` works with no configuration."""
+    update: dict[str, object] = {}
     if settings.stripe_webhook_secrets is None:
         update["stripe_webhook_secrets"] = SecretStr(DEV_STRIPE_SECRET)
     if settings.mercadopago_webhook_secret is None:
         update["mercadopago_webhook_secret"] = SecretStr(DEV_MERCADOPAGO_SECRET)
+    if not settings.bitso_webhook_public_keys:
+        dev_key = bitso_webhooks.public_key_text(bitso_webhooks.dev_signing_key(settings.data_dir))
+        update["bitso_webhook_public_keys"] = {bitso_webhooks.DEV_KEY_ID: dev_key}
     return settings.model_copy(update=update)
 
 
@@ -218,6 +224,9 @@ async def run_dev(settings: Settings) -> None:
         declare_actors(broker, settings, worker_resources, all_actors())
         resources = Resources(settings, database_url=database_url, publisher=publisher(broker))
         await resources.start()
+        async with resources.pool.acquire() as conn:
+            if seeded := await seed_sample_catalog(conn):
+                log.info("sample catalog seeded", prices=seeded)
         if in_process:
             async with resources.pool.acquire() as conn:
                 requeued = await requeue_unconsumed(conn)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from colmena.cli import cli
+from colmena.store import licenses as licenses_store
 from tests.licenses_support import (
     SIGNING_KEY,
     a_key,
@@ -179,6 +180,16 @@ async def test_list_and_show_find_licenses_by_payment_or_email(
     revoked = await run_cli(active, ["license", "show", "bob@example.com"])
     assert "status    revoked at " in revoked.output and "(fraud)" in revoked.output
     assert "revoked, 0/1 downloads" in revoked.output and "resend " not in revoked.output
+
+    await licenses_store.suspend(db, ana, "stripe payment disputed")
+    suspended = await run_cli(active, ["license", "show", str(ana_license)])
+    assert ", suspended since " in suspended.output
+    assert "(stripe payment disputed)" in suspended.output
+    [document] = json.loads(
+        (await run_cli(active, ["license", "list", "--email", "ana@example.com", "--json"])).output
+    )
+    assert document["suspended_reason"] == "stripe payment disputed"
+    await licenses_store.restore(db, ana)
 
     await run_cli(active, ["license", "resend", str(ana_license)])  # no worker: it stays queued
     resent = await run_cli(active, ["license", "show", str(ana_license)])

@@ -377,6 +377,9 @@ def test_dev_serves_a_sandbox_for_each_unconfigured_provider_only(tmp_path: Path
         mercadopago_access_token="APP_USR-x",
         binance_p2p_url="https://b.example/",
         pac_token="a-real-sw-token",
+        stripe_secret_key="sk_live_x",
+        bitso_api_key="bitso-key",
+        bitso_api_secret="bitso-secret",
     )
 
     everything = dev_sandboxes(bare)
@@ -384,7 +387,7 @@ def test_dev_serves_a_sandbox_for_each_unconfigured_provider_only(tmp_path: Path
 
     assert everything == {
         name: f"http://127.0.0.1:8123/sandbox/{name}"
-        for name in ("mercadopago", "bcv", "binance", "pac")
+        for name in ("mercadopago", "bcv", "binance", "pac", "stripe", "stripe-billing", "bitso")
     }
     assert dev_sandboxes(configured) == {"bcv": "http://127.0.0.1:8080/sandbox/bcv"}
     assert pointed.mercadopago_api_url == everything["mercadopago"]
@@ -446,4 +449,7 @@ def test_the_production_ingress_has_no_sandbox_route() -> None:
         "/sandbox/bcv",
         "/sandbox/binance",
         "/sandbox/pac",
+        "/sandbox/stripe",
+        "/sandbox/stripe-billing",
+        "/sandbox/bitso",
     }

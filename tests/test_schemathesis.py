@@ -37,12 +37,14 @@ import pytest
 import schemathesis
 from schemathesis import Case
 
+from bench.common import LoopThread
 from colmena.actors import all_actors
 from colmena.config import Settings
 from colmena.domain.key_sealing import encode_key
 from colmena.domain.tenants import DEFAULT_CONFIG, new_token, token_digest
 from colmena.http.openapi import PATH, load_document
 from colmena.runtime.queues import DOMAIN_QUEUES, queue_declarations
+from colmena.sandbox.stripe_billing import WebhookTarget
 from colmena.store import bot_logs
 from colmena.store import rates as rates_store
 from colmena.store import tenants as tenants_store
@@ -50,6 +52,7 @@ from colmena.store.pool import connect
 from tests.bots_support import ADMIN_TOKEN, SEAL_PUBLIC_KEY
 from tests.conftest import ADMIN_URL, AMQP_URL, wait_for
 from tests.ops_support import colmena_env, free_port
+from tests.standins.stripe_billing_api import StripeBillingStandin
 
 SEED = 20260901
 MAX_EXAMPLES = 30
@@ -81,7 +84,8 @@ def _date(value: object) -> date | None:
 def filter_case(context: schemathesis.HookContext, case: Case) -> bool:
     """Drop cases that break a rule between two parameters, which JSON Schema cannot state and
     the document states in words (test_rates.py checks their 400): the history's `from` after
-    its `to`, a conversion from a currency to itself."""
+    its `to`, a conversion from a currency to itself, a billing checkout for a plan the catalog
+    does not sell."""
     query = case.query or {}
     start, end = query.get("from"), query.get("to")
     if case.path == "/api/v1/rates/history":
@@ -89,11 +93,15 @@ def filter_case(context: schemathesis.HookContext, case: Case) -> bool:
         return not (first and last and first > last)
     if case.path == "/api/v1/rates/convert" and isinstance(start, str) and isinstance(end, str):
         return start.strip().upper() != end.strip().upper()
+    if case.path == "/api/v1/billing/checkout" and isinstance(case.body, dict):
+        # "a plan sold in the catalog" in the seeded currency (test_billing.py checks the rest).
+        return case.body.get("plan") == "pro" and case.body.get("currency") in (None, "USD")
     return True
 
 
 async def _seed(database_url: str) -> None:
-    """The tenant (its bot has logged three lines) and published rates of both sources.
+    """The tenant (its bot has logged three lines), published rates of both sources, and the
+    Pro plan on sale.
 
     The tenant's plan allows every config the document allows (100 symbols, live trading): a
     plan's own limits are a documented 422 that no schema of the request can foresee.
@@ -101,7 +109,15 @@ async def _seed(database_url: str) -> None:
     conn = await connect(database_url)
     try:
         await conn.execute(
-            "UPDATE plans SET max_symbols = 100, live_allowed = true WHERE name = 'enterprise'"
+            "UPDATE plans SET max_symbols = 100, live_allowed = true, "
+            "max_capital = 999999999999.99999999 WHERE name = 'enterprise'"
+        )
+        await conn.execute(
+            "INSERT INTO products (ref, kind, name, plan) VALUES ('plan-pro', 'plan', 'Pro', 'pro')"
+        )
+        await conn.execute(
+            "INSERT INTO prices (product_ref, currency, amount, billing_period) "
+            "VALUES ('plan-pro', 'USD', 29, 'month')"
         )
         tenant_id = f"t-{uuid.uuid4().hex[:10]}"
         await tenants_store.create_tenant(
@@ -175,6 +191,10 @@ def ingress(template_database: str, tmp_path_factory: pytest.TempPathFactory) ->
     port = free_port()
     log = workdir / "ingress.log"
     process = None
+    # Stripe's API (billing checkout and portal), served while Schemathesis blocks this thread.
+    stripe_loop = LoopThread("stripe-standin")
+    stripe = StripeBillingStandin(WebhookTarget("", "whsec_schemathesis"))
+    stripe_url = stripe_loop.run(stripe.start())
     try:
         asyncio.run(_seed(settings.require_database_url()))
         env = colmena_env(
@@ -189,6 +209,8 @@ def ingress(template_database: str, tmp_path_factory: pytest.TempPathFactory) ->
             COLMENA_TENANT_MAX_COMMANDS_IN_FLIGHT="100",
             # Once a case has started the bot, a log stream stays open until this runs out.
             COLMENA_BOT_SSE_MAX_SECONDS="0.2",
+            COLMENA_STRIPE_SECRET_KEY="sk_test_schemathesis",
+            COLMENA_STRIPE_API_URL=stripe_url,
         )
         with log.open("wb") as output:
             process = subprocess.Popen(
@@ -209,6 +231,8 @@ def ingress(template_database: str, tmp_path_factory: pytest.TempPathFactory) ->
             process.wait(timeout=60)
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         _delete_queues(settings.queue_prefix)
+        stripe_loop.run(stripe.stop())
+        stripe_loop.close()
 
 
 @SCHEMA.parametrize()

@@ -676,3 +676,30 @@ async def test_without_an_export_directory_no_file_is_written_and_the_pdf_is_kep
     attached = {part.get_filename(): part.get_content() for part in mail.message.iter_attachments()}
     assert attached[f"{invoice.label}_{invoice.uuid}.pdf"] == invoice.pdf
     assert not (settings.data_dir / "invoices").exists()
+
+
+async def test_a_held_invoice_is_neither_stamped_nor_emailed_until_released(
+    db: asyncpg.Connection, configure, start_worker, pac: StandInSW, smtp: SmtpStandin
+) -> None:
+    """A dispute holds the invoice (store.invoices.hold); the stamper leaves it alone until the
+    hold is released (a won dispute), then stamps and emails it as usual."""
+    settings = configure()
+    disputed, other = await insert_payment(db), await insert_payment(db)
+    await invoices.create(db, payment_id=disputed, issuer_rfc=ISSUER_RFC, series="A")
+    await invoices.hold(db, disputed, "stripe payment disputed")
+    # One thread: the second message runs only after the first is done with.
+    system = start_worker(settings_override=settings, threads=1)
+    stamp = system.broker.get_actor("stamp_invoice")
+    stamp.send(disputed)
+    stamp.send(other)
+    await smtp.wait_for_async(1, timeout=30)
+    held = await invoice_of(db, disputed)
+    assert held is not None and held.uuid is None and held.signed_xml is None
+    assert len(pac.stamps) == 1
+
+    await invoices.release(db, disputed)
+    stamp.send(disputed)
+    await smtp.wait_for_async(2, timeout=30)
+    released = await invoice_of(db, disputed)
+    assert released is not None and released.uuid in pac.stamps
+    assert len(pac.stamps) == 2

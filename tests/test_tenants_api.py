@@ -219,7 +219,7 @@ async def test_config_that_is_not_json_is_400(active, db, make_client) -> None:
     assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
     shown = await (await client.get("/api/v1/bot/config", headers=bearer(token))).json()
     assert (
-        shown["limits"] == {"max_symbols": 1, "live_allowed": False}
+        shown["limits"] == {"max_symbols": 1, "live_allowed": False, "max_capital": "1000"}
         and shown["config_version"] == 1
     )
 
@@ -585,7 +585,7 @@ async def test_apply_plan_upgrades_downgrades_and_ignores_stale_changes(
         return tenant.plan == plan
 
     await wait_for(lambda: on("pro"))
-    live = {"symbols": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "mode": "live", "capital": "5000"}
+    live = {"symbols": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "mode": "live", "capital": "500"}
     accepted = await client.put("/api/v1/bot/config", json=live, headers=bearer(token))
     assert accepted.status == 202, await accepted.text()
     start = (await (await client.post("/api/v1/bot/start", headers=bearer(token))).json())[

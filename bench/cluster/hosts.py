@@ -15,7 +15,6 @@ the same prefix removes it. Needs root and `ip` (iproute2); otherwise `HostsUnav
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import ipaddress
@@ -27,18 +26,16 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.common import LoopThread
 from bench.standins.tcp_proxy import TcpProxy
-
-T = TypeVar("T")
 
 SUPERNET = ipaddress.IPv4Network("10.231.0.0/16")
 LOCK_FILE = Path(tempfile.gettempdir(), "colmena-hosts.lock")
@@ -128,33 +125,6 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise RuntimeError(f"no free /24 left in {SUPERNET}")
 
 
-class _ForwardLoop:
-    """An event loop in a thread of its own: forwards keep relaying while the caller blocks."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="hosts-forwards", daemon=True
-        )
-        self._thread.start()
-        self.forwards: list[TcpProxy] = []
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            for forward in self.forwards:
-                await forward.cut()
-            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            await asyncio.gather(*others, return_exceptions=True)
-
-        self.run(shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-
 @dataclass
 class Host:
     """One machine of the run: a namespace, its address on the bridge, the processes it ran."""
@@ -221,7 +191,8 @@ class Hosts:
         self.bridge = f"{self.stem}b"
         self.subnet: ipaddress.IPv4Network | None = None
         self.hosts: list[Host] = []
-        self._forwards: _ForwardLoop | None = None
+        self._forwards: LoopThread | None = None
+        self._relays: list[TcpProxy] = []
         self._forwarded: dict[tuple[str, int], int] = {}
 
     @property
@@ -241,7 +212,7 @@ class Hosts:
                 self.subnet = _free_subnet()
                 self._create_bridge()
             self._probe_namespaces()
-            self._forwards = _ForwardLoop()
+            self._forwards = LoopThread("hosts-forwards")
         except BaseException as exc:
             self._remove()
             # A refusal means this machine cannot have hosts; anything else is a bug to show.
@@ -296,7 +267,7 @@ class Hosts:
         if key not in self._forwarded:
             relay = TcpProxy(target_host, target_port, listen_host=self.bridge_ip)
             self._forwarded[key] = self._forwards.run(relay.start(port or target_port))
-            self._forwards.forwards.append(relay)
+            self._relays.append(relay)
         return self._forwarded[key]
 
     def reach(self, url: str) -> str:
@@ -356,8 +327,11 @@ class Hosts:
             with contextlib.suppress(Exception):
                 host.stop()
         if self._forwards is not None:
+            for relay in self._relays:
+                self._forwards.run(relay.cut())
             self._forwards.close()
             self._forwards = None
+            self._relays.clear()
         for index, host in enumerate(self.hosts, start=1):
             _kill_namespace(host.namespace)
             _ip("netns", "delete", host.namespace, check=False)

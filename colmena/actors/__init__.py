@@ -14,6 +14,9 @@ from colmena.runtime.scheduler import ScheduledJob, registered_jobs
 
 ACTOR_MODULES = (
     "payments",
+    "bitso",
+    "accounts",
+    "orders",
     "rates",
     "licenses",
     "stamping",

@@ -61,7 +61,7 @@ from colmena.config.metrics import (
 )
 from colmena.domain.bot_failures import start_failure
 from colmena.domain.key_sealing import SealError, open_sealed
-from colmena.domain.tenants import PlanLimits, decide_plan_change, fit_to_plan
+from colmena.domain.tenants import decide_plan_change, fit_to_plan
 from colmena.errors import PermanentError
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
@@ -73,6 +73,7 @@ from colmena.store.outbox import OutboxMessage
 from colmena.supervisor.health import check_health, heartbeat_max_age
 from colmena.supervisor.keys import newest_key_version, seal_private_key, secret_box
 from colmena.supervisor.log_shipping import ship_all, ship_bot
+from colmena.supervisor.plan_limits import stop_over_capital
 from colmena.supervisor.reconciler import (
     Cause,
     Do,
@@ -176,7 +177,7 @@ async def change_plan(
     bot = await store.get_bot(conn, tenant_ref, for_update=True)
     if bot is None:
         raise PermanentError(f"tenant {tenant_ref} has no bots row")
-    fitted = fit_to_plan(bot.config, PlanLimits(new_plan.max_symbols, new_plan.live_allowed))
+    fitted = fit_to_plan(bot.config, new_plan.limits())
     if fitted != bot.config:
         version = await store.set_config(conn, tenant_ref, fitted)
         log.info(
@@ -186,6 +187,7 @@ async def change_plan(
             mode=fitted.get("mode"),
             config_version=version,
         )
+    await stop_over_capital(conn, bot, new_plan)
     log.info(
         "plan applied",
         tenant_id=tenant_ref,

@@ -79,6 +79,9 @@ async def _deliver_locked(
     if invoice.status == "cancellation_requested":
         bound.info("cancellation requested: invoice not emailed")
         return
+    if invoice.held_at is not None:
+        bound.info("invoice held while its payment is disputed: not emailed")
+        return
     if invoice.emailed_at is not None:
         return
     pdf = invoice.pdf

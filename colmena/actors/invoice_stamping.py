@@ -80,6 +80,10 @@ class InvoiceStamper:
             bound.info("payment no longer approved and never invoiced: nothing to stamp")
             return
         bound = bound.bind(invoice_id=invoice.id, folio=invoice.label)
+        if invoice.held_at is not None:
+            # A dispute holds it; a won dispute releases the hold and queues the stamping again.
+            bound.info("invoice held while its payment is disputed: not stamped")
+            return
         if invoice.uuid is not None:
             bound.info("invoice already stamped", uuid=invoice.uuid)
             return

@@ -56,6 +56,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE = "licenses"
 REVERSED_STATUSES = frozenset({"refunded", "charged_back"})
+DISPUTED_STATUS = "in_mediation"
 DEFAULT_EDITION = "standard"
 # product_ref names a directory and a file: keep it to one safe path segment.
 _PRODUCT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -105,6 +106,10 @@ async def issue_license(
         log.info(
             "payment reversed before its license was issued; issuing none", payment_id=payment_id
         )
+        return None
+    if payment.status == DISPUTED_STATUS:
+        # A won dispute queues deliver_license again (actors.payments), a lost one revokes.
+        log.info("payment disputed before its license was issued; waiting", payment_id=payment_id)
         return None
     license = license_for(payment, now=datetime.now(UTC))
     key = sign_license(license, signing_key(settings))
@@ -195,6 +200,8 @@ async def _send_locked(
             if pending.superseded
             else "license revoked"
             if record.revoked_at is not None
+            else "license suspended while its payment is disputed"
+            if record.suspended_at is not None
             else None
         )
         if skip:

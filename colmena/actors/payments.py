@@ -2,8 +2,13 @@
 
 Actors (queue "payments"):
 - `settle_stripe_event(inbox_id)`: applies a stored Stripe event.
+- `settle_stripe_thin_event(inbox_id)`: fetches the related object of a stored thin event
+  (event destinations' `v2.core.event`) through Stripe's API, then applies it as the v1 event
+  it stands for.
 - `settle_mercadopago_notification(inbox_id)`: fetches the payment a stored notification names
-  from Mercado Pago's API (the authoritative status, DESIGN.md rule 5), then applies it.
+  from Mercado Pago's API (the authoritative status, DESIGN.md rule 5), then applies it; for a
+  merchant order, fetches the order, then each payment it lists. Unsigned IPN hints go the same
+  way; a hint naming an unknown resource is ignored rather than dead-lettered.
 
 Both lock the inbox row, apply the state machine (`colmena.domain.payment_state`) and, in the
 same transaction, write the follow-ups to the outbox. Follow-up messages (queue / actor / args):
@@ -14,6 +19,8 @@ same transaction, write the follow-ups to the outbox. Follow-up messages (queue 
 - stamping / cancel_invoice / [payment_id]: refunded or charged back after approval, "rfc" present
 - bots / apply_plan / [tenant_ref, plan, active, source, provider_at]: plan bought or refunded;
   Stripe subscription updated or deleted
+- licenses / deliver_license, stamping / stamp_invoice or deliver_invoice: a dispute won
+  (`colmena.actors.payment_disputes`, which also suspends and holds while it lasts)
 
 `payment_id` is colmena's payments.id; `plan` is free|pro|enterprise; `active` a bool; `source`
 "subscription:<stripe subscription id>" (invoices and subscription events alike) or
@@ -34,6 +41,7 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
+from colmena.actors.payment_disputes import dispute_effects
 from colmena.config.metrics import PAYMENT_TRANSITIONS
 from colmena.domain.payment_events import (
     Ignored,
@@ -42,14 +50,18 @@ from colmena.domain.payment_events import (
     PlanUpdate,
     interpret_mercadopago,
     interpret_stripe,
+    merchant_order_payments,
+    snapshot_of_thin_event,
+    stripe_handles,
 )
 from colmena.domain.payment_state import REVERSED, Status, decide
 from colmena.errors import PermanentError
-from colmena.gateways.mercadopago import MercadoPagoClient
+from colmena.gateways.mercadopago import MercadoPagoClient, MercadoPagoNotFound
+from colmena.gateways.stripe import StripeEvents
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
-from colmena.store import inbox, outbox, payments
+from colmena.store import inbox, orders, outbox, payments
 from colmena.store.outbox import OutboxMessage
 from colmena.store.payments import Payment
 
@@ -171,33 +183,46 @@ async def apply_update(
         provider=update.provider,
         status=update.status.value,
     )
+    settled, fulfil = await orders.settle_payment(conn, settled)
+    if not fulfil:
+        return f"applied: {update.status.value}; its order is not fulfilled", []
     rows = await _follow_ups(conn, settled, first_approval=payment.approved_at is None)
+    rows += await dispute_effects(conn, settled, previous=Status(payment.status))
     return f"applied: {update.status.value}", rows
+
+
+async def _apply(
+    conn: asyncpg.Connection, interpretation: Interpretation, inbox_id: int
+) -> tuple[str, list[OutboxMessage | None]]:
+    if isinstance(interpretation, Ignored):
+        return f"ignored: {interpretation.reason}", []
+    if isinstance(interpretation, PlanUpdate):
+        return "plan update", [await _plan_message(conn, interpretation)]
+    return await apply_update(conn, interpretation, inbox_id)
 
 
 async def settle(
     pool: asyncpg.Pool,
     inbox_id: int,
-    interpret: Callable[[inbox.InboxEvent], Interpretation],
+    interpret: Callable[[inbox.InboxEvent], Interpretation | list[Interpretation]],
 ) -> list[OutboxMessage | None]:
-    """Apply the inbox event, as `interpret` reads it, exactly once; returns the follow-ups to
-    publish. `interpret` runs under the event's lock, only when it is not yet processed."""
+    """Apply the inbox event, as `interpret` reads it (one interpretation, or one per payment
+    for a merchant order), exactly once; returns the follow-ups to publish. `interpret` runs
+    under the event's lock, only when it is not yet processed."""
     async with pool.acquire() as conn, conn.transaction():
         event = await inbox.load_for_processing(conn, inbox_id)
         if event is None:
             raise PermanentError(f"inbox event {inbox_id} does not exist")
         if event.processed:
             return []
-        interpretation = interpret(event)
+        interpreted = interpret(event)
+        outcomes: list[str] = []
         rows: list[OutboxMessage | None] = []
-        if isinstance(interpretation, Ignored):
-            outcome = f"ignored: {interpretation.reason}"
-        elif isinstance(interpretation, PlanUpdate):
-            rows = [await _plan_message(conn, interpretation)]
-            outcome = "plan update"
-        else:
-            outcome, rows = await apply_update(conn, interpretation, inbox_id)
-        await inbox.mark_processed(conn, inbox_id, outcome)
+        for interpretation in interpreted if isinstance(interpreted, list) else [interpreted]:
+            outcome, applied = await _apply(conn, interpretation, inbox_id)
+            outcomes.append(outcome)
+            rows += applied
+        await inbox.mark_processed(conn, inbox_id, "; ".join(outcomes) or "ignored: no payments")
     return rows
 
 
@@ -214,6 +239,48 @@ async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
     # No read ahead of the transaction: a Stripe event needs no remote call, so `settle` reads
     # it under its lock and interprets it there.
     rows = await settle(resources.pool, inbox_id, lambda event: interpret_stripe(event.payload))
+    await publish_now(resources.pool, resources.publisher, rows)
+
+
+class StripeApiNotConfigured(PermanentError):
+    """No API key: a thin event carries no object, and its related object cannot be fetched."""
+
+    hint = "set COLMENA_STRIPE_SECRET_KEY (a restricted key that reads objects is enough)"
+
+
+def stripe_events(resources: Resources) -> StripeEvents:
+    settings = resources.settings
+    if settings.stripe_secret_key is None:
+        raise StripeApiNotConfigured("COLMENA_STRIPE_SECRET_KEY is not set")
+    return StripeEvents(
+        api_key=settings.stripe_secret_key.get_secret_value(),
+        api_base=settings.stripe_api_url,
+        timeout_s=settings.stripe_timeout_s,
+    )
+
+
+def _thin_interpretation(client: StripeEvents, notification: dict[str, object]) -> Interpretation:
+    """Blocking: the related object of a thin event, fetched, read as its v1 event. Only types
+    colmena acts on cost an API call."""
+    kind = str(notification["type"]).removeprefix("v1.")
+    if kind == notification["type"] or not stripe_handles(kind):
+        return Ignored(f"thin event type {notification['type']} is not handled")
+    # A StripeError propagates: unavailable is retried, refused dead-letters.
+    related = client.related_object(dict(notification))
+    if related is None:
+        return Ignored(f"thin event {notification['id']} has no related object")
+    return interpret_stripe(snapshot_of_thin_event(dict(notification), related))
+
+
+@actor(queue=QUEUE, name="settle_stripe_thin_event")
+async def settle_stripe_thin_event(resources: Resources, inbox_id: int) -> None:
+    event = await _stored_event(resources.pool, inbox_id)
+    if event.processed:
+        return
+    interpretation = await asyncio.to_thread(
+        _thin_interpretation, stripe_events(resources), event.payload
+    )
+    rows = await settle(resources.pool, inbox_id, lambda _event: interpretation)
     await publish_now(resources.pool, resources.publisher, rows)
 
 
@@ -234,20 +301,46 @@ def mercadopago_client(resources: Resources) -> MercadoPagoClient:
     )
 
 
+# Merchant orders arrive as IPN topic `merchant_order` and as webhook type
+# `topic_merchant_order_wh`.
+MERCHANT_ORDER_KINDS = ("merchant_order", "topic_merchant_order_wh")
+
+
+def _payment_ids(client: MercadoPagoClient, kind: str, resource_id: str) -> list[str]:
+    if kind == "payment":
+        return [resource_id]
+    try:
+        return merchant_order_payments(client.get_merchant_order(resource_id))
+    except ValueError as exc:
+        raise PermanentError(f"merchant order {resource_id}: {exc}") from None
+
+
+def _fetched(client: MercadoPagoClient, event: inbox.InboxEvent) -> list[Interpretation]:
+    """Blocking: the payments the notification names, each fetched from the API and read."""
+    resource_id = str(event.payload["data"]["id"])
+    try:
+        # A MercadoPagoError propagates: unavailable is retried, unknown or refused
+        # dead-letters.
+        return [
+            interpret_mercadopago(client.get_payment(payment_id))
+            for payment_id in _payment_ids(client, event.kind, resource_id)
+        ]
+    except MercadoPagoNotFound:
+        if event.payload.get("hint") is None:
+            raise
+        # Anyone can send a hint: one naming nothing real is noise, not a dead letter.
+        return [Ignored(f"hinted {event.kind} {resource_id} is unknown to the API")]
+
+
 @actor(queue=QUEUE, name="settle_mercadopago_notification")
 async def settle_mercadopago_notification(resources: Resources, inbox_id: int) -> None:
     event = await _stored_event(resources.pool, inbox_id)
     if event.processed:
         return
-    if event.kind != "payment":
+    if event.kind != "payment" and event.kind not in MERCHANT_ORDER_KINDS:
         ignored = Ignored(f"notification type {event.kind} is not handled")
         rows = await settle(resources.pool, inbox_id, lambda _event: ignored)
-        await publish_now(resources.pool, resources.publisher, rows)
-        return
-    payment_id = str(event.payload["data"]["id"])
-    client = mercadopago_client(resources)
-    # A MercadoPagoError propagates: unavailable is retried, unknown or refused dead-letters.
-    payment = await asyncio.to_thread(client.get_payment, payment_id)
-    interpretation = interpret_mercadopago(payment)
-    rows = await settle(resources.pool, inbox_id, lambda _event: interpretation)
+    else:
+        interpretations = await asyncio.to_thread(_fetched, mercadopago_client(resources), event)
+        rows = await settle(resources.pool, inbox_id, lambda _event: interpretations)
     await publish_now(resources.pool, resources.publisher, rows)

@@ -11,6 +11,7 @@ import sys
 import click
 
 from colmena.cli import (
+    catalog,
     check,
     core,
     deadletters,
@@ -52,6 +53,7 @@ COMMAND_MODULES = [
     invoices,
     status,
     tenants,
+    catalog,
 ]
 for module in COMMAND_MODULES:
     for command in module.COMMANDS:

@@ -189,6 +189,8 @@ def _license_json(found: store.LicenseOverview, now: datetime) -> dict[str, Any]
         "issued_at": _json_time(record.issued_at),
         "expires_at": _json_time(record.expires_at),
         "revoked_at": _json_time(record.revoked_at),
+        "suspended_at": _json_time(record.suspended_at),
+        "suspended_reason": record.suspended_reason,
         "email": _email_state(found.email),
         "email_sent_at": _json_time(found.email.sent_at if found.email else None),
         "link": _link_state(found.link),
@@ -269,6 +271,12 @@ def show_command(which: str) -> None:
         status = _status(item, now)
         if record.revoked_at is not None:
             status += f" at {_when(record.revoked_at)} ({record.revoked_reason or 'no reason'})"
+        elif record.suspended_at is not None:
+            status += (
+                f", suspended since {_when(record.suspended_at)}"
+                f" ({record.suspended_reason or 'no reason'}): its links work again if the"
+                " dispute is won"
+            )
         fields = [
             ("license", str(record.id)),
             ("product", f"{record.product_ref}, edition {record.edition}, {record.seats} seat(s)"),

@@ -21,7 +21,7 @@ from colmena.config.dev_stack import DevStack, load_operator_settings, operator_
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.dev import SAMPLE_PRODUCT
 from colmena.domain.money import format_minor, format_money, from_minor
-from colmena.gateways import mercadopago, stripe
+from colmena.gateways import bitso_webhooks, mercadopago, stripe
 from colmena.gateways import sample_events as events
 from colmena.runtime.startup import open_database, operator_resources
 from colmena.sandbox.serving import with_sandboxes
@@ -374,6 +374,90 @@ def trigger_mercadopago(
             ),
         },
         params={"data.id": payment_id, "type": "payment"},
+    )
+
+
+BITSO_STATUSES = {
+    "payment_intent": ("CREATED", "PENDING", "PROCESSING", "COMPLETED", "FAILED", "EXPIRED"),
+    "funding": ("pending", "complete", "failed"),
+}
+
+
+def build_bitso_event(
+    event: str, status: str, *, resource_id: str | None, order_id: str | None, amount: Decimal
+) -> dict[str, Any]:
+    """A Bitso delivery body: a payment intent whose `external_ref` is the order id, or a SPEI
+    deposit whose `concepto` carries it."""
+    if status not in BITSO_STATUSES[event]:
+        raise click.BadParameter(
+            f"{event} statuses are {', '.join(BITSO_STATUSES[event])}", param_hint="STATUS"
+        )
+    if event == "payment_intent":
+        return events.bitso_payment_intent(
+            intent_id=resource_id, status=status, amount=float(amount), external_ref=order_id
+        )
+    return events.bitso_funding(
+        fid=resource_id, status=status, amount=f"{amount:.2f}", concepto=order_id or "PAGO"
+    )
+
+
+@trigger.command("bitso")
+@click.argument("event", type=click.Choice(sorted(BITSO_STATUSES)))
+@click.argument("status")
+@click.option("--id", "resource_id", help="payment intent id or deposit fid (default: a new one)")
+@click.option(
+    "--order-id",
+    help="the colmena order: the intent's external_ref, or the deposit's concepto reference",
+)
+@click.option("--amount", default="1500.00", show_default=True, callback=_amount, help="MXN")
+@click.option(
+    "--url",
+    help="the ingress's base URL or the webhook's URL "
+    "(default: the running `colmena dev`'s, else COLMENA_HTTP_HOST/PORT)",
+)
+def trigger_bitso(
+    event: str,
+    status: str,
+    resource_id: str | None,
+    order_id: str | None,
+    amount: Decimal,
+    url: str | None,
+) -> None:
+    """Post a signed Bitso EVENT (payment_intent or funding) in STATUS.
+
+    Signed with the development key under COLMENA_DATA_DIR (the one `colmena dev` verifies
+    with): nobody but Bitso holds Bitso's private keys, so an ingress configured with Bitso's
+    public keys only refuses it, unless COLMENA_BITSO_WEBHOOK_PUBLIC_KEYS also lists this key.
+    """
+    settings, stack = operator_settings(load_settings())
+    body = build_bitso_event(
+        event, status, resource_id=resource_id, order_id=order_id, amount=amount
+    )
+    private_key = bitso_webhooks.dev_signing_key(settings.data_dir)
+    configured = settings.bitso_webhook_public_keys
+    key_text = bitso_webhooks.public_key_text(private_key)
+    if not configured:
+        click.echo(
+            "COLMENA_BITSO_WEBHOOK_PUBLIC_KEYS is unset: signing with the `colmena dev` key",
+            err=True,
+        )
+    elif configured.get(bitso_webhooks.DEV_KEY_ID) != key_text:
+        click.echo(
+            f"COLMENA_BITSO_WEBHOOK_PUBLIC_KEYS does not list the dev key "
+            f"{bitso_webhooks.DEV_KEY_ID!r}: an ingress with these settings refuses this "
+            f"delivery (its public key: {key_text})",
+            err=True,
+        )
+    payload = body["payload"]
+    click.echo(f"{event} {payload.get('id') or payload.get('fid')} ({status})")
+    _post(
+        _webhook_url(url, settings, stack, "/webhooks/bitso"),
+        json.dumps(body).encode(),
+        {
+            "Content-Type": "application/json",
+            bitso_webhooks.SIGNATURE_HEADER: bitso_webhooks.sign(payload, private_key),
+            bitso_webhooks.KEY_ID_HEADER: bitso_webhooks.DEV_KEY_ID,
+        },
     )
 
 

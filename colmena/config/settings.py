@@ -16,12 +16,17 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from colmena.config.accounts_settings import AccountsSettings
+from colmena.config.billing_settings import BillingSettings
+from colmena.config.bitso_settings import BitsoSettings
 from colmena.config.bots_settings import BotsSettings
+from colmena.config.checkout_settings import CheckoutSettings
 from colmena.config.database_url import parse_database_url
 from colmena.config.license_settings import LicenseSettings
 from colmena.config.payments_settings import PaymentsSettings
 from colmena.config.rate_limit_settings import RateLimitSettings
 from colmena.config.rates_settings import RatesSettings
+from colmena.config.receiving_settings import ReceivingSettings
 from colmena.config.stamping_settings import StampingSettings
 
 
@@ -59,11 +64,16 @@ def amqp_urls(value: BrokerUrls) -> list[str]:
 class Settings(
     BaseSettings,
     PaymentsSettings,
+    BitsoSettings,
     LicenseSettings,
     RatesSettings,
     StampingSettings,
     BotsSettings,
     RateLimitSettings,
+    AccountsSettings,
+    CheckoutSettings,
+    BillingSettings,
+    ReceivingSettings,
 ):
     """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
 

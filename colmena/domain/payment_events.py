@@ -6,12 +6,15 @@ to one vocabulary, so the state machine and the follow-ups never look at provide
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from colmena.domain.payment_state import Status
+from colmena.domain.plans import SUBSCRIPTION_EVENTS, subscription_effect
 
 PRODUCT_KINDS = ("license", "plan")
 PLANS = ("free", "pro", "enterprise")
@@ -123,6 +126,24 @@ def _stripe_payment(
     )
 
 
+_DISPUTE_EVENTS = ("charge.dispute.created", "charge.dispute.closed")
+_INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed")
+
+
+def stripe_handles(kind: str) -> bool:
+    """Whether `interpret_stripe` acts on events of this type (a thin event of any other type is
+    not worth fetching its object for)."""
+    return kind in (
+        *_PI_STATUS,
+        *_SESSION_STATUS,
+        "checkout.session.completed",
+        "charge.refunded",
+        *_DISPUTE_EVENTS,
+        *_INVOICE_EVENTS,
+        *SUBSCRIPTION_EVENTS,
+    )
+
+
 def interpret_stripe(event: dict[str, Any]) -> Interpretation:
     """Map a verified Stripe event; events colmena does not act on are `Ignored`."""
     kind = event["type"]
@@ -150,11 +171,50 @@ def interpret_stripe(event: dict[str, Any]) -> Interpretation:
             amount=obj.get("amount", 0),
             email=(obj.get("billing_details") or {}).get("email"),
         )
-    if kind in ("invoice.paid", "invoice.payment_failed"):
+    if kind in _DISPUTE_EVENTS:
+        return _stripe_dispute(obj, event)
+    if kind in _INVOICE_EVENTS:
         return _stripe_invoice(obj, event)
-    if kind in ("customer.subscription.updated", "customer.subscription.deleted"):
+    if kind in SUBSCRIPTION_EVENTS:
         return _stripe_subscription(obj, event)
     return Ignored(f"event type {kind} is not handled")
+
+
+# How a closed dispute ends: won (and an inquiry closed without a chargeback) gives the money
+# back to the seller; lost is a chargeback.
+_DISPUTE_CLOSED = {
+    "won": Status.APPROVED,
+    "warning_closed": Status.APPROVED,
+    "lost": Status.CHARGED_BACK,
+}
+
+
+def _stripe_dispute(obj: dict[str, Any], event: dict[str, Any]) -> Interpretation:
+    """A dispute puts its payment in mediation; closing it approves it again or charges it
+    back. The payment is the dispute's PaymentIntent (or its charge, as for refunds)."""
+    if event["type"] == "charge.dispute.created":
+        status = Status.IN_MEDIATION
+    else:
+        closed = _DISPUTE_CLOSED.get(str(obj.get("status")))
+        if closed is None:
+            return Ignored(f"dispute closed with status {obj.get('status')!r}")
+        status = closed
+    payment_id = obj.get("payment_intent") or obj.get("charge")
+    if not isinstance(payment_id, str) or not payment_id:
+        return Ignored("dispute names no payment")
+    return _stripe_payment(obj, payment_id, status, event, amount=obj.get("amount") or 0)
+
+
+def snapshot_of_thin_event(notification: dict[str, Any], related: dict[str, Any]) -> dict[str, Any]:
+    """The v1 event a thin `v1.*` notification stands for, with its related object as fetched
+    from the API (its state now, which the state machine weighs by the notification's time)."""
+    created = datetime.fromisoformat(str(notification["created"]).replace("Z", "+00:00"))
+    return {
+        "id": notification["id"],
+        "type": str(notification["type"]).removeprefix("v1."),
+        "created": int(created.timestamp()),
+        "data": {"object": related},
+    }
 
 
 def _stripe_session(obj: dict[str, Any], event: dict[str, Any]) -> Interpretation:
@@ -214,14 +274,13 @@ def _stripe_subscription(obj: dict[str, Any], event: dict[str, Any]) -> Interpre
     tenant, plan = metadata.get("tenant_id"), metadata.get("plan")
     if not tenant or plan not in PLANS:
         return Ignored("subscription without tenant_id/plan metadata")
-    active = event["type"] == "customer.subscription.updated" and obj.get("status") in (
-        "active",
-        "trialing",
-    )
+    effect = subscription_effect(event["type"], obj, _ts(event["created"]))
+    if effect.active is None:
+        return Ignored(effect.reason)
     return PlanUpdate(
         tenant_ref=tenant,
         plan=plan,
-        active=active,
+        active=effect.active,
         source=f"subscription:{obj['id']}",
         provider_at=_ts(event["created"]),
     )
@@ -271,3 +330,102 @@ def interpret_mercadopago(payment: dict[str, Any]) -> Interpretation:
         customer_email=(payment.get("payer") or {}).get("email") or metadata.get("email"),
         **_common(metadata),
     )
+
+
+MAX_ORDER_PAYMENTS = 20
+
+
+def merchant_order_payments(order: dict[str, Any]) -> list[str]:
+    """The ids of the payments a Mercado Pago merchant order lists, each to be fetched on its own
+    (the order's copy of a payment is a summary, not the authoritative payment)."""
+    listed = order.get("payments")
+    if not isinstance(listed, list):
+        return []
+    ids = [str(item["id"]) for item in listed if isinstance(item, dict) and item.get("id")]
+    if len(ids) > MAX_ORDER_PAYMENTS:
+        raise ValueError(
+            f"merchant order lists {len(ids)} payments, more than {MAX_ORDER_PAYMENTS}"
+        )
+    return list(dict.fromkeys(ids))
+
+
+# Bitso ------------------------------------------------------------------------------------
+
+# Pay with Bitso payment-intent statuses. EXPIRED is final at Bitso (the intent can no longer be
+# paid), so it is the machine's terminal `cancelled`: a COMPLETED delivered after it never
+# resurrects the payment. FAILED is `rejected`, which a later genuine completion may still follow.
+_BITSO_INTENT_STATUS = {
+    "CREATED": Status.PENDING,
+    "PENDING": Status.PENDING,
+    "PROCESSING": Status.IN_PROCESS,
+    "COMPLETED": Status.APPROVED,
+    "FAILED": Status.REJECTED,
+    "EXPIRED": Status.CANCELLED,
+}
+_BITSO_FUNDING_STATUS = {
+    "pending": Status.PENDING,
+    "complete": Status.APPROVED,
+    "failed": Status.REJECTED,
+}
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def bitso_funding_reference(payload: dict[str, Any]) -> uuid.UUID | None:
+    """The order id a SPEI deposit names, if any: the payer writes it in the transfer's
+    `concepto` (40 characters, room for a UUID; the 7-digit `numeric_reference` has none)."""
+    details = payload.get("details")
+    concept = details.get("concepto") if isinstance(details, dict) else None
+    found = _UUID.search(concept) if isinstance(concept, str) else None
+    return uuid.UUID(found.group()) if found else None
+
+
+def _bitso_payment(
+    payload: dict[str, Any], payment_id: Any, status: Status, source: str, metadata: dict[str, str]
+) -> PaymentUpdate:
+    currency = str(payload.get("asset") or payload.get("currency") or "").upper()
+    stamp = payload.get("updated_at") or payload.get("created_at")
+    return PaymentUpdate(
+        provider="bitso",
+        provider_payment_id=str(payment_id),
+        status=status,
+        provider_at=_parse_time(stamp),
+        source=source,
+        amount_minor=to_minor_units(payload.get("amount", 0), currency),
+        currency=currency,
+        **_common(metadata),
+    )
+
+
+def interpret_bitso(
+    event: dict[str, Any], *, funding_order: uuid.UUID | None = None
+) -> Interpretation:
+    """Map a verified Bitso delivery. A payment intent names its order by `external_ref` (the
+    order id colmena created it with). A SPEI `funding` settles an order only when its reference
+    matched one (`funding_order`, looked up by the caller); otherwise it is recorded and ignored,
+    never guessed."""
+    kind, payload = event.get("event"), event["payload"]
+    if kind == "payment_intent":
+        status = _BITSO_INTENT_STATUS.get(str(payload.get("status")))
+        if status is None:
+            return Ignored(f"unknown payment intent status {payload.get('status')!r}")
+        metadata = _metadata({"external_ref": payload.get("external_ref")})
+        return _bitso_payment(
+            payload, payload["id"], status, f"payment_intent.{payload['status']}", metadata
+        )
+    if kind == "funding":
+        status = _BITSO_FUNDING_STATUS.get(str(payload.get("status")))
+        if status is None:
+            return Ignored(f"unknown funding status {payload.get('status')!r}")
+        reference = bitso_funding_reference(payload)
+        if reference is None:
+            return Ignored("funding names no order reference")
+        if funding_order != reference:
+            return Ignored(f"funding reference {reference} matches no Bitso order")
+        return _bitso_payment(
+            payload,
+            payload["fid"],
+            status,
+            f"funding.{payload['status']}",
+            {"order_id": str(reference)},
+        )
+    return Ignored(f"event type {kind} is not handled")

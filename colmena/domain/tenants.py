@@ -1,8 +1,11 @@
 """Tenant rules with no I/O: API tokens, masked keys, bot config validation, plan changes.
 
 A config is validated twice over: its shape (pydantic: symbols, mode, capital as a decimal
-string) and then the tenant's plan (how many symbols, whether live trading is allowed). Both
-report field errors the HTTP layer turns into a 422. A plan change from the payments side is
+string) and then the tenant's plan (how many symbols, whether live trading is allowed, how much
+capital the bot may trade). Both report field errors the HTTP layer turns into a 422. When a
+plan shrinks, `fit_to_plan` drops what can be dropped (live mode, extra symbols); capital is not
+lowered behind the tenant's back, so a bot over the new plan's capital is stopped instead
+(`capital_over_plan`) and its next config must fit. A plan change from the payments side is
 decided here too: stale ones (older provider time than the change already applied) are ignored,
 and a plan ending only downgrades the tenant when it is the plan the tenant is on.
 """
@@ -125,6 +128,22 @@ class ConfigError(ValueError):
 class PlanLimits:
     max_symbols: int
     live_allowed: bool
+    max_capital: Decimal | None = None  # None: no capital limit
+
+
+def capital_over_plan(config: dict[str, Any], limits: PlanLimits) -> Decimal | None:
+    """The config's capital when it exceeds the plan's limit, else None.
+
+    A bot trades this amount, so colmena never trims it to fit the way it trims symbols: a
+    smaller stake is a trading decision only the tenant makes.
+    """
+    if limits.max_capital is None:
+        return None
+    try:
+        capital = Decimal(str(config.get("capital", "0")))
+    except InvalidOperation:
+        return None  # only a stored config reaches here, and those were validated
+    return capital if capital > limits.max_capital else None
 
 
 def validate_config(data: Any, plan_name: str, limits: PlanLimits) -> dict[str, Any]:
@@ -148,9 +167,20 @@ def validate_config(data: Any, plan_name: str, limits: PlanLimits) -> dict[str, 
         )
     if config.mode == "live" and not limits.live_allowed:
         errors.append(FieldError("mode", f"plan {plan_name} allows paper trading only"))
+    if capital_over_plan(config.model_dump(), limits) is not None:
+        errors.append(
+            FieldError(
+                "capital",
+                f"plan {plan_name} allows a capital of at most {_plain(limits.max_capital)}",
+            )
+        )
     if errors:
         raise ConfigError(errors)
     return config.model_dump()
+
+
+def _plain(amount: Decimal | None) -> str:
+    return format(amount.normalize(), "f") if amount is not None else "any"
 
 
 def fit_to_plan(config: dict[str, Any], limits: PlanLimits) -> dict[str, Any]:

@@ -260,6 +260,11 @@ class MercadoPagoClient:
     def get_payment(self, payment_id: str) -> dict[str, Any]:
         return self._checked(lambda: self._sdk.payment().get(payment_id), f"payment {payment_id}")
 
+    def get_merchant_order(self, order_id: str) -> dict[str, Any]:
+        return self._checked(
+            lambda: self._sdk.merchant_order().get(order_id), f"merchant order {order_id}"
+        )
+
     def search_payments(self, filters: dict[str, Any]) -> dict[str, Any]:
         return self._checked(lambda: self._sdk.payment().search(filters=filters), "payment search")
 

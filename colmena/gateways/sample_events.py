@@ -3,13 +3,16 @@
 Stripe objects follow the API reference (event envelope with `data.object`, amounts in minor
 units, lowercase currency, `metadata` strings); Mercado Pago notifications follow the v1 webhook
 body (`{"action", "api_version", "data": {"id"}, "type", ...}`) whose payment the actor then
-fetches from the API.
+fetches from the API. Bitso deliveries follow its payload examples (`{"event", "payload"}`; a
+payment intent's `amount` a JSON number in major units, a deposit's a string).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 API_VERSION = "2024-06-20"
@@ -163,4 +166,83 @@ def mercadopago_notification(payment_id: str, *, action: str = "payment.updated"
         "live_mode": False,
         "type": "payment",
         "user_id": "1234567890",
+    }
+
+
+def _bitso_time(moment: float) -> str:
+    """Bitso's timestamps: ISO 8601 UTC with microseconds and a Z."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def bitso_payment_intent(
+    *,
+    intent_id: str | None = None,
+    status: str = "COMPLETED",
+    amount: float = 1500.0,
+    asset: str = "MXN",
+    external_ref: str | None = None,
+    updated: float | None = None,
+) -> dict[str, Any]:
+    """A Pay with Bitso `payment_intent` delivery body, as Bitso's payload examples show it."""
+    intent_id = intent_id or str(uuid.uuid4())
+    changed = time.time() if updated is None else updated
+    created = changed - 60
+    payload: dict[str, Any] = {
+        "id": intent_id,
+        "external_ref": external_ref or f"colmena-{secrets.token_hex(4)}",
+        "amount": amount,
+        "asset": asset,
+        "created_at": _bitso_time(created),
+        "expires_at": _bitso_time(created + 3600),
+        "status": status,
+        "type": "PAY_WITH_BITSO",
+        "pay_with_bitso": {
+            "success_redirect_url": "https://example.com/success",
+            "error_redirect_url": "https://example.com/error",
+            "duration": "PT1H",
+            "universal_link": f"https://bitso.com/pay-with-bitso/{intent_id}",
+        },
+    }
+    if status != "CREATED":
+        payload["pay_with_bitso"]["universal_link_visited_at"] = _bitso_time(created + 5)
+        payload["updated_at"] = _bitso_time(changed)
+    return {"event": "payment_intent", "payload": payload}
+
+
+def bitso_funding(
+    *,
+    fid: str | None = None,
+    status: str = "complete",
+    amount: str = "1500.00",
+    concepto: str = "PAGO",
+    created: float | None = None,
+) -> dict[str, Any]:
+    """A SPEI `funding` delivery body (a deposit into the Bitso account), as Bitso shows it;
+    `concepto` is where the payer writes the order reference."""
+    moment = time.time() if created is None else created
+    return {
+        "event": "funding",
+        "payload": {
+            "fid": fid or secrets.token_hex(16),
+            "status": status,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(moment)),
+            "currency": "mxn",
+            "method": "praxis",
+            "method_name": "SPEI Transfer",
+            "amount": amount,
+            "asset": "mxn",
+            "network": "spei",
+            "protocol": "clabe",
+            "integration": "praxis",
+            "details": {
+                "sender_name": "CLIENTE DE PRUEBA",
+                "sender_clabe": "*****0606032******",
+                "sender_bank": "40012",
+                "clave": str(secrets.randbelow(10**6)),
+                "clave_rastreo": f"MBAN{secrets.randbelow(10**20):020d}",
+                "numeric_reference": str(secrets.randbelow(10**7)),
+                "concepto": concepto,
+                "cep_link": "",
+            },
+        },
     }

@@ -1,4 +1,4 @@
-"""Stripe webhook verification with Stripe's own library.
+"""Stripe webhooks with Stripe's own library: verification, and the API calls thin events need.
 
 `stripe.WebhookSignature.verify_header` is the check `stripe.Webhook.construct_event` runs on
 the raw bytes (constant-time compare, every v1 signature in the header, timestamp tolerance); we
@@ -6,6 +6,11 @@ call it once per configured endpoint secret so a secret roll needs no downtime, 
 JSON ourselves because the inbox stores the plain event, not a StripeObject. The library refuses
 only timestamps too far in the past; one dated further ahead than the same tolerance (a clock
 gone wrong, or a signature made to outlive its replay window) is refused here.
+
+Event destinations may send thin events instead (`"object": "v2.core.event"`): signed the same
+way, carrying no object, only a `related_object` reference. `StripeEvents` reads one with the
+library's `parse_event_notification_without_verification` (the ingress verified it) and fetches
+its related object through the API, which is the state colmena acts on.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import stripe
 
 from colmena.errors import ColmenaError
+from colmena.gateways.retry import retryable_http
+
+THIN_EVENT_OBJECT = "v2.core.event"
 
 
 class StripeError(ColmenaError):
@@ -32,6 +41,16 @@ class StripeSignatureError(StripeError):
 
 class StripeEventError(StripeError):
     """Signed, but not a JSON Stripe event."""
+
+
+class StripeUnavailable(StripeError):
+    """The API did not answer, or answered 429 or 5xx: worth retrying later."""
+
+    retryable = True
+
+
+class StripeApiRejected(StripeError):
+    """The API refused the request (unknown object, bad key): retrying will not change that."""
 
 
 def _signed_timestamp(header: str) -> int:
@@ -65,8 +84,13 @@ def verify_signature(
     raise StripeSignatureError("timestamp outside tolerance" if stale else "no matching signature")
 
 
+def is_thin(event: dict[str, Any]) -> bool:
+    return event.get("object") == THIN_EVENT_OBJECT
+
+
 def parse_event(payload: bytes) -> dict[str, Any]:
-    """The event as a dict, checked for the fields colmena relies on."""
+    """The event (a snapshot event, or a thin one) as a dict, checked for the fields colmena
+    relies on."""
     try:
         event = json.loads(payload)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
@@ -81,12 +105,65 @@ def parse_event(payload: bytes) -> dict[str, Any]:
         raise StripeEventError("event has no valid id")
     if not isinstance(event.get("type"), str) or not event["type"]:
         raise StripeEventError("event has no type")
+    if is_thin(event):
+        return _checked_thin(event)
     if not isinstance(event.get("created"), int):
         raise StripeEventError("event has no created timestamp")
     data = event.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise StripeEventError("event has no data.object")
     return event
+
+
+def _checked_thin(event: dict[str, Any]) -> dict[str, Any]:
+    """A thin event: `created` is an RFC 3339 time, `related_object` (when present) names what to
+    fetch by id, type and API path."""
+    try:
+        datetime.fromisoformat(str(event.get("created")).replace("Z", "+00:00"))
+    except ValueError:
+        raise StripeEventError("thin event has no created time") from None
+    related = event.get("related_object")
+    if related is not None and not (
+        isinstance(related, dict)
+        and all(isinstance(related.get(key), str) for key in ("id", "type", "url"))
+        and str(related["url"]).startswith("/v")
+    ):
+        raise StripeEventError("thin event has an unusable related_object")
+    return event
+
+
+class StripeEvents:
+    """Fetches what thin events refer to. Blocking (the library uses requests): call it from a
+    thread. The library's own retries are off: retries belong to Dramatiq."""
+
+    def __init__(self, *, api_key: str, api_base: str, timeout_s: float) -> None:
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base.rstrip("/")},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout_s),
+        )
+
+    def related_object(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The thin event's related object as the API has it now; None when it names none."""
+        try:
+            notification: Any = self._client.parse_event_notification_without_verification(
+                json.dumps(event)
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # signed, but not as Stripe documents
+            raise StripeEventError(f"thin event {event.get('id')} is malformed: {exc!r}") from None
+        fetch = getattr(notification, "fetch_related_object", None)
+        if fetch is None or getattr(notification, "related_object", None) is None:
+            return None
+        try:
+            related = fetch()
+        except stripe.StripeError as exc:
+            status = exc.http_status
+            what = f"{event['related_object']['type']} of {event['id']}"
+            if status is None or retryable_http(status):
+                raise StripeUnavailable(f"{what}: {type(exc).__name__}") from None
+            raise StripeApiRejected(f"{what}: HTTP {status} ({exc.code or 'no code'})") from None
+        return dict(related.to_dict())
 
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:

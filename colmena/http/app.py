@@ -7,7 +7,21 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from colmena.config import Settings
-from colmena.http import health, licenses, openapi, ops, rates, tenants, webhooks
+from colmena.http import (
+    account_links,
+    accounts,
+    billing,
+    bitso_webhooks,
+    catalog,
+    checkout,
+    health,
+    licenses,
+    openapi,
+    ops,
+    rates,
+    tenants,
+    webhooks,
+)
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.middlewares import (
     BODY_READ_TIMEOUT,
@@ -29,10 +43,16 @@ from colmena.runtime.resources import Resources
 ROUTE_MODULES = (
     health,
     webhooks,
+    bitso_webhooks,
     rates,
+    catalog,
+    checkout,
     licenses,
     ops,
     tenants,
+    accounts,
+    account_links,
+    billing,
     openapi,
 )
 DRAIN_TIMEOUT_S = 10.0

@@ -116,7 +116,19 @@ def _not_found() -> web.Response:
     ])  # fmt: skip
 
 
+def _suspended() -> web.Response:
+    """Not gone: the payment is disputed, and the same link works again if the dispute is won."""
+    return _page(403, "Esta licencia está suspendida / This license is suspended", [
+        "El pago de esta licencia está en disputa. Si se resuelve a tu favor, este mismo enlace "
+        "volverá a funcionar.",
+        "The payment for this license is under dispute. If it is resolved in your favour, this "
+        "same link will work again.",
+    ])  # fmt: skip
+
+
 def _gone(state: str) -> web.Response:
+    if state == "suspended":
+        return _suspended()
     title, paragraphs = _GONE.get(state, _GONE["expired"])
     return _page(410, title, paragraphs)
 

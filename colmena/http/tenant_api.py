@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from colmena.domain.bot_failures import start_failure
-from colmena.domain.tenants import ConfigError, PlanLimits, validate_config
+from colmena.domain.tenants import ConfigError, capital_over_plan, validate_config
 from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.payloads import field_errors, iso, json_body
@@ -63,7 +63,9 @@ async def queue_command(
     desired = "stopped" if kind == "stop" else "running"
     async with tenant_connection(request) as conn, conn.transaction():
         if in_flight_limit is not None:
-            await _bot(conn, tenant_id, for_update=True)
+            bot = await _bot(conn, tenant_id, for_update=True)
+            if kind != "stop":
+                _refuse_over_plan(bot)
             await _refuse_when_busy(conn, tenant_id, in_flight_limit)
         await store.set_desired(conn, tenant_id, desired, reset_restarts=kind != "stop")
         command_id, row = await store.record_command(
@@ -74,6 +76,19 @@ async def queue_command(
         "bot command accepted", kind=kind, command_id=str(command_id), requested_by=requested_by
     )
     return web.json_response({"command_id": str(command_id), "status": "queued"}, status=202)
+
+
+def _refuse_over_plan(bot: store.BotRow) -> None:
+    """409 for a start of a config the plan no longer allows (its plan shrank since it was
+    stored: the plan change stopped the bot, and it stays stopped until the config fits)."""
+    capital = capital_over_plan(bot.config, bot.plan.limits())
+    if capital is not None:
+        raise ApiError(
+            409,
+            "config_over_plan",
+            f"the config's capital {capital} is over plan {bot.plan.name}'s "
+            f"{bot.plan.max_capital.normalize():f}: PUT /api/v1/bot/config with one that fits",
+        )
 
 
 def bot_view(bot: store.BotRow) -> dict[str, Any]:
@@ -159,7 +174,11 @@ async def bot_status(request: web.Request) -> web.Response:
 async def get_config(request: web.Request) -> web.Response:
     async with tenant_connection(request) as conn:
         bot = await _bot(conn, request[TENANT].id)
-    limits = {"max_symbols": bot.plan.max_symbols, "live_allowed": bot.plan.live_allowed}
+    limits = {
+        "max_symbols": bot.plan.max_symbols,
+        "live_allowed": bot.plan.live_allowed,
+        "max_capital": format(bot.plan.max_capital.normalize(), "f"),
+    }
     return web.json_response(
         {
             "config": bot.config,
@@ -179,9 +198,7 @@ async def put_config(request: web.Request) -> web.Response:
             raise tenant_gone()
         bot = await _bot(conn, tenant.id, for_update=True)
         try:
-            config = validate_config(
-                body, bot.plan.name, PlanLimits(bot.plan.max_symbols, bot.plan.live_allowed)
-            )
+            config = validate_config(body, bot.plan.name, bot.plan.limits())
         except ConfigError as exc:
             raise field_errors(
                 [(e.field, e.message) for e in exc.errors], "the config is not valid"

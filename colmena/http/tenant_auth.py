@@ -1,8 +1,12 @@
 """Who calls the tenant API and the admin routes: one auth middleware per audience.
 
 The tenant API's sub-apps carry `tenant_auth_middleware`: `Authorization: Bearer <token>`, whose
-SHA-256 alone is stored, looked up by digest and compared in constant time; the tenant then
-rides on the request under `TENANT` and in the log context. Each token has at most
+SHA-256 alone is stored, looked up by digest and compared in constant time. Two kinds of token
+are taken: the operator-issued tenant token (`cmt_...`) and a self-service account's access
+token (`cma_...`, `colmena.http.accounts`), which speaks for the account's tenant while it is
+unexpired, its session is not revoked and the tenant exists. Either way the tenant then rides
+on the request under `TENANT` (what every tenant route reads to know whose request it is) and
+in the log context. Each token has at most
 COLMENA_TENANT_MAX_REQUESTS requests in flight in this process, its lookup included (the slot
 is taken before it, so a flood with one token cannot fill the database pool). The admin
 sub-app carries `admin_auth_middleware` (COLMENA_BOT_ADMIN_TOKEN). A request that matched no
@@ -19,11 +23,13 @@ import structlog
 from aiohttp import web
 
 from colmena.config.metrics import SECURITY_EVENTS
+from colmena.domain.accounts import ACCESS_PREFIX, looks_like
 from colmena.domain.tenants import looks_like_token, token_digest
 from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.middlewares import record_failed_auth
 from colmena.http.tenant_limits import REQUESTS, Slot, held, tenant_connection
+from colmena.store import accounts as accounts_store
 from colmena.store import tenants as store
 
 log = structlog.get_logger(__name__)
@@ -62,6 +68,9 @@ async def _tenant_of(request: web.Request, token: str, digest: bytes) -> store.T
     if looks_like_token(token):
         async with tenant_connection(request) as conn:
             found = await store.tenant_by_token(conn, digest)
+    elif looks_like(ACCESS_PREFIX, token):
+        async with tenant_connection(request) as conn:
+            found = await accounts_store.tenant_by_access_token(conn, digest)
     if found is None or not hmac.compare_digest(found[1], digest):
         await record_failed_auth(request)
         raise _refused("tenant_token_invalid", _INVALID)

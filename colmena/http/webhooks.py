@@ -6,6 +6,13 @@ relay publishes later. Rule 2: a failed check is a 401, a counter and a security
 nothing is stored. An event is keyed by signed values only (Stripe's signed event id, Mercado
 Pago's signed manifest), so replayed headers with another body are the same event. Bodies and
 secrets are never logged.
+
+Mercado Pago's IPN (`?topic=payment&id=...`, no signature) is taken as a hint only: nothing of
+the request but its topic and numeric id is kept, the actor fetches the resource from the API
+(the authoritative state), and two limits keep strangers from driving those fetches: one stored
+hint per id per window (`store.payment_hints`), and a global budget of hints per minute, beyond
+which the answer is 429 (Mercado Pago retries later; the payment's signed webhook and the
+reconciliation job do not depend on hints).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
+import time
 from typing import Any
 
 import asyncpg
@@ -25,11 +34,14 @@ from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.middlewares import client_ip, record_failed_auth
 from colmena.http.publishing import publish_in_background
-from colmena.store import inbox
+from colmena.store import inbox, payment_hints
 
 log = structlog.get_logger(__name__)
 
 DB_TIMEOUT_S = 5.0
+IPN_TOPICS = ("payment", "merchant_order")
+# Mercado Pago's payment and merchant order ids are integers.
+_IPN_ID = re.compile(r"[0-9]{1,20}")
 # TargetServerAttributeNotMatched: every host of a multi-host URL answered, none is writable
 # (a failover under way, or a primary fenced read-only).
 DATABASE_DOWN = (
@@ -100,7 +112,10 @@ async def _store(
     kind: str,
     payload: dict[str, Any],
     actor: str,
+    budget_per_minute: int | None = None,
 ) -> web.Response:
+    """Commit the event and its message; with a budget, refuse (429) once that many events of
+    its kind arrived in the last minute (a soft bound: concurrent requests may pass it by a few)."""
     try:
         storable = _jsonb_storable(payload)
     except RecursionError:
@@ -118,6 +133,10 @@ async def _store(
     try:
         async with asyncio.timeout(DB_TIMEOUT_S):
             async with resources.pool.acquire() as conn:
+                if budget_per_minute is not None:
+                    recent = await payment_hints.recent_count(conn, seconds=60)
+                    if recent >= budget_per_minute:
+                        raise _over_budget(provider)
                 new, row = await inbox.record_with_message(
                     conn,
                     provider=provider,
@@ -146,6 +165,14 @@ async def _store(
         "webhook stored", provider=provider, kind=kind, event_key=event_key, duplicate=not new
     )
     return web.json_response({"received": True, "duplicate": not new})
+
+
+def _over_budget(provider: str) -> ApiError:
+    WEBHOOKS.labels(provider=provider, outcome="over_budget").inc()
+    log.warning("unsigned hints over budget: refused for now", provider=provider)
+    return ApiError(
+        429, "over_budget", "too many notifications; retry later", headers={"Retry-After": "60"}
+    )
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:
@@ -177,7 +204,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         event_key=event["id"],
         kind=event["type"],
         payload=event,
-        actor="settle_stripe_event",
+        actor="settle_stripe_thin_event" if stripe.is_thin(event) else "settle_stripe_event",
     )
 
 
@@ -193,7 +220,47 @@ def _mercadopago_notification(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def _is_hint(request: web.Request) -> bool:
+    """An IPN: unsigned, naming a topic. A signed notification always takes the signed path."""
+    settings = request.app[SETTINGS]
+    return (
+        settings.mercadopago_ipn_enabled
+        and "x-signature" not in request.headers
+        and "topic" in request.query
+    )
+
+
+async def mercadopago_hint(request: web.Request) -> web.Response:
+    """Store an IPN as a hint: its topic and id, nothing of the body, which nobody signed."""
+    settings = request.app[SETTINGS]
+    if settings.mercadopago_access_token is None:
+        WEBHOOKS.labels(provider="mercadopago", outcome="not_configured").inc()
+        raise ApiError(503, "not_configured", "Mercado Pago API access is not configured")
+    topic, resource_id = request.query.get("topic", ""), request.query.get("id", "")
+    if topic not in IPN_TOPICS:
+        # Other topics (chargebacks, point integrations) carry nothing colmena acts on.
+        WEBHOOKS.labels(provider="mercadopago", outcome="ignored").inc()
+        return web.json_response({"received": True, "ignored": "topic not handled"})
+    if not _IPN_ID.fullmatch(resource_id):
+        raise _reject(
+            request, "mercadopago", 400, "malformed", "id must be a number", "IPN id not numeric"
+        )
+    return await _store(
+        request,
+        provider="mercadopago",
+        event_key=payment_hints.hint_key(
+            topic, resource_id, now_s=time.time(), window_s=settings.mercadopago_ipn_window_s
+        ),
+        kind=topic,
+        payload={"type": topic, "data": {"id": resource_id}, "hint": "ipn"},
+        actor="settle_mercadopago_notification",
+        budget_per_minute=settings.mercadopago_ipn_budget_per_minute,
+    )
+
+
 async def mercadopago_webhook(request: web.Request) -> web.Response:
+    if _is_hint(request):
+        return await mercadopago_hint(request)
     settings = request.app[SETTINGS]
     secrets = settings.mercadopago_secrets()
     if not secrets:

@@ -11,6 +11,8 @@ false on everything, and refusals as `{"message", "error", "status", "cause": [.
 - `GET /v1/payments/{id}`, `GET /v1/payments/search`: what the payments actor and
   `colmena reconcile mercadopago` read.
 - `PUT /v1/payments/{id}` with `{"status": "cancelled"}`, `POST /v1/payments/{id}/refunds`.
+- `POST /checkout/preferences` and the buyer's page that pays one (Checkout Pro):
+  colmena.sandbox.mercadopago_preferences.
 
 Like the real API it wants a Bearer token, and only a test one ("TEST-..."): a production
 credential sent here by mistake is refused, not accepted as if it meant something.
@@ -26,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from colmena.sandbox import mercadopago_preferences
 from colmena.sandbox.mercadopago_ledger import Ledger
 from colmena.sandbox.mercadopago_payments import SandboxError
 
@@ -39,7 +42,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A test access token first, then the API's error body for every refusal."""
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not token.startswith(TEST_TOKEN_PREFIX):
+    buyer_page = mercadopago_preferences.BUYER_PAGES in request.path  # a browser, no token
+    if not buyer_page and not token.startswith(TEST_TOKEN_PREFIX):
         refusal = SandboxError(401, "unauthorized", 401, "invalid access token")
         return web.json_response(refusal.body(), status=refusal.status)
     try:
@@ -99,4 +103,5 @@ def mercadopago_app(*, clock: Callable[[], datetime] | None = None) -> web.Appli
     app.router.add_get("/v1/payments/{payment_id}", get_payment)
     app.router.add_put("/v1/payments/{payment_id}", update_payment)
     app.router.add_post("/v1/payments/{payment_id}/refunds", refund_payment)
+    mercadopago_preferences.add_routes(app, app[LEDGER])
     return app

@@ -19,7 +19,7 @@ _COLUMNS = (
     "id, payment_id, status, issuer_rfc, series, folio, receiver_rfc, receiver_email, currency, "
     "total, pac_reference, signed_xml, signed_at, stamped_xml, uuid, fecha_timbrado, recovered, "
     "pdf, xml_path, pdf_path, attempts, failure_source, failure_code, failure_message, emailed_at, "
-    "email_message_id, cancel_requested_at, created_at, updated_at"
+    "email_message_id, cancel_requested_at, held_at, hold_reason, created_at, updated_at"
 )
 _SUMMARY = (
     "id, payment_id, status, series, folio, receiver_rfc, total, currency, uuid, attempts, "
@@ -60,6 +60,10 @@ class InvoiceRecord:
     emailed_at: dt.datetime | None
     email_message_id: str | None
     cancel_requested_at: dt.datetime | None
+    # Set while the payment is disputed: the invoice is neither stamped nor emailed until the
+    # hold is released (dispute won) or its cancellation requested (dispute lost).
+    held_at: dt.datetime | None
+    hold_reason: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -296,3 +300,27 @@ async def recent(
         status,
     )
     return [InvoiceSummary(**dict(row)) for row in rows]
+
+
+async def hold(conn: asyncpg.Connection, payment_id: int, reason: str) -> InvoiceRecord | None:
+    """Hold the payment's invoice; the invoice as it now is, None when the payment has none (the
+    stamper creates none for a payment that is not approved)."""
+    row = await conn.fetchrow(
+        f"UPDATE invoices SET held_at = coalesce(held_at, now()), "
+        f"hold_reason = coalesce(hold_reason, $2), updated_at = now() "
+        f"WHERE payment_id = $1 RETURNING {_COLUMNS}",
+        payment_id,
+        reason,
+    )
+    return _record(row) if row is not None else None
+
+
+async def release(conn: asyncpg.Connection, payment_id: int) -> InvoiceRecord | None:
+    """Release the hold on the payment's invoice; the invoice as it now is, None when it has
+    none or it was not held."""
+    row = await conn.fetchrow(
+        f"UPDATE invoices SET held_at = NULL, hold_reason = NULL, updated_at = now() "
+        f"WHERE payment_id = $1 AND held_at IS NOT NULL RETURNING {_COLUMNS}",
+        payment_id,
+    )
+    return _record(row) if row is not None else None

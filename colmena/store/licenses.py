@@ -17,7 +17,8 @@ from colmena.domain.licensing import License
 
 _LICENSE_COLUMNS = (
     "id, payment_id, product_ref, edition, customer_email, customer_locale, seats, issued_at, "
-    "expires_at, license_key, package_sha256, package_size, revoked_at, revoked_reason"
+    "expires_at, license_key, package_sha256, package_size, revoked_at, revoked_reason, "
+    "suspended_at, suspended_reason"
 )
 
 
@@ -38,6 +39,10 @@ class LicenseRecord:
     package_size: int | None
     revoked_at: datetime | None
     revoked_reason: str | None
+    # Set while the payment is disputed: links do not work and emails wait, until the dispute
+    # is won (cleared) or lost (the license is revoked).
+    suspended_at: datetime | None
+    suspended_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class NewLink:
 
 @dataclass(frozen=True)
 class LinkView:
-    """What a token leads to. ``state``: usable, used, expired, replaced or revoked. The
+    """What a token leads to. ``state``: usable, used, expired, replaced, suspended or revoked. The
     license's key and recorded package digest let any ingress assemble and check the package."""
 
     id: int
@@ -319,8 +324,32 @@ async def revoke(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str) -
     return True
 
 
+async def suspend(conn: asyncpg.Connection, payment_id: int, reason: str) -> bool:
+    """Suspend the payment's license while its payment is disputed; False when there is none
+    or it already is (or is revoked). Its links stop working without being replaced, so a won
+    dispute gives the customer back the link they hold."""
+    suspended = await conn.fetchval(
+        "UPDATE licenses SET suspended_at = now(), suspended_reason = $2 "
+        "WHERE payment_id = $1 AND suspended_at IS NULL AND revoked_at IS NULL RETURNING true",
+        payment_id,
+        reason,
+    )
+    return bool(suspended)
+
+
+async def restore(conn: asyncpg.Connection, payment_id: int) -> bool:
+    """Lift the suspension of the payment's license; False when it was not suspended."""
+    restored = await conn.fetchval(
+        "UPDATE licenses SET suspended_at = NULL, suspended_reason = NULL "
+        "WHERE payment_id = $1 AND suspended_at IS NOT NULL RETURNING true",
+        payment_id,
+    )
+    return bool(restored)
+
+
 _LINK_STATE = """
     CASE WHEN l.revoked_at IS NOT NULL THEN 'revoked'
+         WHEN l.suspended_at IS NOT NULL THEN 'suspended'
          WHEN d.invalidated_at IS NOT NULL THEN 'replaced'
          WHEN d.used >= d.max_downloads THEN 'used'
          WHEN d.expires_at <= now() THEN 'expired'
@@ -350,7 +379,7 @@ async def consume_link(conn: asyncpg.Connection, token_sha256: bytes) -> int | N
         FROM licenses l
         WHERE d.token_sha256 = $1 AND l.id = d.license_id
           AND d.used < d.max_downloads AND d.expires_at > now() AND d.invalidated_at IS NULL
-          AND l.revoked_at IS NULL
+          AND l.revoked_at IS NULL AND l.suspended_at IS NULL
         RETURNING d.id
         """,
         token_sha256,

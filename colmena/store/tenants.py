@@ -10,10 +10,12 @@ import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from colmena.domain.tenants import PlanLimits
 from colmena.store import outbox
 from colmena.store.locks import advisory_lock, lock_space, try_advisory_lock
 from colmena.store.outbox import OutboxMessage
@@ -30,6 +32,11 @@ class Plan:
     memory_mb: int
     cpu_millis: int
     log_retention_days: int
+    max_capital: Decimal
+
+    def limits(self) -> PlanLimits:
+        """What a bot config must fit on this plan (colmena.domain.tenants checks it)."""
+        return PlanLimits(self.max_symbols, self.live_allowed, self.max_capital)
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,13 @@ class Command:
 
 
 _TENANT = "id, email, plan, plan_source, plan_provider_at, created_at"
-_PLAN = "name, max_symbols, live_allowed, memory_mb, cpu_millis, log_retention_days"
+_PLAN = "name, max_symbols, live_allowed, memory_mb, cpu_millis, log_retention_days, max_capital"
 _BOT = (
     "b.tenant_id, b.desired, b.config, b.config_version, b.restarts, b.streak, b.restarts_total, "
     "b.crashloop, b.crashloop_reason, b.next_restart_at, b.observed, b.observed_at, b.healthy, "
     "b.last_exit_code, b.unhealthy_since, b.start_failed_at, b.start_error, "
-    "p.name, p.max_symbols, p.live_allowed, p.memory_mb, p.cpu_millis, p.log_retention_days"
+    "p.name, p.max_symbols, p.live_allowed, p.memory_mb, p.cpu_millis, p.log_retention_days, "
+    "p.max_capital"
 )
 _BOT_FROM = "bots b JOIN tenants t ON t.id = b.tenant_id JOIN plans p ON p.name = t.plan"
 _COMMAND = "id, tenant_id, kind, requested_by, status, reason, created_at, finished_at"
@@ -156,18 +164,21 @@ async def create_tenant(
     plan: str,
     token_sha256: bytes,
     config: dict[str, Any],
+    plan_source: str = "operator",
 ) -> Tenant | None:
-    """The new tenant with a stopped bot; None when the id is taken."""
+    """The new tenant with a stopped bot; None when the id is taken. `plan_source` says who set
+    the plan: 'operator' (`colmena tenants create`) or 'signup' (a self-service account)."""
     row = await conn.fetchrow(
         f"""
         INSERT INTO tenants (id, email, plan, plan_source, token_sha256)
-        VALUES ($1, $2, $3, 'operator', $4)
+        VALUES ($1, $2, $3, $5, $4)
         ON CONFLICT (id) DO NOTHING RETURNING {_TENANT}
         """,
         tenant_id,
         email,
         plan,
         token_sha256,
+        plan_source,
     )
     if row is None:
         return None
