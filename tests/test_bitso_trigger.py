@@ -74,6 +74,9 @@ async def test_trigger_posts_signed_events_that_settle_orders(
     await wait_for(lambda: payment_status(db, "bitso", intent_id))
     assert await payment_status(db, "bitso", intent_id) == "approved"
     assert await db.fetchval("SELECT status FROM orders WHERE id = $1", order_id) == "paid"
+    shown = await colmena(active, "payments", "show", "bitso", intent_id, "--json", keys=keys)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "approved"
 
     spei_order = await bitso_order(db)
     deposit = await colmena(

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from colmena.domain.money import EXPONENTS, exponent, format_minor, format_money, from_minor
-from colmena.domain.payment_events import ZERO_DECIMAL_CURRENCIES, to_minor_units
+from colmena.domain.payment_events import to_minor_units
 
 CURRENCIES = sorted(EXPONENTS) + ["XYZ"]
 
@@ -51,8 +51,8 @@ def test_the_formats_a_user_sees() -> None:
     assert str(from_minor(150_000, "MXN")) == "1500.00"
 
 
-def test_zero_decimal_currencies_agree_with_the_payments_actors() -> None:
-    assert {code for code, places in EXPONENTS.items() if places == 0} == set(
-        ZERO_DECIMAL_CURRENCIES
-    )
+def test_providers_decimal_amounts_use_the_currencys_exponent() -> None:
+    assert to_minor_units(1500.5, "MXN") == 150050
+    assert to_minor_units("350000", "CLP") == 350000
+    assert to_minor_units(0.1 + 0.2, "USD") == 30  # a float's noise is rounded away
     assert exponent("XYZ") == 2

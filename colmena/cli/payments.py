@@ -525,12 +525,12 @@ def payments_list(status: str | None, limit: int, as_json: bool) -> None:
 
 
 @payments_group.command("show")
-@click.argument("provider", type=click.Choice(["stripe", "mercadopago"]))
+@click.argument("provider", type=click.Choice(["stripe", "mercadopago", "bitso"]))
 @click.argument("payment_id")
 @click.option("--json", "as_json", is_flag=True)
 def payments_show(provider: str, payment_id: str, as_json: bool) -> None:
     """What happened to one payment (PaymentIntent id, Mercado Pago payment id, Stripe invoice
-    id)."""
+    id, Bitso payment intent id or deposit fid)."""
 
     async def load() -> tuple[payment_store.Payment | None, list[payment_store.PaymentEvent]]:
         conn = await open_database(load_operator_settings().require_database_url())

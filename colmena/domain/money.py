@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 DEFAULT_EXPONENT = 2
 # ISO 4217 minor units of the currencies colmena meets. The zero-decimal ones are those the
-# payments actors store without decimals (`payment_events.ZERO_DECIMAL_CURRENCIES`).
+# payments actors store without decimals (`payment_events.to_minor_units` reads this table).
 EXPONENTS: dict[str, int] = {
     "MXN": 2,
     "USD": 2,

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from colmena.domain.money import exponent
 from colmena.domain.payment_state import Status
 from colmena.domain.plans import SUBSCRIPTION_EVENTS, subscription_effect
 
 PRODUCT_KINDS = ("license", "plan")
 PLANS = ("free", "pro", "enterprise")
-ZERO_DECIMAL_CURRENCIES = frozenset({"CLP", "PYG", "JPY", "KRW", "VND", "UGX", "XAF", "XOF"})
 
 
 @dataclass(frozen=True)
@@ -292,13 +292,13 @@ _MP_STATUS = {status.value: status for status in Status if status is not Status.
 
 
 def to_minor_units(amount: Any, currency: str) -> int:
-    """Mercado Pago sends decimal amounts; colmena stores integer minor units, exactly."""
+    """Mercado Pago and Bitso send decimal amounts (JSON numbers, so a float's noise is rounded
+    away); colmena stores integer minor units, with the currency's ISO 4217 exponent."""
     try:
         value = Decimal(str(amount))
     except InvalidOperation:
         raise ValueError(f"amount {amount!r} is not a number") from None
-    exponent = 0 if currency in ZERO_DECIMAL_CURRENCIES else 2
-    scaled = value.scaleb(exponent)
+    scaled = value.scaleb(exponent(currency))
     if not scaled.is_finite() or scaled < 0:
         raise ValueError(f"amount {amount!r} is not a positive amount")
     return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))

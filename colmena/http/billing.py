@@ -35,7 +35,7 @@ from aiohttp import web
 
 from colmena.config import Settings
 from colmena.config.billing_settings import RETURN_PATH
-from colmena.domain.payment_events import to_minor_units
+from colmena.domain.money import to_minor
 from colmena.domain.plans import SWITCHABLE, paying_subscription
 from colmena.domain.tenants import FREE_PLAN
 from colmena.gateways.stripe_billing import (
@@ -195,7 +195,7 @@ async def checkout(request: web.Request) -> web.Response:
                 product_ref=product.ref,
                 product_name=product.name,
                 currency=currency,
-                unit_amount=to_minor_units(live.price.amount, currency),
+                unit_amount=to_minor(live.price.amount, currency),
                 interval=str(live.price.billing_period),
                 success_url=back + "?status=success&session_id={CHECKOUT_SESSION_ID}",
                 cancel_url=back + "?status=cancel",
@@ -264,7 +264,7 @@ async def _switch(
                     product_ref=product.ref,
                     product_name=product.name,
                     currency=currency,
-                    unit_amount=to_minor_units(live.price.amount, currency),
+                    unit_amount=to_minor(live.price.amount, currency),
                     interval=str(live.price.billing_period),
                 ),
                 idempotency_key=key,

@@ -17,7 +17,7 @@ from colmena.gateways import bitso_webhooks as bitso
 from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.middlewares import record_failed_auth
-from colmena.http.webhooks import _body, _reject, _store
+from colmena.http.webhooks import reject_webhook, store_event, webhook_body
 
 PROVIDER = "bitso"
 
@@ -28,7 +28,7 @@ async def bitso_webhook(request: web.Request) -> web.Response:
     if not keys:
         WEBHOOKS.labels(provider=PROVIDER, outcome="not_configured").inc()
         raise ApiError(503, "not_configured", "Bitso webhooks are not configured")
-    body = await _body(request, PROVIDER)
+    body = await webhook_body(request, PROVIDER)
     try:
         event = bitso.verify_delivery(
             body,
@@ -40,12 +40,12 @@ async def bitso_webhook(request: web.Request) -> web.Response:
         )
     except bitso.BitsoSignatureError as exc:
         await record_failed_auth(request)
-        raise _reject(
+        raise reject_webhook(
             request, PROVIDER, 401, "invalid_signature", "signature verification failed", exc.reason
         ) from None
     except bitso.BitsoEventError as exc:
-        raise _reject(request, PROVIDER, 400, "malformed", str(exc), str(exc)) from None
-    return await _store(
+        raise reject_webhook(request, PROVIDER, 400, "malformed", str(exc), str(exc)) from None
+    return await store_event(
         request,
         provider=PROVIDER,
         event_key=event.key,

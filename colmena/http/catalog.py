@@ -16,7 +16,7 @@ from aiohttp import web
 from colmena.domain.catalog import KINDS
 from colmena.domain.money import exponent, to_minor
 from colmena.http.context import RESOURCES
-from colmena.http.errors import ApiError
+from colmena.http.payloads import bad_parameter, query_params
 from colmena.store import catalog as store
 
 CACHE_CONTROL = "public, max-age=60"
@@ -48,26 +48,19 @@ def _entry_json(entry: store.CatalogEntry) -> dict[str, Any]:
     return body
 
 
-def _bad(parameter: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", message, parameter=parameter)
-
-
 def _filters(request: web.Request) -> tuple[str | None, str | None]:
     """(currency, kind) from the query; anything unknown, repeated or invalid is a 400."""
-    query = request.rel_url.query
-    for name in query:
-        if name not in PARAMETERS:
-            raise _bad(name, f"unknown parameter {name!r}; allowed: {', '.join(PARAMETERS)}")
-        if len(query.getall(name)) > 1:
-            raise _bad(name, f"parameter {name!r} given more than once")
+    query = query_params(request, set(PARAMETERS))
     currency, kind = query.get("currency"), query.get("kind")
     if kind is not None and kind not in KINDS:
-        raise _bad("kind", f"kind must be one of {', '.join(KINDS)}")
+        raise bad_parameter("kind", f"kind must be one of {', '.join(KINDS)}")
     if currency is None:
         return None, kind
     # A filter, not an order: a well-formed code nobody prices in simply matches nothing.
     if CURRENCY_CODE.fullmatch(currency) is None:
-        raise _bad("currency", "currency must be a three-letter ISO 4217 code, such as MXN")
+        raise bad_parameter(
+            "currency", "currency must be a three-letter ISO 4217 code, such as MXN"
+        )
     return currency.upper(), kind
 
 

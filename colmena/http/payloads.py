@@ -28,3 +28,21 @@ def field_errors(errors: list[tuple[str, str]], message: str) -> ApiError:
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def bad_parameter(parameter: str, message: str) -> ApiError:
+    """A 400 naming the query parameter that is wrong."""
+    return ApiError(400, "invalid_parameter", message, parameter=parameter)
+
+
+def query_params(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    """The query as a plain dict, refusing unknown and repeated parameters (a typo must not pass
+    silently as "no filter")."""
+    query = request.rel_url.query
+    for name in query:
+        if name not in allowed:
+            known = f"allowed: {', '.join(sorted(allowed))}" if allowed else "it takes none"
+            raise bad_parameter(name, f"unknown parameter {name!r}; {known}")
+        if len(query.getall(name)) > 1:
+            raise bad_parameter(name, f"parameter {name!r} given more than once")
+    return dict(query)

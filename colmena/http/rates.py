@@ -28,6 +28,7 @@ from colmena.config.metrics import RATE, RATE_AGE, RATE_SOURCE_STALE
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.health import GAUGE_REFRESHERS
+from colmena.http.payloads import bad_parameter, query_params
 from colmena.store import rates as store
 from colmena.store.rates import RateRow, SourceHealth
 
@@ -92,26 +93,10 @@ class Snapshot:
 # --- parameters ----------------------------------------------------------------------------------
 
 
-def _bad(parameter: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", message, parameter=parameter)
-
-
-def _params(request: web.Request, allowed: set[str]) -> dict[str, str]:
-    """The query as a plain dict, refusing unknown and repeated parameters."""
-    query = request.rel_url.query
-    for name in query:
-        if name not in allowed:
-            known = f"allowed: {', '.join(sorted(allowed))}" if allowed else "it takes none"
-            raise _bad(name, f"unknown parameter {name!r}; {known}")
-        if len(query.getall(name)) > 1:
-            raise _bad(name, f"parameter {name!r} given more than once")
-    return dict(query)
-
-
 def _required(params: Mapping[str, str], name: str) -> str:
     value = params.get(name, "").strip()
     if not value:
-        raise _bad(name, f"parameter {name!r} is required")
+        raise bad_parameter(name, f"parameter {name!r} is required")
     return value
 
 
@@ -120,21 +105,21 @@ def _source(params: Mapping[str, str]) -> str | None:
     if value is None:
         return None
     if value not in store.SOURCES:
-        raise _bad("source", f"source must be one of {', '.join(store.SOURCES)}")
+        raise bad_parameter("source", f"source must be one of {', '.join(store.SOURCES)}")
     return value
 
 
 def _pair(value: str) -> str:
     pair = value.strip().upper()
     if not _PAIR.match(pair):
-        raise _bad("pair", "pair must look like USD/VES")
+        raise bad_parameter("pair", "pair must look like USD/VES")
     return pair
 
 
 def _currency(name: str, value: str) -> str:
     code = value.strip().upper()
     if not _CURRENCY.match(code):
-        raise _bad(name, f"{name} must be a currency code such as USD or VES")
+        raise bad_parameter(name, f"{name} must be a currency code such as USD or VES")
     return code
 
 
@@ -147,7 +132,7 @@ def _date(params: Mapping[str, str], name: str) -> date | None:
             raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
-        raise _bad(name, f"{name} must be a date, YYYY-MM-DD") from None
+        raise bad_parameter(name, f"{name} must be a date, YYYY-MM-DD") from None
 
 
 def _limit(params: Mapping[str, str]) -> int:
@@ -155,7 +140,7 @@ def _limit(params: Mapping[str, str]) -> int:
     if value is None:
         return HISTORY_DEFAULT_LIMIT
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= HISTORY_MAX_LIMIT:
-        raise _bad("limit", f"limit must be an integer from 1 to {HISTORY_MAX_LIMIT}")
+        raise bad_parameter("limit", f"limit must be an integer from 1 to {HISTORY_MAX_LIMIT}")
     return int(value)
 
 
@@ -175,13 +160,13 @@ def _cursor(params: Mapping[str, str]) -> int | None:
             raise ValueError(decoded)
         return int(decoded)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _bad("cursor", "cursor is not one this API returned") from None
+        raise bad_parameter("cursor", "cursor is not one this API returned") from None
 
 
 def _amount(params: Mapping[str, str]) -> Decimal:
     value = _required(params, "amount")
     if not _AMOUNT.match(value):
-        raise _bad(
+        raise bad_parameter(
             "amount", "amount must be a plain non-negative decimal, up to 15 digits and 8 decimals"
         )
     return Decimal(value)
@@ -244,7 +229,7 @@ async def load_snapshot(app: web.Application) -> Snapshot:
 async def latest(request: web.Request) -> web.Response:
     """Every pair's newest published value, with its age (since a scrape last saw it) and
     whether its source is stale (failed its last scrapes)."""
-    _params(request, set())
+    query_params(request, set())
     snapshot = await load_snapshot(request.app)
     now = datetime.now(UTC)
     return _json(
@@ -261,12 +246,12 @@ async def latest(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     """Published values of one pair, newest first, a page at a time (`next_cursor`)."""
-    params = _params(request, {"pair", "source", "from", "to", "limit", "cursor"})
+    params = query_params(request, {"pair", "source", "from", "to", "limit", "cursor"})
     pair = _pair(_required(params, "pair"))
     source = _source(params)
     start, end = _date(params, "from"), _date(params, "to")
     if start and end and start > end:
-        raise _bad("from", "from must not be after to")
+        raise bad_parameter("from", "from must not be after to")
     limit, before = _limit(params), _cursor(params)
 
     async def load() -> list[RateRow]:
@@ -320,12 +305,12 @@ def _rate_for(snapshot: Snapshot, currency: str, source: str | None) -> RateRow 
 
 async def convert(request: web.Request) -> web.Response:
     """Convert an amount between two currencies through their published VES rates."""
-    params = _params(request, {"amount", "from", "to", "source"})
+    params = query_params(request, {"amount", "from", "to", "source"})
     amount = _amount(params)
     source_currency = _currency("from", _required(params, "from"))
     target_currency = _currency("to", _required(params, "to"))
     if source_currency == target_currency:
-        raise _bad("to", "from and to are the same currency")
+        raise bad_parameter("to", "from and to are the same currency")
     source = _source(params)
     snapshot = await load_snapshot(request.app)
     from_row = _rate_for(snapshot, source_currency, source)

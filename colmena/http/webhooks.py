@@ -53,7 +53,7 @@ DATABASE_DOWN = (
 )
 
 
-def _reject(
+def reject_webhook(
     request: web.Request, provider: str, status: int, outcome: str, message: str, reason: str
 ) -> ApiError:
     """Count and log a refused webhook as a security event; the caller raises what it returns."""
@@ -69,9 +69,9 @@ def _reject(
     return ApiError(status, outcome, message)
 
 
-async def _body(request: web.Request, provider: str) -> bytes:
+async def webhook_body(request: web.Request, provider: str) -> bytes:
     if request.content_type != "application/json":
-        raise _reject(
+        raise reject_webhook(
             request,
             provider,
             415,
@@ -104,7 +104,7 @@ def _jsonb_storable(value: Any) -> bool:
     return True
 
 
-async def _store(
+async def store_event(
     request: web.Request,
     *,
     provider: str,
@@ -121,7 +121,7 @@ async def _store(
     except RecursionError:
         storable = False
     if not storable:  # a 503 would have the provider send it again forever; it can never be stored
-        raise _reject(
+        raise reject_webhook(
             request,
             provider,
             400,
@@ -181,7 +181,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     if not secrets:
         WEBHOOKS.labels(provider="stripe", outcome="not_configured").inc()
         raise ApiError(503, "not_configured", "Stripe webhooks are not configured")
-    body = await _body(request, "stripe")
+    body = await webhook_body(request, "stripe")
     try:
         stripe.verify_signature(
             body,
@@ -191,14 +191,14 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         )
     except stripe.StripeSignatureError as exc:
         await record_failed_auth(request)
-        raise _reject(
+        raise reject_webhook(
             request, "stripe", 401, "invalid_signature", "signature verification failed", str(exc)
         ) from None
     try:
         event = stripe.parse_event(body)
     except stripe.StripeEventError as exc:
-        raise _reject(request, "stripe", 400, "malformed", str(exc), str(exc)) from None
-    return await _store(
+        raise reject_webhook(request, "stripe", 400, "malformed", str(exc), str(exc)) from None
+    return await store_event(
         request,
         provider="stripe",
         event_key=event["id"],
@@ -242,10 +242,10 @@ async def mercadopago_hint(request: web.Request) -> web.Response:
         WEBHOOKS.labels(provider="mercadopago", outcome="ignored").inc()
         return web.json_response({"received": True, "ignored": "topic not handled"})
     if not _IPN_ID.fullmatch(resource_id):
-        raise _reject(
+        raise reject_webhook(
             request, "mercadopago", 400, "malformed", "id must be a number", "IPN id not numeric"
         )
-    return await _store(
+    return await store_event(
         request,
         provider="mercadopago",
         event_key=payment_hints.hint_key(
@@ -266,7 +266,7 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
     if not secrets:
         WEBHOOKS.labels(provider="mercadopago", outcome="not_configured").inc()
         raise ApiError(503, "not_configured", "Mercado Pago webhooks are not configured")
-    body = await _body(request, "mercadopago")
+    body = await webhook_body(request, "mercadopago")
     data_id = request.query.get("data.id")
     try:
         signed = mercadopago.verify_signature(
@@ -278,7 +278,7 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
         )
     except mercadopago.MercadoPagoSignatureError as exc:
         await record_failed_auth(request)
-        raise _reject(
+        raise reject_webhook(
             request,
             "mercadopago",
             401,
@@ -289,10 +289,10 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
     try:
         payload = _mercadopago_notification(body)
     except ValueError as exc:
-        raise _reject(request, "mercadopago", 400, "malformed", str(exc), str(exc)) from None
+        raise reject_webhook(request, "mercadopago", 400, "malformed", str(exc), str(exc)) from None
     body_id = payload["data"].get("id")
     if not data_id or body_id is None or str(body_id) not in (data_id, data_id.lower()):
-        raise _reject(
+        raise reject_webhook(
             request,
             "mercadopago",
             400,
@@ -302,7 +302,7 @@ async def mercadopago_webhook(request: web.Request) -> web.Response:
         )
     # The body is not signed: its own `id` would let a replay of the signed headers with another
     # body store a new event (and cost a payments-API call) each time.
-    return await _store(
+    return await store_event(
         request,
         provider="mercadopago",
         event_key=signed.manifest,

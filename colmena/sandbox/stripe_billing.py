@@ -120,7 +120,7 @@ def _lists(node: Any) -> Any:
     return values
 
 
-def _required(params: dict[str, Any], name: str) -> Any:
+def required_param(params: dict[str, Any], name: str) -> Any:
     if params.get(name) in (None, ""):
         raise StripeApiError(
             400, f"Missing required param: {name}.", code="parameter_missing", param=name
@@ -142,12 +142,12 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return web.json_response(exc.body(), status=exc.status)
 
 
-def _base(request: web.Request, route_path: str) -> str:
+def request_base(request: web.Request, route_path: str) -> str:
     """This sandbox's public base URL, from the request that reached `route_path`."""
     return str(request.url.with_query(None)).removesuffix(route_path)
 
 
-async def _api(request: web.Request, create: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+async def api_call(request: web.Request, create: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
     """Parse the form, replay an idempotent request, or create and remember the answer."""
     form = await request.post()
     params = nested((key, str(value)) for key, value in form.items())
@@ -188,11 +188,11 @@ async def create_customer(request: web.Request) -> web.Response:
         ledger.customers[customer_id] = customer
         return customer
 
-    return await _api(request, create)
+    return await api_call(request, create)
 
 
 def _customer(ledger: Ledger, params: dict[str, Any]) -> str:
-    customer = str(_required(params, "customer"))
+    customer = str(required_param(params, "customer"))
     if customer not in ledger.customers:
         raise StripeApiError(
             400, f"No such customer: '{customer}'", code="resource_missing", param="customer"
@@ -224,7 +224,7 @@ def _line_item(params: dict[str, Any]) -> dict[str, Any]:
             param="line_items[0][price_data][unit_amount]",
         )
     return {
-        "currency": str(_required(price, "currency")),
+        "currency": str(required_param(price, "currency")),
         "unit_amount": int(amount),
         "interval": interval,
         "name": str((price.get("product_data") or {}).get("name", "")),
@@ -234,7 +234,7 @@ def _line_item(params: dict[str, Any]) -> dict[str, Any]:
 
 async def create_session(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
-    base = _base(request, "/v1/checkout/sessions")
+    base = request_base(request, "/v1/checkout/sessions")
 
     def create(params: dict[str, Any]) -> dict[str, Any]:
         if params.get("mode") != "subscription":
@@ -246,7 +246,7 @@ async def create_session(request: web.Request) -> web.Response:
             )
         customer = _customer(ledger, params)
         item = _line_item(params)
-        success, cancel = _required(params, "success_url"), params.get("cancel_url")
+        success, cancel = required_param(params, "success_url"), params.get("cancel_url")
         session_id = sample_events.new_id("cs_test")
         session = {
             "id": session_id,
@@ -272,18 +272,18 @@ async def create_session(request: web.Request) -> web.Response:
             "_subscription_metadata": (params.get("subscription_data") or {}).get("metadata") or {},
         }
         ledger.sessions[session_id] = session
-        return _public(session)
+        return public_view(session)
 
-    return await _api(request, create)
+    return await api_call(request, create)
 
 
-def _public(obj: dict[str, Any]) -> dict[str, Any]:
+def public_view(obj: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in obj.items() if not key.startswith("_")}
 
 
 async def create_portal(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
-    base = _base(request, "/v1/billing_portal/sessions")
+    base = request_base(request, "/v1/billing_portal/sessions")
 
     def create(params: dict[str, Any]) -> dict[str, Any]:
         customer = _customer(ledger, params)
@@ -312,7 +312,7 @@ async def create_portal(request: web.Request) -> web.Response:
         ledger.portals[portal_id] = portal
         return portal
 
-    return await _api(request, create)
+    return await api_call(request, create)
 
 
 def _enabled(features: dict[str, Any], name: str) -> bool:
@@ -398,7 +398,7 @@ async def create_configuration(request: web.Request) -> web.Response:
         ledger.configurations[configuration["id"]] = configuration
         return configuration
 
-    return await _api(request, create)
+    return await api_call(request, create)
 
 
 async def create_price(request: web.Request) -> web.Response:
@@ -424,7 +424,7 @@ async def create_price(request: web.Request) -> web.Response:
             "id": price_id,
             "object": "price",
             "active": True,
-            "currency": str(_required(params, "currency")),
+            "currency": str(required_param(params, "currency")),
             "unit_amount": int(amount),
             "recurring": (
                 {"interval": interval, "interval_count": 1} if interval in PERIOD_S else None
@@ -438,7 +438,7 @@ async def create_price(request: web.Request) -> web.Response:
         ledger.prices[price_id] = price
         return price
 
-    return await _api(request, create)
+    return await api_call(request, create)
 
 
 def _held_subscription(request: web.Request) -> dict[str, Any]:
@@ -518,16 +518,16 @@ async def update_subscription(request: web.Request) -> web.Response:
         _send_later(request, event)
         return copy.deepcopy(subscription)
 
-    return await _api(request, update)
+    return await api_call(request, update)
 
 
 def _send_later(request: web.Request, event: dict[str, Any]) -> None:
     """Post `event` once the API call has answered (Stripe's events follow its calls)."""
-    ledger, target = request.app[LEDGER], _target(request)
+    ledger, target = request.app[LEDGER], webhook_target(request)
 
     async def send() -> None:
         try:
-            await _deliver(target, [event])
+            await deliver_events(target, [event])
         except (aiohttp.ClientError, web.HTTPException) as exc:
             ledger.undelivered.append((event, str(exc)))
             return
@@ -538,7 +538,7 @@ def _send_later(request: web.Request, event: dict[str, Any]) -> None:
     task.add_done_callback(ledger.sending.discard)
 
 
-def _page(title: str, body: str) -> web.Response:
+def sandbox_page(title: str, body: str) -> web.Response:
     return web.Response(
         text=f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
         f"</title></head><body><p><strong>SANDBOX</strong>: no real payment.</p>{body}"
@@ -547,7 +547,7 @@ def _page(title: str, body: str) -> web.Response:
     )
 
 
-def _open_session(request: web.Request) -> dict[str, Any]:
+def open_session(request: web.Request) -> dict[str, Any]:
     session = request.app[LEDGER].sessions.get(request.match_info["session_id"])
     if session is None:
         raise web.HTTPNotFound(text="no such checkout session")
@@ -555,12 +555,12 @@ def _open_session(request: web.Request) -> dict[str, Any]:
 
 
 async def checkout_page(request: web.Request) -> web.Response:
-    session = _open_session(request)
+    session = open_session(request)
     item = session["_item"]
     amount = (
         f"{item['unit_amount']} {item['currency'].upper()} (minor units) per {item['interval']}"
     )
-    return _page(
+    return sandbox_page(
         "Sandbox checkout",
         f"<p>{html.escape(item['name'])}: {html.escape(amount)}</p>"
         f'<form method="post" action="{html.escape(request.path)}/pay">'
@@ -607,7 +607,7 @@ def _subscription(session: dict[str, Any], invoice_id: str, now: int) -> dict[st
     }
 
 
-def _target(request: web.Request) -> WebhookTarget:
+def webhook_target(request: web.Request) -> WebhookTarget:
     """The webhook endpoint events go to: the one the app was made with, else the ingress this
     sandbox is mounted on, with its first Stripe endpoint secret."""
     if TARGET in request.app:
@@ -618,7 +618,7 @@ def _target(request: web.Request) -> WebhookTarget:
     return WebhookTarget(str(request.url.origin()) + "/webhooks/stripe", secrets_[0])
 
 
-async def _deliver(target: WebhookTarget, events: list[dict[str, Any]]) -> None:
+async def deliver_events(target: WebhookTarget, events: list[dict[str, Any]]) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
         for event in events:
             body = json.dumps(event)
@@ -632,7 +632,7 @@ async def _deliver(target: WebhookTarget, events: list[dict[str, Any]]) -> None:
 
 
 async def pay(request: web.Request) -> web.Response:
-    session = _open_session(request)
+    session = open_session(request)
     if session["status"] != "open":
         raise web.HTTPConflict(text="this checkout session is not open")
     ledger = request.app[LEDGER]
@@ -653,10 +653,10 @@ async def pay(request: web.Request) -> web.Response:
     ledger.subscriptions[subscription["id"]] = subscription
     events = [
         sample_events.stripe_event("customer.subscription.created", subscription, created=now),
-        sample_events.stripe_event("checkout.session.completed", _public(session), created=now),
+        sample_events.stripe_event("checkout.session.completed", public_view(session), created=now),
         sample_events.stripe_event("invoice.paid", invoice, created=now),
     ]
-    await _deliver(_target(request), events)
+    await deliver_events(webhook_target(request), events)
     ledger.posted.extend(events)
     success = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
     raise web.HTTPSeeOther(success)
@@ -670,7 +670,7 @@ async def portal_page(request: web.Request) -> web.Response:
     features = request.app[LEDGER].configurations[portal["configuration"]]["features"]
     offered = [name for name in _FEATURES if features[name]["enabled"]]
     listed = "".join(f"<li>{html.escape(name)}</li>" for name in offered)
-    return _page(
+    return sandbox_page(
         "Sandbox billing portal",
         f'<p>This portal offers:</p><ul>{listed}</ul><p><a href="{back}">Return</a></p>',
     )

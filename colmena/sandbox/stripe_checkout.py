@@ -61,7 +61,7 @@ def _items(params: dict[str, Any]) -> dict[str, Any]:
             )
         amount = _integer(price.get("unit_amount", ""), f"line_items[{index}][unit_amount]")
         quantity = _integer(item.get("quantity", ""), f"line_items[{index}][quantity]")
-        currencies.add(str(stripe_api._required(price, "currency")).lower())
+        currencies.add(str(stripe_api.required_param(price, "currency")).lower())
         names.append(str((price.get("product_data") or {}).get("name", "")))
         total += amount * quantity
     if len(currencies) != 1:
@@ -73,7 +73,7 @@ def _items(params: dict[str, Any]) -> dict[str, Any]:
 
 async def create_session(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
-    base = stripe_api._base(request, "/v1/checkout/sessions")
+    base = stripe_api.request_base(request, "/v1/checkout/sessions")
 
     def create(params: dict[str, Any]) -> dict[str, Any]:
         if params.get("mode") != "payment":
@@ -103,7 +103,7 @@ async def create_session(request: web.Request) -> web.Response:
             "payment_intent": None,
             "payment_method_options": params.get("payment_method_options") or {},
             "payment_method_types": ["card"],
-            "success_url": stripe_api._required(params, "success_url"),
+            "success_url": stripe_api.required_param(params, "success_url"),
             "cancel_url": params.get("cancel_url"),
             "url": f"{base}/checkout/{session_id}",
             "created": now,
@@ -114,16 +114,16 @@ async def create_session(request: web.Request) -> web.Response:
             "_intent_metadata": (params.get("payment_intent_data") or {}).get("metadata") or {},
         }
         ledger.sessions[session_id] = session
-        return stripe_api._public(session)
+        return stripe_api.public_view(session)
 
-    return await stripe_api._api(request, create)
+    return await stripe_api.api_call(request, create)
 
 
 async def checkout_page(request: web.Request) -> web.Response:
-    session = stripe_api._open_session(request)
+    session = stripe_api.open_session(request)
     amount = f"{session['amount_total']} {session['currency'].upper()} (minor units)"
     action = html.escape(request.path)
-    return stripe_api._page(
+    return stripe_api.sandbox_page(
         "Sandbox checkout",
         f"<p>{html.escape(session['_name'])}: {html.escape(amount)}</p>"
         f'<form method="post" action="{action}/pay"><button type="submit">Pay (sandbox)'
@@ -134,7 +134,7 @@ async def checkout_page(request: web.Request) -> web.Response:
 
 async def pay(request: web.Request) -> web.Response:
     """Complete the session: the events Stripe sends for a card paid at Checkout, signed."""
-    session = stripe_api._open_session(request)
+    session = stripe_api.open_session(request)
     if session["status"] != "open":
         raise web.HTTPConflict(text="this checkout session is not open")
     now = int(time.time())
@@ -153,17 +153,17 @@ async def pay(request: web.Request) -> web.Response:
     )
     events = [
         sample_events.stripe_event(
-            "checkout.session.completed", stripe_api._public(session), created=now
+            "checkout.session.completed", stripe_api.public_view(session), created=now
         ),
         sample_events.stripe_event("payment_intent.succeeded", intent, created=now),
     ]
-    await stripe_api._deliver(stripe_api._target(request), events)
+    await stripe_api.deliver_events(stripe_api.webhook_target(request), events)
     request.app[LEDGER].posted.extend(events)
     raise web.HTTPSeeOther(str(session["success_url"]))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    session = stripe_api._open_session(request)
+    session = stripe_api.open_session(request)
     raise web.HTTPSeeOther(str(session["cancel_url"] or session["success_url"]))
 
 
