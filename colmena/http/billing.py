@@ -144,13 +144,12 @@ async def _customer(request: web.Request, gateway: StripeBilling, tenant: Any) -
 
 
 async def _recurring_price(request: web.Request, product: Product, currency: str) -> LivePrice:
-    """The plan product's live recurring price in `currency`, or a 422."""
+    """The plan product's live recurring price in `currency`, or a 404 (none is on sale)."""
     async with tenant_connection(request) as conn:
         live = await catalog.live_price(conn, product.ref, None, currency)
     if live is None or live.price.billing_period is None:
-        raise field_errors(
-            [("currency", f"plan {product.plan} has no recurring price in {currency}")],
-            "no such price",
+        raise ApiError(
+            404, "price_not_found", f"plan {product.plan} has no recurring price in {currency}"
         )
     return live
 
@@ -176,7 +175,7 @@ async def checkout(request: web.Request) -> web.Response:
             raise ApiError(409, "already_on_plan", f"the tenant is on plan {plan} already")
         product = await catalog.product_for_plan(conn, plan)
     if product is None:
-        raise field_errors([("plan", f"no plan {plan!r} is for sale")], "unknown plan")
+        raise ApiError(404, "plan_not_sold", f"no plan {plan!r} is for sale")
     subscription_id = paying_subscription(tenant.plan, tenant.plan_source)
     if subscription_id is not None:
         return await _switch(
