@@ -148,7 +148,7 @@ async def test_refund_after_success_revokes_the_follow_ups(system, db) -> None:
         ("licenses", "deliver_license"),
         ("stamping", "stamp_invoice"),
         ("licenses", "revoke_license"),
-        ("stamping", "cancel_invoice"),
+        ("stamping", "issue_credit_note"),
     ]
 
 

@@ -20,6 +20,8 @@ ACTOR_MODULES = (
     "rates",
     "licenses",
     "stamping",
+    "credit_notes",
+    "global_invoice",
     "bots",
 )
 

@@ -103,6 +103,11 @@ async def _deliver_locked(
             stamped_at=invoice.fecha_timbrado,
         )
         await _export(conn, invoice_id, files, xml=invoice.stamped_xml, pdf=pdf)
+    if not invoice.receiver_email and invoice.cfdi_type == "E":
+        # A credit note against the global invoice: público en general has no address, and
+        # the note is filed (PDF kept, exported) for the books, which is all it needs.
+        bound.info("credit note has no receiver to email: filed only")
+        return
     if not invoice.receiver_email:
         raise PermanentError(
             f"invoice {invoice_id}: the payment has no customer email to send it to"

@@ -10,6 +10,12 @@ Why it cannot stamp twice under at-least-once messages:
   duplicate guard answers a repeat with the stamp it already issued (307 / CFDI3307), which
   the gateway returns as ``recovered``. A timeout or a lost answer is thus retried by asking
   again, never by sealing a new document.
+- With a failover PAC (COLMENA_PAC_FAILOVER_PROVIDER) an invoice moves to the other PAC only
+  on a definite "not stamped" (5xx, no connection) and only while no earlier attempt may have
+  reached the first one (a timeout, a lost answer, a worker that died mid-call): the row counts
+  those attempts (migration 0020), and while any is outstanding every retry goes to that PAC,
+  whose duplicate guard settles it. A lost answer is thus never answered by a second stamp
+  elsewhere.
 - Only a definite refusal (the PAC's validation codes, an expired CSD, unusable fiscal data)
   marks the invoice failed: the code and message are stored on the row, then the error, which
   is permanent by its class, sends the message to the dead letters. ``colmena invoices retry``
@@ -49,7 +55,7 @@ from colmena.gateways.pac import (
 from colmena.gateways.stamping_config import StampingConfig
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.publisher import Publisher
-from colmena.store import invoices, outbox, payments
+from colmena.store import global_invoices, invoices, outbox, payments
 from colmena.store.invoices import InvoiceRecord
 
 log = structlog.get_logger(__name__)
@@ -97,7 +103,7 @@ class InvoiceStamper:
             bound.info("payment reversed before the invoice was sent to the PAC: not stamping")
             return
         signed_xml = invoice.signed_xml or await self._seal(invoice)
-        await self._stamp(invoice, signed_xml)
+        await self.stamp_sealed(invoice, signed_xml)
 
     async def _open_invoice(self, payment_id: int) -> InvoiceRecord | None:
         """The payment's invoice, created (with its folio) if the payment is approved and has
@@ -107,6 +113,13 @@ class InvoiceStamper:
             if payment is None:
                 raise PermanentError(f"payment {payment_id} does not exist")
             invoice = await invoices.get_by_payment(conn, payment_id)
+            if invoice is None and await global_invoices.membership(conn, payment_id) is not None:
+                # Already on a global invoice (no RFC when it closed): a second CFDI for the same
+                # sale would declare its income twice.
+                raise PermanentError(
+                    f"payment {payment_id} is on a global invoice already; an individual one "
+                    "needs the global invoice corrected first (a credit note for that sale)"
+                )
             if invoice is None and payment.status == "approved":
                 invoice = await invoices.create(
                     conn,
@@ -133,7 +146,7 @@ class InvoiceStamper:
             )
             signed = await asyncio.to_thread(self._sign, document)
         except (CsdError, FiscalDataError, CfdiInvalid) as refusal:
-            await self._record_refusal(invoice, refusal)
+            await self.record_refusal(invoice, refusal)
             raise
         async with self.pool.acquire() as conn, conn.transaction():
             current = await _locked(conn, invoice.id)
@@ -158,16 +171,16 @@ class InvoiceStamper:
         CSD_DAYS_LEFT.set(info.days_left(dt.datetime.now(dt.UTC)))
         return sign_invoice(document, signer)
 
-    async def _stamp(self, invoice: InvoiceRecord, signed_xml: bytes) -> None:
+    async def stamp_sealed(self, invoice: InvoiceRecord, signed_xml: bytes) -> None:
+        """Have the PAC stamp these sealed bytes and record the stamp (or the refusal); credit
+        notes go through here too."""
         async with self.pool.acquire() as conn:
             await invoices.begin_attempt(conn, invoice.id)
         try:
-            result = await asyncio.to_thread(
-                self.pac.stamp, signed_xml, reference=str(invoice.pac_reference)
-            )
+            result = await self._stamp_at_a_safe_pac(invoice, signed_xml)
             check_certifies(result, signed_xml)
         except PacRejected as refusal:
-            await self._record_refusal(invoice, refusal)
+            await self.record_refusal(invoice, refusal)
             raise
         except (PacAmbiguous, PacUnavailable) as exc:
             async with self.pool.acquire() as conn:
@@ -203,6 +216,42 @@ class InvoiceStamper:
             "invoice stamped", invoice_id=invoice.id, uuid=result.uuid, recovered=result.recovered
         )
 
+    async def _stamp_at_a_safe_pac(self, invoice: InvoiceRecord, signed_xml: bytes) -> StampResult:
+        """Stamp at the PAC the invoice is routed to, moving to the other one (the failover,
+        or back to the primary) only on a definite "not stamped" and only when no earlier
+        attempt may have reached the first: ``invoices.enter_pac``/``leave_pac`` keep that
+        count under the row lock. Each PAC is tried once per attempt."""
+        async with self.pool.acquire() as conn:
+            provider = await invoices.enter_pac(conn, invoice.id, primary=str(self.pac.provider))
+        tried: set[str] = set()
+        while True:
+            tried.add(provider)
+            gateway = self.pac.at(provider)
+            try:
+                return await asyncio.to_thread(
+                    gateway.stamp, signed_xml, reference=str(invoice.pac_reference)
+                )
+            except (PacUnavailable, PacRejected) as definite:
+                other = self.pac.other_than(provider)
+                switch_to = other if isinstance(definite, PacUnavailable) else None
+                if switch_to in tried:
+                    switch_to = None
+                async with self.pool.acquire() as conn:
+                    moved = await invoices.leave_pac(
+                        conn, invoice.id, provider, switch_to=switch_to
+                    )
+                if not moved or switch_to is None:
+                    raise
+                INVOICES.labels(outcome="failover").inc()
+                log.warning(
+                    "PAC unavailable and it cannot hold this invoice's stamp: trying the other",
+                    invoice_id=invoice.id,
+                    unavailable=provider,
+                    next=switch_to,
+                    error=str(definite),
+                )
+                provider = switch_to
+
     async def _export(self, invoice: InvoiceRecord, result: StampResult) -> str | None:
         """The accountant's copy of the stamped XML, when configured: its path, or None."""
         if self.storage is None:
@@ -226,7 +275,7 @@ class InvoiceStamper:
             return None
         return str(files.xml)
 
-    async def _record_refusal(self, invoice: InvoiceRecord, refusal: Refusal) -> None:
+    async def record_refusal(self, invoice: InvoiceRecord, refusal: Refusal) -> None:
         """Keep a definite refusal on the invoice, where `colmena invoices show` reads it."""
         if isinstance(refusal, PacRejected):
             detail = f" ({refusal.detail})" if refusal.detail else ""

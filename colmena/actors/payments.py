@@ -16,7 +16,10 @@ same transaction, write the follow-ups to the outbox. Follow-up messages (queue 
 - licenses / deliver_license / [payment_id]: first approval, metadata product_kind = "license"
 - licenses / revoke_license / [payment_id]: refunded or charged back after approval, license
 - stamping / stamp_invoice / [payment_id]: first approval, metadata has "rfc"
-- stamping / cancel_invoice / [payment_id]: refunded or charged back after approval, "rfc" present
+- stamping / cancel_invoice / [payment_id]: charged back after approval, "rfc" present
+- stamping / issue_credit_note / [payment_id, refunded_minor]: any refund (partial or whole) of an
+  approved payment with "rfc" or on a CFDI global; `refunded_minor` is the cumulative refund, and
+  `colmena.actors.credit_notes` decides between a credit note and a cancellation
 - bots / apply_plan / [tenant_ref, plan, active, source, provider_at]: plan bought or refunded;
   Stripe subscription updated or deleted
 - licenses / deliver_license, stamping / stamp_invoice or deliver_invoice: a dispute won
@@ -48,6 +51,7 @@ from colmena.domain.payment_events import (
     Interpretation,
     PaymentUpdate,
     PlanUpdate,
+    RefundUpdate,
     interpret_mercadopago,
     interpret_stripe,
     merchant_order_payments,
@@ -61,7 +65,7 @@ from colmena.gateways.stripe import StripeEvents
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
-from colmena.store import inbox, orders, outbox, payments
+from colmena.store import global_invoices, inbox, orders, outbox, payments
 from colmena.store.outbox import OutboxMessage
 from colmena.store.payments import Payment
 
@@ -100,10 +104,13 @@ async def _follow_ups(
 ) -> list[OutboxMessage | None]:
     """The outbox rows a status change calls for, recorded in the caller's transaction."""
     status = Status(payment.status)
+    invoice_actor: str | None
     if status is Status.APPROVED and first_approval:
         license_actor, invoice_actor, active = "deliver_license", "stamp_invoice", True
     elif status in REVERSED and payment.approved_at is not None:
-        license_actor, invoice_actor, active = "revoke_license", "cancel_invoice", False
+        # A refund's invoice follow-up is its credit (`_refund_credit`), not a cancellation.
+        invoice_actor = None if status is Status.REFUNDED else "cancel_invoice"
+        license_actor, active = "revoke_license", False
     else:
         return []
     rows: list[OutboxMessage | None] = []
@@ -117,7 +124,7 @@ async def _follow_ups(
                 dedupe_key=f"{license_actor}:{payment.id}",
             )
         )
-    if payment.metadata.get("rfc"):
+    if invoice_actor is not None and payment.metadata.get("rfc"):
         rows.append(
             await outbox.record(
                 conn,
@@ -147,6 +154,40 @@ async def _follow_ups(
     return rows
 
 
+async def _refund_credit(
+    conn: asyncpg.Connection, payment: Payment, refunded_minor: int
+) -> list[OutboxMessage | None]:
+    """The credit of a cumulative refund on a payment that was approved and is invoiced (its own
+    CFDI, or a CFDI global); one message per figure, however often it is reported."""
+    if refunded_minor <= 0 or payment.approved_at is None:
+        return []
+    if (
+        not payment.metadata.get("rfc")
+        and await global_invoices.membership(conn, payment.id) is None
+    ):
+        return []
+    return [
+        await outbox.record(
+            conn,
+            queue="stamping",
+            actor="issue_credit_note",
+            args=[payment.id, refunded_minor],
+            dedupe_key=f"issue_credit_note:{payment.id}:{refunded_minor}",
+        )
+    ]
+
+
+async def _apply_refund(
+    conn: asyncpg.Connection, refund: RefundUpdate
+) -> tuple[str, list[OutboxMessage | None]]:
+    """A partial refund: the payment's status stays, its invoice is credited."""
+    payment = await payments.get_by_provider_id(conn, refund.provider, refund.provider_payment_id)
+    if payment is None:
+        return "ignored: refund of an unknown payment", []
+    rows = await _refund_credit(conn, payment, refund.refunded_minor)
+    return f"refund of {refund.refunded_minor} recorded", rows
+
+
 async def apply_update(
     conn: asyncpg.Connection, update: PaymentUpdate, inbox_id: int | None
 ) -> tuple[str, list[OutboxMessage | None]]:
@@ -172,7 +213,10 @@ async def apply_update(
             status=update.status.value,
             reason=decision.reason,
         )
-        return f"ignored: {decision.reason}", []
+        # A status already known may still report a new refund (Mercado Pago's partial ones).
+        return f"ignored: {decision.reason}", await _refund_credit(
+            conn, payment, update.refunded_minor
+        )
     settled = await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
     if settled is None:  # locked by this transaction: only a bug or a manual DELETE gets here
         raise PermanentError(f"payment {payment.id} vanished while locked")
@@ -188,6 +232,7 @@ async def apply_update(
         return f"applied: {update.status.value}; its order is not fulfilled", []
     rows = await _follow_ups(conn, settled, first_approval=payment.approved_at is None)
     rows += await dispute_effects(conn, settled, previous=Status(payment.status))
+    rows += await _refund_credit(conn, settled, update.refunded_minor)
     return f"applied: {update.status.value}", rows
 
 
@@ -198,6 +243,8 @@ async def _apply(
         return f"ignored: {interpretation.reason}", []
     if isinstance(interpretation, PlanUpdate):
         return "plan update", [await _plan_message(conn, interpretation)]
+    if isinstance(interpretation, RefundUpdate):
+        return await _apply_refund(conn, interpretation)
     return await apply_update(conn, interpretation, inbox_id)
 
 

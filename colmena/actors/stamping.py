@@ -5,7 +5,10 @@ stamped invoice, never twice, then a filed and emailed one.
   cannot stamp twice); queues `deliver_invoice` through the outbox.
 - `deliver_invoice(invoice_id)`: PDF (rendered in the worker's render processes), files and
   email, once (`colmena.actors.invoice_delivery`).
-- `cancel_invoice(payment_id)`: a refund or chargeback marks the invoice for cancellation.
+- `cancel_invoice(payment_id)`: a refund or chargeback cancels the CFDI at the SAT;
+  `file_cancellation(invoice_id)` files an operator's request (`colmena invoices cancel`).
+- job `cfdi-cancellations`: files what could not be filed yet and follows every filed
+  cancellation through the SAT's status service (`colmena.actors.invoice_cancellation`).
 - job `csd-expiry`: keeps colmena_csd_days_left current and warns ahead of expiry.
 
 Each actor reads its message, takes the process's clients from `Resources` (CSD signer, PAC
@@ -21,18 +24,19 @@ import datetime as dt
 import structlog
 from apscheduler.triggers.interval import IntervalTrigger
 
+from colmena.actors.invoice_cancellation import Canceller
 from colmena.actors.invoice_delivery import deliver
 from colmena.actors.invoice_stamping import QUEUE, InvoiceStamper
-from colmena.config.metrics import CSD_DAYS_LEFT, INVOICES
+from colmena.config.metrics import CSD_DAYS_LEFT
 from colmena.gateways.csd import CSD_SIGNER, read_csd_certificate
 from colmena.gateways.mailer import MAILER
 from colmena.gateways.pac import PAC_GATEWAY
 from colmena.gateways.pdf_renderer import PDF_RENDERER
+from colmena.gateways.sat_status import SAT_STATUS
 from colmena.gateways.stamping_config import csd_source, stamping_config
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
-from colmena.store import invoices
 
 log = structlog.get_logger(__name__)
 
@@ -64,32 +68,34 @@ async def deliver_invoice(resources: Resources, invoice_id: int) -> None:
     )
 
 
+def _canceller(resources: Resources) -> Canceller:
+    return Canceller(
+        pool=resources.pool,
+        pac=resources.shared(PAC_GATEWAY),
+        signer=resources.shared(CSD_SIGNER),
+        sat=resources.shared(SAT_STATUS),
+        refund_motive=resources.settings.cfdi_refund_cancel_motive,
+    )
+
+
 @actor(queue=QUEUE, name="cancel_invoice")
 async def cancel_invoice(resources: Resources, payment_id: int) -> None:
-    """Mark the invoice of a refunded or charged-back payment for cancellation.
+    """Cancel the CFDI of a refunded or charged-back payment at the SAT (motive
+    COLMENA_CFDI_REFUND_CANCEL_MOTIVE); an invoice not stamped yet is never stamped."""
+    await _canceller(resources).cancel_refunded(payment_id)
 
-    The cancellation itself (SAT motive 02/03, the receiver's acceptance) is done by an
-    operator in the PAC's portal: colmena does not call the PAC's cancellation service.
-    """
-    async with resources.pool.acquire() as conn, conn.transaction():
-        invoice = await invoices.get_by_payment(conn, payment_id, for_update=True)
-        if invoice is None:
-            log.info(
-                "payment reversed before any invoice existed: nothing to cancel",
-                payment_id=payment_id,
-            )
-            return
-        if invoice.status == "cancellation_requested":
-            return
-        await invoices.request_cancellation(conn, invoice.id)
-    INVOICES.labels(outcome="cancellation_requested").inc()
-    log.warning(
-        "invoice cancellation requested: cancel it in the PAC's portal",
-        payment_id=payment_id,
-        invoice_id=invoice.id,
-        uuid=invoice.uuid,
-        folio=invoice.label,
-    )
+
+@actor(queue=QUEUE, name="file_cancellation")
+async def file_cancellation(resources: Resources, invoice_id: int) -> None:
+    """File a recorded cancellation (`colmena invoices cancel`) with the PAC."""
+    await _canceller(resources).file(invoice_id)
+
+
+@scheduled("cfdi-cancellations", IntervalTrigger(minutes=5))
+async def follow_cancellations(resources: Resources) -> None:
+    """File what the PAC could not take before, ask the SAT what became of every filed
+    cancellation (each on its own doubling delay), and refresh colmena_cfdi_acceptance_overdue."""
+    await _canceller(resources).tick()
 
 
 @scheduled("csd-expiry", IntervalTrigger(hours=6))

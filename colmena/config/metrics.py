@@ -132,6 +132,17 @@ CSD_DAYS_LEFT = Gauge(
     "Days until the issuer's CSD (sello digital) expires.",
     multiprocess_mode="livemin",
 )
+CFDI_CANCELLATIONS = Counter(
+    "colmena_cfdi_cancellations_total",
+    "CFDI cancellations at the SAT: requested, filed, refused, cancelled, expired, rejected, "
+    "pac_unavailable, status_unavailable.",
+    ["outcome"],
+)
+CFDI_ACCEPTANCE_OVERDUE = Gauge(
+    "colmena_cfdi_acceptance_overdue",
+    "Cancellations still awaiting the receiver's acceptance past its three business days.",
+    multiprocess_mode="livemax",
+)
 
 # Operations (read from RabbitMQ by the ingress at scrape time; queue is the unprefixed domain
 # queue)

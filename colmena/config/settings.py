@@ -20,6 +20,7 @@ from colmena.config.accounts_settings import AccountsSettings
 from colmena.config.billing_settings import BillingSettings
 from colmena.config.bitso_settings import BitsoSettings
 from colmena.config.bots_settings import BotsSettings
+from colmena.config.cancellation_settings import CancellationSettings
 from colmena.config.checkout_settings import CheckoutSettings
 from colmena.config.database_url import parse_database_url
 from colmena.config.license_settings import LicenseSettings
@@ -74,6 +75,7 @@ class Settings(
     CheckoutSettings,
     BillingSettings,
     ReceivingSettings,
+    CancellationSettings,
 ):
     """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
 

@@ -4,16 +4,18 @@ The PAC defaults to SW Sapien's TEST environment. Nothing here is needed to star
 a payment that asks for an invoice while the CSD or issuer fields are unset is dead-lettered
 with a message naming the missing variable. Invoice emails go out through the licenses' SMTP
 settings (COLMENA_SMTP_*). Stamped XML and rendered PDF live in PostgreSQL; files are an optional
-export (COLMENA_CFDI_STORAGE_DIR).
+export (COLMENA_CFDI_STORAGE_DIR). An optional second PAC (COLMENA_PAC_FAILOVER_*, the same
+environment and timeout) stamps while the first is down; `colmena.actors.invoice_stamping` says
+when an invoice may move to it.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 
 class StampingSettings(BaseModel):
@@ -39,6 +41,18 @@ class StampingSettings(BaseModel):
     pac_timeout_seconds: float = Field(
         default=30.0, gt=0, le=120, description="per HTTP call to the PAC"
     )
+    pac_failover_provider: Literal["sw", "finkok", "diverza", "prodigia"] | None = Field(
+        default=None,
+        description="a second PAC that stamps while the first is down (5xx, no connection), "
+        "for invoices the first cannot have stamped; unset: none",
+    )
+    pac_failover_base_url: str | None = None
+    pac_failover_api_url: str | None = None
+    pac_failover_token: SecretStr | None = None
+    pac_failover_user: str | None = None
+    pac_failover_password: SecretStr | None = None
+    pac_failover_contract: str | None = None
+    pac_failover_client_id: str | None = None
 
     cfdi_csd_cer_path: Path | None = Field(
         default=None, description="the issuer's CSD certificate (.cer, DER)"
@@ -68,6 +82,21 @@ class StampingSettings(BaseModel):
     cfdi_payment_form: str = Field(
         default="04", pattern=r"^\d{2}$", description="FormaPago when the payment metadata has none"
     )
+    cfdi_full_refund: Literal["cancel", "credit_note"] = Field(
+        default="cancel",
+        description="what a refund of the whole amount does to its invoice: cancel it at the SAT "
+        "(motive 02), or issue a credit note (CFDI de Egreso); after a partial refund's credit "
+        "note it is always a credit note",
+    )
+    cfdi_credit_note_series: str = Field(
+        default="NC", pattern=r"^[^|]{1,25}$", description="Serie of credit notes (Egresos)"
+    )
+    cfdi_global_period: Literal["daily", "monthly", "off"] = Field(
+        default="daily",
+        description="how often sales without an RFC are gathered into the CFDI global for "
+        "público en general (stamped within 24 hours of the period's close, RMF 2.7.1.21); "
+        "off: never",
+    )
     cfdi_storage_dir: Path | None = Field(
         default=None,
         description="where each worker also writes copies of the stamped XML and PDF for the "
@@ -80,6 +109,16 @@ class StampingSettings(BaseModel):
         le=16,
         description="render processes per worker process, started on its first invoice PDF",
     )
+
+    @model_validator(mode="after")
+    def _failover_is_another_pac(self) -> Self:
+        # An invoice is pinned to a PAC by provider name, so the two must differ.
+        if self.pac_failover_provider == self.pac_provider:
+            raise ValueError(
+                f"COLMENA_PAC_FAILOVER_PROVIDER is {self.pac_failover_provider}, the same PAC as "
+                "COLMENA_PAC_PROVIDER: name a different one, or unset it"
+            )
+        return self
 
     @field_validator("cfdi_iva_rate", mode="before")
     @classmethod

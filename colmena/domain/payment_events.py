@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -36,6 +36,9 @@ class PaymentUpdate:
     product_ref: str | None = None
     product_kind: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The payment's cumulative refund as the provider reports it (0: none); a refund is
+    # credited by CFDI de Egreso (`colmena.actors.credit_notes`).
+    refunded_minor: int = 0
 
     def details(self) -> dict[str, Any]:
         return {
@@ -63,11 +66,22 @@ class PlanUpdate:
 
 
 @dataclass(frozen=True)
+class RefundUpdate:
+    """A partial refund: the payment stays as it is (approved, or disputed), but its invoice is
+    credited for the cumulative `refunded_minor`."""
+
+    provider: str
+    provider_payment_id: str
+    refunded_minor: int
+    provider_at: datetime
+
+
+@dataclass(frozen=True)
 class Ignored:
     reason: str
 
 
-Interpretation = PaymentUpdate | PlanUpdate | Ignored
+Interpretation = PaymentUpdate | PlanUpdate | RefundUpdate | Ignored
 
 
 def _metadata(raw: Any) -> dict[str, str]:
@@ -160,10 +174,14 @@ def interpret_stripe(event: dict[str, Any]) -> Interpretation:
     if kind == "checkout.session.completed" or kind in _SESSION_STATUS:
         return _stripe_session(obj, event)
     if kind == "charge.refunded":
-        if not obj.get("refunded"):
-            return Ignored("partial refund: the payment stays approved")
+        # Sent for every refund, partial or whole; amount_refunded is the charge's cumulative.
         payment_id = obj.get("payment_intent") or obj["id"]
-        return _stripe_payment(
+        refunded = int(obj.get("amount_refunded") or 0)
+        if not obj.get("refunded"):
+            if refunded <= 0:
+                return Ignored("charge.refunded with nothing refunded")
+            return RefundUpdate("stripe", payment_id, refunded, _ts(event["created"]))
+        update = _stripe_payment(
             obj,
             payment_id,
             Status.REFUNDED,
@@ -171,6 +189,7 @@ def interpret_stripe(event: dict[str, Any]) -> Interpretation:
             amount=obj.get("amount", 0),
             email=(obj.get("billing_details") or {}).get("email"),
         )
+        return replace(update, refunded_minor=refunded or update.amount_minor)
     if kind in _DISPUTE_EVENTS:
         return _stripe_dispute(obj, event)
     if kind in _INVOICE_EVENTS:
@@ -319,15 +338,22 @@ def interpret_mercadopago(payment: dict[str, Any]) -> Interpretation:
         metadata.setdefault("external_reference", str(payment["external_reference"]))
     currency = str(payment.get("currency_id", "")).upper()
     stamp = payment.get("date_last_updated") or payment.get("date_created")
+    amount_minor = to_minor_units(payment.get("transaction_amount", 0), currency)
+    # Cumulative over the payment's refunds: partial ones keep status approved
+    # (status_detail partially_refunded); a whole one is status refunded.
+    refunded = to_minor_units(payment.get("transaction_amount_refunded") or 0, currency)
+    if status is Status.REFUNDED and refunded == 0:
+        refunded = amount_minor
     return PaymentUpdate(
         provider="mercadopago",
         provider_payment_id=str(payment["id"]),
         status=status,
         provider_at=_parse_time(stamp),
         source=f"payment.{status.value}",
-        amount_minor=to_minor_units(payment.get("transaction_amount", 0), currency),
+        amount_minor=amount_minor,
         currency=currency,
         customer_email=(payment.get("payer") or {}).get("email") or metadata.get("email"),
+        refunded_minor=refunded,
         **_common(metadata),
     )
 

@@ -28,13 +28,16 @@ from satcfdi.models import Certificate, Signer
 from satcfdi.transform import SCHEMA_ROOT, SchemaCollector, cfdi_schemas
 from satcfdi.utils import parser as satcfdi_parser
 
-from colmena.domain.invoicing import Concept, Invoice
+from colmena.domain.credit_notes import CREDIT_NOTE_RELATION, EGRESO, CreditNote
+from colmena.domain.global_invoice import GlobalInvoice
+from colmena.domain.invoicing import Concept, Invoice, Receiver
 from colmena.errors import ColmenaError
 
 log = structlog.get_logger(__name__)
 
 IVA = "002"
 TFD = "{http://www.sat.gob.mx/TimbreFiscalDigital}TimbreFiscalDigital"
+CFDI4_NS = "http://www.sat.gob.mx/cfd/4"
 # The TimbreFiscalDigital's Leyenda on a stamp from `colmena dev`'s PAC sandbox, sealed with a
 # locally minted test CSD: how the PDF, the email and `colmena invoices show` know to say so.
 SANDBOX_LEGEND = "SANDBOX DE COLMENA DEV: CSD DE PRUEBA, SIN VALIDEZ FISCAL"
@@ -245,9 +248,20 @@ def sign_invoice(
     invoice: Invoice, signer: Signer, *, now: dt.datetime | None = None
 ) -> SignedInvoice:
     """Seal and schema-check the invoice; refuses an expired or foreign CSD before signing."""
+    return seal(build_comprobante(invoice), signer, issuer_rfc=invoice.issuer.rfc, now=now)
+
+
+def seal(
+    comprobante: cfdi40.Comprobante,
+    signer: Signer,
+    *,
+    issuer_rfc: str,
+    now: dt.datetime | None = None,
+) -> SignedInvoice:
+    """Seal and schema-check a built comprobante of any type (Ingreso, Egreso, global), after
+    refusing an expired or foreign CSD."""
     now = now or dt.datetime.now(dt.UTC)
-    check_csd(inspect_csd(signer.certificate_bytes()), issuer_rfc=invoice.issuer.rfc, at=now)
-    comprobante = build_comprobante(invoice)
+    check_csd(inspect_csd(signer.certificate_bytes()), issuer_rfc=issuer_rfc, at=now)
     comprobante.sign(signer)
     root = comprobante.to_xml(include_schema_location=True)
     validate(comprobante, root)
@@ -255,6 +269,72 @@ def sign_invoice(
         xml=etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
         total=comprobante["Total"],
         fecha=comprobante["Fecha"],
+    )
+
+
+def build_global_comprobante(document: GlobalInvoice) -> cfdi40.Comprobante:
+    """The CFDI global: the Ingreso of its sales plus InformacionGlobal (Periodicidad, Meses,
+    Año), which tells the SAT that XAXX010101000 stands for público en general."""
+    comprobante = build_comprobante(document.invoice)
+    comprobante["InformacionGlobal"] = cfdi40.InformacionGlobal(
+        periodicidad=document.periodicity, meses=document.months, ano=document.year
+    )
+    return comprobante
+
+
+def sign_global_invoice(
+    document: GlobalInvoice, signer: Signer, *, now: dt.datetime | None = None
+) -> SignedInvoice:
+    """Seal and schema-check the CFDI global for público en general."""
+    return seal(
+        build_global_comprobante(document),
+        signer,
+        issuer_rfc=document.invoice.issuer.rfc,
+        now=now,
+    )
+
+
+def sign_credit_note(
+    note: CreditNote, signer: Signer, *, now: dt.datetime | None = None
+) -> SignedInvoice:
+    """Seal and schema-check a CFDI de Egreso, related to the CFDI it credits with TipoRelacion
+    01 (nota de crédito de los documentos relacionados)."""
+    comprobante = build_comprobante(note.invoice)
+    comprobante["TipoDeComprobante"] = EGRESO
+    comprobante["CfdiRelacionados"] = [
+        cfdi40.CfdiRelacionados(
+            tipo_relacion=CREDIT_NOTE_RELATION, cfdi_relacionado=note.related_uuid
+        )
+    ]
+    return seal(comprobante, signer, issuer_rfc=note.invoice.issuer.rfc, now=now)
+
+
+@dataclass(frozen=True)
+class StampedTerms:
+    """What a credit note copies from the CFDI it credits: its receiver and its FormaPago."""
+
+    uuid: str
+    receiver: Receiver
+    payment_form: str
+
+
+def stamped_terms(xml: bytes) -> StampedTerms:
+    """The receiver (as the SAT holds it) and FormaPago of a stamped CFDI, and its UUID."""
+    root = etree.fromstring(xml, parser=satcfdi_parser)
+    receptor = root.find(f"{{{CFDI4_NS}}}Receptor")
+    tfd = root.find(f".//{TFD}")
+    if receptor is None or tfd is None:
+        raise CfdiInvalid(["not a stamped CFDI 4.0: no Receptor or TimbreFiscalDigital"])
+    return StampedTerms(
+        uuid=tfd.attrib["UUID"],
+        receiver=Receiver(
+            rfc=receptor.attrib["Rfc"],
+            name=receptor.attrib["Nombre"],
+            regime=receptor.attrib["RegimenFiscalReceptor"],
+            postal_code=receptor.attrib["DomicilioFiscalReceptor"],
+            cfdi_use=receptor.attrib["UsoCFDI"],
+        ),
+        payment_form=root.attrib.get("FormaPago", "99"),
     )
 
 

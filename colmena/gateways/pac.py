@@ -12,10 +12,16 @@ and adds what they lack:
   result with ``recovered=True``. So "was it stamped?" is answered by ``stamp`` itself;
   SW offers no read-only lookup by customid, only by UUID (``recover``).
 
-Only SW Sapien is exercised end to end (tests/standins/pac.py and `colmena dev`'s PAC sandbox,
-colmena/sandbox/pac.py, speak its REST format).
-Finkok, Diverza and Prodigia get the same timeout, base URL and error typing; Finkok's 307
-is recovered through its ``stamped`` operation.
+SW Sapien (tests/standins/pac.py and `colmena dev`'s PAC sandbox, colmena/sandbox/pac.py, speak
+its REST format) and Finkok (tests/standins/finkok.py speaks its SOAP services) are exercised
+end to end. Finkok has no customid: a repeat of the same sealed XML answers 307, and the stamp
+is fetched with its ``stamped`` operation. Diverza and Prodigia get the same timeout, base URL
+and error typing, untested.
+
+Which failures may have stamped: a read timeout, a connection lost after sending and an HTTP
+504 (a proxy that gave up waiting) are ``PacAmbiguous``; a refused connection, a connect
+timeout and the other 5xx are ``PacUnavailable`` (nothing was stamped), the only ones after
+which an invoice may move to the failover PAC.
 
 Calls block (``requests``): run them in a thread from async code.
 """
@@ -25,6 +31,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid as uuid_module
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,8 +44,10 @@ from lxml import etree
 from pydantic import SecretStr
 from satcfdi import __version__ as satcfdi_version
 from satcfdi.cfdi import CFDI
+from satcfdi.create.cancela import cancelacion
 from satcfdi.exceptions import ResponseError
-from satcfdi.pacs import Environment
+from satcfdi.models import Signer
+from satcfdi.pacs import CancelReason, Environment
 from satcfdi.pacs.diverza import Diverza
 from satcfdi.pacs.finkok import Finkok
 from satcfdi.pacs.prodigia import Prodigia
@@ -53,6 +63,7 @@ log = structlog.get_logger(__name__)
 
 MEXICO_CITY = ZoneInfo("America/Mexico_City")
 DUPLICATE_CODES = frozenset({"307", "CFDI3307"})
+FINKOK_NOT_YET_STORED = "603"
 _CODE = re.compile(r"^\s*([A-Za-z]*\d+)\s*(?:[.\-:]|$)")
 
 
@@ -115,6 +126,21 @@ class PacCredentials:
 
 
 @dataclass(frozen=True)
+class CancelFiled:
+    """The PAC filed a cancellation with the SAT: its EstatusUUID (201 filed, 202 cancelled
+    before) and the SAT's acknowledgment. Whether the CFDI is cancelled is the SAT status
+    service's to say (`colmena.gateways.sat_status`)."""
+
+    code: str
+    acuse: bytes | None
+
+
+# EstatusUUID answers of the SAT's cancellation service that mean the request stands: 201
+# filed now, 202 the folio was cancelled before (our own earlier request, repeated).
+FILED_CODES = frozenset({"201", "202"})
+
+
+@dataclass(frozen=True)
 class StampResult:
     xml: bytes
     uuid: str
@@ -126,7 +152,7 @@ def parse_stamp(xml: bytes, *, recovered: bool) -> StampResult:
     """UUID and FechaTimbrado from the TimbreFiscalDigital; the date is Mexico City local time."""
     tfd = etree.fromstring(xml).find(f".//{TFD}")
     if tfd is None:
-        raise PacUnavailable("the PAC returned a CFDI without TimbreFiscalDigital")
+        raise PacAmbiguous("the PAC returned a CFDI without TimbreFiscalDigital")
     return StampResult(
         xml=xml,
         uuid=tfd.attrib["UUID"].upper(),
@@ -157,6 +183,8 @@ def _send(method: str, url: str, timeout: float, **kwargs: Any) -> requests.Resp
     """One HTTP exchange with the PAC, transport failures and 5xx mapped to gateway errors."""
     try:
         response = requests.request(method=method, url=url, timeout=timeout, **kwargs)
+    except requests.ConnectTimeout as exc:  # no connection, so nothing was sent
+        raise PacUnavailable(f"cannot connect to the PAC within {timeout}s") from exc
     except requests.Timeout as exc:
         raise PacTimeout(f"no answer from the PAC within {timeout}s") from exc
     except requests.ConnectionError as exc:
@@ -164,6 +192,8 @@ def _send(method: str, url: str, timeout: float, **kwargs: Any) -> requests.Resp
         if isinstance(reason, NewConnectionError):
             raise PacUnavailable("cannot connect to the PAC") from exc
         raise PacAmbiguous("connection to the PAC lost before its answer") from exc
+    if response.status_code == 504:  # a proxy gave up waiting: the PAC behind it may have stamped
+        raise PacAmbiguous("PAC answered HTTP 504 (gateway timeout)")
     if response.status_code >= 500:
         raise PacUnavailable(f"PAC answered HTTP {response.status_code}")
     return response
@@ -285,8 +315,19 @@ class _Finkok(Finkok):
         return (self._base_url or super().host).rstrip("/")
 
     def _perform_request(self, url: str, envelope: etree._Element) -> etree._Element:
-        response = _send("post", url, self._timeout, data=etree.tostring(envelope))
-        return etree.fromstring(response.content)
+        response = _send(
+            "post",
+            url,
+            self._timeout,
+            data=etree.tostring(envelope),
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+        )
+        try:
+            return etree.fromstring(response.content)
+        except etree.XMLSyntaxError:
+            raise PacRejected(
+                str(response.status_code), f"non-SOAP answer, HTTP {response.status_code}"
+            ) from None
 
 
 class _Diverza(Diverza):
@@ -367,6 +408,19 @@ class _Prodigia(Prodigia):
         return response
 
 
+@contextmanager
+def _stamp_exists() -> Iterator[None]:
+    """Around fetching the stamp a PAC's duplicate answer (307) refers to: the PAC holds one, so
+    failing to fetch it is never "not stamped" (which would let the invoice move to another
+    PAC), only "ask again"."""
+    try:
+        yield
+    except PacUnavailable as exc:
+        raise PacAmbiguous(
+            f"the PAC holds this document's stamp but did not return it: {exc}"
+        ) from exc
+
+
 def _response_error_text(exc: ResponseError) -> str:
     detail = exc.response
     if isinstance(detail, requests.Response):
@@ -376,7 +430,9 @@ def _response_error_text(exc: ResponseError) -> str:
 
 class PacGateway:
     """``stamp`` a sealed CFDI under a caller-chosen ``reference`` (stable across retries: use
-    the invoice id), ``recover`` a stamped CFDI by UUID."""
+    the invoice id), ``recover`` a stamped CFDI by UUID. ``failover`` is the second PAC, if
+    one is configured: the caller decides when an invoice may go there, since only it knows
+    whether the first may already hold a stamp."""
 
     def __init__(
         self,
@@ -387,8 +443,12 @@ class PacGateway:
         timeout: float,
         base_url: str | None = None,
         api_url: str | None = None,
+        failover: PacGateway | None = None,
     ):
         self.provider = Provider(provider)
+        if failover is not None and failover.provider == self.provider:
+            raise ValueError(f"the failover PAC must differ from the first ({self.provider})")
+        self.failover = failover
         env = Environment[environment.upper()]
         match self.provider:
             case Provider.SW:
@@ -399,6 +459,25 @@ class PacGateway:
                 self._client = _Diverza(credentials, env, base_url, timeout)
             case Provider.PRODIGIA:
                 self._client = _Prodigia(credentials, env, base_url, timeout)
+
+    def at(self, provider: str) -> PacGateway:
+        """This gateway or its failover, whichever is ``provider`` (where an invoice was
+        stamped, or may have been: ``invoices.pac_provider``)."""
+        if provider == self.provider:
+            return self
+        if self.failover is not None and provider == self.failover.provider:
+            return self.failover
+        # It may hold the invoice's stamp, so no other PAC may be asked instead.
+        raise PacUnavailable(
+            f"the invoice is (or may be) stamped at {provider}, which is no longer configured: "
+            "configure it again (COLMENA_PAC_PROVIDER or COLMENA_PAC_FAILOVER_PROVIDER)"
+        )
+
+    def other_than(self, provider: str) -> str | None:
+        """The configured PAC that is not ``provider``, if there is one."""
+        if self.failover is None:
+            return None
+        return str(self.failover.provider if provider == self.provider else self.provider)
 
     def stamp(self, signed_xml: bytes, *, reference: str) -> StampResult:
         """Stamp, or get back the stamp the PAC already issued for this XML/reference."""
@@ -420,12 +499,14 @@ class PacGateway:
             else:
                 issued = client.stamp(document)
         except _AlreadyStamped as duplicate:
-            return self._recover_duplicate(duplicate)
+            with _stamp_exists():
+                return self._recover_duplicate(duplicate)
         except ResponseError as exc:
             message = _response_error_text(exc)
             code = _code_of(message, "PAC")
             if code in DUPLICATE_CODES and isinstance(client, _Finkok):
-                return self._finkok_stamped(document)
+                with _stamp_exists():
+                    return self._finkok_stamped(document)
             raise PacRejected(code, message) from exc
         return parse_stamp(issued.xml, recovered=False)
 
@@ -438,12 +519,71 @@ class PacGateway:
         return self.recover(etree.fromstring(tfd.encode()).attrib["UUID"], recovered=True)
 
     def _finkok_stamped(self, document: _SignedDocument) -> StampResult:
+        """The stamp Finkok's 307 refers to. Its ``stamped`` lags the stamp by seconds and
+        answers 603 "no contiene un timbre previo" meanwhile, so 603 after a 307 means "ask
+        again", never "not stamped" (phpcfdi/finkok docs/issues/StampServiceDobleEstampado.md)."""
         try:
             issued = self._client.stamped(document)
         except ResponseError as exc:
             message = _response_error_text(exc)
-            raise PacRejected(_code_of(message, "PAC"), message) from exc
+            code = _code_of(message, "PAC")
+            if code == FINKOK_NOT_YET_STORED:
+                raise PacAmbiguous(f"Finkok reported 307, cannot return it yet: {message}") from exc
+            raise PacRejected(code, message) from exc
         return parse_stamp(issued.xml, recovered=True)
+
+    def cancel(
+        self, stamped_xml: bytes, *, motive: str, replacement_uuid: str | None, signer: Signer
+    ) -> CancelFiled:
+        """Ask the PAC to cancel a stamped CFDI, in the SAT's signed ``Cancelacion`` (the CSD
+        signs it, XML-DSig enveloped, as the SAT's cancellation service requires).
+
+        Safe to repeat: a request already filed answers 202. ``PacRejected`` when the PAC or
+        the SAT refuses it (203 not the issuer's, 205 unknown UUID, 208 bad replacement...).
+        """
+        document = CFDI.from_string(stamped_xml)
+        uuid = document["Complemento"]["TimbreFiscalDigital"]["UUID"].upper()
+        bound = log.bind(provider=str(self.provider), uuid=uuid, motive=motive)
+        try:
+            filed = self._cancel(document, uuid, motive, replacement_uuid, signer)
+        except PacError as exc:
+            bound.warning("pac.cancel_failed", error=type(exc).__name__, detail=str(exc))
+            raise
+        bound.info("pac.cancel_filed", code=filed.code)
+        return filed
+
+    def _cancel(
+        self,
+        document: CFDI,
+        uuid: str,
+        motive: str,
+        replacement_uuid: str | None,
+        signer: Signer,
+    ) -> CancelFiled:
+        client = self._client
+        try:
+            if isinstance(client, _SW | _Finkok):
+                request = cancelacion.Cancelacion(
+                    emisor=signer,
+                    folios=cancelacion.Folio(uuid, motive, replacement_uuid),
+                    fecha=dt.datetime.now(MEXICO_CITY).replace(tzinfo=None, microsecond=0),
+                )
+                answer = client.cancel_comprobante(request)
+            else:
+                answer = client.cancel(document, CancelReason(motive), replacement_uuid, signer)
+        except ResponseError as exc:
+            message = _response_error_text(exc)
+            raise PacRejected(_code_of(message, "PAC"), message) from exc
+        code = answer.code
+        if isinstance(code, dict):  # SW: {"<UUID>": "<EstatusUUID>"}
+            code = next((v for k, v in code.items() if k.upper() == uuid), None)
+        code = str(code or "").strip()
+        if code not in FILED_CODES:
+            raise PacRejected(
+                code or "PAC", f"cancellation of {uuid} not filed (EstatusUUID {code})"
+            )
+        acuse = answer.acuse.encode() if isinstance(answer.acuse, str) else answer.acuse
+        return CancelFiled(code=code, acuse=acuse)
 
     def recover(self, uuid: str, *, recovered: bool = True) -> StampResult:
         """The stamped XML for ``uuid`` from the PAC's storage (SW only: satcfdi's other
@@ -463,21 +603,37 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 
 def pac_gateway(settings: Settings) -> PacGateway:
-    """The gateway the PAC settings describe."""
+    """The gateway the PAC settings describe, with the failover PAC's when one is set."""
+    failover = None
+    if settings.pac_failover_provider is not None:
+        failover = _configured(settings, settings.pac_failover_provider, "pac_failover_")
+    return _configured(settings, settings.pac_provider, "pac_", failover=failover)
+
+
+def _configured(
+    settings: Settings, provider: str, prefix: str, *, failover: PacGateway | None = None
+) -> PacGateway:
+    """One PAC's gateway from its ``<prefix>*`` settings (``pac_`` or ``pac_failover_``); the
+    environment and timeout are shared."""
+
+    def setting(name: str) -> Any:
+        return getattr(settings, prefix + name)
+
     return PacGateway(
-        settings.pac_provider,
+        provider,
         settings.pac_environment,
         credentials=PacCredentials(
-            user=settings.pac_user,
-            password=_reveal(settings.pac_password),
-            token=_reveal(settings.pac_token),
-            contract=settings.pac_contract,
-            client_id=settings.pac_client_id,
+            user=setting("user"),
+            password=_reveal(setting("password")),
+            token=_reveal(setting("token")),
+            contract=setting("contract"),
+            client_id=setting("client_id"),
             issuer_rfc=settings.cfdi_issuer_rfc,
         ),
         timeout=settings.pac_timeout_seconds,
-        base_url=settings.pac_base_url,
-        api_url=settings.pac_api_url,
+        base_url=setting("base_url"),
+        api_url=setting("api_url"),
+        failover=failover,
     )
 
 

@@ -114,6 +114,9 @@ def with_pac_sandbox(settings: Settings, sandbox_url: str) -> Settings:
             "pac_provider": "sw",
             "pac_environment": "TEST",
             "pac_base_url": sandbox_url,
+            # The sandbox also answers for its stamps as the SAT's status service would, so a
+            # cancellation in dev is followed to its end without asking the real SAT.
+            "sat_status_url": sandbox_url,
             "pac_token": SecretStr(SANDBOX_TOKEN),
             "cfdi_csd_cer_path": cer,
             "cfdi_csd_key_path": key,

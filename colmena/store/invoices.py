@@ -19,7 +19,8 @@ _COLUMNS = (
     "id, payment_id, status, issuer_rfc, series, folio, receiver_rfc, receiver_email, currency, "
     "total, pac_reference, signed_xml, signed_at, stamped_xml, uuid, fecha_timbrado, recovered, "
     "pdf, xml_path, pdf_path, attempts, failure_source, failure_code, failure_message, emailed_at, "
-    "email_message_id, cancel_requested_at, held_at, hold_reason, created_at, updated_at"
+    "email_message_id, cancel_requested_at, held_at, hold_reason, cfdi_type, created_at, "
+    "updated_at"
 )
 _SUMMARY = (
     "id, payment_id, status, series, folio, receiver_rfc, total, currency, uuid, attempts, "
@@ -64,6 +65,8 @@ class InvoiceRecord:
     # hold is released (dispute won) or its cancellation requested (dispute lost).
     held_at: dt.datetime | None
     hold_reason: str | None
+    # 'I' an Ingreso (the sale), 'E' an Egreso (a credit note for a refund).
+    cfdi_type: str
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -104,9 +107,11 @@ async def get(
 async def get_by_payment(
     conn: asyncpg.Connection, payment_id: int, *, for_update: bool = False
 ) -> InvoiceRecord | None:
+    """The payment's Ingreso (its credit notes: `colmena.store.credit_notes`)."""
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM invoices WHERE payment_id = $1{lock}", payment_id
+        f"SELECT {_COLUMNS} FROM invoices WHERE payment_id = $1 AND cfdi_type = 'I'{lock}",
+        payment_id,
     )
     return _record(row) if row is not None else None
 
@@ -119,15 +124,7 @@ async def create(
     The caller holds the payment row lock (and found no invoice under it), so the folio is
     never taken by an insert that then conflicts.
     """
-    folio = await conn.fetchval(
-        """
-        INSERT INTO invoice_folios AS f (issuer_rfc, series, last_folio) VALUES ($1, $2, 1)
-        ON CONFLICT (issuer_rfc, series) DO UPDATE SET last_folio = f.last_folio + 1
-        RETURNING last_folio
-        """,
-        issuer_rfc,
-        series,
-    )
+    folio = await next_folio(conn, issuer_rfc=issuer_rfc, series=series)
     row = await conn.fetchrow(
         f"INSERT INTO invoices (payment_id, issuer_rfc, series, folio) VALUES ($1, $2, $3, $4) "
         f"RETURNING {_COLUMNS}",
@@ -137,6 +134,22 @@ async def create(
         folio,
     )
     return _record(row)
+
+
+async def next_folio(conn: asyncpg.Connection, *, issuer_rfc: str, series: str) -> int:
+    """The issuer's next folio in `series`, taken in the caller's transaction (a rollback gives
+    it back). Every CFDI of the issuer and series draws from this one counter, so an Ingreso, an
+    Egreso and a global invoice never share a folio."""
+    folio: int = await conn.fetchval(
+        """
+        INSERT INTO invoice_folios AS f (issuer_rfc, series, last_folio) VALUES ($1, $2, 1)
+        ON CONFLICT (issuer_rfc, series) DO UPDATE SET last_folio = f.last_folio + 1
+        RETURNING last_folio
+        """,
+        issuer_rfc,
+        series,
+    )
+    return folio
 
 
 async def save_signed(
@@ -308,7 +321,7 @@ async def hold(conn: asyncpg.Connection, payment_id: int, reason: str) -> Invoic
     row = await conn.fetchrow(
         f"UPDATE invoices SET held_at = coalesce(held_at, now()), "
         f"hold_reason = coalesce(hold_reason, $2), updated_at = now() "
-        f"WHERE payment_id = $1 RETURNING {_COLUMNS}",
+        f"WHERE payment_id = $1 AND cfdi_type = 'I' RETURNING {_COLUMNS}",
         payment_id,
         reason,
     )
@@ -320,7 +333,113 @@ async def release(conn: asyncpg.Connection, payment_id: int) -> InvoiceRecord | 
     none or it was not held."""
     row = await conn.fetchrow(
         f"UPDATE invoices SET held_at = NULL, hold_reason = NULL, updated_at = now() "
-        f"WHERE payment_id = $1 AND held_at IS NOT NULL RETURNING {_COLUMNS}",
+        f"WHERE payment_id = $1 AND cfdi_type = 'I' AND held_at IS NOT NULL "
+        f"RETURNING {_COLUMNS}",
         payment_id,
     )
     return _record(row) if row is not None else None
+
+
+async def enter_pac(conn: asyncpg.Connection, invoice_id: int, *, primary: str) -> str:
+    """Count an attempt that may reach a PAC, before making it; the PAC it must go to.
+
+    While an earlier attempt may have reached a PAC (``pac_uncertain`` > 0), that PAC; when
+    none may have, the primary (migration 0020 says why this never strands a stamp)."""
+    provider: str = await conn.fetchval(
+        """
+        UPDATE invoices SET
+            pac_provider = CASE WHEN pac_uncertain = 0 THEN $2 ELSE pac_provider END,
+            pac_uncertain = pac_uncertain + 1
+        WHERE id = $1 RETURNING pac_provider
+        """,
+        invoice_id,
+        primary,
+    )
+    return provider
+
+
+async def leave_pac(
+    conn: asyncpg.Connection, invoice_id: int, provider: str, *, switch_to: str | None
+) -> bool:
+    """Take back one attempt after ``provider`` answered "not stamped" for it. When that was
+    the last attempt that might have reached ``provider`` and ``switch_to`` is given, route the
+    invoice there instead, counting the attempt about to be sent to it; True when it moved.
+
+    One statement, so two workers on one invoice never both see "nothing outstanding"."""
+    moved: str | None = await conn.fetchval(
+        """
+        UPDATE invoices SET
+            pac_provider = CASE WHEN pac_uncertain = 1 AND $3::text IS NOT NULL
+                THEN $3 ELSE pac_provider END,
+            pac_uncertain = CASE WHEN pac_uncertain = 1 AND $3::text IS NOT NULL
+                THEN 1 ELSE pac_uncertain - 1 END
+        WHERE id = $1 AND pac_provider = $2 AND pac_uncertain > 0
+        RETURNING pac_provider
+        """,
+        invoice_id,
+        provider,
+        switch_to,
+    )
+    return switch_to is not None and moved == switch_to
+
+
+# `colmena invoices list --state`: where each invoice is in its life, over the invoice (i) and
+# its cancellation (c, migration 0017). A rejected or refused cancellation leaves it stamped.
+LIST_STATES = {
+    "stamped": "i.uuid IS NOT NULL AND i.cfdi_type = 'I' AND i.status <> 'cancellation_requested' "
+    "AND (c.state IS NULL OR c.state IN ('rejected', 'refused'))",
+    "cancelling": "c.state IN ('requested', 'in_process', 'awaiting_acceptance') "
+    "OR (c.state IS NULL AND i.status = 'cancellation_requested')",
+    "cancelled": "c.state IN ('cancelled', 'expired')",
+    "egreso": "i.cfdi_type = 'E'",
+}
+
+
+async def in_state(conn: asyncpg.Connection, state: str, *, limit: int) -> list[InvoiceSummary]:
+    """The newest invoices in one of ``LIST_STATES``."""
+    columns = ", ".join(f"i.{name.strip()}" for name in _SUMMARY.split(","))
+    rows = await conn.fetch(
+        f"SELECT {columns} FROM invoices i "
+        f"LEFT JOIN invoice_cancellations c ON c.invoice_id = i.id "
+        f"WHERE {LIST_STATES[state]} ORDER BY i.id DESC LIMIT $1",
+        limit,
+    )
+    return [InvoiceSummary(**dict(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class GlobalSummary:
+    """A CFDI global for público en general (migration 0019), as `invoices list` shows it."""
+
+    id: int
+    periodicity: str
+    period_first: dt.date
+    status: str
+    series: str
+    folio: int
+    total: Decimal | None
+    payments: int
+    uuid: str | None
+    attempts: int
+    failure_code: str | None
+
+
+async def recent_global(conn: asyncpg.Connection, *, limit: int) -> list[GlobalSummary]:
+    rows = await conn.fetch(
+        """
+        SELECT g.id, g.periodicity, g.period_first, g.status, g.series, g.folio, g.total,
+            (SELECT count(*) FROM global_invoice_payments p WHERE p.global_invoice_id = g.id)
+                AS payments,
+            g.uuid, g.attempts, g.failure_code
+        FROM global_invoices g ORDER BY g.id DESC LIMIT $1
+        """,
+        limit,
+    )
+    return [GlobalSummary(**dict(row)) for row in rows]
+
+
+async def stamping_pac(conn: asyncpg.Connection, invoice_id: int) -> str | None:
+    """The PAC the invoice was stamped at (or its attempts go to); None before the failover
+    setting existed, when there was only one."""
+    value = await conn.fetchval("SELECT pac_provider FROM invoices WHERE id = $1", invoice_id)
+    return str(value) if value is not None else None

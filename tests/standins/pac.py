@@ -25,9 +25,20 @@ against SW's own SDKs, lunasoft/sw-sdk-python / sw-sdk-dotnet, and their tests):
 Not confirmed from a public source, so chosen plainly: errors use HTTP 400 (401 for a bad
 token), and the exact wording of 301/302/305.
 
+Cancellation (what satcfdi's ``SWSapien.cancel_comprobante`` sends and reads):
+
+- ``POST /cfdi33/cancel/xml``, ``Authorization: Bearer <token>``, multipart field ``xml``
+  holding the CSD-signed ``Cancelacion`` (checked as the SAT would: tests/standins/
+  cancelacfd.py). Success: ``{"data": {"acuse": "<Acuse ...>", "uuid": {"<UUID>":
+  "<EstatusUUID>"}}, "status": "success"}`` with the SAT's codes: ``201`` filed, ``202``
+  cancelled before, ``203`` not the issuer's, ``205`` unknown UUID. Each filed one goes to the
+  SAT stand-in (``sat``), which plays the status service. A request that fails the schema or
+  the signature is an error body, ``"CA1000 - <why>"`` (code and wording chosen plainly).
+
 Fault switches: ``hang_next`` (never answers until shutdown, so the client times out),
 ``fail_next`` (HTTP 500 without stamping), ``drop_next`` (stamps, then closes the connection
-without answering).
+without answering); ``cancel_fail_next`` (HTTP 500 to a cancellation, nothing filed),
+``cancel_drop_next`` (files it, then closes the connection without answering).
 """
 
 from __future__ import annotations
@@ -62,7 +73,9 @@ from satcfdi.transform import (
 from satcfdi.utils import parser as satcfdi_parser
 
 from colmena.domain.invoicing import Concept, Invoice, Issuer, Receiver
+from colmena.sandbox.cancelacion_check import CancelacionInvalid, check_cancelacion
 from tests.standins.csd import ISSUER_NAME, ISSUER_RFC, RECEIVER_NAME, RECEIVER_RFC
+from tests.standins.sat_status import StandInSat
 
 CFDI4 = "http://www.sat.gob.mx/cfd/4"
 MEXICO_CITY = ZoneInfo("America/Mexico_City")
@@ -88,7 +101,11 @@ class StandInSW:
     hang_next: int = 0
     fail_next: int = 0
     drop_next: int = 0
+    cancel_fail_next: int = 0
+    cancel_drop_next: int = 0
+    sat: StandInSat | None = None
     received: list[tuple[str, str]] = field(default_factory=list)
+    cancellation_requests: list[bytes] = field(default_factory=list)
     stamps: dict[str, Stamp] = field(default_factory=dict)
     _by_sello: dict[str, str] = field(default_factory=dict)
     _by_customid: dict[str, str] = field(default_factory=dict)
@@ -101,6 +118,7 @@ class StandInSW:
         app.router.add_post("/security/authenticate", self._authenticate)
         app.router.add_post("/v4/cfdi33/stamp/v4", self._stamp)
         app.router.add_get("/datawarehouse/v1/live/{uuid}", self._datawarehouse)
+        app.router.add_post("/cfdi33/cancel/xml", self._cancel)
         app.router.add_get("/storage/{uuid}.xml", self._storage)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -179,6 +197,48 @@ class StandInSW:
             request.transport.abort()
         return web.json_response({"data": stamp.data, "status": "success"})
 
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        self.received.append(("cancel", ""))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, "AU2000 - El token proporcionado no es válido.")
+        if self.cancel_fail_next:
+            self.cancel_fail_next -= 1
+            return _error(500, "Internal Server Error")
+        form = await request.post()
+        upload = form.get("xml")
+        if not isinstance(upload, web.FileField):
+            return _error(400, "CA1000 - no 'xml' part in the multipart body")
+        raw = upload.file.read()
+        self.cancellation_requests.append(raw)
+        try:
+            cancelacion = check_cancelacion(raw)
+        except CancelacionInvalid as exc:
+            return _error(400, f"CA1000 - {exc}")
+        codes = {}
+        for folio in cancelacion.folios:
+            stamp = self.stamps.get(folio.uuid)
+            if stamp is None:
+                codes[folio.uuid] = "205"
+            elif _issuer_of(stamp) != cancelacion.issuer_rfc:
+                codes[folio.uuid] = "203"
+            else:
+                codes[folio.uuid] = (
+                    self.sat.request_cancellation(folio.uuid) if self.sat is not None else "201"
+                )
+        acuse = (
+            f'<Acuse xmlns="http://cancelacfd.sat.gob.mx" RfcEmisor="{cancelacion.issuer_rfc}">'
+            + "".join(
+                f"<Folios><UUID>{uuid}</UUID><EstatusUUID>{code}</EstatusUUID></Folios>"
+                for uuid, code in codes.items()
+            )
+            + "</Acuse>"
+        )
+        if self.cancel_drop_next:
+            self.cancel_drop_next -= 1
+            assert request.transport is not None
+            request.transport.abort()
+        return web.json_response({"data": {"acuse": acuse, "uuid": codes}, "status": "success"})
+
     async def _datawarehouse(self, request: web.Request) -> web.Response:
         wanted = request.match_info["uuid"].upper()
         self.received.append(("datawarehouse", wanted))
@@ -248,6 +308,7 @@ class StandInSW:
             fecha_timbrado=dt.datetime.now(tz=MEXICO_CITY).replace(tzinfo=None, microsecond=0),
             sello_cfd=root.attrib["Sello"],
         )
+        receiver = root.find(f"{{{CFDI4}}}Receptor")
         complemento = root.find(f"{{{CFDI4}}}Complemento")
         if complemento is None:
             complemento = etree.SubElement(root, f"{{{CFDI4}}}Complemento")
@@ -269,7 +330,21 @@ class StandInSW:
         }
         stamp = Stamp(uuid=tfd["UUID"], xml=xml, tfd=tfd_xml, data=data)
         self.stamps[stamp.uuid] = stamp
+        if self.sat is not None:
+            issuer = root.find(f"{{{CFDI4}}}Emisor")
+            assert issuer is not None and receiver is not None
+            self.sat.register(
+                stamp.uuid,
+                issuer_rfc=issuer.attrib["Rfc"],
+                receiver_rfc=receiver.attrib["Rfc"],
+                total=Decimal(root.attrib["Total"]),
+            )
         return stamp
+
+
+def _issuer_of(stamp: Stamp) -> str:
+    issuer = etree.fromstring(stamp.xml.encode()).find(f"{{{CFDI4}}}Emisor")
+    return issuer.attrib["Rfc"] if issuer is not None else ""
 
 
 def _digest(sello: str) -> str:
