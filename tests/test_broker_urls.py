@@ -9,13 +9,14 @@ node dies) is tested in test_rabbit_cluster.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-import structlog
 
 from colmena.config import Settings, SettingsError, load_settings
 from colmena.runtime.broker_check import check_broker
@@ -26,6 +27,7 @@ from colmena.runtime.queue_probe import QueueProbe
 from colmena.runtime.queues import QueueMismatch
 from colmena.store import outbox
 from tests.conftest import AMQP_URL
+from tests.fuzz_support import LogCapture, capture_logs
 from tests.ops_support import colmena_env, free_port
 
 UNREACHABLE_WARNING = "broker node unreachable, using the others"
@@ -89,6 +91,11 @@ def test_nodes_are_dialled_from_the_last_that_answered_and_a_failure_is_news_onc
     assert nodes.failed("amqp://h1/") is True
 
 
+def logged(capture: LogCapture) -> list[dict[str, Any]]:
+    """The JSON log lines colmena wrote while `capture` ran (pika's own lines are not JSON)."""
+    return [json.loads(line) for line in capture.text().splitlines() if line.startswith("{")]
+
+
 async def test_the_publisher_skips_an_unreachable_node_with_one_warning(
     db, settings: Settings, dead_url: str
 ) -> None:
@@ -99,13 +106,14 @@ async def test_the_publisher_skips_an_unreachable_node_with_one_warning(
         ]
     publisher = AmqpPublisher([dead_url, AMQP_URL], settings.queue_prefix, connect_timeout=2)
     try:
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as capture:
             assert await publisher.publish_many(rows[:2]) == [True, True]
             await publisher.close()  # the next call dials again, from the node that answered
             assert await publisher.publish_many(rows[2:]) == [True, True]
     finally:
         await publisher.close()
-    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    logs = logged(capture)
+    warnings = [entry for entry in logs if entry["level"] == "warning"]
     assert [(entry["event"], entry["node"]) for entry in warnings] == [
         (UNREACHABLE_WARNING, node_label(dead_url))
     ]
@@ -115,12 +123,13 @@ async def test_the_publisher_skips_an_unreachable_node_with_one_warning(
 def test_the_start_up_check_puts_answering_nodes_first_and_warns_once(
     settings: Settings, dead_url: str
 ) -> None:
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as capture:
         ordered = check_broker(
             [dead_url, AMQP_URL], settings.queue_prefix, ["payments"], quorum=False
         )
     assert ordered == [AMQP_URL, dead_url]
-    assert [(entry["event"], entry["node"]) for entry in logs] == [
+    logs = logged(capture)
+    assert [(entry["event"], entry["node"]) for entry in logs if entry["level"] == "warning"] == [
         (UNREACHABLE_WARNING, node_label(dead_url))
     ]
     assert "s3cret-pass" not in repr(logs)
@@ -167,11 +176,11 @@ async def test_quorum_on_an_existing_classic_queue_names_the_queue_and_the_fix(
         row = await outbox.record(db, queue="payments", actor="noop")
     publisher = AmqpPublisher(AMQP_URL, prefix, quorum=True)
     try:
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as capture:
             assert await publisher.publish_many([row]) == [False]  # left to the relay
     finally:
         await publisher.close()
-    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    errors = [entry for entry in logged(capture) if entry["level"] == "error"]
     assert [entry["error"] for entry in errors] == [_mismatch_text(prefix)]
 
 
