@@ -34,21 +34,10 @@ ORDER_ID_KEYS = ("order_id", "external_reference", "external_ref")
 
 
 @dataclass(frozen=True)
-class Order:
+class Order(OrderDraft):
+    """An order row: the draft it was made from, and what became of it."""
+
     id: uuid.UUID
-    product_ref: str
-    price_id: int
-    edition: str | None
-    seats: int
-    quantity: int
-    currency: str
-    amount: Decimal
-    buyer_email: str
-    buyer_locale: str | None
-    provider: str
-    installments: int | None
-    fiscal: dict[str, str] | None
-    tenant_ref: str | None
     status: str
     status_reason: str | None
     provider_ref: str | None

@@ -58,6 +58,7 @@ from satcfdi.utils import parser as satcfdi_parser
 from tests.standins.csd import ISSUER_RFC, RECEIVER_RFC
 from tests.standins.pac import MEXICO_CITY, Stamp, StandInSW, _digest
 from tests.standins.sat_status import StandInSat
+from tests.standins.serving import serve
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 STAMP = "http://facturacion.finkok.com/stamp"
@@ -106,12 +107,7 @@ class StandInFinkok:
         app = web.Application()
         app.router.add_post("/servicios/soap/stamp.wsdl", self._stamp_service)
         app.router.add_post("/servicios/soap/cancel.wsdl", self._cancel_service)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:

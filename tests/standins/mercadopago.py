@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.standins.serving import serve
+
 SELLER_TZ = timezone(timedelta(hours=-4))
 _ids = itertools.count(1_319_000_000)
 
@@ -160,12 +162,7 @@ class MercadoPagoStandin:
         app = web.Application()
         app.router.add_get("/v1/payments/search", self._search)
         app.router.add_get("/v1/payments/{payment_id}", self._get)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.standins.mercadopago import MercadoPagoStandin, _error
+from tests.standins.serving import serve
 
 _order_ids = itertools.count(29_000_000_000)
 
@@ -80,10 +81,5 @@ class MercadoPagoOrdersStandin(MercadoPagoStandin):
         app.router.add_get("/v1/payments/search", self._search)
         app.router.add_get("/v1/payments/{payment_id}", self._get)
         app.router.add_get("/merchant_orders/{order_id}", self._get_order)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url

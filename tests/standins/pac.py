@@ -76,6 +76,7 @@ from colmena.domain.invoicing import Concept, Invoice, Issuer, Receiver
 from colmena.sandbox.cancelacion_check import CancelacionInvalid, check_cancelacion
 from tests.standins.csd import ISSUER_NAME, ISSUER_RFC, RECEIVER_NAME, RECEIVER_RFC
 from tests.standins.sat_status import StandInSat
+from tests.standins.serving import serve
 
 CFDI4 = "http://www.sat.gob.mx/cfd/4"
 MEXICO_CITY = ZoneInfo("America/Mexico_City")
@@ -120,12 +121,7 @@ class StandInSW:
         app.router.add_get("/datawarehouse/v1/live/{uuid}", self._datawarehouse)
         app.router.add_post("/cfdi33/cancel/xml", self._cancel)
         app.router.add_get("/storage/{uuid}.xml", self._storage)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:

@@ -30,6 +30,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from colmena.sandbox.sat_status import FOUND, NOT_FOUND, SOAP_ACTION, answer, question
+from tests.standins.serving import serve
 
 GENERIC_RFCS = frozenset({"XAXX010101000", "XEXX010101000"})
 
@@ -65,12 +66,7 @@ class StandInSat:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/ConsultaCFDIService.svc", self._consulta)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from colmena.sandbox.stripe_billing import LEDGER, Ledger, WebhookTarget, nested, stripe_billing_app
+from tests.standins.serving import serve
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,7 @@ class StripeBillingStandin:
     async def start(self) -> str:
         self._app = stripe_billing_app(target=self.target)
         self._app.middlewares.insert(0, self._watch)  # outermost: sees every request first
-        self._runner = web.AppRunner(self._app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(self._app)
         return self.url
 
     async def stop(self) -> None:

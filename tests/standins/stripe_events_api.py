@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.standins.serving import serve
+
 # The API path of each object type a thin event's related_object may name.
 API_PATHS = {
     "payment_intent": "/v1/payment_intents",
@@ -63,12 +65,7 @@ class StripeEventsStandin:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_get("/{path:v1/.+}", self._get)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def stop(self) -> None:
