@@ -33,6 +33,8 @@ OWN_TESTS = {
     "accounts": "tests/test_accounts.py",
     "checkout": "tests/test_checkout.py",
     "billing": "tests/test_billing.py",
+    "notifications": "tests/test_notifications_api.py",
+    "reports": "tests/test_reports_http.py",
 }
 
 

@@ -84,7 +84,7 @@ def _date(value: object) -> date | None:
 def filter_case(context: schemathesis.HookContext, case: Case) -> bool:
     """Drop cases that break a rule between two parameters, which JSON Schema cannot state and
     the document states in words (test_rates.py checks their 400): the history's `from` after
-    its `to`, a conversion from a currency to itself."""
+    its `to`, a conversion from a currency to itself, a report's range reversed or too long."""
     query = case.query or {}
     start, end = query.get("from"), query.get("to")
     if case.path == "/api/v1/rates/history":
@@ -92,6 +92,10 @@ def filter_case(context: schemathesis.HookContext, case: Case) -> bool:
         return not (first and last and first > last)
     if case.path == "/api/v1/rates/convert" and isinstance(start, str) and isinstance(end, str):
         return start.strip().upper() != end.strip().upper()
+    if case.path.startswith(("/api/v1/admin/reports/", "/api/v1/admin/reconcile")):
+        # A report's range: `to` not before `from`, at most COLMENA_REPORT_MAX_DAYS (test_reports*).
+        first, last = _date(start), _date(end)
+        return not (first and last and not 0 <= (last - first).days < 366)
     return True
 
 

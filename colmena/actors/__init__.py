@@ -23,6 +23,10 @@ ACTOR_MODULES = (
     "credit_notes",
     "global_invoice",
     "bots",
+    "audit",
+    "backups",
+    "health_report",
+    "notifications",
 )
 
 

@@ -41,6 +41,7 @@ only to create a bot or replace its keys file, and go nowhere else
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -67,6 +68,7 @@ from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
+from colmena.store import notifications as notify_store
 from colmena.store import provider_keys as keys_store
 from colmena.store import tenants as store
 from colmena.store.outbox import OutboxMessage
@@ -79,9 +81,11 @@ from colmena.supervisor.reconciler import (
     Do,
     Step,
     after_failed_start,
+    bot_events,
     decide,
     policy_from,
     spec_for,
+    stale_for_long,
     with_keys,
 )
 from colmena.supervisor.restart_policy import RestartState
@@ -123,8 +127,15 @@ async def change_plan(
     active: bool,
     source: str,
     provider_at: datetime,
+    *,
+    notices: list[OutboxMessage] | None = None,
 ) -> tuple[str, OutboxMessage | None]:
-    """Apply one plan change inside the caller's transaction; (outcome, reconcile message)."""
+    """Apply one plan change inside the caller's transaction; (outcome, reconcile message).
+
+    A plan that changed is a `plan.changed` tenant event, recorded here; its notification
+    messages are added to `notices` for the caller to publish after commit (without a list,
+    the outbox relay publishes them).
+    """
     if await store.get_plan(conn, plan) is None:
         raise PermanentError(f"unknown plan {plan!r}")
 
@@ -188,6 +199,11 @@ async def change_plan(
             config_version=version,
         )
     await stop_over_capital(conn, bot, new_plan)
+    if decision.plan != tenant.plan:
+        changed = {"from": tenant.plan, "to": decision.plan, "reason": decision.reason}
+        rows = await notify_store.record_events(conn, tenant_ref, [("plan.changed", changed)])
+        if notices is not None:
+            notices.extend(rows)
     log.info(
         "plan applied",
         tenant_id=tenant_ref,
@@ -204,10 +220,13 @@ async def apply_plan(
 ) -> None:
     """Move a tenant to the plan the payments side says is (or no longer is) paid for."""
     at = _provider_time(provider_at)
+    notices: list[OutboxMessage] = []
     async with resources.pool.acquire() as conn:
         async with conn.transaction():
-            _, row = await change_plan(conn, tenant_ref, plan, bool(active), source, at)
-        await publish_now(resources.pool, resources.publisher, [row])
+            _, row = await change_plan(
+                conn, tenant_ref, plan, bool(active), source, at, notices=notices
+            )
+        await publish_now(resources.pool, resources.publisher, [row, *notices])
 
 
 # Commands and reconciling one tenant ----------------------------------------------------------
@@ -232,11 +251,15 @@ async def converge(
     actual: BotStatus | None = None,
     listed: bool = False,
     force_restart: bool = False,
+    notices: list[OutboxMessage] | None = None,
 ) -> Step | None:
     """Make the tenant's bot what its row says. The caller holds the tenant's lock.
 
     `listed` says `actual` comes from a listing the caller already made (reconcile_all);
-    otherwise the runtime is listed here. None when the tenant does not exist.
+    otherwise the runtime is listed here. None when the tenant does not exist. What changed
+    for the tenant (started, stopped, crashed...) is recorded as tenant events in the
+    transaction that stores the new state; their notification messages are added to `notices`
+    for the caller to publish after commit (without a list, the outbox relay publishes them).
     """
     if not listed:
         actual = next(
@@ -287,6 +310,7 @@ async def converge(
         start_error=start_failure(row.start_error).message if row.start_error else None,
         unhealthy_since=unhealthy_since,
     )
+    decided = step
     if actual is not None and step.do in (Do.STOP, Do.START, Do.RESTART):
         await _ship_last_lines(conn, settings, runtime, actual)
     if step.do is Do.STOP:
@@ -302,28 +326,58 @@ async def converge(
             cause=step.cause,
             exit_code=actual.exit_code if actual else None,
         )
-    if step.state is not None:
-        await store.save_restart_state(
-            conn,
-            tenant_id,
-            restarts=step.state.restarts,
-            streak=step.state.streak,
-            crashloop=step.state.crashloop,
-            crashloop_reason=step.reason if step.state.crashloop else None,
-            # A restart the runtime refused was still an attempt: it counts.
-            restarted=step.do is Do.RESTART or step.do is Do.START_FAILED,
-        )
     replaced = step.do in (Do.STOP, Do.START, Do.RESTART, Do.START_FAILED)
     exit_code = actual.exit_code if actual is not None and actual.state is BotState.EXITED else None
-    await store.set_observed(
-        conn,
-        tenant_id,
-        step.observed,
-        healthy=None if replaced else healthy,
-        exit_code=exit_code,
-        next_restart_at=step.restart_at,
-        unhealthy_since=None if replaced else unhealthy_since,
+    events = bot_events(
+        row.observed,
+        decided,
+        step,
+        became_unhealthy=stale_for_long(
+            row.unhealthy_since,
+            row.observed_at,
+            unhealthy_since,
+            now,
+            heartbeat_max_age(settings.bot_heartbeat_seconds),
+        ),
     )
+    async with conn.transaction() if events else contextlib.nullcontext():
+        if step.state is not None:
+            await store.save_restart_state(
+                conn,
+                tenant_id,
+                restarts=step.state.restarts,
+                streak=step.state.streak,
+                crashloop=step.state.crashloop,
+                crashloop_reason=step.reason if step.state.crashloop else None,
+                # A restart the runtime refused was still an attempt: it counts.
+                restarted=step.do is Do.RESTART or step.do is Do.START_FAILED,
+            )
+        await store.set_observed(
+            conn,
+            tenant_id,
+            step.observed,
+            healthy=None if replaced else healthy,
+            exit_code=exit_code,
+            next_restart_at=step.restart_at,
+            unhealthy_since=None if replaced else unhealthy_since,
+        )
+        rows = await notify_store.record_events(
+            conn,
+            tenant_id,
+            [
+                (
+                    kind,
+                    {
+                        "reason": (decided if kind == "bot.crashed" else step).reason,
+                        "state": step.observed,
+                        "exit_code": exit_code,
+                    },
+                )
+                for kind in events
+            ],
+        )
+    if notices is not None:
+        notices.extend(rows)
     return step
 
 
@@ -391,13 +445,21 @@ async def reconcile_one(
     """Converge one tenant under its lock (waiting for a command in progress)."""
     runtime = await runtime_of(resources.settings)
     started = time.perf_counter()
+    notices: list[OutboxMessage] = []
     async with resources.pool.acquire() as conn, store.tenant_lock(conn, tenant_id):
         try:
-            return await converge(
-                conn, resources.settings, runtime, tenant_id, force_restart=force_restart
+            step = await converge(
+                conn,
+                resources.settings,
+                runtime,
+                tenant_id,
+                force_restart=force_restart,
+                notices=notices,
             )
         finally:
             BOT_RECONCILE_SECONDS.labels(scope="tenant").observe(time.perf_counter() - started)
+    await publish_now(resources.pool, resources.publisher, notices)
+    return step
 
 
 @actor(queue=QUEUE, name="reconcile_tenant")
@@ -432,12 +494,18 @@ async def run_command(resources: Resources, command_id: str) -> None:
         with structlog.contextvars.bound_contextvars(
             tenant_id=command.tenant_id, command_id=command_id
         ):
+            notices: list[OutboxMessage] = []
             async with store.tenant_lock(conn, command.tenant_id):
-                await _run_locked(conn, resources.settings, runtime, key)
+                await _run_locked(conn, resources.settings, runtime, key, notices)
+            await publish_now(resources.pool, resources.publisher, notices)
 
 
 async def _run_locked(
-    conn: asyncpg.Connection, settings: Settings, runtime: Runtime, key: uuid.UUID
+    conn: asyncpg.Connection,
+    settings: Settings,
+    runtime: Runtime,
+    key: uuid.UUID,
+    notices: list[OutboxMessage],
 ) -> None:
     command = await store.get_command(conn, key)
     if command is None or command.status != "queued":
@@ -450,7 +518,12 @@ async def _run_locked(
     started = time.perf_counter()
     try:
         step = await converge(
-            conn, settings, runtime, command.tenant_id, force_restart=command.kind == "restart"
+            conn,
+            settings,
+            runtime,
+            command.tenant_id,
+            force_restart=command.kind == "restart",
+            notices=notices,
         )
     except Exception as exc:  # the reconciler keeps converging
         # The tenant gets fixed words: an unexpected error's text can hold host paths and engine
@@ -563,9 +636,17 @@ async def reconcile_all(resources: Resources) -> Counter[str]:
         ):
             if not got:
                 return "busy"
+            notices: list[OutboxMessage] = []
             step = await converge(
-                conn, settings, runtime, tenant_id, actual=by_tenant.get(tenant_id), listed=True
+                conn,
+                settings,
+                runtime,
+                tenant_id,
+                actual=by_tenant.get(tenant_id),
+                listed=True,
+                notices=notices,
             )
+            await publish_now(resources.pool, resources.publisher, notices)
             return step.do.value if step else "gone"
 
     results = await asyncio.gather(

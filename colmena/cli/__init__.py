@@ -11,14 +11,20 @@ import sys
 import click
 
 from colmena.cli import (
+    audit,
+    backups,
     catalog,
     check,
     core,
+    db,
     deadletters,
+    health_report,
     invoices,
     licenses,
+    notifications,
     payments,
     rates,
+    reports,
     status,
     tenants,
 )
@@ -54,6 +60,12 @@ COMMAND_MODULES = [
     status,
     tenants,
     catalog,
+    audit,
+    db,
+    reports,
+    backups,
+    health_report,
+    notifications,
 ]
 for module in COMMAND_MODULES:
     for command in module.COMMANDS:

@@ -10,11 +10,13 @@ them. Bad input exits 2 with one line naming it; an unknown product or price exi
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import click
 
+from colmena.cli.audit import attribute_operator
 from colmena.cli.database import with_database
 from colmena.config.dev_stack import load_operator_settings
 from colmena.domain.catalog import (
@@ -47,6 +49,22 @@ def catalog_group() -> None:
     """Products (license products, tenant plans) and their prices per currency."""
 
 
+T = TypeVar("T")
+
+
+def _attributed(
+    command: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> Callable[[asyncpg.Connection], Awaitable[T]]:
+    """`work` in one transaction whose catalog changes the audit trail records as the operator's."""
+
+    async def run(conn: asyncpg.Connection) -> T:
+        async with conn.transaction():
+            await attribute_operator(conn, command)
+            return await work(conn)
+
+    return run
+
+
 @catalog_group.command("add")
 @click.argument("ref")
 @click.option("--name", required=True, help="what buyers see")
@@ -69,7 +87,7 @@ def add_command(
         return await store.add_product(conn, product)
 
     try:
-        added = with_database(load_operator_settings(), work)
+        added = with_database(load_operator_settings(), _attributed("catalog add", work))
     except CatalogError as exc:
         raise _refused(exc) from None
     if added is None:
@@ -144,7 +162,7 @@ def price_command(
             raise _refused(exc) from None
         return await store.set_price(conn, price)
 
-    change = with_database(load_operator_settings(), work)
+    change = with_database(load_operator_settings(), _attributed("catalog price", work))
     if change is None:
         raise click.ClickException(f"no live product {ref}")
     click.echo(f"price #{change.price.id}: {_price_text(change.price)} for {ref}")
@@ -233,14 +251,19 @@ def archive_command(ref: str | None, price_id: int | None) -> None:
     settings = load_operator_settings()
     if ref is None and price_id is not None:
         chosen = price_id
-        price = with_database(settings, lambda conn: store.archive_price(conn, chosen))
+        price = with_database(
+            settings,
+            _attributed("catalog archive", lambda conn: store.archive_price(conn, chosen)),
+        )
         if price is None:
             raise click.ClickException(f"no live price #{price_id}")
         click.echo(f"archived price #{price.id} ({_price_text(price)}) of {price.product_ref}")
         return
     if ref is None or price_id is not None:
         raise BadInput("name one product REF or one --price ID")
-    product = with_database(settings, lambda conn: store.archive_product(conn, ref))
+    product = with_database(
+        settings, _attributed("catalog archive", lambda conn: store.archive_product(conn, ref))
+    )
     if product is None:
         raise click.ClickException(f"no live product {ref}")
     click.echo(f"archived product {product.ref} and its prices; it is no longer sold")

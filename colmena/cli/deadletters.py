@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import click
 
+from colmena.cli.audit import record_operator_action
 from colmena.config import Settings, load_settings
 from colmena.config.dev_stack import operator_settings
 from colmena.runtime.deadletters import DeadLetter, Requeued
@@ -73,6 +74,31 @@ def _run(call: Callable[[Settings, QueueAdmin], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from None
+
+
+async def _audit(settings: Settings, command: str, action: str, letters: list[DeadLetter]) -> None:
+    """One audit row per letter moved or removed, written once the broker has done it (the move
+    is not a database change, so no transaction can hold both)."""
+    if not letters or settings.database_url is None:
+        return
+    conn = await open_database(settings.database_url.get_secret_value())
+    try:
+        async with conn.transaction():
+            for letter in letters:
+                await record_operator_action(
+                    conn,
+                    command,
+                    action=action,
+                    subject_kind="dead_letter",
+                    subject_id=letter.message_id or f"{letter.queue}#{letter.position}",
+                    before={
+                        "queue": letter.queue,
+                        "actor": letter.actor,
+                        "retries": letter.retries,
+                    },
+                )
+    finally:
+        await conn.close()
 
 
 def _dead_letters(queue: str | None) -> list[DeadLetter]:
@@ -135,8 +161,10 @@ def dlq_show(queue: str | None, message_id: str) -> None:
 def dlq_requeue(queue: str | None, message_id: str | None) -> None:
     """Put dead letters back on their queue with their retries reset; undecodable ones stay."""
 
-    async def move(_settings: Settings, admin: QueueAdmin) -> Requeued:
-        return await admin.requeue(_queues(queue), message_id)
+    async def move(settings: Settings, admin: QueueAdmin) -> Requeued:
+        done = await admin.requeue(_queues(queue), message_id)
+        await _audit(settings, "dlq requeue", "deadletter.requeue", list(done.moved))
+        return done
 
     done = _run(move)
     if message_id is not None and not done.moved and not done.skipped:
@@ -161,8 +189,10 @@ def dlq_requeue(queue: str | None, message_id: str | None) -> None:
 def dlq_delete(queue: str, ident: str) -> None:
     """Remove one dead letter for good (export it first to keep a copy)."""
 
-    async def remove(_settings: Settings, admin: QueueAdmin) -> DeadLetter | None:
-        return await admin.delete(_queues(queue)[0], ident)
+    async def remove(settings: Settings, admin: QueueAdmin) -> DeadLetter | None:
+        deleted = await admin.delete(_queues(queue)[0], ident)
+        await _audit(settings, "dlq delete", "deadletter.delete", [deleted] if deleted else [])
+        return deleted
 
     deleted = _run(remove)
     if deleted is None:

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import click
 
-from colmena.actors.invoice_cancellation import record_request
 from colmena.actors.invoice_stamping import QUEUE
+from colmena.cli.audit import attribute_operator, record_operator_action
 from colmena.config import Settings, SettingsError, load_settings
 from colmena.config.dev_stack import load_operator_settings
 from colmena.domain.cancellation import (
@@ -33,6 +33,7 @@ from colmena.gateways.stamping_config import StampingNotConfigured, csd_source
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.startup import amqp_publisher, open_database
 from colmena.store import cancellations, credit_notes, invoices, outbox
+from colmena.store.cancellation_requests import record_request
 from colmena.store.cancellations import CancellationRecord
 from colmena.store.invoices import STATUSES, InvoiceRecord
 from colmena.store.outbox import OutboxMessage
@@ -242,6 +243,7 @@ def cancel_command(invoice_id: int, motive: str, replacement: str | None) -> Non
 
     async def run(conn: asyncpg.Connection) -> tuple[CancellationRecord, OutboxMessage | None]:
         async with conn.transaction():
+            await attribute_operator(conn, "invoices cancel")
             record = await record_request(
                 conn,
                 invoice_id,
@@ -316,6 +318,7 @@ def retry_command(invoice_id: int) -> None:
 
     async def run(conn: asyncpg.Connection) -> tuple[str, OutboxMessage | None]:
         async with conn.transaction():
+            await attribute_operator(conn, "invoices retry")
             invoice = await invoices.get(conn, invoice_id, for_update=True)
             if invoice is None:
                 raise click.ClickException(f"no invoice {invoice_id}")
@@ -345,6 +348,14 @@ def retry_command(invoice_id: int) -> None:
                 else:
                     step, actor, args = "stamping", "stamp_invoice", [invoice.payment_id]
             row = await outbox.record(conn, queue=QUEUE, actor=actor, args=args)
+            await record_operator_action(
+                conn,
+                "invoices retry",
+                action="invoice.retry",
+                subject_kind="invoice",
+                subject_id=str(invoice.id),
+                after={"step": step},
+            )
         return step, row
 
     step, row = _with_connection(settings, run)

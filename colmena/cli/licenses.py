@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import click
 
+from colmena.cli.audit import attribute_operator, record_operator_action
 from colmena.cli.database import with_database
 from colmena.config import Settings, SettingsError
 from colmena.config.dev_stack import load_operator_settings
@@ -318,6 +319,7 @@ def revoke_command(license_id: uuid.UUID, reason: str) -> None:
 
     async def work(conn: asyncpg.Connection) -> store.LicenseRecord | None:
         async with conn.transaction():
+            await attribute_operator(conn, "license revoke")
             record = await store.get(conn, license_id)
             if record is not None:
                 await store.revoke(conn, license_id, reason)
@@ -347,6 +349,14 @@ def resend_command(license_id: uuid.UUID) -> None:
             await store.supersede_unsent(conn, license_id)
             await store.invalidate_links(conn, license_id)
             email_id = await store.add_email(conn, license_id, "resend")
+            await record_operator_action(
+                conn,
+                "license resend",
+                action="license.resend",
+                subject_kind="license",
+                subject_id=str(license_id),
+                after={"email_id": email_id},
+            )
             row = await outbox.record(
                 conn,
                 queue="licenses",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncpg
 import click
 
+from colmena.cli.audit import attribute_operator
 from colmena.cli.database import with_database
 from colmena.config import Settings, load_settings
 from colmena.config.dev_stack import load_operator_settings, operator_settings
@@ -82,8 +83,14 @@ def scrape_command(source: str) -> None:
 @click.argument("rate_id", type=click.IntRange(min=1))
 def accept_command(rate_id: int) -> None:
     """Publish suspect rate RATE_ID (see `colmena rates list --status suspect`)."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[RateRow, bool]:
+        async with conn.transaction():
+            await attribute_operator(conn, "rates accept")
+            return await accept(conn, rate_id)
+
     try:
-        row, changed = with_database(load_operator_settings(), lambda conn: accept(conn, rate_id))
+        row, changed = with_database(load_operator_settings(), work)
     except AcceptRefused as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

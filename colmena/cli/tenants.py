@@ -13,6 +13,7 @@ import asyncpg
 import click
 
 from colmena.actors.bots import change_plan
+from colmena.cli.audit import attribute_operator, record_operator_action
 from colmena.cli.database import with_database
 from colmena.config import Settings
 from colmena.config.dev_stack import load_operator_settings
@@ -80,6 +81,7 @@ def create_command(email: str, plan: str, tenant_id: str | None) -> None:
 
     async def work(conn: asyncpg.Connection) -> tuple[store.Tenant | None, list[str]]:
         async with conn.transaction():
+            await attribute_operator(conn, "tenants create")
             chosen = await store.get_plan(conn, plan)
             if chosen is None:
                 names = ", ".join(p.name for p in await store.list_plans(conn))
@@ -148,7 +150,9 @@ def rotate_token_command(tenant_id: str) -> None:
     token = new_token()
 
     async def work(conn: asyncpg.Connection) -> bool:
-        return await store.set_token(conn, tenant_id, token_digest(token))
+        async with conn.transaction():
+            await attribute_operator(conn, "tenants token rotate")
+            return await store.set_token(conn, tenant_id, token_digest(token))
 
     if not with_database(load_operator_settings(), work):
         raise click.ClickException(f"no tenant {tenant_id}")
@@ -179,6 +183,7 @@ def rotate_keys_command() -> None:
 
     async def work(conn: asyncpg.Connection) -> int:
         async with conn.transaction():
+            await attribute_operator(conn, "keys rotate")
             rows = await provider_keys.lock_all_keys(conn)
             for key_id, ciphertext in rows:
                 try:
@@ -239,6 +244,9 @@ def bots_reset_command(tenant_id: str) -> None:
         async with conn.transaction():
             if not await store.reset_restarts(conn, tenant_id):
                 return False, False
+            await record_operator_action(
+                conn, "bots reset", action="bot.reset", subject_kind="bot", subject_id=tenant_id
+            )
             row = await store.record_reconcile(conn, tenant_id)
         return True, await _publish(conn, settings, [row])
 

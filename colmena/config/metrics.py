@@ -178,3 +178,29 @@ BOT_RECONCILE_SECONDS = Histogram(
     ["scope"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+
+# Backups (the timestamp is read from the database by the ingress at scrape time; the scheduler
+# that took the backup sets it too)
+BACKUP_LAST_SUCCESS = Gauge(
+    "colmena_backup_last_success_timestamp_seconds",
+    "When the last good backup finished (Unix time; 0: none yet).",
+    multiprocess_mode="max",
+)
+BACKUP_MAX_AGE = Gauge(
+    "colmena_backup_max_age_seconds",
+    "COLMENA_BACKUP_MAX_AGE_HOURS in seconds: ColmenaBackupTooOld compares against it.",
+    multiprocess_mode="max",
+)
+BACKUP_FAILURES = Counter(
+    "colmena_backup_failures_total",
+    "Backups that failed, by stage (dump: nothing written; upload: the S3 copy).",
+    ["stage"],
+)
+
+# Tenant notifications (Telegram, signed webhooks)
+NOTIFICATION_DELIVERIES = Counter(
+    "colmena_notification_deliveries_total",
+    "Notification delivery attempts by channel and outcome (delivered, retry, dead); "
+    "`busy` counts turns waited because the tenant had its limit in flight.",
+    ["channel", "outcome"],
+)

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from colmena.config.accounts_settings import AccountsSettings
+from colmena.config.backup_settings import BackupSettings
 from colmena.config.billing_settings import BillingSettings
 from colmena.config.bitso_settings import BitsoSettings
 from colmena.config.bots_settings import BotsSettings
@@ -24,10 +25,12 @@ from colmena.config.cancellation_settings import CancellationSettings
 from colmena.config.checkout_settings import CheckoutSettings
 from colmena.config.database_url import parse_database_url
 from colmena.config.license_settings import LicenseSettings
+from colmena.config.notify_settings import NotifySettings
 from colmena.config.payments_settings import PaymentsSettings
 from colmena.config.rate_limit_settings import RateLimitSettings
 from colmena.config.rates_settings import RatesSettings
 from colmena.config.receiving_settings import ReceivingSettings
+from colmena.config.reports_settings import ReportsSettings
 from colmena.config.stamping_settings import StampingSettings
 
 
@@ -76,6 +79,9 @@ class Settings(
     BillingSettings,
     ReceivingSettings,
     CancellationSettings,
+    ReportsSettings,
+    BackupSettings,
+    NotifySettings,
 ):
     """Every knob colmena reads. Unset URLs select the embedded parts in `colmena dev`.
 

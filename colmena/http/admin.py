@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from colmena.domain.tenants import TENANT_ID
+from colmena.http import reports
 from colmena.http.context import RESOURCES
 from colmena.http.errors import ApiError
 from colmena.http.tenant_api import bot_view, queue_command
@@ -34,4 +35,5 @@ def create_app() -> web.Application:
     admin = web.Application(middlewares=[admin_auth_middleware])
     admin.router.add_get("/bots", admin_bots)
     admin.router.add_post("/bots/{tenant}/stop", admin_stop)
+    reports.setup(admin)
     return admin

@@ -14,9 +14,15 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from colmena.config.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
-from colmena.http.context import RESOURCES
+from colmena.config.metrics import (
+    BACKUP_LAST_SUCCESS,
+    BACKUP_MAX_AGE,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PENDING,
+)
+from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.middlewares import security_headers
+from colmena.store.backups import last_good_backup
 from colmena.store.outbox import backlog
 
 log = structlog.get_logger(__name__)
@@ -78,6 +84,16 @@ async def refresh_outbox_gauges(app: web.Application) -> None:
     OUTBOX_OLDEST_AGE.set(oldest)
 
 
+async def refresh_backup_gauges(app: web.Application) -> None:
+    """When the last good backup finished (0: none yet), wherever it was taken, and the age
+    past which ColmenaBackupTooOld fires."""
+    async with app[RESOURCES].pool.acquire() as conn:
+        last = await last_good_backup(conn)
+    finished = last.finished_at if last is not None else None
+    BACKUP_LAST_SUCCESS.set(finished.timestamp() if finished is not None else 0)
+    BACKUP_MAX_AGE.set(app[SETTINGS].backup_max_age_hours * 3600)
+
+
 async def _exposition(ingress: web.Application) -> web.Response:
     """Prometheus text; the ingress's gauges derived from the database and the broker are
     refreshed first, best effort."""
@@ -116,5 +132,6 @@ def metrics_app(ingress: web.Application) -> web.Application:
 
 def setup(app: web.Application) -> None:
     app[GAUGE_REFRESHERS].append(refresh_outbox_gauges)
+    app[GAUGE_REFRESHERS].append(refresh_backup_gauges)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

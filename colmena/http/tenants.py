@@ -1,10 +1,10 @@
 """The tenant API and the admin routes, mounted on the ingress as sub-apps, one auth each.
 
-The tenant API answers under three prefixes (`/api/v1/bot`, `/api/v1/commands`, `/api/v1/keys`),
-each a sub-app carrying the tenant auth middleware; a sub-app at `/api/v1` itself would also
-catch the rates routes' wrong methods and turn their 405 into a 404. The admin routes are one
-sub-app at `/api/v1/admin` with the admin token's middleware. The `colmena_bots` gauge is read
-from the bots table at scrape time.
+The tenant API answers under four prefixes (`/api/v1/bot`, `/api/v1/commands`, `/api/v1/keys`,
+`/api/v1/notifications`), each a sub-app carrying the tenant auth middleware; a sub-app at
+`/api/v1` itself would also catch the rates routes' wrong methods and turn their 405 into a 404.
+The admin routes are one sub-app at `/api/v1/admin` with the admin token's middleware. The
+`colmena_bots` gauge is read from the bots table at scrape time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from colmena.config.metrics import BOTS
-from colmena.http import admin, bot_logs, tenant_api, tenant_keys
+from colmena.http import admin, bot_logs, tenant_api, tenant_keys, tenant_notifications
 from colmena.http.context import RESOURCES
 from colmena.http.health import GAUGE_REFRESHERS
 from colmena.http.tenant_auth import tenant_auth_middleware
@@ -46,4 +46,5 @@ def setup(app: web.Application) -> None:
     app.add_subapp(PREFIX + "/bot", tenant_app(tenant_api.setup_bot, bot_logs.setup))
     app.add_subapp(PREFIX + "/commands", tenant_app(tenant_api.setup_commands))
     app.add_subapp(PREFIX + "/keys", tenant_app(tenant_keys.setup))
+    app.add_subapp(PREFIX + "/notifications", tenant_app(tenant_notifications.setup))
     app.add_subapp(PREFIX + "/admin", admin.create_app())

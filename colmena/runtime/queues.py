@@ -16,7 +16,7 @@ from dramatiq.common import dq_name, xq_name
 
 from colmena.errors import StartupError
 
-DOMAIN_QUEUES = ("payments", "licenses", "stamping", "rates", "bots")
+DOMAIN_QUEUES = ("payments", "licenses", "stamping", "rates", "bots", "notifications")
 PRECONDITION_FAILED = 406
 SWITCH_STEPS = (
     "stop publishers and the ingress, let the workers drain every queue, check that {queues} "

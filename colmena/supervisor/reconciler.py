@@ -194,3 +194,50 @@ def after_failed_start(
         decision.restart_at or now,
         Cause.START_FAILURE,
     )
+
+
+def stale_for_long(
+    previous_since: datetime | None,
+    previous_seen_at: datetime | None,
+    since: datetime | None,
+    now: datetime,
+    grace: timedelta,
+) -> bool:
+    """Whether a bot without heartbeats (`since`) crossed `grace` at this pass: the moment to
+    tell the tenant. A bot just started has not beaten yet, so "no heartbeat" alone is no news;
+    one still silent after the heartbeat's whole allowance is, once."""
+    if since is None or now - since < grace:
+        return False
+    if previous_since is None or previous_seen_at is None:
+        return True
+    return previous_seen_at - previous_since < grace
+
+
+def bot_events(
+    previous_observed: str, decided: Step, done: Step, *, became_unhealthy: bool
+) -> list[str]:
+    """The tenant events (colmena.domain.notifications.EVENT_KINDS) of one converge.
+
+    `previous_observed` is what the tenant last saw, `decided` the step `decide` chose and `done`
+    what carrying it out became (a refused start turns a START into START_FAILED);
+    `became_unhealthy` comes from `stale_for_long`. Each event is
+    a change, so a pass that sees the same state again says nothing: a crash is news when the
+    bot was not already backing off from one, a start when the bot was not seen running, a stop
+    when it was not seen stopped, a crashloop only when it begins.
+    """
+    events = []
+    if became_unhealthy:
+        events.append("bot.unhealthy")
+    if (
+        decided.cause is Cause.CRASH
+        and decided.do in (Do.RESTART, Do.WAIT)
+        and previous_observed != "backoff"
+    ):
+        events.append("bot.crashed")
+    if done.do is Do.CRASHLOOP and done.state is not None:
+        events.append("bot.crashloop")
+    if done.do in (Do.START, Do.RESTART) and previous_observed != "running":
+        events.append("bot.started")
+    if done.observed == "stopped" and previous_observed != "stopped":
+        events.append("bot.stopped")
+    return events
