@@ -33,6 +33,7 @@ SUITE: dict[str, list[str]] = {
     "reconcile": ["reconcile.py"],
     "chaos": ["chaos.py", "--events", "600", "--rate", "40", "--rabbit-fault", "proxy"],
     "pg_sync_cost": ["pg_sync_cost.py", "--seconds", "5"],
+    "console": ["console.py", "--payments", "100000", "--samples", "30"],
     "audit": ["audit.py", "--rows", "200000"],
     "distributed": [
         "chaos.py",

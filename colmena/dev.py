@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import secrets
 import signal
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 
 from colmena.actors import all_actors, all_jobs
 from colmena.config import Settings
+from colmena.config.dev_files import create_once
 from colmena.config.dev_stack import new_dev_stack, remove_dev_stack, write_dev_stack
 from colmena.config.logging import configure_logging
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
@@ -99,6 +101,7 @@ def _banner(
             f"    ingress    {base}",
             f"    ready      {base}/readyz",
             f"    metrics    {base}/metrics",
+            f"    console    {base}/console/  ({_console_sign_in(settings)})",
             f"    database   {database}",
             f"    broker     {broker}",
             f"    CFDI       {cfdi}",
@@ -125,6 +128,33 @@ def with_dev_secrets(settings: Settings) -> Settings:
         dev_key = bitso_webhooks.public_key_text(bitso_webhooks.dev_signing_key(settings.data_dir))
         update["bitso_webhook_public_keys"] = {bitso_webhooks.DEV_KEY_ID: dev_key}
     return settings.model_copy(update=update)
+
+
+DEV_ADMIN_TOKEN_FILE = "dev-admin-token"
+
+
+def with_dev_admin_token(settings: Settings) -> Settings:
+    """An admin token made once under COLMENA_DATA_DIR unless COLMENA_BOT_ADMIN_TOKEN is set:
+    the console's operator sign-in (and /api/v1/admin) work with no configuration."""
+    if settings.bot_admin_token is not None:
+        return settings
+    token, _ = create_once(
+        settings.data_dir / DEV_ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32)
+    )
+    return settings.model_copy(update={"bot_admin_token": SecretStr(token.strip())})
+
+
+def _console_sign_in(settings: Settings) -> str:
+    """How an operator signs in, for the banner: the token's file, never the token."""
+    path = settings.data_dir / DEV_ADMIN_TOKEN_FILE
+    token = settings.bot_admin_token
+    if (
+        token is not None
+        and path.is_file()
+        and path.read_text().strip() == token.get_secret_value()
+    ):
+        return f"operators: the admin token in {path}, until `colmena admins add NAME`"
+    return "operators: COLMENA_BOT_ADMIN_TOKEN, until `colmena admins add NAME`"
 
 
 def with_quick_relay(settings: Settings) -> Settings:
@@ -190,6 +220,7 @@ async def run_dev(settings: Settings) -> None:
     """Run everything until SIGTERM or Ctrl-C; whatever was started is stopped on the way out."""
     configure_logging(dev=True, level=settings.log_level)
     settings = with_dev_key_pair(with_dev_secrets(with_quick_relay(settings)))
+    settings = with_dev_admin_token(settings)
     sandboxes = dev_sandboxes(settings)
     settings = with_sandboxes(settings, sandboxes)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,8 @@ AMQP_URL = os.environ.get(
     "COLMENA_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30"
 )
 RUN_ID = uuid.uuid4().hex[:8]
+# The console's real-browser fixtures (chromium via Playwright, axe-core).
+pytest_plugins = ["tests.browser_support"]
 
 
 def _url_for(database: str) -> str:

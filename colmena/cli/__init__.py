@@ -11,6 +11,7 @@ import sys
 import click
 
 from colmena.cli import (
+    admins,
     audit,
     backups,
     catalog,
@@ -60,6 +61,7 @@ COMMAND_MODULES = [
     status,
     tenants,
     catalog,
+    admins,
     audit,
     db,
     reports,

@@ -23,6 +23,7 @@ from colmena.config.bitso_settings import BitsoSettings
 from colmena.config.bots_settings import BotsSettings
 from colmena.config.cancellation_settings import CancellationSettings
 from colmena.config.checkout_settings import CheckoutSettings
+from colmena.config.console_settings import ConsoleSettings
 from colmena.config.database_url import parse_database_url
 from colmena.config.license_settings import LicenseSettings
 from colmena.config.notify_settings import NotifySettings
@@ -80,6 +81,7 @@ class Settings(
     ReceivingSettings,
     CancellationSettings,
     ReportsSettings,
+    ConsoleSettings,
     BackupSettings,
     NotifySettings,
 ):

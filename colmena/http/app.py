@@ -14,6 +14,7 @@ from colmena.http import (
     bitso_webhooks,
     catalog,
     checkout,
+    console,
     health,
     licenses,
     openapi,
@@ -53,6 +54,7 @@ ROUTE_MODULES = (
     accounts,
     account_links,
     billing,
+    console,
     openapi,
 )
 DRAIN_TIMEOUT_S = 10.0

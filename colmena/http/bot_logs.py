@@ -87,9 +87,9 @@ async def bot_log_stream(request: web.Request) -> web.StreamResponse:
             await response.prepare(request)
             request[REQUEST_SLOT].release()
             for line in backlog:
-                await response.write(_event(line.line))
+                await response.write(log_event(line.line))
             seen = max([last, *(line.seq for line in backlog)])
-            await _follow(request, response, tenant.id, seen)
+            await follow_log(request, response, tenant.id, seen)
         except ConnectionError:
             if not response.prepared:
                 raise
@@ -101,7 +101,7 @@ async def bot_log_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _follow(
+async def follow_log(
     request: web.Request, response: web.StreamResponse, tenant_id: str, seen: int
 ) -> None:
     """Send lines after `seen` as they arrive, until the bot stopped or the stream's time is up."""
@@ -115,7 +115,7 @@ async def _follow(
             stopped = not lines and await bot_is_stopped(conn, tenant_id)
         if lines:
             for line in lines:
-                await response.write(_event(line.line))
+                await response.write(log_event(line.line))
             seen, quiet_since = lines[-1].seq, loop.time()
             continue
         if stopped:
@@ -127,7 +127,7 @@ async def _follow(
         await asyncio.sleep(min(settings.bot_sse_poll_seconds, left))
 
 
-def _event(line: str) -> bytes:
+def log_event(line: str) -> bytes:
     return b"data: " + line.replace("\r", "").encode() + b"\n\n"
 
 

@@ -43,6 +43,11 @@ REFUSAL_DELAY = web.AppKey("refusal_delay", float)
 REFUSAL_MAX_HELD = web.AppKey("refusal_max_held", int)
 # Per client address: the refusals waiting out their delay.
 REFUSALS_HELD = web.AppKey("refusals_held", TenantSlots)
+# A path prefix whose answers are HTML pages (the console), and what renders a refusal raised
+# out here, before the request reaches that sub-app's own error pages (a rate limit, a body
+# too large): (request, status, message, headers) -> page.
+HtmlErrorPage = Callable[[web.Request, int, str, dict[str, str]], web.StreamResponse]
+HTML_ERROR_PAGES = web.AppKey("html_error_pages", dict[str, HtmlErrorPage])
 # What the access log and metrics record for a client that left before its body arrived (nginx's
 # "client closed request"): nobody receives it, and it is not the server's failure.
 CLIENT_CLOSED_REQUEST = 499
@@ -136,6 +141,14 @@ def _log_unavailable_once(request: web.Request, exc: ApiError) -> None:
         )
 
 
+def _html_error_page(request: web.Request) -> HtmlErrorPage | None:
+    pages = request.config_dict.get(HTML_ERROR_PAGES, {})
+    for prefix, page in pages.items():
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return page
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as JSON; an unexpected one is logged with its traceback, not sent."""
@@ -144,8 +157,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         if exc.status_code == 503:
             _log_unavailable_once(request, exc)
-        response = error_response(exc.status_code, exc.code, exc.error_message, **exc.extra)
-        response.headers.update(exc.headers)
+        page = _html_error_page(request)
+        if page is not None:
+            response = page(request, exc.status_code, exc.error_message, dict(exc.headers))
+        else:
+            response = error_response(exc.status_code, exc.code, exc.error_message, **exc.extra)
+            response.headers.update(exc.headers)
         if exc.close:
             response.force_close()
         return response

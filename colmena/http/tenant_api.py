@@ -16,6 +16,7 @@ command id is a 404, exactly like an id that does not exist.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,7 @@ from colmena.http.publishing import AFTER_COMMIT
 from colmena.http.tenant_auth import TENANT, tenant_gone
 from colmena.http.tenant_limits import tenant_connection, too_many
 from colmena.store import tenants as store
+from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
 
@@ -60,22 +62,35 @@ async def queue_command(
 
     With `in_flight_limit`, a tenant already that many commands behind gets a 429 instead.
     """
-    desired = "stopped" if kind == "stop" else "running"
     async with tenant_connection(request) as conn, conn.transaction():
-        if in_flight_limit is not None:
-            bot = await _bot(conn, tenant_id, for_update=True)
-            if kind != "stop":
-                _refuse_over_plan(bot)
-            await _refuse_when_busy(conn, tenant_id, in_flight_limit)
-        await store.set_desired(conn, tenant_id, desired, reset_restarts=kind != "stop")
-        command_id, row = await store.record_command(
-            conn, tenant_id, kind, requested_by=requested_by
+        command_id, row = await record_bot_command(
+            conn, tenant_id, kind, requested_by=requested_by, in_flight_limit=in_flight_limit
         )
     request.config_dict[AFTER_COMMIT].submit([row])
     log.info(
         "bot command accepted", kind=kind, command_id=str(command_id), requested_by=requested_by
     )
     return web.json_response({"command_id": str(command_id), "status": "queued"}, status=202)
+
+
+async def record_bot_command(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    kind: str,
+    *,
+    requested_by: str,
+    in_flight_limit: int | None = None,
+) -> tuple[uuid.UUID, OutboxMessage | None]:
+    """The desired state and a queued command with its message, in the caller's transaction
+    (the API and the console share it; the caller publishes the message after commit)."""
+    desired = "stopped" if kind == "stop" else "running"
+    if in_flight_limit is not None:
+        bot = await _bot(conn, tenant_id, for_update=True)
+        if kind != "stop":
+            _refuse_over_plan(bot)
+        await _refuse_when_busy(conn, tenant_id, in_flight_limit)
+    await store.set_desired(conn, tenant_id, desired, reset_restarts=kind != "stop")
+    return await store.record_command(conn, tenant_id, kind, requested_by=requested_by)
 
 
 def _refuse_over_plan(bot: store.BotRow) -> None:
@@ -189,33 +204,53 @@ async def get_config(request: web.Request) -> web.Response:
     )
 
 
+@dataclass(frozen=True)
+class ConfigChange:
+    """What storing a config did: its version, and the configure command when it changed."""
+
+    config: dict[str, Any]
+    version: int
+    command_id: uuid.UUID | None = None
+    message: OutboxMessage | None = None
+
+
+async def apply_config(
+    conn: asyncpg.Connection, tenant_id: str, body: Any, *, in_flight_limit: int
+) -> ConfigChange:
+    """Validate `body` against the tenant's plan and store it with its configure command, in the
+    caller's transaction (the API and the console share it). ConfigError names every wrong
+    field; the caller's transaction then rolls back, so nothing changed."""
+    # Tenant row first (as apply_plan does): the plan cannot change under the validation.
+    if await store.get_tenant(conn, tenant_id, for_update=True) is None:
+        raise tenant_gone()
+    bot = await _bot(conn, tenant_id, for_update=True)
+    config = validate_config(body, bot.plan.name, bot.plan.limits())
+    version = await store.set_config(conn, tenant_id, config)
+    if version == bot.config_version:
+        return ConfigChange(config, version)
+    await _refuse_when_busy(conn, tenant_id, in_flight_limit)
+    await store.reset_restarts(conn, tenant_id)
+    command_id, row = await store.record_command(
+        conn, tenant_id, "configure", requested_by="tenant"
+    )
+    return ConfigChange(config, version, command_id, row)
+
+
 async def put_config(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     body = await json_body(request)
+    limit = request.config_dict[SETTINGS].tenant_max_commands_in_flight
     async with tenant_connection(request) as conn, conn.transaction():
-        # Tenant row first (as apply_plan does): the plan cannot change under the validation.
-        if await store.get_tenant(conn, tenant.id, for_update=True) is None:
-            raise tenant_gone()
-        bot = await _bot(conn, tenant.id, for_update=True)
         try:
-            config = validate_config(body, bot.plan.name, bot.plan.limits())
+            change = await apply_config(conn, tenant.id, body, in_flight_limit=limit)
         except ConfigError as exc:
             raise field_errors(
                 [(e.field, e.message) for e in exc.errors], "the config is not valid"
             ) from None
-        version = await store.set_config(conn, tenant.id, config)
-        if version == bot.config_version:
-            return web.json_response(
-                {"config": config, "config_version": version, "changed": False}
-            )
-        await _refuse_when_busy(
-            conn, tenant.id, request.config_dict[SETTINGS].tenant_max_commands_in_flight
-        )
-        await store.reset_restarts(conn, tenant.id)
-        command_id, row = await store.record_command(
-            conn, tenant.id, "configure", requested_by="tenant"
-        )
-    request.config_dict[AFTER_COMMIT].submit([row])
+    config, version, command_id = change.config, change.version, change.command_id
+    if command_id is None:
+        return web.json_response({"config": config, "config_version": version, "changed": False})
+    request.config_dict[AFTER_COMMIT].submit([change.message])
     log.info("bot config accepted", config_version=version, command_id=str(command_id))
     return web.json_response(
         {

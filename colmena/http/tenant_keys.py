@@ -35,7 +35,7 @@ KEY_WRITES = web.AppKey("provider_key_writes", TenantSlots)
 _KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
 
 
-def _key_input(body: Any) -> tuple[str, str]:
+def key_input(body: Any) -> tuple[str, str]:
     """(provider, key) of a valid body, or 422 naming every field that is wrong."""
     if not isinstance(body, dict):
         raise field_errors(
@@ -59,7 +59,7 @@ def _key_input(body: Any) -> tuple[str, str]:
     return provider, key
 
 
-def _supervisor_public_key(request: web.Request) -> bytes:
+def supervisor_public_key(request: web.Request) -> bytes:
     configured = request.config_dict[SETTINGS].key_seal_public_key
     try:
         if configured is None:
@@ -80,8 +80,8 @@ def _key_write(request: web.Request) -> AbstractContextManager[Slot]:
 async def put_key(request: web.Request) -> web.Response:
     tenant = request[TENANT]
     with _key_write(request):
-        provider, key = _key_input(await json_body(request))
-        public_key = _supervisor_public_key(request)
+        provider, key = key_input(await json_body(request))
+        public_key = supervisor_public_key(request)
         last4 = mask_last4(key)
         sealed = seal(public_key, key, tenant_id=tenant.id, provider=provider)
         async with tenant_connection(request) as conn, conn.transaction():
