@@ -257,3 +257,18 @@ def test_dev_makes_an_admin_token_once_and_keeps_a_configured_one(settings) -> N
     assert (settings.data_dir / DEV_ADMIN_TOKEN_FILE).read_text() == token
     own = dev.model_copy(update={"bot_admin_token": SecretStr("z" * 40)})
     assert with_dev_admin_token(own).bot_admin_token == own.bot_admin_token
+
+
+async def test_console_pages_spend_their_own_budget_and_static_files_none(settings) -> None:
+    """Three pages fit the budget; the fourth is the console's 429 page. The stylesheet, asked
+    for more often than that, never costs anything, and the API's budget is untouched."""
+    limited = console_settings(settings, rate_limit_console="3/h burst 3")
+    async with console(limited) as client:
+        for _ in range(3):
+            assert (await client.get("/console/login")).status == 200
+        for _ in range(6):
+            assert (await client.get("/console/static/console.css")).status == 200
+        refused = await client.get("/console/login")
+        assert refused.status == 429 and refused.content_type == "text/html"
+        assert "Retry-After" in refused.headers
+        assert (await client.get("/api/v1/openapi.json")).status == 200

@@ -445,3 +445,6 @@ def test_route_groups() -> None:
     assert group_of("/licenses/{key}/status") == "public"
     assert group_of("/api/v1/openapi.json") == "public"
     assert group_of("unmatched") == "public"
+    assert group_of("/console/admin/payments") == "console"
+    assert group_of("/console/login") == "console"
+    assert group_of("/console/static/{name}") is None and group_of("/dev/queues") is None

@@ -17,7 +17,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 # Every budget a client has: one per route group, and one for failed authentication.
-RATE_GROUPS = ("webhooks", "tenant_api", "admin", "downloads", "rates", "public", "failed_auth")
+RATE_GROUPS = (
+    "webhooks",
+    "tenant_api",
+    "admin",
+    "downloads",
+    "rates",
+    "console",
+    "public",
+    "failed_auth",
+)
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _PERIODS_S = {"s": 1, "min": 60, "h": 3600}
@@ -67,6 +76,8 @@ PRESETS: dict[str, dict[str, str]] = {
         "admin": "5/min burst 5",
         "downloads": "5/min burst 5",
         "rates": "5/min burst 5",
+        # A person clicking through pages, not a script: a page a second, a few at once.
+        "console": "60/min burst 20",
         "public": "5/min burst 5",
         "failed_auth": "5/15min burst 5",
     },
@@ -76,6 +87,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "admin": "10/s burst 20",
         "downloads": "10/s burst 20",
         "rates": "10/s burst 20",
+        "console": "10/s burst 40",
         "public": "10/s burst 20",
         "failed_auth": "10/10min burst 10",
     },
@@ -116,6 +128,7 @@ class RateLimitSettings(BaseModel):
     rate_limit_admin: str | None = _rule_field("admin API")
     rate_limit_downloads: str | None = _rule_field("download pages")
     rate_limit_rates: str | None = _rule_field("rates API")
+    rate_limit_console: str | None = _rule_field("console pages (their static files are free)")
     rate_limit_public: str | None = _rule_field("other routes (license status, unknown paths)")
     rate_limit_failed_auth: str | None = _rule_field("failed authentication")
     refusal_delay_s: float = Field(

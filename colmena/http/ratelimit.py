@@ -26,6 +26,11 @@ from colmena.config.rate_limit_settings import RATE_GROUPS, RateRule
 from colmena.http.ratelimit_store import FallbackStore, MemoryStore, RedisStore, Store, Take
 
 EXEMPT_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Route prefixes no budget pays for: the console's static files (a page's stylesheet and scripts,
+# immutable, served from memory; they would otherwise cost each page view three requests) and
+# `colmena dev`'s control routes (token-guarded, mounted by dev only), which the dev console
+# calls on the browser's behalf from the same loopback address.
+EXEMPT_PREFIXES = ("/console/static/", "/dev/")
 # (route template prefix, group), first match wins; any other route is "public".
 ROUTE_GROUPS: tuple[tuple[str, str], ...] = (
     ("/webhooks/", "webhooks"),
@@ -34,6 +39,7 @@ ROUTE_GROUPS: tuple[tuple[str, str], ...] = (
     ("/api/v1/openapi.json", "public"),
     ("/api/v1/", "tenant_api"),
     ("/downloads/", "downloads"),
+    ("/console/", "console"),
 )
 FAILED_AUTH = "failed_auth"
 REDIS_TIMEOUT_S = 0.25
@@ -41,7 +47,7 @@ REDIS_TIMEOUT_S = 0.25
 
 def group_of(route: str) -> str | None:
     """The group a route template belongs to; None for the exempt ones."""
-    if route in EXEMPT_ROUTES:
+    if route in EXEMPT_ROUTES or route.startswith(EXEMPT_PREFIXES):
         return None
     return next((group for prefix, group in ROUTE_GROUPS if route.startswith(prefix)), "public")
 
