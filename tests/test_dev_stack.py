@@ -179,7 +179,14 @@ async def test_status_and_dlq_reach_the_running_dev_from_a_second_terminal(tmp_p
         assert status.returncode == 0, status.stderr
         document = json.loads(status.stdout)
         assert document["broker_error"] is None
-        assert set(document["queues"]) == {"payments", "licenses", "stamping", "rates", "bots"}
+        assert set(document["queues"]) == {
+            "payments",
+            "licenses",
+            "stamping",
+            "rates",
+            "bots",
+            "notifications",
+        }
         assert document["queues"]["payments"]["consumers"] > 0
 
         listed = colmena(tmp_path, "dlq", "list", "--json")
