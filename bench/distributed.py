@@ -34,6 +34,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.chaos import (
+    MAX_BACKOFF_MS,
     METADATA,
     QUEUES,
     SECRET,
@@ -41,9 +42,9 @@ from bench.chaos import (
     ChaosReport,
     Webhook,
     build_webhooks,
+    drain,
     running_system,
     send_all,
-    settled,
     verify,
     wait_http,
 )
@@ -142,7 +143,7 @@ async def distributed_system(*, log_dir: Path | None = None) -> AsyncIterator[Di
                 "COLMENA_STRIPE_WEBHOOK_SECRETS": SECRET,
                 "COLMENA_RATE_LIMIT_PRESET": "off",
                 "COLMENA_MIN_BACKOFF_MS": "200",
-                "COLMENA_MAX_BACKOFF_MS": "5000",
+                "COLMENA_MAX_BACKOFF_MS": str(MAX_BACKOFF_MS),
                 "COLMENA_MAX_RETRIES": "20",
                 "COLMENA_RELAY_INTERVAL_S": "1",
                 "COLMENA_RELAY_GRACE_S": "3",
@@ -269,11 +270,7 @@ async def run_distributed(
             drain_started = time.monotonic()
             deadline = drain_started + drain_timeout_s
             broker = BrokerNodes(tuple(system.rabbit.urls), quorum=True)
-            while not await settled(db, system.prefix, broker):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.5)
-            report.drain_seconds = time.monotonic() - drain_started
+            report.drain_seconds = await drain(db, system.prefix, deadline, broker) - drain_started
             await verify(db, accepted, expected, report, system.prefix, system.smtp, broker)
         finally:
             await db.close()
