@@ -35,6 +35,7 @@ SUITE: dict[str, list[str]] = {
     "pg_sync_cost": ["pg_sync_cost.py", "--seconds", "5"],
     "console": ["console.py", "--payments", "100000", "--samples", "30"],
     "audit": ["audit.py", "--rows", "200000"],
+    "backups": ["backups.py", "--payments", "200000"],
     "distributed": [
         "chaos.py",
         *("--distributed", "--events", "5000", "--rate", "100", "--throughput-payments", "500"),
@@ -135,7 +136,7 @@ def main() -> None:
     for name in SUITE:
         if name in sections:
             lines += sections[name]
-    args.output.write_text("\n".join(lines))
+    args.output.write_text("\n".join(lines).rstrip("\n") + "\n")
     print(f"wrote {args.output}")
 
 
