@@ -10,18 +10,11 @@ import click
 
 from colmena.config import load_settings
 from colmena.config.dev_stack import operator_settings
+from colmena.domain.durations import age_text
 from colmena.runtime.queue_admin import queue_admin_for
 from colmena.runtime.status import Snapshot, collect
 
 EXIT_BROKER_UNREACHABLE = 1
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _render(snapshot: Snapshot) -> list[str]:
@@ -37,7 +30,7 @@ def _render(snapshot: Snapshot) -> list[str]:
             )
         hint = "  (colmena dlq list)" if snapshot.dead_letters else ""
         lines.append(f"dead letters: {snapshot.dead_letters}{hint}")
-    oldest = f", oldest {_age(snapshot.outbox_oldest_age_s)}" if snapshot.outbox_pending else ""
+    oldest = f", oldest {age_text(snapshot.outbox_oldest_age_s)}" if snapshot.outbox_pending else ""
     lines.append(f"outbox: {snapshot.outbox_pending} pending{oldest}")
     if snapshot.rates is None:
         lines.append("rates: not installed")
@@ -49,7 +42,7 @@ def _render(snapshot: Snapshot) -> list[str]:
             stale = "  SOURCE STALE" if rate.source_stale else ""
             lines.append(
                 f"  {rate.source:<8} {rate.pair:<9} {rate.value:>14} {rate.status:<10} "
-                f"{rate.effective_date}  seen {_age(rate.age_s)} ago{stale}"
+                f"{rate.effective_date}  seen {age_text(rate.age_s)} ago{stale}"
             )
     if snapshot.bots is None:
         lines.append("bots: not installed")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from colmena.domain.durations import age_text
 from colmena.domain.money import format_minor
 
 OUTBOX_AGE_WARNING_S = 300.0
@@ -83,16 +84,6 @@ class _Section:
     rows: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def _size(size: int | None) -> str:
     if size is None:
         return "unknown size"
@@ -115,7 +106,7 @@ def attention(facts: HealthFacts) -> list[str]:
     if backup is None:
         found.append("no good backup exists")
     elif backup.age_s > facts.backup_max_age_s:
-        found.append(f"the last good backup is {_age(backup.age_s)} old")
+        found.append(f"the last good backup is {age_text(backup.age_s)} old")
     if facts.dead_letters is None:
         found.append(f"the broker did not answer ({facts.broker_error or 'unreachable'})")
     else:
@@ -125,7 +116,7 @@ def attention(facts: HealthFacts) -> list[str]:
     if facts.outbox_pending and facts.outbox_oldest_age_s > OUTBOX_AGE_WARNING_S:
         found.append(
             f"{facts.outbox_pending} outbox message(s) waiting, the oldest "
-            f"{_age(facts.outbox_oldest_age_s)}"
+            f"{age_text(facts.outbox_oldest_age_s)}"
         )
     for rate in facts.rates or []:
         if rate.stale:
@@ -165,7 +156,7 @@ def _sections(facts: HealthFacts) -> list[_Section]:
         messages.rows.append(
             ("dead letters", f"{total}" + (f" ({per_queue})" if per_queue else ""))
         )
-    oldest = f", oldest {_age(facts.outbox_oldest_age_s)}" if facts.outbox_pending else ""
+    oldest = f", oldest {age_text(facts.outbox_oldest_age_s)}" if facts.outbox_pending else ""
     messages.rows.append(("outbox", f"{facts.outbox_pending} pending{oldest}"))
 
     rates = _Section("Rates")
@@ -176,7 +167,7 @@ def _sections(facts: HealthFacts) -> list[_Section]:
     for rate in facts.rates or []:
         stale = ", SOURCE STALE" if rate.stale else ""
         rates.rows.append(
-            (f"{rate.source} {rate.pair}", f"{rate.value}, seen {_age(rate.age_s)} ago{stale}")
+            (f"{rate.source} {rate.pair}", f"{rate.value}, seen {age_text(rate.age_s)} ago{stale}")
         )
 
     bots = _Section("Bots")
@@ -203,7 +194,7 @@ def _sections(facts: HealthFacts) -> list[_Section]:
             (
                 "last backup",
                 f"{backup.finished_at.strftime('%Y-%m-%d %H:%M UTC')} "
-                f"({_age(backup.age_s)} ago, {_size(backup.size_bytes)})",
+                f"({age_text(backup.age_s)} ago, {_size(backup.size_bytes)})",
             )
         )
     return [day, messages, rates, bots, upkeep]

@@ -59,15 +59,22 @@ def key_input(body: Any) -> tuple[str, str]:
     return provider, key
 
 
-def supervisor_public_key(request: web.Request) -> bytes:
+def supervisor_public_key(
+    request: web.Request,
+    *,
+    sealing: str = "provider keys",
+    refusal: str = "provider keys cannot be stored right now",
+) -> bytes:
+    """The supervisor side's public key, which every secret a tenant hands the ingress is
+    sealed to; without one, a 503 `refusal` and an error line naming what cannot be sealed."""
     configured = request.config_dict[SETTINGS].key_seal_public_key
     try:
         if configured is None:
             raise SealError("COLMENA_KEY_SEAL_PUBLIC_KEY is not set")
         return decode_key(configured)
     except SealError as exc:
-        log.error("provider keys cannot be stored", error=str(exc))
-        raise ApiError(503, "not_configured", "provider keys cannot be stored right now") from None
+        log.error(f"{sealing} cannot be stored", error=str(exc))
+        raise ApiError(503, "not_configured", refusal) from None
 
 
 def _key_write(request: web.Request) -> AbstractContextManager[Slot]:

@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from colmena.config.metrics import SECURITY_EVENTS
-from colmena.domain.key_sealing import SealError, decode_key, seal
+from colmena.domain.key_sealing import seal
 from colmena.domain.notifications import (
     DELIVERY_STATES,
     SECRET_SEAL_LABEL,
@@ -40,6 +40,7 @@ from colmena.http.errors import ApiError
 from colmena.http.payloads import bad_parameter, field_errors, iso, json_body, query_params
 from colmena.http.publishing import AFTER_COMMIT
 from colmena.http.tenant_auth import TENANT
+from colmena.http.tenant_keys import supervisor_public_key
 from colmena.http.tenant_limits import tenant_connection
 from colmena.store import audit
 from colmena.store import notifications as store
@@ -119,17 +120,6 @@ async def put_telegram(request: web.Request) -> web.Response:
     return web.json_response(_endpoint_view(endpoint))
 
 
-def _supervisor_public_key(request: web.Request) -> bytes:
-    configured = request.config_dict[SETTINGS].key_seal_public_key
-    try:
-        if configured is None:
-            raise SealError("COLMENA_KEY_SEAL_PUBLIC_KEY is not set")
-        return decode_key(configured)
-    except SealError as exc:
-        log.error("webhook secrets cannot be stored", error=str(exc))
-        raise ApiError(503, "not_configured", "webhooks cannot be registered right now") from None
-
-
 async def put_webhook(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     tenant = request[TENANT]
@@ -143,7 +133,14 @@ async def put_webhook(request: web.Request) -> web.Response:
         raise _refused(exc) from None
     secret = new_secret()
     sealed = seal(
-        _supervisor_public_key(request), secret, tenant_id=tenant.id, provider=SECRET_SEAL_LABEL
+        supervisor_public_key(
+            request,
+            sealing="webhook secrets",
+            refusal="webhooks cannot be registered right now",
+        ),
+        secret,
+        tenant_id=tenant.id,
+        provider=SECRET_SEAL_LABEL,
     )
     async with tenant_connection(request) as conn:
         endpoint = await store.put_endpoint(conn, tenant.id, "webhook", url, sealed_secret=sealed)

@@ -18,8 +18,9 @@ import asyncpg
 
 from colmena.domain.checkout import PROVIDERS
 from colmena.domain.rates import PUBLISHED
-from colmena.store import payments
+from colmena.store import licenses, payments
 from colmena.store.invoices import InvoiceSummary
+from colmena.store.licenses import EmailRecord
 from colmena.store.payments import Payment
 
 # Audit rows of a payment's timeline: the subject kinds the audit trail names its parts by.
@@ -188,17 +189,6 @@ class AuditRow:
 
 
 @dataclass(frozen=True)
-class LicenseEmailRow:
-    id: int
-    reason: str
-    requested_at: datetime
-    attempts: int
-    last_error: str | None
-    sent_at: datetime | None
-    superseded_at: datetime | None
-
-
-@dataclass(frozen=True)
 class TimelineLicense:
     id: uuid.UUID
     status: str
@@ -207,7 +197,7 @@ class TimelineLicense:
     revoked_at: datetime | None
     suspended_at: datetime | None
     customer_email: str
-    emails: tuple[LicenseEmailRow, ...]
+    emails: tuple[EmailRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -265,14 +255,8 @@ async def _license(conn: asyncpg.Connection, payment_id: int) -> TimelineLicense
     )
     if row is None:
         return None
-    emails = await conn.fetch(
-        "SELECT id, reason, requested_at, attempts, last_error, sent_at, superseded_at "
-        "FROM license_emails WHERE license_id = $1 ORDER BY id",
-        row["id"],
-    )
-    return TimelineLicense(
-        **dict(row), emails=tuple(LicenseEmailRow(**dict(email)) for email in emails)
-    )
+    emails = await licenses.emails_of(conn, row["id"])
+    return TimelineLicense(**dict(row), emails=tuple(emails))
 
 
 async def _invoices(conn: asyncpg.Connection, payment_id: int) -> tuple[TimelineInvoice, ...]:

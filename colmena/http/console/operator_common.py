@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiohttp import web
 
+from colmena.domain.durations import age_text
 from colmena.http.console.core import (
     VIEWER,
     HtmlError,
@@ -26,7 +27,7 @@ from colmena.http.console.core import (
     page_cursor,
     render,
 )
-from colmena.http.console.operator_format import age, money, money_minor, when
+from colmena.http.console.operator_format import money, money_minor, when
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.publishing import AFTER_COMMIT
 from colmena.store import audit
@@ -45,7 +46,7 @@ def show(request: web.Request, template: str, context: dict[str, Any]) -> web.Re
     zone = request.config_dict[SETTINGS].operator_zone()
     helpers: dict[str, Callable[..., Any]] = {
         "when": partial(when, zone=zone),
-        "age": age,
+        "age": age_text,
         "money": money,
         "money_minor": money_minor,
         "options": options,

@@ -1,4 +1,4 @@
-"""How the operator pages write times, money, ages and dead letters' bytes.
+"""How the operator pages write times, money and dead letters' bytes (ages: `domain.durations`).
 
 Times are stored in UTC and shown in the operators' zone (COLMENA_OPERATOR_TIME_ZONE) with their
 offset, so a time read off a page is never ambiguous. `operator_common.show` hands them to
@@ -18,17 +18,6 @@ def when(value: datetime | None, zone: tzinfo) -> str:
     if value is None:
         return "—"
     return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %z")
-
-
-def age(seconds: float) -> str:
-    """A duration as an operator reads it at a glance (as `colmena status` writes it)."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} d"
 
 
 def money_minor(minor: int, currency: str) -> str:
