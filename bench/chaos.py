@@ -507,6 +507,9 @@ async def running_system(
                 "COLMENA_SMTP_HOST": smtp.host,
                 "COLMENA_SMTP_PORT": str(smtp.port),
                 "COLMENA_SMTP_STARTTLS": "false",
+                # A worker killed mid-send holds its email this long; retries outlast it.
+                "COLMENA_SMTP_TIMEOUT_S": "2",
+                "COLMENA_LICENSE_SEND_LEASE_S": "8",
             }
         )
         processes = Processes(env, logs, worker_count)

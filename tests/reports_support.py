@@ -5,6 +5,7 @@ CLI in a process of its own (real exit codes, real stdout bytes)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
@@ -85,10 +86,17 @@ async def add_license(db: asyncpg.Connection, payment: payments.Payment) -> uuid
         issued_at=payment.created_at.replace(microsecond=0),
     )
     async with db.transaction():
-        record, _ = await licenses.insert(
-            db, license, payment_id=payment.id, locale="es-MX", key="CLM1." + uuid.uuid4().hex
+        issued = await licenses.issue(
+            db,
+            license,
+            payment_id=payment.id,
+            locale="es-MX",
+            key="CLM1." + uuid.uuid4().hex,
+            package=("0" * 64, 1),
+            link=licenses.LinkDraft(token_sha256=os.urandom(32), ttl_s=3600, max_downloads=1),
+            lease_s=0,
         )
-    return uuid.UUID(str(record.id))
+    return uuid.UUID(str(issued.license.id))
 
 
 async def revoke_license(db: asyncpg.Connection, license_id: uuid.UUID) -> None:

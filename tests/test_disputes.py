@@ -71,19 +71,20 @@ async def delivered(db, payment_id: int) -> uuid.UUID:
         seats=5,
         issued_at=datetime.now(UTC).replace(microsecond=0),
     )
-    record, email_id = await licenses.insert(
-        db, license, payment_id=payment_id, locale=None, key="k"
-    )
-    await licenses.replace_link(
+    issued = await licenses.issue(
         db,
-        license_id=record.id,
-        email_id=email_id,
-        token_sha256=hashlib.sha256(TOKEN).digest(),
-        ttl_s=3600,
-        max_downloads=3,
+        license,
+        payment_id=payment_id,
+        locale=None,
+        key="k",
+        package=("0" * 64, 1),
+        link=licenses.LinkDraft(
+            token_sha256=hashlib.sha256(TOKEN).digest(), ttl_s=3600, max_downloads=3
+        ),
+        lease_s=0,  # as if its worker had finished with it
     )
     await invoices.create(db, payment_id=payment_id, issuer_rfc="EKU9003173C9", series="A")
-    return record.id
+    return issued.license.id
 
 
 async def paid_and_delivered(system, db) -> tuple[dict[str, Any], int, uuid.UUID, int]:

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from colmena.actors.licenses import deliver_license
+from colmena.actors.licenses import LicenseEmailBusy, deliver_license, send_email
 from colmena.config import Settings
 from colmena.domain.licensing import load_private_key, verify_license_key
 from colmena.runtime.publisher import AmqpPublisher
@@ -147,12 +147,51 @@ async def test_concurrent_calls_in_one_process_send_one_email(settings, smtp, tm
     )
     await resources.start()
     try:
-        await asyncio.gather(*(deliver_license(resources, payment_id) for _ in range(6)))
+        outcomes = await asyncio.gather(
+            *(deliver_license(resources, payment_id) for _ in range(6)), return_exceptions=True
+        )
+        # A delivery that found the email being sent by another is told to retry, and its
+        # retry finds it sent.
+        assert all(o is None or isinstance(o, LicenseEmailBusy) for o in outcomes), outcomes
+        await deliver_license(resources, payment_id)
     finally:
         await resources.close()
     assert len(smtp.messages) == 1
     assert await db.fetchval("SELECT count(*) FROM licenses") == 1
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
+    assert await db.fetchval("SELECT sending_until FROM license_emails") is None
+
+
+async def test_an_email_whose_worker_died_mid_send_waits_for_its_lease_then_goes_once(
+    settings, smtp, tmp_path, db
+) -> None:
+    active = license_settings(settings, smtp, tmp_path)
+    payment_id = await insert_payment(db)
+    resources = Resources(
+        active,
+        database_url=active.require_database_url(),
+        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
+    )
+    await resources.start()
+    try:
+        await deliver_license(resources, payment_id)
+        # As if a worker had claimed it again and died before the server answered.
+        email_id = await db.fetchval(
+            "UPDATE license_emails SET sent_at = NULL, "
+            "sending_until = now() + interval '1 hour' RETURNING id"
+        )
+        with pytest.raises(LicenseEmailBusy):
+            await send_email(resources, email_id)
+        assert len(smtp.messages) == 1
+        await db.execute("UPDATE license_emails SET sending_until = now() - interval '1 second'")
+        await send_email(resources, email_id)
+        await send_email(resources, email_id)  # sent now: a duplicate sends nothing
+    finally:
+        await resources.close()
+    assert len(smtp.messages) == 2
+    assert await db.fetchval("SELECT attempts FROM license_emails") == 2
+    working = await db.fetchval("SELECT count(*) FROM download_links WHERE invalidated_at IS NULL")
+    assert working == 1  # the second email's link replaced the first's
 
 
 async def test_smtp_down_then_up_the_email_arrives_after_retries_with_the_only_working_link(

@@ -243,7 +243,16 @@ async def test_status_says_expired_for_an_expired_license(active, db, make_clien
         issued_at=datetime(2020, 1, 1, tzinfo=UTC), expires_at=datetime(2021, 1, 1, tzinfo=UTC),
     )  # fmt: skip
     key = sign_license(license, load_private_key(SIGNING_KEY.private_pem))
-    await store.insert(db, license, payment_id=payment_id, locale=None, key=key)
+    await store.issue(
+        db,
+        license,
+        payment_id=payment_id,
+        locale=None,
+        key=key,
+        package=("0" * 64, 1),
+        link=store.LinkDraft(token_sha256=bytes(32), ttl_s=60, max_downloads=1),
+        lease_s=0,
+    )
     client = await make_client(active)
     assert (await (await client.get(f"/licenses/{key}/status")).json())["status"] == "expired"
 

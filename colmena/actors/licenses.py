@@ -40,17 +40,16 @@ from colmena.domain.downloads import new_token, product_name, token_digest
 from colmena.domain.licensing import License, LicenseKeyError, sign_license, verify_license_key
 from colmena.domain.money import format_minor
 from colmena.domain.packaging import PackagingError
-from colmena.errors import PermanentError
+from colmena.errors import PermanentError, TransientError
 from colmena.gateways.license_keys import signing_key
 from colmena.gateways.mail import MailDeliveryError, license_delivery_email
-from colmena.gateways.mailer import MAILER, Mailer
+from colmena.gateways.mailer import MAILER
 from colmena.gateways.packaging import PACKAGER, Packager
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
 from colmena.store import licenses as store
 from colmena.store import payments
-from colmena.store.locks import advisory_lock, lock_space
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +59,6 @@ DISPUTED_STATUS = "in_mediation"
 DEFAULT_EDITION = "standard"
 # product_ref names a directory and a file: keep it to one safe path segment.
 _PRODUCT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# Serialises the sends of one email row (the key is the email id) across processes.
-EMAIL_LOCK = lock_space("LICM")
 
 
 def license_for(payment: payments.Payment, *, now: datetime) -> License:
@@ -85,58 +82,106 @@ def license_for(payment: payments.Payment, *, now: datetime) -> License:
         raise PermanentError(f"payment {payment.id} cannot make a license: {exc}") from None
 
 
-async def issue_license(
-    conn: asyncpg.Connection, settings: Settings, payment_id: int
-) -> tuple[store.LicenseRecord, int, bool] | None:
-    """(license, purchase email id, newly issued) for the payment, or None when the payment was
-    reversed before its license existed. Run inside a transaction: the payment row is locked."""
-    payment = await payments.get(conn, payment_id, for_update=True)
-    if payment is None:
-        raise PermanentError(f"payment {payment_id} does not exist")
-    existing = await store.get_by_payment(conn, payment_id)
-    if existing is not None:
-        return existing, await store.add_email(conn, existing.id, "purchase"), False
+class LicenseEmailBusy(TransientError):
+    """Another worker holds the email's sending lease: retry later, when it has been sent (and
+    the retry finds it so) or its worker died and the lease expired."""
+
+
+def may_issue(payment: payments.Payment) -> bool:
+    """Whether the payment's license may be issued now; False (logged) when the payment was
+    reversed or is disputed, PermanentError when it cannot have a license at all."""
     if payment.product_kind != "license":
         raise PermanentError(
-            f"payment {payment_id} is not for a license (product_kind={payment.product_kind!r})"
+            f"payment {payment.id} is not for a license (product_kind={payment.product_kind!r})"
         )
     if payment.approved_at is None:
-        raise PermanentError(f"payment {payment_id} was never approved")
+        raise PermanentError(f"payment {payment.id} was never approved")
     if payment.status in REVERSED_STATUSES:
         log.info(
-            "payment reversed before its license was issued; issuing none", payment_id=payment_id
+            "payment reversed before its license was issued; issuing none", payment_id=payment.id
         )
-        return None
+        return False
     if payment.status == DISPUTED_STATUS:
         # A won dispute queues deliver_license again (actors.payments), a lost one revokes.
-        log.info("payment disputed before its license was issued; waiting", payment_id=payment_id)
-        return None
+        log.info("payment disputed before its license was issued; waiting", payment_id=payment.id)
+        return False
+    return True
+
+
+async def issue_license(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    packager: Packager,
+    payment: payments.Payment,
+    token: str,
+) -> store.Issued | None:
+    """Issue the license ``payment`` bought (`may_issue` said so), with its purchase email
+    claimed and that email's link (to ``token``) stored; None when a concurrent delivery issued
+    it first. The caller's transaction holds the payment's row lock."""
     license = license_for(payment, now=datetime.now(UTC))
     key = sign_license(license, signing_key(settings))
+    package = await _package_digest(packager, license, key, payment.id)
     locale = payment.customer_locale or (payment.metadata or {}).get("locale")
-    record, email_id = await store.insert(
-        conn, license, payment_id=payment_id, locale=locale, key=key
+    return await store.issue(
+        conn,
+        license,
+        payment_id=payment.id,
+        locale=locale,
+        key=key,
+        package=package,
+        link=_link_draft(settings, token),
+        lease_s=settings.license_send_lease_s,
     )
-    return record, email_id, True
+
+
+async def _purchase_email(conn: asyncpg.Connection, payment_id: int) -> int:
+    """The purchase email of the payment's existing license (created if it was never owed)."""
+    existing = await store.get_by_payment(conn, payment_id)
+    if existing is None:  # the caller holds the payment's lock: only a manual DELETE gets here
+        raise PermanentError(f"payment {payment_id}'s license vanished while locked")
+    return await store.add_email(conn, existing.id, "purchase")
 
 
 @actor(queue=QUEUE, name="deliver_license")
 async def deliver_license(resources: Resources, payment_id: int) -> None:
-    """Issue (once) and email the license bought by ``payment_id``, with a download link."""
+    """Issue (once) and email the license bought by ``payment_id``, with a download link.
+
+    The first delivery is two statements in one transaction (lock the payment, store license,
+    email, link and lease), the SMTP conversation, and one statement marking it sent. A
+    redelivered message finds the license and goes the way of any owed email (`send_email`).
+    """
+    token = new_token()
+    issued: store.Issued | None = None
     async with resources.pool.acquire() as conn, conn.transaction():
-        issued = await issue_license(conn, resources.settings, payment_id)
+        delivery = await store.lock_for_delivery(conn, payment_id)
+        if delivery is None:
+            raise PermanentError(f"payment {payment_id} does not exist")
+        if delivery.license_id is None:
+            if not may_issue(delivery.payment):
+                return
+            issued = await issue_license(
+                conn, resources.settings, resources.shared(PACKAGER), delivery.payment, token
+            )
+        if issued is None:
+            email_id = delivery.email_id or await _purchase_email(conn, payment_id)
     if issued is None:
+        await send_email(resources, email_id)
         return
-    record, email_id, new = issued
-    if new:
-        LICENSES_ISSUED.inc()
-        log.info(
-            "license issued",
-            license_id=str(record.id),
-            payment_id=payment_id,
-            product=record.product_ref,
-        )
-    await send_email(resources, email_id)
+    LICENSES_ISSUED.inc()
+    log.info(
+        "license issued",
+        license_id=str(issued.license.id),
+        payment_id=payment_id,
+        product=issued.license.product_ref,
+    )
+    await _send_claimed(
+        resources,
+        email_id=issued.email_id,
+        record=issued.license,
+        amount=format_minor(delivery.payment.amount_minor, delivery.payment.currency),
+        token=token,
+        link=issued.link,
+    )
 
 
 @actor(queue=QUEUE, name="send_license_email")
@@ -169,39 +214,33 @@ async def revoke_license(resources: Resources, payment_id: int) -> None:
         )
 
 
+def _link_draft(settings: Settings, token: str) -> store.LinkDraft:
+    return store.LinkDraft(
+        token_sha256=token_digest(token),
+        ttl_s=settings.license_link_ttl_hours * 3600,
+        max_downloads=settings.license_max_downloads,
+    )
+
+
 async def send_email(resources: Resources, email_id: int) -> None:
-    """Send the email row ``email_id`` with a fresh link, unless it was sent or superseded."""
-    mailer = resources.shared(MAILER)
-    packager = resources.shared(PACKAGER)
-    async with (
-        resources.pool.acquire() as conn,
-        advisory_lock(conn, EMAIL_LOCK, email_id % 2**31),
-    ):
-        await _send_locked(conn, resources.settings, mailer, packager, email_id)
-
-
-async def _send_locked(
-    conn: asyncpg.Connection,
-    settings: Settings,
-    mailer: Mailer,
-    packager: Packager,
-    email_id: int,
-) -> None:
+    """Send the email row ``email_id`` with a fresh link, unless it was sent or superseded, or
+    its license is revoked or suspended. Another worker sending it is `LicenseEmailBusy`."""
+    settings = resources.settings
     token = new_token()
-    async with conn.transaction():
-        pending = await store.lock_email(conn, email_id)
+    async with resources.pool.acquire() as conn, conn.transaction():
+        pending = await store.claim_email(conn, email_id, lease_s=settings.license_send_lease_s)
         if pending is None:
             raise PermanentError(f"license email {email_id} does not exist")
         record = pending.license
         skip = (
-            "already sent"
-            if pending.sent
-            else "superseded by a newer email"
-            if pending.superseded
-            else "license revoked"
+            "license revoked"
             if record.revoked_at is not None
             else "license suspended while its payment is disputed"
             if record.suspended_at is not None
+            else "already sent"
+            if pending.sent
+            else "superseded by a newer email"
+            if pending.superseded
             else None
         )
         if skip:
@@ -209,28 +248,55 @@ async def _send_locked(
                 "license email not sent", email_id=email_id, license_id=str(record.id), reason=skip
             )
             return
-        await record_package(conn, settings, packager, record)
+        if not pending.claimed:
+            raise LicenseEmailBusy(f"license email {email_id} is being sent by another worker")
+        await record_package(conn, settings, resources.shared(PACKAGER), record)
+        draft = _link_draft(settings, token)
         link = await store.replace_link(
             conn,
             license_id=record.id,
             email_id=email_id,
-            token_sha256=token_digest(token),
-            ttl_s=settings.license_link_ttl_hours * 3600,
-            max_downloads=settings.license_max_downloads,
+            token_sha256=draft.token_sha256,
+            ttl_s=draft.ttl_s,
+            max_downloads=draft.max_downloads,
         )
+    await _send_claimed(
+        resources,
+        email_id=email_id,
+        record=record,
+        amount=format_minor(pending.amount_minor, pending.currency),
+        token=token,
+        link=link,
+    )
+
+
+async def _send_claimed(
+    resources: Resources,
+    *,
+    email_id: int,
+    record: store.LicenseRecord,
+    amount: str,
+    token: str,
+    link: store.NewLink,
+) -> None:
+    """Send an email whose lease this worker holds and whose link is stored, then mark it sent
+    (or note the failure); either statement releases the lease. No connection is held during
+    the SMTP conversation."""
+    settings = resources.settings
     email = license_delivery_email(
         locale=record.customer_locale,
         product_name=product_name(record.product_ref, record.edition),
-        amount=format_minor(pending.amount_minor, pending.currency),
+        amount=amount,
         download_url=f"{settings.license_links_base}/downloads/{token}",
         link_expires_at=link.expires_at,
         license_expires_at=record.expires_at,
         max_downloads=link.max_downloads,
     )
     try:
-        smtp_message_id = await mailer.send_email(record.customer_email, email)
+        smtp_message_id = await resources.shared(MAILER).send_email(record.customer_email, email)
     except MailDeliveryError as exc:
-        await store.note_email_failure(conn, email_id, str(exc))
+        async with resources.pool.acquire() as conn:
+            await store.note_email_failure(conn, email_id, str(exc))
         LICENSE_EMAILS.labels(
             outcome="temporary_failure" if exc.retryable else "permanent_failure"
         ).inc()
@@ -242,7 +308,10 @@ async def _send_locked(
                 error=str(exc),
             )
         raise
-    await store.mark_email_sent(conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id)
+    async with resources.pool.acquire() as conn:
+        await store.mark_email_sent(
+            conn, email_id, link_id=link.id, smtp_message_id=smtp_message_id
+        )
     LICENSE_EMAILS.labels(outcome="sent").inc()
     log.info(
         "license email sent",
@@ -250,6 +319,17 @@ async def _send_locked(
         license_id=str(record.id),
         smtp_message_id=smtp_message_id,
     )
+
+
+async def _package_digest(
+    packager: Packager, license: License, key: str, payment_id: int
+) -> tuple[str, int]:
+    """SHA-256 and size of the package a link to this license downloads, as this host's
+    product directory assembles it now."""
+    try:
+        return await asyncio.to_thread(packager.digest, license.product, license, key)
+    except PackagingError as exc:
+        raise PermanentError(f"payment {payment_id}'s license cannot be packaged: {exc}") from None
 
 
 async def record_package(
@@ -263,12 +343,7 @@ async def record_package(
         license = verify_license_key(record.license_key, signing_key(settings).public_key())
     except LicenseKeyError as exc:
         raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
-    try:
-        sha256, size = await asyncio.to_thread(
-            packager.digest, record.product_ref, license, record.license_key
-        )
-    except PackagingError as exc:
-        raise PermanentError(f"license {record.id} cannot be packaged: {exc}") from None
+    sha256, size = await _package_digest(packager, license, record.license_key, record.payment_id)
     if (sha256, size) != (record.package_sha256, record.package_size):
         await store.set_package(conn, record.id, sha256=sha256, size=size)
 

@@ -16,8 +16,8 @@ import asyncpg
 import structlog
 
 from colmena.domain.payment_state import Status
-from colmena.store import invoices, licenses, outbox
-from colmena.store.outbox import OutboxMessage
+from colmena.store import invoices, licenses
+from colmena.store.outbox import OutboxDraft
 from colmena.store.payments import Payment
 
 log = structlog.get_logger(__name__)
@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 async def dispute_effects(
     conn: asyncpg.Connection, payment: Payment, *, previous: Status
-) -> list[OutboxMessage | None]:
+) -> list[OutboxDraft]:
     """Suspend and hold, or restore and release, for the payment's new status; the follow-up
     rows to publish. Never-paid payments had nothing delivered, so nothing changes for them."""
     if payment.approved_at is None:
@@ -50,15 +50,14 @@ async def dispute_effects(
     return []
 
 
-async def _resumed(conn: asyncpg.Connection, payment: Payment) -> list[OutboxMessage | None]:
+async def _resumed(conn: asyncpg.Connection, payment: Payment) -> list[OutboxDraft]:
     """The follow-ups a won dispute resumes, keyed by the status time so a second dispute won
     later resumes again."""
     at = payment.status_at.isoformat()
-    rows: list[OutboxMessage | None] = []
+    rows: list[OutboxDraft] = []
     if payment.product_kind == "license":
         rows.append(
-            await outbox.record(
-                conn,
+            OutboxDraft(
                 queue="licenses",
                 actor="deliver_license",
                 args=[payment.id],
@@ -74,8 +73,7 @@ async def _resumed(conn: asyncpg.Connection, payment: Payment) -> list[OutboxMes
         else:
             return rows
         rows.append(
-            await outbox.record(
-                conn,
+            OutboxDraft(
                 queue="stamping",
                 actor=queue_actor,
                 args=args,

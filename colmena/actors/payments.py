@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -65,8 +67,8 @@ from colmena.gateways.stripe import StripeEvents
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
-from colmena.store import global_invoices, inbox, orders, outbox, payments
-from colmena.store.outbox import OutboxMessage
+from colmena.store import global_invoices, inbox, orders, payments, settlements
+from colmena.store.outbox import OutboxDraft, OutboxMessage
 from colmena.store.payments import Payment
 
 log = structlog.get_logger(__name__)
@@ -74,9 +76,8 @@ log = structlog.get_logger(__name__)
 QUEUE = "payments"
 
 
-async def _plan_message(conn: asyncpg.Connection, update: PlanUpdate) -> OutboxMessage | None:
-    return await outbox.record(
-        conn,
+def _plan_message(update: PlanUpdate) -> OutboxDraft:
+    return OutboxDraft(
         queue="bots",
         actor="apply_plan",
         args=[
@@ -99,10 +100,8 @@ def _plan_source(payment: Payment) -> str:
     return f"subscription:{subscription}" if subscription else f"payment:{payment.id}"
 
 
-async def _follow_ups(
-    conn: asyncpg.Connection, payment: Payment, *, first_approval: bool
-) -> list[OutboxMessage | None]:
-    """The outbox rows a status change calls for, recorded in the caller's transaction."""
+def _follow_ups(payment: Payment, *, first_approval: bool) -> list[OutboxDraft]:
+    """The outbox rows a status change calls for."""
     status = Status(payment.status)
     invoice_actor: str | None
     if status is Status.APPROVED and first_approval:
@@ -113,11 +112,10 @@ async def _follow_ups(
         license_actor, active = "revoke_license", False
     else:
         return []
-    rows: list[OutboxMessage | None] = []
+    drafts: list[OutboxDraft] = []
     if payment.product_kind == "license":
-        rows.append(
-            await outbox.record(
-                conn,
+        drafts.append(
+            OutboxDraft(
                 queue="licenses",
                 actor=license_actor,
                 args=[payment.id],
@@ -125,9 +123,8 @@ async def _follow_ups(
             )
         )
     if invoice_actor is not None and payment.metadata.get("rfc"):
-        rows.append(
-            await outbox.record(
-                conn,
+        drafts.append(
+            OutboxDraft(
                 queue="stamping",
                 actor=invoice_actor,
                 args=[payment.id],
@@ -137,9 +134,8 @@ async def _follow_ups(
     if payment.product_kind == "plan":
         plan = payment.metadata.get("plan")
         if payment.tenant_ref and plan:
-            rows.append(
-                await _plan_message(
-                    conn,
+            drafts.append(
+                _plan_message(
                     PlanUpdate(
                         tenant_ref=payment.tenant_ref,
                         plan=plan,
@@ -151,12 +147,12 @@ async def _follow_ups(
             )
         else:
             log.warning("plan payment without tenant_id/plan metadata", payment_id=payment.id)
-    return rows
+    return drafts
 
 
 async def _refund_credit(
     conn: asyncpg.Connection, payment: Payment, refunded_minor: int
-) -> list[OutboxMessage | None]:
+) -> list[OutboxDraft]:
     """The credit of a cumulative refund on a payment that was approved and is invoiced (its own
     CFDI, or a CFDI global); one message per figure, however often it is reported."""
     if refunded_minor <= 0 or payment.approved_at is None:
@@ -167,8 +163,7 @@ async def _refund_credit(
     ):
         return []
     return [
-        await outbox.record(
-            conn,
+        OutboxDraft(
             queue="stamping",
             actor="issue_credit_note",
             args=[payment.id, refunded_minor],
@@ -177,34 +172,88 @@ async def _refund_credit(
     ]
 
 
+@dataclass
+class Settlement:
+    """What settling one inbox event writes at its end, in one statement
+    (`colmena.store.settlements.finish`): the events reported, at most one status change not
+    written yet, the follow-ups, and each interpretation's outcome."""
+
+    events: list[settlements.PaymentEventRow] = field(default_factory=list)
+    change: settlements.StatusChange | None = None
+    messages: list[OutboxDraft] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+
+    async def write_change(self, conn: asyncpg.Connection) -> None:
+        """Write the waiting status change now: another payment of the event is read next, and
+        a read must find every change made before it."""
+        if self.change is not None:
+            change, self.change = self.change, None
+            await payments.set_status(conn, change.payment_id, change.status, change.provider_at)
+
+    async def finish(self, conn: asyncpg.Connection, inbox_id: int | None) -> list[OutboxMessage]:
+        return await settlements.finish(
+            conn,
+            inbox_id=inbox_id,
+            outcome="; ".join(self.outcomes) or "ignored: no payments",
+            events=self.events,
+            change=self.change,
+            messages=self.messages,
+        )
+
+
 async def _apply_refund(
-    conn: asyncpg.Connection, refund: RefundUpdate
-) -> tuple[str, list[OutboxMessage | None]]:
+    conn: asyncpg.Connection, refund: RefundUpdate, settlement: Settlement
+) -> str:
     """A partial refund: the payment's status stays, its invoice is credited."""
     payment = await payments.get_by_provider_id(conn, refund.provider, refund.provider_payment_id)
     if payment is None:
-        return "ignored: refund of an unknown payment", []
-    rows = await _refund_credit(conn, payment, refund.refunded_minor)
-    return f"refund of {refund.refunded_minor} recorded", rows
+        return "ignored: refund of an unknown payment"
+    settlement.messages += await _refund_credit(conn, payment, refund.refunded_minor)
+    return f"refund of {refund.refunded_minor} recorded"
 
 
-async def apply_update(
-    conn: asyncpg.Connection, update: PaymentUpdate, inbox_id: int | None
-) -> tuple[str, list[OutboxMessage | None]]:
-    """Apply one provider status to its payment; returns (outcome, follow-up rows)."""
-    payment, created = await payments.lock_or_create(conn, update.details())
-    if not created:
-        await payments.fill_details(conn, payment.id, update.details())
+async def _settled(
+    conn: asyncpg.Connection, payment: Payment, update: PaymentUpdate, settlement: Settlement
+) -> Payment:
+    """The payment with the update's status applied, as the follow-ups must read it.
+
+    Written at the end with the rest (`Settlement.change`) when nothing reads it before: a
+    payment that names no order, the first status change of the event. Otherwise written now,
+    because the order step reads the row, or another change already waits.
+    """
+    if settlement.change is None and orders.named_order(payment.metadata) is None:
+        settlement.change = settlements.StatusChange(
+            payment_id=payment.id, status=update.status.value, provider_at=update.provider_at
+        )
+        approving = update.status is Status.APPROVED and payment.approved_at is None
+        return replace(
+            payment,
+            status=update.status.value,
+            status_at=update.provider_at,
+            approved_at=datetime.now(UTC) if approving else payment.approved_at,
+        )
+    settled = await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
+    if settled is None:  # locked by this transaction: only a bug or a manual DELETE gets here
+        raise PermanentError(f"payment {payment.id} vanished while locked")
+    return settled
+
+
+async def _apply_update(
+    conn: asyncpg.Connection, update: PaymentUpdate, settlement: Settlement
+) -> str:
+    """Apply one provider status to its payment; returns the outcome."""
+    await settlement.write_change(conn)
+    payment, _created = await payments.lock_or_create(conn, update.details())
     decision = decide(Status(payment.status), payment.status_at, update.status, update.provider_at)
-    await payments.add_event(
-        conn,
-        payment_id=payment.id,
-        inbox_id=inbox_id,
-        source=update.source,
-        status=update.status.value,
-        provider_at=update.provider_at,
-        applied=decision.apply,
-        reason=decision.reason,
+    settlement.events.append(
+        settlements.PaymentEventRow(
+            payment_id=payment.id,
+            source=update.source,
+            status=update.status.value,
+            provider_at=update.provider_at,
+            applied=decision.apply,
+            reason=decision.reason,
+        )
     )
     if not decision.apply:
         log.info(
@@ -214,12 +263,9 @@ async def apply_update(
             reason=decision.reason,
         )
         # A status already known may still report a new refund (Mercado Pago's partial ones).
-        return f"ignored: {decision.reason}", await _refund_credit(
-            conn, payment, update.refunded_minor
-        )
-    settled = await payments.set_status(conn, payment.id, update.status.value, update.provider_at)
-    if settled is None:  # locked by this transaction: only a bug or a manual DELETE gets here
-        raise PermanentError(f"payment {payment.id} vanished while locked")
+        settlement.messages += await _refund_credit(conn, payment, update.refunded_minor)
+        return f"ignored: {decision.reason}"
+    settled = await _settled(conn, payment, update, settlement)
     PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
     log.info(
         "payment status applied",
@@ -229,33 +275,49 @@ async def apply_update(
     )
     settled, fulfil = await orders.settle_payment(conn, settled)
     if not fulfil:
-        return f"applied: {update.status.value}; its order is not fulfilled", []
-    rows = await _follow_ups(conn, settled, first_approval=payment.approved_at is None)
-    rows += await dispute_effects(conn, settled, previous=Status(payment.status))
-    rows += await _refund_credit(conn, settled, update.refunded_minor)
-    return f"applied: {update.status.value}", rows
+        return f"applied: {update.status.value}; its order is not fulfilled"
+    settlement.messages += _follow_ups(settled, first_approval=payment.approved_at is None)
+    settlement.messages += await dispute_effects(conn, settled, previous=Status(payment.status))
+    settlement.messages += await _refund_credit(conn, settled, update.refunded_minor)
+    return f"applied: {update.status.value}"
 
 
 async def _apply(
-    conn: asyncpg.Connection, interpretation: Interpretation, inbox_id: int
-) -> tuple[str, list[OutboxMessage | None]]:
+    conn: asyncpg.Connection, interpretation: Interpretation, settlement: Settlement
+) -> str:
     if isinstance(interpretation, Ignored):
-        return f"ignored: {interpretation.reason}", []
+        return f"ignored: {interpretation.reason}"
     if isinstance(interpretation, PlanUpdate):
-        return "plan update", [await _plan_message(conn, interpretation)]
+        settlement.messages.append(_plan_message(interpretation))
+        return "plan update"
     if isinstance(interpretation, RefundUpdate):
-        return await _apply_refund(conn, interpretation)
-    return await apply_update(conn, interpretation, inbox_id)
+        return await _apply_refund(conn, interpretation, settlement)
+    return await _apply_update(conn, interpretation, settlement)
+
+
+async def apply_update(
+    conn: asyncpg.Connection, update: PaymentUpdate, inbox_id: int | None
+) -> tuple[str, list[OutboxMessage]]:
+    """Apply one provider status to its payment and write it all in the caller's transaction;
+    returns (outcome, follow-up rows recorded)."""
+    settlement = Settlement()
+    outcome = await _apply(conn, update, settlement)
+    settlement.outcomes.append(outcome)
+    return outcome, await settlement.finish(conn, inbox_id)
 
 
 async def settle(
     pool: asyncpg.Pool,
     inbox_id: int,
     interpret: Callable[[inbox.InboxEvent], Interpretation | list[Interpretation]],
-) -> list[OutboxMessage | None]:
+) -> list[OutboxMessage]:
     """Apply the inbox event, as `interpret` reads it (one interpretation, or one per payment
     for a merchant order), exactly once; returns the follow-ups to publish. `interpret` runs
-    under the event's lock, only when it is not yet processed."""
+    under the event's lock, only when it is not yet processed.
+
+    A new payment settles in five round trips: BEGIN, lock the event, lock or create the
+    payment, write everything decided (`Settlement.finish`), COMMIT.
+    """
     async with pool.acquire() as conn, conn.transaction():
         event = await inbox.load_for_processing(conn, inbox_id)
         if event is None:
@@ -263,14 +325,10 @@ async def settle(
         if event.processed:
             return []
         interpreted = interpret(event)
-        outcomes: list[str] = []
-        rows: list[OutboxMessage | None] = []
+        settlement = Settlement()
         for interpretation in interpreted if isinstance(interpreted, list) else [interpreted]:
-            outcome, applied = await _apply(conn, interpretation, inbox_id)
-            outcomes.append(outcome)
-            rows += applied
-        await inbox.mark_processed(conn, inbox_id, "; ".join(outcomes) or "ignored: no payments")
-    return rows
+            settlement.outcomes.append(await _apply(conn, interpretation, settlement))
+        return await settlement.finish(conn, inbox_id)
 
 
 async def _stored_event(pool: asyncpg.Pool, inbox_id: int) -> inbox.InboxEvent:
@@ -286,7 +344,7 @@ async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
     # No read ahead of the transaction: a Stripe event needs no remote call, so `settle` reads
     # it under its lock and interprets it there.
     rows = await settle(resources.pool, inbox_id, lambda event: interpret_stripe(event.payload))
-    await publish_now(resources.pool, resources.publisher, rows)
+    await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)
 
 
 class StripeApiNotConfigured(PermanentError):
@@ -328,7 +386,7 @@ async def settle_stripe_thin_event(resources: Resources, inbox_id: int) -> None:
         _thin_interpretation, stripe_events(resources), event.payload
     )
     rows = await settle(resources.pool, inbox_id, lambda _event: interpretation)
-    await publish_now(resources.pool, resources.publisher, rows)
+    await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)
 
 
 class MercadoPagoNotConfigured(PermanentError):
@@ -390,4 +448,4 @@ async def settle_mercadopago_notification(resources: Resources, inbox_id: int) -
     else:
         interpretations = await asyncio.to_thread(_fetched, mercadopago_client(resources), event)
         rows = await settle(resources.pool, inbox_id, lambda _event: interpretations)
-    await publish_now(resources.pool, resources.publisher, rows)
+    await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)

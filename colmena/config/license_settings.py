@@ -64,6 +64,14 @@ class LicenseSettings(BaseModel):
     smtp_password: SecretStr | None = Field(default=None, validate_default=True)
     smtp_sender: str = Field(default="licenses@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
     smtp_timeout_s: float = Field(default=30.0, gt=0, le=120)
+    license_send_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="how long a worker's claim on a license email lasts; an email whose worker "
+        "died mid-send is sent again by a retry after this (keep it above a whole SMTP "
+        "conversation: several COLMENA_SMTP_TIMEOUT_S)",
+    )
 
     @field_validator(
         "license_signing_key", "license_public_key", "smtp_host", "smtp_username", mode="before"

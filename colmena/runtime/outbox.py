@@ -31,19 +31,86 @@ def _count(path: str, sent: int, failed: int) -> None:
         OUTBOX_PUBLISH_FAILURES.labels(path=path).inc(failed)
 
 
+class PublishedMarks:
+    """Rows the broker confirmed, marked published together: one statement per `window_s`
+    instead of one per publish.
+
+    A mark only tells the relay not to send a row again, so it may lag: a mark lost to a crash
+    costs one duplicate message, which consumers absorb (DESIGN.md rule 3). `window_s` must stay
+    well under the relay's grace, or the relay republishes rows still waiting for their mark;
+    0 marks at once.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, window_s: float) -> None:
+        self._pool = pool
+        self._window_s = window_s
+        self._pending: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def add(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        self._pending += ids
+        if self._window_s <= 0:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._window_s, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush(self) -> None:
+        """Mark what is pending now; a failure leaves it to the relay."""
+        ids, self._pending = self._pending, []
+        if not ids:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                await outbox.mark_published(conn, ids)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning(
+                "could not mark published rows; the relay will send them again",
+                count=len(ids),
+                error=type(exc).__name__,
+            )
+
+    async def close(self) -> None:
+        """Mark what is pending before the pool closes."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await asyncio.gather(*self._flushing)
+        await self.flush()
+
+
 async def publish_now(
-    pool: asyncpg.Pool, publisher: Publisher, rows: Sequence[OutboxMessage | None]
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    rows: Sequence[OutboxMessage | None],
+    *,
+    marks: PublishedMarks | None = None,
 ) -> int:
-    """Publish rows a committed transaction recorded; failures are left for the relay."""
+    """Publish rows a committed transaction recorded; failures are left for the relay. The
+    confirmed rows are marked published before this returns, or with `marks`' next batch."""
     pending = [row for row in rows if row is not None]
     if not pending:
         return 0
     results = await publisher.publish_many(pending)
     sent = [row.id for row, ok in zip(pending, results, strict=True) if ok]
     failed = [row.id for row, ok in zip(pending, results, strict=True) if not ok]
-    async with pool.acquire() as conn:
-        await outbox.mark_published(conn, sent)
-        await outbox.note_failures(conn, failed, UNCONFIRMED)
+    if marks is not None:
+        await marks.add(sent)
+        sent_now: list[int] = []
+    else:
+        sent_now = sent
+    if sent_now or failed:
+        async with pool.acquire() as conn:
+            await outbox.mark_published(conn, sent_now)
+            await outbox.note_failures(conn, failed, UNCONFIRMED)
     _count("direct", len(sent), len(failed))
     return len(sent)
 

@@ -25,6 +25,7 @@ import asyncpg
 
 from colmena.config import Settings
 from colmena.config.shared_client import SharedClient
+from colmena.runtime.outbox import PublishedMarks
 from colmena.store.migrate import ensure_migrated
 from colmena.store.pool import create_pool
 
@@ -48,6 +49,7 @@ class Resources:
         self.database_url = database_url
         self.publisher = publisher
         self._pool: asyncpg.Pool | None = None
+        self._marks: PublishedMarks | None = None
         self._lock: asyncio.Lock | None = None
         self._clients: dict[SharedClient[Any], Any] = {}
         self._clients_lock = threading.Lock()
@@ -79,6 +81,15 @@ class Resources:
                 await pool.close()
                 raise
             self._pool = pool
+            # Well under the relay's grace, which must not find rows still waiting for a mark.
+            self._marks = PublishedMarks(pool, window_s=min(1.0, self.settings.relay_grace_s / 4))
+
+    @property
+    def published_marks(self) -> PublishedMarks:
+        """Where actors hand the rows they published after commit, to be marked in batches."""
+        if self._marks is None:
+            raise RuntimeError("Resources.start() has not run")
+        return self._marks
 
     def shared(self, key: SharedClient[ClientT]) -> ClientT:
         """The process's client for `key`, created on first use (from any thread)."""
@@ -96,6 +107,9 @@ class Resources:
                 closing = key.close(client)
                 if inspect.isawaitable(closing):
                     await closing
+        marks, self._marks = self._marks, None
+        if marks is not None:
+            await marks.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()

@@ -113,9 +113,3 @@ def _event(row: asyncpg.Record | None) -> InboxEvent | None:
         payload=row["payload"],
         processed=row["processed_at"] is not None,
     )
-
-
-async def mark_processed(conn: asyncpg.Connection, inbox_id: int, outcome: str) -> None:
-    await conn.execute(
-        "UPDATE inbox SET processed_at = now(), outcome = $2 WHERE id = $1", inbox_id, outcome
-    )

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from colmena.domain.licensing import License
+from colmena.store.payments import Payment, payment_from, qualified_columns
 
 _LICENSE_COLUMNS = (
     "id, payment_id, product_ref, edition, customer_email, customer_locale, seats, issued_at, "
@@ -51,6 +52,9 @@ class PendingEmail:
     license: LicenseRecord
     sent: bool
     superseded: bool
+    # This worker now holds the email's sending lease; False with nothing above to explain it
+    # means another worker holds it.
+    claimed: bool
     # What the payment charged, for the email to say.
     amount_minor: int
     currency: str
@@ -138,22 +142,97 @@ async def get_by_payment(conn: asyncpg.Connection, payment_id: int) -> LicenseRe
     return _license(row) if row else None
 
 
-async def insert(
-    conn: asyncpg.Connection, license: License, *, payment_id: int, locale: str | None, key: str
-) -> tuple[LicenseRecord, int]:
-    """Store an issued license with its purchase email in one statement: (license, email id)."""
+@dataclass(frozen=True)
+class Delivery:
+    """What `deliver_license` finds under the payment's row lock: the payment, and its license
+    and purchase email when they were issued already (a redelivered message)."""
+
+    payment: Payment
+    license_id: uuid.UUID | None
+    email_id: int | None
+
+
+async def lock_for_delivery(conn: asyncpg.Connection, payment_id: int) -> Delivery | None:
+    """Lock the payment row for the caller's transaction and say whether its license exists, in
+    one statement; None when the payment does not exist. The lock makes one license per payment
+    however many deliveries race (UNIQUE (payment_id) backs it)."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT {qualified_columns("p")}, l.id AS license_id, e.id AS email_id
+        FROM payments p
+            LEFT JOIN licenses l ON l.payment_id = p.id
+            LEFT JOIN license_emails e ON e.license_id = l.id AND e.reason = 'purchase'
+        WHERE p.id = $1
+        FOR UPDATE OF p
+        """,
+        payment_id,
+    )
+    if row is None:
+        return None
+    return Delivery(
+        payment=payment_from(row), license_id=row["license_id"], email_id=row["email_id"]
+    )
+
+
+@dataclass(frozen=True)
+class LinkDraft:
+    """A download link to store: the SHA-256 of its token (the token itself goes only into the
+    email), how long it lives and how often it downloads."""
+
+    token_sha256: bytes
+    ttl_s: float
+    max_downloads: int
+
+
+@dataclass(frozen=True)
+class Issued:
+    license: LicenseRecord
+    email_id: int
+    link: NewLink
+
+
+async def issue(
+    conn: asyncpg.Connection,
+    license: License,
+    *,
+    payment_id: int,
+    locale: str | None,
+    key: str,
+    package: tuple[str, int],
+    link: LinkDraft,
+    lease_s: float,
+) -> Issued | None:
+    """Store an issued license, its package digest and size, its purchase email (its sending
+    lease held by the caller, its first attempt counted) and that email's link, in one
+    statement: the first delivery's whole write is one round trip.
+
+    None when the payment has its license already: a concurrent delivery issued it after the
+    caller's snapshot was taken (the payment's row lock orders the two, but the loser's join
+    could not see the winner's insert). Nothing is written then."""
+    sha256, size = package
     row = await conn.fetchrow(
         f"""
         WITH issued AS (
             INSERT INTO licenses (id, payment_id, product_ref, edition, customer_email,
-                customer_locale, seats, issued_at, expires_at, license_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                customer_locale, seats, issued_at, expires_at, license_key, package_sha256,
+                package_size)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (payment_id) DO NOTHING
             RETURNING {_LICENSE_COLUMNS}
         ), purchase_email AS (
-            INSERT INTO license_emails (license_id, reason) SELECT id, 'purchase' FROM issued
-            RETURNING id AS email_id
+            INSERT INTO license_emails (license_id, reason, attempts, sending_until)
+            SELECT id, 'purchase', 1, now() + make_interval(secs => $16) FROM issued
+            RETURNING id
+        ), link AS (
+            INSERT INTO download_links (license_id, email_id, token_sha256, expires_at,
+                max_downloads)
+            SELECT issued.id, purchase_email.id, $13, now() + make_interval(secs => $14), $15
+            FROM issued, purchase_email
+            RETURNING id, expires_at, max_downloads
         )
-        SELECT issued.*, purchase_email.email_id FROM issued, purchase_email
+        SELECT issued.*, purchase_email.id AS email_id, link.id AS link_id,
+            link.expires_at AS link_expires_at, link.max_downloads AS link_max_downloads
+        FROM issued, purchase_email, link
         """,
         uuid.UUID(license.license_id),
         payment_id,
@@ -165,8 +244,24 @@ async def insert(
         license.issued_at,
         license.expires_at,
         key,
+        sha256,
+        size,
+        link.token_sha256,
+        link.ttl_s,
+        link.max_downloads,
+        lease_s,
     )
-    return _license(row), int(row["email_id"])
+    if row is None:
+        return None
+    return Issued(
+        license=_license(row),
+        email_id=int(row["email_id"]),
+        link=NewLink(
+            id=row["link_id"],
+            expires_at=row["link_expires_at"],
+            max_downloads=row["link_max_downloads"],
+        ),
+    )
 
 
 async def add_email(conn: asyncpg.Connection, license_id: uuid.UUID, reason: str) -> int:
@@ -200,15 +295,33 @@ async def set_package(
     )
 
 
-async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | None:
-    """The email and its license, the license row locked against revocation meanwhile.
+async def claim_email(
+    conn: asyncpg.Connection, email_id: int, *, lease_s: float
+) -> PendingEmail | None:
+    """The email and its license, the license row locked against revocation meanwhile, and the
+    email's sending lease taken for `lease_s` when it is owed (not sent, not superseded, its
+    license live) and nobody else holds it. None when the email does not exist.
+
+    The lease is a row lock that outlives the transaction: the claim is an UPDATE, so a
+    concurrent claim waits for this transaction and then re-reads the row, finds the lease and
+    takes nothing. `mark_email_sent` and `note_email_failure` release it; a worker that died
+    mid-send leaves it to expire.
 
     FOR NO KEY UPDATE rather than FOR UPDATE: new download_links rows referencing the license
     must still be insertable by this same transaction's foreign-key checks.
     """
     row = await conn.fetchrow(
         f"""
+        WITH claimed AS (
+            UPDATE license_emails SET sending_until = now() + make_interval(secs => $2)
+            WHERE id = $1 AND sent_at IS NULL AND superseded_at IS NULL
+              AND (sending_until IS NULL OR sending_until <= now())
+              AND EXISTS (SELECT 1 FROM licenses WHERE id = license_emails.license_id
+                          AND revoked_at IS NULL AND suspended_at IS NULL)
+            RETURNING id
+        )
         SELECT e.sent_at IS NOT NULL AS sent, e.superseded_at IS NOT NULL AS superseded,
+               EXISTS (SELECT 1 FROM claimed) AS claimed,
                p.amount_minor, p.currency, {_QUALIFIED_LICENSE_COLUMNS}
         FROM license_emails e JOIN licenses l ON l.id = e.license_id
             JOIN payments p ON p.id = l.payment_id
@@ -216,6 +329,7 @@ async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | 
         FOR NO KEY UPDATE OF l
         """,
         email_id,
+        lease_s,
     )
     if row is None:
         return None
@@ -224,6 +338,7 @@ async def lock_email(conn: asyncpg.Connection, email_id: int) -> PendingEmail | 
         license=_license(row),
         sent=row["sent"],
         superseded=row["superseded"],
+        claimed=row["claimed"],
         amount_minor=row["amount_minor"],
         currency=row["currency"],
     )
@@ -275,8 +390,11 @@ async def replace_link(
 
 
 async def note_email_failure(conn: asyncpg.Connection, email_id: int, error: str) -> None:
+    """Keep why the attempt failed and release its lease, so the retry may claim it at once."""
     await conn.execute(
-        "UPDATE license_emails SET last_error = $2 WHERE id = $1", email_id, error[:500]
+        "UPDATE license_emails SET last_error = $2, sending_until = NULL WHERE id = $1",
+        email_id,
+        error[:500],
     )
 
 
@@ -287,7 +405,8 @@ async def mark_email_sent(
     await conn.execute(
         """
         WITH sent AS (
-            UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL
+            UPDATE license_emails SET sent_at = now(), smtp_message_id = $2, last_error = NULL,
+                sending_until = NULL
             WHERE id = $1
         )
         UPDATE download_links SET emailed_at = now() WHERE id = $3

@@ -135,7 +135,7 @@ async def mark_open(
     return order
 
 
-def _order_id(metadata: dict[str, Any]) -> uuid.UUID | None:
+def named_order(metadata: dict[str, Any]) -> uuid.UUID | None:
     for key in ORDER_ID_KEYS:
         try:
             return uuid.UUID(str(metadata[key]))
@@ -155,7 +155,7 @@ async def settle_payment(conn: asyncpg.Connection, payment: Payment) -> tuple[Pa
     currency equal the order's; otherwise the order is `held` with the reason and nothing
     follows. A rejection or cancellation marks an unpaid order `failed`.
     """
-    order_id = _order_id(payment.metadata)
+    order_id = named_order(payment.metadata)
     if order_id is None:
         return payment, True
     row = await conn.fetchrow(

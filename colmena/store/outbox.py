@@ -24,6 +24,18 @@ class OutboxMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OutboxDraft:
+    """A message decided but not yet written: written with others in one statement
+    (`colmena.store.settlements`), with a new message id, unless its dedupe key was recorded."""
+
+    queue: str
+    actor: str
+    args: list[Any]
+    dedupe_key: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 def message_from_row(row: asyncpg.Record) -> OutboxMessage:
     return OutboxMessage(
         id=row["id"],

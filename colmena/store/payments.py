@@ -52,6 +52,16 @@ def _payment(row: asyncpg.Record) -> Payment:
     return Payment(**dict(row))
 
 
+def qualified_columns(alias: str) -> str:
+    """The payment's columns as `alias.column`, for a query that joins payments to others."""
+    return ", ".join(f"{alias}.{column.strip()}" for column in _COLUMNS.split(","))
+
+
+def payment_from(row: asyncpg.Record) -> Payment:
+    """The payment among a joined row's columns (`qualified_columns`)."""
+    return Payment(**{name: row[name] for name in Payment.__dataclass_fields__})
+
+
 async def get(
     conn: asyncpg.Connection, payment_id: int, *, for_update: bool = False
 ) -> Payment | None:
@@ -72,14 +82,28 @@ async def get_by_provider_id(
 
 
 async def lock_or_create(conn: asyncpg.Connection, fields: dict[str, Any]) -> tuple[Payment, bool]:
-    """The payment row, locked for this transaction; created first if unknown (returns created)."""
-    inserted = await conn.fetchrow(
+    """The payment row, locked for this transaction, in one statement: created (status `new`)
+    if unknown, else completed with what an earlier, thinner event did not carry (email,
+    product, metadata: what it holds wins). Returns (payment, created).
+
+    ON CONFLICT DO UPDATE, not DO NOTHING and a second SELECT: the update locks the row, waits
+    for a concurrent inserter of the same payment and then reads its committed row.
+    """
+    row = await conn.fetchrow(
         f"""
-        INSERT INTO payments (provider, provider_payment_id, amount_minor, currency, customer_email,
-            customer_locale, tenant_ref, product_ref, product_kind, metadata, status, status_at)
+        INSERT INTO payments AS p (provider, provider_payment_id, amount_minor, currency,
+            customer_email, customer_locale, tenant_ref, product_ref, product_kind, metadata,
+            status, status_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'new', $11)
-        ON CONFLICT (provider, provider_payment_id) DO NOTHING
-        RETURNING {_COLUMNS}
+        ON CONFLICT (provider, provider_payment_id) DO UPDATE SET
+            customer_email  = coalesce(p.customer_email, excluded.customer_email),
+            customer_locale = coalesce(p.customer_locale, excluded.customer_locale),
+            tenant_ref      = coalesce(p.tenant_ref, excluded.tenant_ref),
+            product_ref     = coalesce(p.product_ref, excluded.product_ref),
+            product_kind    = coalesce(p.product_kind, excluded.product_kind),
+            metadata        = excluded.metadata || p.metadata,
+            updated_at      = now()
+        RETURNING {qualified_columns("p")}, (xmax = 0) AS created
         """,
         fields["provider"],
         fields["provider_payment_id"],
@@ -93,41 +117,7 @@ async def lock_or_create(conn: asyncpg.Connection, fields: dict[str, Any]) -> tu
         fields.get("metadata") or {},
         fields["provider_at"],
     )
-    if inserted is not None:
-        # A row this transaction inserted is already its own: others' inserts of the same
-        # payment wait on it, and nobody else sees it before the commit.
-        return _payment(inserted), True
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM payments "
-        "WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE",
-        fields["provider"],
-        fields["provider_payment_id"],
-    )
-    return _payment(row), False
-
-
-async def fill_details(conn: asyncpg.Connection, payment_id: int, fields: dict[str, Any]) -> None:
-    """Complete what an earlier, thinner event did not carry (email, product, metadata)."""
-    await conn.execute(
-        """
-        UPDATE payments SET
-            customer_email  = coalesce(customer_email, $2),
-            customer_locale = coalesce(customer_locale, $3),
-            tenant_ref      = coalesce(tenant_ref, $4),
-            product_ref     = coalesce(product_ref, $5),
-            product_kind    = coalesce(product_kind, $6),
-            metadata        = $7::jsonb || metadata,
-            updated_at      = now()
-        WHERE id = $1
-        """,
-        payment_id,
-        fields.get("customer_email"),
-        fields.get("customer_locale"),
-        fields.get("tenant_ref"),
-        fields.get("product_ref"),
-        fields.get("product_kind"),
-        fields.get("metadata") or {},
-    )
+    return payment_from(row), bool(row["created"])
 
 
 async def set_status(
@@ -147,33 +137,6 @@ async def set_status(
         provider_at,
     )
     return _payment(row) if row else None
-
-
-async def add_event(
-    conn: asyncpg.Connection,
-    *,
-    payment_id: int,
-    inbox_id: int | None,
-    source: str,
-    status: str,
-    provider_at: datetime,
-    applied: bool,
-    reason: str | None,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO payment_events
-            (payment_id, inbox_id, source, status, provider_at, applied, reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        """,
-        payment_id,
-        inbox_id,
-        source,
-        status,
-        provider_at,
-        applied,
-        reason,
-    )
 
 
 async def events(conn: asyncpg.Connection, payment_id: int) -> list[PaymentEvent]:
