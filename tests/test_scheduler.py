@@ -1,4 +1,4 @@
-"""The scheduler: the relay job republishes, and the advisory lock keeps ticks exclusive."""
+"""The scheduler: the relay job republishes, and advisory locks keep each job to one scheduler."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
-from colmena.runtime.scheduler import ScheduledJob, build_scheduler, run_exclusively
+from colmena.runtime.scheduler import JobLocks, ScheduledJob, build_scheduler, run_exclusively
 from colmena.store import outbox
 from tests.conftest import queue_counts, wait_for
 
@@ -22,7 +22,8 @@ async def test_relay_job_publishes_what_was_left_behind(settings, db) -> None:
         publisher=AmqpPublisher(settings.require_broker_url(), settings.queue_prefix),
     )
     await resources.start()
-    scheduler = build_scheduler(resources, [])
+    locks = JobLocks(resources.database_url)
+    scheduler = build_scheduler(resources, locks, [])
     scheduler.start()
     try:
         await wait_for(
@@ -30,13 +31,15 @@ async def test_relay_job_publishes_what_was_left_behind(settings, db) -> None:
         )
     finally:
         scheduler.shutdown(wait=False)
+        await locks.close()
         await resources.close()
     assert queue_counts(settings.queue_prefix + "payments")[0] == 1
 
 
-async def test_a_job_never_runs_twice_at_once(settings) -> None:
+async def test_a_job_runs_in_one_scheduler_until_it_is_gone(settings) -> None:
     """The second scheduler's tick comes while the first one's is still running (it holds the
-    job until released), so the advisory lock is what makes it skip."""
+    job until released), and again after it ended: both times the first scheduler owns the job.
+    Once the first scheduler is gone, the second takes the job over."""
     started, release = asyncio.Event(), asyncio.Event()
     runs = 0
 
@@ -56,16 +59,25 @@ async def test_a_job_never_runs_twice_at_once(settings) -> None:
         )
         for _ in range(2)
     )
+    first_locks, second_locks = (JobLocks(settings.require_database_url()) for _ in range(2))
     try:
-        running = asyncio.create_task(run_exclusively(first, job))
+        running = asyncio.create_task(run_exclusively(first, first_locks, job))
         await asyncio.wait_for(started.wait(), timeout=20)
-        await asyncio.wait_for(run_exclusively(second, job), timeout=20)
-        assert runs == 1, "the second tick ran while the first held the lock"
+        await asyncio.wait_for(run_exclusively(second, second_locks, job), timeout=20)
+        assert runs == 1, "the second scheduler ran a tick while the first ran the job"
         release.set()
         await asyncio.wait_for(running, timeout=20)
-        await asyncio.wait_for(run_exclusively(second, job), timeout=20)
-        assert runs == 2, "once the first tick ended, the next one ran"
+        await asyncio.wait_for(run_exclusively(second, second_locks, job), timeout=20)
+        assert runs == 1, "the second scheduler ran a job the first still owns"
+        await asyncio.wait_for(run_exclusively(first, first_locks, job), timeout=20)
+        assert runs == 2, "the owner's next tick ran"
+
+        await first_locks.close()  # the first scheduler stops
+        await asyncio.wait_for(run_exclusively(second, second_locks, job), timeout=20)
+        assert runs == 3, "the second scheduler took the job over"
     finally:
         release.set()
+        await first_locks.close()
+        await second_locks.close()
         await first.close()
         await second.close()

@@ -3,7 +3,8 @@
 Every lock is a pair (space, key): the space is a four-letter tag packed into an int (one per
 kind of work, so kinds never collide), the key an int id or a text hashed by PostgreSQL's
 `hashtext`. Session locks are always released in `finally`, so a pooled connection never goes
-back to the pool holding one (the pool skips its reset query on that promise).
+back to the pool holding one (the pool skips its reset query on that promise); the one exception
+is `try_keeping`, for a connection of its own that holds its locks while it lives.
 """
 
 from __future__ import annotations
@@ -49,3 +50,11 @@ async def try_advisory_lock(
     finally:
         if got:
             await conn.execute(f"SELECT pg_advisory_unlock($1, {_key_sql(key)})", space, key)
+
+
+async def try_keeping(conn: asyncpg.Connection, space: int, key: int | str) -> bool:
+    """Take (space, key) if it is free and keep it until the session ends; never waits. Only
+    for a connection of its own, never a pooled one."""
+    return bool(
+        await conn.fetchval(f"SELECT pg_try_advisory_lock($1, {_key_sql(key)})", space, key)
+    )
