@@ -26,6 +26,8 @@ from colmena.domain.licensing import (
     load_private_key,
     sign_license,
 )
+from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.resources import Resources
 from tests.conftest import queue_counts, wait_for
 from tests.standins.smtp import ReceivedMail, SmtpStandin
 
@@ -153,3 +155,13 @@ def tampered(key: str) -> str:
     document["seats"] = 300
     raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() + "." + signature
+
+
+def resources_for(settings: Settings) -> Resources:
+    """Resources for calling the licenses actors directly: they publish nothing, so the
+    publisher points nowhere."""
+    return Resources(
+        settings,
+        database_url=settings.require_database_url(),
+        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
+    )

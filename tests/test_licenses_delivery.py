@@ -11,14 +11,13 @@ import pytest
 from colmena.actors.licenses import LicenseEmailBusy, deliver_license, send_email
 from colmena.config import Settings
 from colmena.domain.licensing import load_private_key, verify_license_key
-from colmena.runtime.publisher import AmqpPublisher
-from colmena.runtime.resources import Resources
 from tests.conftest import queue_counts, wait_for
 from tests.licenses_support import (
     SIGNING_KEY,
     drain,
     insert_payment,
     license_settings,
+    resources_for,
     run_cli,
     token_in,
     zip_members,
@@ -140,11 +139,7 @@ async def test_duplicate_and_concurrent_deliveries_give_one_license_and_one_emai
 async def test_concurrent_calls_in_one_process_send_one_email(settings, smtp, tmp_path, db) -> None:
     active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db)
-    resources = Resources(
-        active,
-        database_url=active.require_database_url(),
-        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
-    )
+    resources = resources_for(active)
     await resources.start()
     try:
         outcomes = await asyncio.gather(
@@ -167,11 +162,7 @@ async def test_an_email_whose_worker_died_mid_send_waits_for_its_lease_then_goes
 ) -> None:
     active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db)
-    resources = Resources(
-        active,
-        database_url=active.require_database_url(),
-        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
-    )
+    resources = resources_for(active)
     await resources.start()
     try:
         await deliver_license(resources, payment_id)

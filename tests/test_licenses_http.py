@@ -28,8 +28,6 @@ from colmena.errors import is_permanent
 from colmena.gateways.license_keys import SigningKeyMissing, public_key, signing_key
 from colmena.gateways.maildrop import MailDropMailer
 from colmena.gateways.mailer import MailerNotConfigured, mailer_for
-from colmena.runtime.publisher import AmqpPublisher
-from colmena.runtime.resources import Resources
 from colmena.store import licenses as store
 from tests.fuzz_support import LogCapture, capture_logs
 from tests.licenses_support import (
@@ -40,6 +38,7 @@ from tests.licenses_support import (
     deliver_inline,
     insert_payment,
     license_settings,
+    resources_for,
     tampered,
 )
 from tests.standins.smtp import SmtpStandin
@@ -54,14 +53,6 @@ def smtp():
 @pytest.fixture
 def active(settings, smtp, tmp_path):
     return license_settings(settings, smtp, tmp_path)
-
-
-def resources_for(settings) -> Resources:
-    return Resources(
-        settings,
-        database_url=settings.require_database_url(),
-        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
-    )
 
 
 async def test_forged_and_truncated_tokens_are_404_and_spend_nothing(
