@@ -30,6 +30,7 @@ SUITE: dict[str, list[str]] = {
     "workers": ["workers.py", "--messages", "10000"],
     "licenses": ["licenses.py", "--licenses", "200", "--threads", "1,4"],
     "stamping": ["stamping.py", "--invoices", "200", "--e2e", "20", "--threads", "1,4"],
+    "mail": ["mail.py", "--messages", "1000", "--rounds", "3"],
     "reconcile": ["reconcile.py"],
     "chaos": ["chaos.py", "--events", "600", "--rate", "40", "--rabbit-fault", "proxy"],
     "pg_sync_cost": ["pg_sync_cost.py", "--seconds", "5"],

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from colmena.errors import is_permanent
 from colmena.gateways.mail import (
@@ -22,6 +23,57 @@ SENDER = "licencias@colmena.example"
 LINK_EXPIRES = datetime(2025, 3, 4, 15, 30, tzinfo=UTC)
 LICENSE_EXPIRES = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 URL = "https://colmena.example/downloads/abc123"
+
+
+class ScriptedStandin(SmtpStandin):
+    """The stand-in, answering the next MAIL commands with ``mail_replies`` (in order) and
+    every RCPT with ``rcpt_reply`` when set; it counts MAIL and NOOP commands, and keeps the
+    session of each MAIL it accepted (alive, so no two sessions can share an ``id``, as a
+    closed one's could with a later one's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mail_replies: list[str] = []
+        self.rcpt_reply: str | None = None
+        self.mail_commands = 0
+        self.noops = 0
+        self.mail_sessions: list[Session] = []
+
+    def connections(self) -> int:
+        """How many sessions carried the MAIL commands accepted so far."""
+        return len({id(session) for session in self.mail_sessions})
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_commands += 1
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        self.mail_sessions.append(session)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.rcpt_reply is not None:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_NOOP(
+        self, server: SMTP, session: Session, envelope: Envelope, arg: str
+    ) -> str:
+        self.noops += 1
+        return "250 OK"
+
+
+@pytest.fixture
+def scripted():
+    with ScriptedStandin() as server:
+        yield server
 
 
 @pytest.fixture
@@ -235,36 +287,90 @@ async def test_messages_share_one_session_and_shutdown_quits_it(smtp):
     assert mailer.sessions.count() == 0
 
 
-async def test_a_session_dropped_while_idle_is_replaced_and_nothing_is_lost(smtp):
-    mailer = mailer_for(smtp)
+async def test_a_session_dropped_while_idle_is_replaced_and_nothing_is_lost(scripted):
+    mailer = mailer_for(scripted)
     await mailer.send_email("ana@example.com", delivery("es"))
-    smtp.stop()  # the server goes away with the idle session
-    smtp.start()
+    scripted.stop()  # the server goes away with the idle session
+    scripted.start()
     await mailer.send_email("ana@example.com", delivery("en"))
-    received = await smtp.wait_for_async(2)
-    assert len(received) == 2 and len(set(smtp.sessions)) == 2
+    received = await scripted.wait_for_async(2)
+    assert len(received) == 2 and scripted.connections() == 2
 
 
-async def test_a_session_that_failed_is_never_reused(smtp):
-    mailer = mailer_for(smtp)
+async def test_a_session_that_failed_is_never_reused(scripted):
+    mailer = mailer_for(scripted)
     await mailer.send_email("ana@example.com", delivery("es"))
-    smtp.reply = "451 4.3.0 try later"
+    scripted.reply = "451 4.3.0 try later"
     with pytest.raises(MailDeliveryError):
         await mailer.send_email("ana@example.com", delivery("es"))
     assert mailer.sessions.count() == 0
-    smtp.reply = None
+    scripted.reply = None
     await mailer.send_email("ana@example.com", delivery("es"))
-    await smtp.wait_for_async(2)
-    first, second = smtp.sessions
-    assert first != second, "the refused session was closed, the next message opened another"
+    await scripted.wait_for_async(2)
+    assert scripted.connections() == 2, "the refused session was closed, the next opened another"
 
 
-async def test_a_session_idle_too_long_is_not_reused(smtp):
+async def test_a_session_idle_too_long_is_not_reused(scripted):
     now = [0.0]
-    mailer = mailer_for(smtp)
+    mailer = mailer_for(scripted)
     mailer.sessions = IdleSessions(max_idle_s=30.0, clock=lambda: now[0])
     await mailer.send_email("ana@example.com", delivery("es"))
     now[0] = 31.0
     await mailer.send_email("ana@example.com", delivery("es"))
-    await smtp.wait_for_async(2)
-    assert len(set(smtp.sessions)) == 2
+    await scripted.wait_for_async(2)
+    assert scripted.connections() == 2
+
+
+async def test_a_kept_session_is_reused_without_a_noop_per_message(scripted):
+    mailer = mailer_for(scripted)
+    for _ in range(3):
+        await mailer.send_email("ana@example.com", delivery("es"))
+    await scripted.wait_for_async(3)
+    assert scripted.connections() == 1 and scripted.noops == 0
+
+
+async def test_a_session_the_server_closed_while_idle_is_replaced_at_mail_from(scripted):
+    """A server whose idle timeout passed answers the next command with 421 and hangs up:
+    nothing of the message went out, so a fresh session carries it at once."""
+    mailer = mailer_for(scripted)
+    await mailer.send_email("ana@example.com", delivery("es"))
+    scripted.mail_replies = ["421 4.4.2 idle too long, closing"]
+    message_id = await mailer.send_email("bob@example.com", delivery("en"))
+    first, second = await scripted.wait_for_async(2)
+    assert second.message["Message-ID"] == message_id and second.rcpt_tos == ["bob@example.com"]
+    assert scripted.connections() == 2 and scripted.mail_commands == 3
+
+
+async def test_a_sender_refused_on_a_live_session_is_the_servers_answer(scripted):
+    mailer = mailer_for(scripted)
+    await mailer.send_email("ana@example.com", delivery("es"))
+    scripted.mail_replies = ["550 5.7.1 sender not allowed"]
+    with pytest.raises(MailDeliveryError) as caught:
+        await mailer.send_email("ana@example.com", delivery("es"))
+    assert is_permanent(caught.value) and caught.value.code == 550
+    assert scripted.mail_commands == 2, "not tried again on a fresh session"
+    assert mailer.sessions.count() == 0 and len(scripted.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent"), [("450 4.2.1 mailbox busy", False), ("550 5.1.1 no such user", True)]
+)
+async def test_a_refused_recipient_is_classified(scripted, reply, permanent):
+    scripted.rcpt_reply = reply
+    with pytest.raises(MailDeliveryError) as caught:
+        await mailer_for(scripted).send_email("nobody@example.com", delivery("es"))
+    assert caught.value.code == int(reply[:3]) and is_permanent(caught.value) is permanent
+    assert scripted.messages == []
+
+
+async def test_a_named_recipient_and_a_non_ascii_attachment_name_arrive(smtp):
+    await mailer_for(smtp).send_email(
+        "José Pérez <jose@example.com>",
+        delivery("es"),
+        [Attachment("recibo de José.pdf", b"%PDF-1.7", "application/pdf")],
+    )
+    [received] = await smtp.wait_for_async(1)
+    assert received.rcpt_tos == ["jose@example.com"]
+    assert received.message["To"] == "José Pérez <jose@example.com>"
+    [attachment] = received.message.iter_attachments()
+    assert attachment.get_filename() == "recibo de José.pdf"

@@ -10,12 +10,12 @@ import asyncio
 import os
 import tempfile
 from collections.abc import Sequence
-from email.message import EmailMessage
 from pathlib import Path
 
 import structlog
 
-from colmena.gateways.mail import Attachment, RenderedEmail, build_message
+from colmena.gateways.mail import Attachment, RenderedEmail
+from colmena.gateways.mime import Composer
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +24,7 @@ class MailDropMailer:
     def __init__(self, directory: Path, *, sender: str) -> None:
         self.directory = Path(directory)
         self.sender = sender
+        self._composer = Composer(sender)
 
     def __repr__(self) -> str:
         return f"MailDropMailer(directory={str(self.directory)!r})"
@@ -31,24 +32,19 @@ class MailDropMailer:
     async def send_email(
         self, to: str, email: RenderedEmail, attachments: Sequence[Attachment] = ()
     ) -> str:
-        message = build_message(
-            sender=self.sender,
-            to=to,
-            subject=email.subject,
-            text=email.text,
-            html_body=email.html,
-            attachments=attachments,
+        message = self._composer.compose(
+            to=to, subject=email.subject, text=email.text, html=email.html, attachments=attachments
         )
-        path = await asyncio.to_thread(self._write, message)
-        message_id = str(message["Message-ID"])
+        path = await asyncio.to_thread(self._write, message.data)
+        message_id = message.message_id
         log.info("mail written to file (no SMTP configured)", message_id=message_id, path=str(path))
         return message_id
 
-    def _write(self, message: EmailMessage) -> Path:
+    def _write(self, data: bytes) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".mail-", suffix=".part")
         with os.fdopen(fd, "wb") as f:
-            f.write(message.as_bytes())
+            f.write(data)
         final = Path(tmp).with_name(Path(tmp).name.removeprefix(".").replace(".part", ".eml"))
         os.replace(tmp, final)
         return final

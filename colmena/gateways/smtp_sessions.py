@@ -3,9 +3,11 @@
 Opening a session (TCP connect, greeting, EHLO, STARTTLS, AUTH) and closing it (QUIT) cost more
 than sending one message on it. A session that delivered a message is kept for the next one,
 a few per event loop (an aiosmtplib client belongs to the loop that opened it), for at most
-`max_idle_s`; one that failed in any way is closed, never reused. Whoever takes an idle session
-checks it with NOOP first (the server may have dropped it meanwhile), which costs one round
-trip and no risk: nothing of the message has been sent yet.
+`max_idle_s`; one that failed in any way is closed, never reused. A session the server has
+closed meanwhile is seen as not connected and skipped, at no cost. There is no NOOP before
+each reuse (a round trip per message): the mailer's first command, MAIL FROM, is the check,
+and a session that fails it by having gone away is replaced before anything of the message
+was sent (`SmtpMailer._session_with_mail_from`).
 """
 
 from __future__ import annotations
@@ -36,17 +38,22 @@ class IdleSessions:
         ] = weakref.WeakKeyDictionary()
 
     def take(self) -> aiosmtplib.SMTP | None:
-        """The running loop's most recently used session, if one is young enough."""
+        """The running loop's most recently used session, if one is young enough and still
+        connected."""
         loop = asyncio.get_running_loop()
         now = self._clock()
         with self._lock:
             idle = self._by_loop.get(loop, [])
-            stale = [client for client, since in idle if now - since > self.max_idle_s]
-            idle[:] = [(client, since) for client, since in idle if now - since <= self.max_idle_s]
+            stale = [entry for entry in idle if not self._usable(entry, now)]
+            idle[:] = [entry for entry in idle if self._usable(entry, now)]
             taken = idle.pop()[0] if idle else None
-        for client in stale:
+        for client, _ in stale:
             client.close()
         return taken
+
+    def _usable(self, entry: tuple[aiosmtplib.SMTP, float], now: float) -> bool:
+        client, since = entry
+        return now - since <= self.max_idle_s and client.is_connected
 
     def give_back(self, client: aiosmtplib.SMTP) -> bool:
         """Keep a session that just delivered; False when there is no room (close it then)."""

@@ -78,9 +78,11 @@ class BackgroundMail:
 
     async def _send(self, to: str, email: RenderedEmail, kind: str) -> None:
         try:
-            await self.resources.shared(MAILER).send_email(to, email)
+            message_id = await self.resources.shared(MAILER).send_email(to, email)
         except Exception as exc:  # logged; the reader asks again (see the module's docstring)
             log.warning("account email not sent", kind=kind, error=type(exc).__name__)
+        else:
+            log.info("account email sent", kind=kind, smtp_message_id=message_id)
 
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: let the emails under way finish."""
