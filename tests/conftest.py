@@ -31,6 +31,7 @@ from colmena.actors import all_actors
 from colmena.config import Settings
 from colmena.http.app import create_app
 from colmena.runtime.broker import build_broker
+from colmena.runtime.loop_worker import LoopWorker
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.queues import DOMAIN_QUEUES, queue_declarations
 from colmena.runtime.resources import Resources
@@ -228,13 +229,14 @@ def queue_counts(name: str) -> tuple[int, int, int]:
 @dataclass
 class WorkerSystem:
     broker: dramatiq.Broker
-    worker: dramatiq.Worker
+    worker: LoopWorker
     resources: Resources
 
 
 @pytest.fixture
 def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
-    """Start an in-test Dramatiq worker on the real RabbitMQ with this test's queue names.
+    """Start an in-test worker on the real RabbitMQ with this test's queue names: the loop
+    worker `colmena worker` runs, so the suite tests what production runs.
 
     `queues` limits it to some queues (unprefixed names), so messages for other domains stay in
     RabbitMQ where the test can count them.
@@ -264,9 +266,7 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerSystem]]:
         )
         broker.emit_after("process_boot")
         consumed = {active.queue_prefix + queue for queue in queues} if queues else None
-        worker = dramatiq.Worker(
-            broker, queues=consumed, worker_threads=threads, worker_timeout=100
-        )
+        worker = LoopWorker(broker, queues=consumed, worker_threads=threads, worker_timeout=100)
         worker.start()
         system = WorkerSystem(broker=broker, worker=worker, resources=resources)
         started.append(system)

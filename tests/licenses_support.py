@@ -26,6 +26,7 @@ from colmena.domain.licensing import (
     load_private_key,
     sign_license,
 )
+from colmena.runtime.loop_worker import LoopWorker
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.resources import Resources
 from tests.conftest import queue_counts, wait_for
@@ -96,7 +97,7 @@ def zip_members(body: bytes) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
-async def drain(broker: dramatiq.Broker, worker: dramatiq.Worker, queue: str) -> None:
+async def drain(broker: dramatiq.Broker, worker: LoopWorker, queue: str) -> None:
     """Wait until RabbitMQ handed out every message of ``queue`` and the worker finished them."""
     await wait_for(lambda: asyncio.to_thread(lambda: queue_counts(queue)[:2] == (0, 0)))
     await asyncio.to_thread(worker.join)

@@ -49,10 +49,13 @@ def ingress_command() -> None:
     help="default: COLMENA_WORKER_PROCESSES",
 )
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="default: COLMENA_WORKER_THREADS"
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="actors each process runs at once; default: COLMENA_WORKER_THREADS",
 )
 def worker_command(queues: str, processes: int | None, threads: int | None) -> None:
-    """Run a pool of Dramatiq worker processes for some queues (SIGTERM drains it)."""
+    """Run a pool of worker processes for some queues (SIGTERM drains it)."""
     settings = load_settings()
     names = [name.strip() for name in queues.split(",") if name.strip()]
     run_worker(

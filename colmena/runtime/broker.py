@@ -26,12 +26,9 @@ from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
-    Callbacks,
     CurrentMessage,
     Middleware,
-    Pipelines,
     Retries,
-    ShutdownNotifications,
     TimeLimit,
 )
 
@@ -55,6 +52,9 @@ class ColmenaRabbitmqBroker(RabbitmqBroker):
 
     def __init__(self, *, quorum: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        url = kwargs.get("url")
+        # The loop worker dials the nodes itself, in this order.
+        self.urls: list[str] = [url] if isinstance(url, str) else list(url or [])
         self.quorum = quorum
 
     def _arguments(self, queue: str) -> dict[str, Any]:
@@ -107,20 +107,28 @@ class DeadLetterAlarm(Middleware):
             self._failures.pop(message.message_id, None)
 
     def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        DEAD_LETTERS.labels(queue=message.queue_name, actor=message.actor_name).inc()
         with self._lock:
             exception = self._failures.pop(message.message_id, None)
-        reason = "skipped before it ran" if exception is None else type(exception).__name__
-        log.error(
-            "message dead-lettered",
-            message_id=message.message_id,
-            actor=message.actor_name,
-            queue=message.queue_name,
-            retries=message.options.get("retries", 0),
-            reason=reason,
-            error=None if exception is None else str(exception),
-            hint=getattr(exception, "hint", None),
-        )
+        report_dead_letter(message, exception)
+
+
+def report_dead_letter(
+    message: dramatiq.Message[Any] | MessageProxy, exception: BaseException | None
+) -> None:
+    """Count a message leaving for the dead letters and log why, at ERROR (`exception` is None
+    for one skipped before it ran: too old, or for an actor this process does not know)."""
+    DEAD_LETTERS.labels(queue=message.queue_name, actor=message.actor_name).inc()
+    reason = "skipped before it ran" if exception is None else type(exception).__name__
+    log.error(
+        "message dead-lettered",
+        message_id=message.message_id,
+        actor=message.actor_name,
+        queue=message.queue_name,
+        retries=message.options.get("retries", 0),
+        reason=reason,
+        error=None if exception is None else str(exception),
+        hint=getattr(exception, "hint", None),
+    )
 
 
 class ResourcesLifecycle(Middleware):
@@ -143,12 +151,13 @@ def _retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:
 
 
 def _middleware(settings: Settings, *, metrics: bool) -> list[Middleware]:
+    """colmena's stack. Dramatiq's Callbacks, Pipelines and ShutdownNotifications are left out:
+    no actor of ours composes messages (follow-ups go through the outbox) or asks to be
+    interrupted at shutdown, so their options are refused when an actor is declared, and the
+    loop worker honours every option this stack accepts."""
     stack: list[Middleware] = [
         AgeLimit(),
         TimeLimit(time_limit=settings.time_limit_ms),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
         Retries(
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
@@ -186,39 +195,47 @@ async def _note_dead_letter(
         log.warning("could not record the dead-letter reason", error=type(note_error).__name__)
 
 
-def _bind(spec: ActorSpec, resources: Resources) -> Callable[..., Any]:
-    """The synchronous function Dramatiq calls on a worker thread.
+class BoundActor:
+    """An actor's coroutine bound to the process's resources, runnable two ways.
 
-    It hands the coroutine to the event-loop thread itself (rather than letting Dramatiq wrap an
-    async function) so that the message id read here reaches the coroutine's log context.
+    The loop worker (`colmena.runtime.loop_worker`, what `colmena worker` runs) awaits `run` on
+    the event loop. Dramatiq's own worker threads (`colmena dev`, tests) call the object: it
+    hands the coroutine to the event-loop thread itself (rather than letting Dramatiq wrap an
+    async function) so that the message id read there reaches the coroutine's log context.
     """
 
-    def run(*args: Any, **kwargs: Any) -> Any:
-        message = CurrentMessage.get_current_message()
+    def __init__(self, spec: ActorSpec, resources: Resources) -> None:
+        self.spec = spec
+        self.resources = resources
+        self.__name__ = spec.name
+
+    async def run(
+        self, message: dramatiq.Message[Any] | None, args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run the actor for `message`. Both workers await this in a task of its own, so the
+        log context bound here is the task's alone and needs no reset (structlog's
+        `bound_contextvars` costs five times `bind_contextvars`)."""
+        resources = self.resources
         message_id = message.message_id if message is not None else None
+        structlog.contextvars.bind_contextvars(message_id=message_id, actor=self.spec.name)
+        await resources.start()
+        try:
+            result = await self.spec.fn(resources, *args, **kwargs)
+        except Exception as exc:
+            if message is not None and _last_attempt(message, exc, resources.settings.max_retries):
+                await _note_dead_letter(resources, message, exc)
+            raise
+        if resources.track_consumption and message_id is not None:
+            await mark_consumed(resources.pool, message_id)
+        return result
 
-        async def call() -> Any:
-            with structlog.contextvars.bound_contextvars(message_id=message_id, actor=spec.name):
-                await resources.start()
-                try:
-                    result = await spec.fn(resources, *args, **kwargs)
-                except Exception as exc:
-                    if message is not None and _last_attempt(
-                        message, exc, resources.settings.max_retries
-                    ):
-                        await _note_dead_letter(resources, message, exc)
-                    raise
-                if resources.track_consumption and message_id is not None:
-                    await mark_consumed(resources.pool, message_id)
-                return result
-
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         loop_thread = get_event_loop_thread()
         if loop_thread is None:
             raise RuntimeError("the AsyncIO middleware is not running on this broker")
-        return loop_thread.run_coroutine(call())
-
-    run.__name__ = spec.name
-    return run
+        return loop_thread.run_coroutine(
+            self.run(CurrentMessage.get_current_message(), args, kwargs)
+        )
 
 
 def create_broker(
@@ -260,7 +277,7 @@ def declare_actors(
         if unknown:
             raise ValueError(f"actor {spec.name!r} has unknown option(s) {', '.join(unknown)}")
         dramatiq.Actor(
-            _bind(spec, resources),
+            BoundActor(spec, resources),
             broker=broker,
             actor_name=spec.name,
             queue_name=queue_name(settings.queue_prefix, spec.queue),

@@ -36,6 +36,8 @@ from colmena.store.pool import STANDBY, connect, node_roles
 log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+WORKER_BOOT = "colmena.actors.boot"
+WORKER_CLI = "colmena.runtime.worker_cli"
 
 
 async def open_database(database_url: str) -> asyncpg.Connection:
@@ -118,12 +120,20 @@ def operator_resources(settings: Settings) -> Resources:
 
 
 def worker_command(
-    settings: Settings, queues: list[str], processes: int, threads: int
+    settings: Settings,
+    queues: list[str],
+    processes: int,
+    threads: int,
+    *,
+    boot: str = WORKER_BOOT,
 ) -> tuple[list[str], dict[str, str]]:
-    """The Dramatiq CLI invocation (argv, environment) for a pool of worker processes.
+    """The invocation (argv, environment) of a pool of worker processes.
 
     Dramatiq's CLI owns process management, graceful SIGTERM (finish or requeue) and the
-    Prometheus exposition server; we only translate our settings into its arguments.
+    Prometheus exposition server; `colmena.runtime.worker_cli` runs it with the loop worker in
+    each process. We only translate our settings into its arguments. `boot` is the module each
+    worker process imports for its broker (bench/workers.py passes a no-op one, to time exactly
+    this start-up).
     """
     unknown = sorted(set(queues) - set(DOMAIN_QUEUES))
     if unknown:
@@ -143,8 +153,8 @@ def worker_command(
     argv = [
         sys.executable,
         "-m",
-        "dramatiq",
-        "colmena.actors.boot",
+        WORKER_CLI,
+        boot,
         "--processes",
         str(processes),
         "--threads",
