@@ -153,6 +153,9 @@ async def distributed_system(*, log_dir: Path | None = None) -> AsyncIterator[Di
                 "COLMENA_SMTP_HOST": hosts.bridge_ip,
                 "COLMENA_SMTP_PORT": str(smtp_port),
                 "COLMENA_SMTP_STARTTLS": "false",
+                # A worker host killed mid-send holds its email this long; retries outlast it.
+                "COLMENA_SMTP_TIMEOUT_S": "2",
+                "COLMENA_LICENSE_SEND_LEASE_S": "8",
             }
         )
         processes = HostProcesses(hosts, env, workdir)

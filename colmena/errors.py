@@ -30,9 +30,18 @@ class PermanentError(ColmenaError):
 
 
 class TransientError(ColmenaError):
-    """A failure that may pass (a timeout, a 5xx, a lock held elsewhere): retry with backoff."""
+    """A failure that may pass (a timeout, a 5xx, a lock held elsewhere): retry with backoff.
+
+    `retry_after_s`, when an instance knows it (a lease that runs out then), is when the next
+    attempt may succeed: the worker retries then instead of after the backoff, so waiting for
+    it spends one retry, not all of them.
+    """
 
     retryable = True
+
+    def __init__(self, *args: object, retry_after_s: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after_s = retry_after_s
 
 
 class StartupError(PermanentError):

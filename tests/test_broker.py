@@ -6,7 +6,7 @@ import asyncio
 
 import structlog
 
-from colmena.errors import PermanentError
+from colmena.errors import PermanentError, TransientError
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.publisher import AmqpPublisher
 from colmena.runtime.registry import actor
@@ -39,6 +39,14 @@ async def always_fails(resources: Resources, label: str) -> None:
 async def fails_permanently(resources: Resources, label: str) -> None:
     await _note(resources, label)
     raise PermanentError("cannot ever work")
+
+
+@actor(queue=TEST_QUEUE, name="test_busy_once")
+async def busy_once(resources: Resources, label: str) -> None:
+    """Busy on the first attempt, with a known time when it frees up; fine after."""
+    await _note(resources, label)
+    if len(await attempts(resources.pool, label)) == 1:
+        raise TransientError("held elsewhere", retry_after_s=1.5)
 
 
 @actor(queue=TEST_QUEUE, name="test_writes_row")
@@ -75,6 +83,25 @@ async def test_failing_actor_is_retried_with_backoff_then_dead_lettered(
         for earlier, later in zip(rows, rows[1:], strict=False)
     ]
     assert all(gap >= settings.min_backoff_ms / 1000 * 0.5 for gap in gaps), gaps
+
+
+async def test_a_transient_error_that_knows_when_it_ends_is_retried_then_not_sooner(
+    start_worker, db, settings
+) -> None:
+    """The backoff (min_backoff_ms) is far shorter than the 1.5 s the error names."""
+    assert settings.min_backoff_ms < 1000
+    system = start_worker()
+    system.broker.get_actor("test_busy_once").send("waits")
+    rows = await wait_for(
+        lambda: _rows_if(attempts(db, "waits"), lambda found: len(found) == 2), timeout=30
+    )
+    assert (rows[1]["at"] - rows[0]["at"]).total_seconds() >= 1.5
+    assert not await _dead_letters(settings.queue_prefix)
+
+
+async def _rows_if(found, enough):
+    rows = await found
+    return rows if enough(rows) else None
 
 
 async def test_permanent_error_goes_to_dead_letters_without_retrying(

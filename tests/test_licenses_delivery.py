@@ -171,8 +171,10 @@ async def test_an_email_whose_worker_died_mid_send_waits_for_its_lease_then_goes
             "UPDATE license_emails SET sent_at = NULL, "
             "sending_until = now() + interval '1 hour' RETURNING id"
         )
-        with pytest.raises(LicenseEmailBusy):
+        with pytest.raises(LicenseEmailBusy) as busy:
             await send_email(resources, email_id)
+        # Retried when the lease runs out, not after the backoff: one retry spent waiting.
+        assert busy.value.retry_after_s is not None and 3500 < busy.value.retry_after_s < 3700
         assert len(smtp.messages) == 1
         await db.execute("UPDATE license_emails SET sending_until = now() - interval '1 second'")
         await send_email(resources, email_id)

@@ -83,8 +83,8 @@ def license_for(payment: payments.Payment, *, now: datetime) -> License:
 
 
 class LicenseEmailBusy(TransientError):
-    """Another worker holds the email's sending lease: retry later, when it has been sent (and
-    the retry finds it so) or its worker died and the lease expired."""
+    """Another worker holds the email's sending lease: retry once it runs out, when the email
+    was sent (and the retry finds it so) or its worker died (and the retry sends it)."""
 
 
 def may_issue(payment: payments.Payment) -> bool:
@@ -249,7 +249,10 @@ async def send_email(resources: Resources, email_id: int) -> None:
             )
             return
         if not pending.claimed:
-            raise LicenseEmailBusy(f"license email {email_id} is being sent by another worker")
+            raise LicenseEmailBusy(
+                f"license email {email_id} is being sent by another worker",
+                retry_after_s=pending.lease_left_s + 1,
+            )
         await record_package(conn, settings, resources.shared(PACKAGER), record)
         draft = _link_draft(settings, token)
         link = await store.replace_link(

@@ -12,6 +12,7 @@ then the message's arguments, and runs on Dramatiq's event-loop thread with `mes
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
+from dramatiq.errors import Retry
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
@@ -35,7 +37,7 @@ from dramatiq.middleware import (
 from colmena.config import Settings
 from colmena.config.metrics import DEAD_LETTERS
 from colmena.config.settings import BrokerUrls, amqp_urls
-from colmena.errors import PermanentError, is_permanent
+from colmena.errors import PermanentError, TransientError, is_permanent
 from colmena.runtime.queues import queue_declarations, queue_name
 from colmena.runtime.registry import ActorSpec
 from colmena.store.deadletters import record_dead_letter
@@ -224,6 +226,9 @@ class BoundActor:
         except Exception as exc:
             if message is not None and _last_attempt(message, exc, resources.settings.max_retries):
                 await _note_dead_letter(resources, message, exc)
+            if isinstance(exc, TransientError) and exc.retry_after_s is not None:
+                # Both workers' retry rules (Dramatiq's Retries) take a Retry's delay.
+                raise Retry(str(exc), delay=math.ceil(exc.retry_after_s * 1000)) from exc
             raise
         if resources.track_consumption and message_id is not None:
             await mark_consumed(resources.pool, message_id)

@@ -53,8 +53,9 @@ class PendingEmail:
     sent: bool
     superseded: bool
     # This worker now holds the email's sending lease; False with nothing above to explain it
-    # means another worker holds it.
+    # means another worker holds it, for about `lease_left_s` more.
     claimed: bool
+    lease_left_s: float
     # What the payment charged, for the email to say.
     amount_minor: int
     currency: str
@@ -322,6 +323,9 @@ async def claim_email(
         )
         SELECT e.sent_at IS NOT NULL AS sent, e.superseded_at IS NOT NULL AS superseded,
                EXISTS (SELECT 1 FROM claimed) AS claimed,
+               -- The snapshot may predate the other worker's claim: then it just began.
+               coalesce(extract(epoch FROM e.sending_until - now()), $2)::float8
+                   AS lease_left_s,
                p.amount_minor, p.currency, {_QUALIFIED_LICENSE_COLUMNS}
         FROM license_emails e JOIN licenses l ON l.id = e.license_id
             JOIN payments p ON p.id = l.payment_id
@@ -339,6 +343,7 @@ async def claim_email(
         sent=row["sent"],
         superseded=row["superseded"],
         claimed=row["claimed"],
+        lease_left_s=max(row["lease_left_s"], 0.0),
         amount_minor=row["amount_minor"],
         currency=row["currency"],
     )
