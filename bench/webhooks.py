@@ -3,7 +3,9 @@
 Both servers run as separate processes on this machine and get the same pre-signed events from
 the same client: first as fast as they take them (closed loop, `--concurrency` in flight), then
 at a fixed offered rate (open loop) for latency. colmena's figure includes the inbox + outbox
-commit in PostgreSQL and the publish to RabbitMQ.
+commit in PostgreSQL and the publish to RabbitMQ. Each server's CPU per webhook (from /proc) is
+printed too: it is what one process costs, and other load on a shared machine moves it less than
+the rates.
 
     python bench/webhooks.py [--events 3000] [--concurrency 32] [--rate 300]
 """
@@ -99,12 +101,25 @@ async def fixed_rate(url: str, payloads: list[tuple[bytes, str]], rate: float) -
         return list(await asyncio.gather(*tasks))
 
 
-async def measure(url: str, args: argparse.Namespace) -> tuple[float, list[float]]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    url: str, server: subprocess.Popen[bytes], args: argparse.Namespace
+) -> tuple[float, float, list[float]]:
+    """Webhooks/s, the server's CPU seconds per webhook meanwhile (what a process costs, which
+    other load on the machine moves less than the rate), and latencies at the offered rate."""
     await wait_ready(url)
     await saturate(url, signed_events(200), args.concurrency)
-    throughput = await saturate(url, signed_events(args.events), args.concurrency)
+    payloads = signed_events(args.events)
+    cpu_before = cpu_seconds(server.pid)
+    throughput = await saturate(url, payloads, args.concurrency)
+    cpu_per_webhook = (cpu_seconds(server.pid) - cpu_before) / args.events
     latencies = await fixed_rate(url, signed_events(int(args.rate * 5)), args.rate)
-    return throughput, latencies
+    return throughput, cpu_per_webhook, latencies
 
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -130,8 +145,8 @@ async def main() -> None:
         dict(os.environ),
     )
     try:
-        bare_rate, bare_latency = await measure(
-            f"http://127.0.0.1:{bare_port}/webhooks/stripe", args
+        bare_rate, bare_cpu, bare_latency = await measure(
+            f"http://127.0.0.1:{bare_port}/webhooks/stripe", bare, args
         )
     finally:
         bare.terminate()
@@ -154,7 +169,9 @@ async def main() -> None:
         )
         ingress = start([sys.executable, "-m", "colmena", "ingress"], env)
         try:
-            rate, latency = await measure(f"http://127.0.0.1:{port}/webhooks/stripe", args)
+            rate, cpu, latency = await measure(
+                f"http://127.0.0.1:{port}/webhooks/stripe", ingress, args
+            )
         finally:
             ingress.terminate()
             ingress.wait()
@@ -166,6 +183,14 @@ async def main() -> None:
         rate,
         "webhooks/s",
         baseline=bare_rate,
+        baseline_name="bare handler",
+    )
+    figure("bare handler CPU per webhook", bare_cpu * 1e6, "us")
+    figure(
+        "colmena ingress CPU per webhook",
+        cpu * 1e6,
+        "us",
+        baseline=bare_cpu * 1e6,
         baseline_name="bare handler",
     )
     for name, values in (("bare", bare_latency), ("colmena", latency)):

@@ -81,14 +81,18 @@ async def stripe_events(db, count: int) -> list[OutboxMessage]:
     rows = []
     for _ in range(count):
         event = events.stripe_event("payment_intent.succeeded", events.payment_intent())
-        _, row = await inbox.record_with_message(
+        [(_, row)] = await inbox.record_with_messages(
             db,
-            provider="stripe",
-            event_key=event["id"],
-            kind=event["type"],
-            payload=event,
-            queue="payments",
-            actor="settle_stripe_event",
+            [
+                inbox.ArrivedEvent(
+                    provider="stripe",
+                    event_key=event["id"],
+                    kind=event["type"],
+                    document=json.dumps(event),
+                    queue="payments",
+                    actor="settle_stripe_event",
+                )
+            ],
         )
         rows.append(row)
     return rows

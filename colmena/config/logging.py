@@ -18,6 +18,10 @@ SECRET_KEY_PATTERN = re.compile(
     r"secret|token|passw|authorization|api[_-]?key|signature|cookie", re.I
 )
 REDACTED = "[redacted]"
+# structlog's method names and their stdlib levels.
+_LEVELS = {name.lower(): number for name, number in logging.getLevelNamesMapping().items()} | {
+    "exception": logging.ERROR
+}
 
 
 def _redact(value: Any) -> Any:
@@ -49,6 +53,21 @@ def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> di
     return _redact(event_dict)
 
 
+class LevelFirstLogger(structlog.stdlib.BoundLogger):
+    """structlog's stdlib logger that asks the level before anything else: a call below it (the
+    ingress's debug lines at INFO, its access line at WARNING) returns before structlog copies
+    the context, builds the event and enters the processor chain only to drop it there. The
+    check is `structlog.stdlib.filter_by_level`'s own."""
+
+    def _proxy_to_logger(
+        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
+    ) -> Any:
+        logger = self._logger
+        if logger.disabled or _LEVELS[method_name] < logger.getEffectiveLevel():
+            return None
+        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+
+
 def configure_logging(*, dev: bool, level: str = "INFO") -> None:
     """Route structlog and stdlib logging (dramatiq, aiohttp, pika) through one renderer."""
     renderer: Any = structlog.dev.ConsoleRenderer() if dev else structlog.processors.JSONRenderer()
@@ -60,15 +79,11 @@ def configure_logging(*, dev: bool, level: str = "INFO") -> None:
         redact_secrets,
     ]
     structlog.configure(
-        # The level filter goes first: a call below the level (the ingress's access line at
-        # WARNING) is dropped before the chain merges context, stamps and redacts it.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        # No level filter in the chain: LevelFirstLogger has dropped a call below the level
+        # before the chain would merge context, stamp and redact it.
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=LevelFirstLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -17,7 +17,7 @@ from colmena.gateways import bitso_webhooks as bitso
 from colmena.http.context import SETTINGS
 from colmena.http.errors import ApiError
 from colmena.http.middlewares import record_failed_auth
-from colmena.http.webhooks import reject_webhook, store_event, webhook_body
+from colmena.http.webhooks import json_text, reject_webhook, store_event, webhook_body
 
 PROVIDER = "bitso"
 
@@ -50,7 +50,7 @@ async def bitso_webhook(request: web.Request) -> web.Response:
         provider=PROVIDER,
         event_key=event.key,
         kind=event.kind,
-        payload=event.body,
+        document=json_text(body, event.body),
         actor="settle_bitso_event",
     )
 

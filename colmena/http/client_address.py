@@ -8,6 +8,7 @@ that handed the request on is a configured proxy: the first address not trusted 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -16,7 +17,11 @@ from colmena.config.rate_limit_settings import IpNetwork
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> IpAddress | None:
+    """The address written in `text`, IPv4-mapped IPv6 as IPv4; None when it is not one.
+    Cached: the same peers and proxies come back request after request, and parsing one is
+    dearer than the lookup."""
     try:
         found = ipaddress.ip_address(text.strip())
     except ValueError:

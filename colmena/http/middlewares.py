@@ -8,13 +8,16 @@ but an `on_response_prepare` hook (`security_headers`), so streamed answers carr
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
+from prometheus_client import Counter, Histogram
 
 from colmena.config.metrics import (
     HTTP_CLIENT_ABORTS,
@@ -30,6 +33,9 @@ from colmena.http.ratelimit import FAILED_AUTH, RequestLimiter, retry_after_head
 from colmena.http.tenant_limits import TenantSlots
 
 log = structlog.get_logger(__name__)
+# The stdlib logger structlog writes through (colmena.config.logging): the access line's fields
+# (the client's address among them) are worked out only when it says INFO is on.
+_stdlib_log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RATE_LIMITER = web.AppKey("rate_limiter", RequestLimiter)
@@ -77,22 +83,45 @@ def route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+_CLIENT_IP = web.RequestKey("client_ip", str)
+
+
 def client_ip(request: web.Request) -> str:
-    """The client's address; X-Forwarded-For counts only when a trusted proxy handed it on."""
-    trusted = request.config_dict.get(TRUSTED_PROXIES, ())
-    return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+    """The client's address; X-Forwarded-For counts only when a trusted proxy handed it on.
+    Worked out once per request: the rate limit, the access line and refusals all ask."""
+    found = request.get(_CLIENT_IP)
+    if found is None:
+        trusted = request.config_dict.get(TRUSTED_PROXIES, ())
+        found = client_address(
+            request.remote, request.headers.getall("X-Forwarded-For", ()), trusted
+        )
+        request[_CLIENT_IP] = found
+    return found
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     request_id = (
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else secrets.token_hex(16)
     )
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
         response = await handler(request)
-        response.headers["X-Request-Id"] = request_id
-        return response
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_metrics(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The metric children of one (route, method, status); `.labels()` takes a lock and builds
+    a key each time. Bounded: routes are templates, and a client can make up methods."""
+    return (
+        HTTP_REQUESTS.labels(route=route, method=method, status=str(status)),
+        HTTP_LATENCY.labels(route=route, method=method),
+    )
 
 
 @web.middleware
@@ -111,16 +140,18 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         HTTP_IN_FLIGHT.dec()
         elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
-        HTTP_LATENCY.labels(route=route, method=request.method).observe(elapsed)
-        log.info(
-            "http request",
-            method=request.method,
-            route=route,
-            status=status,
-            duration_ms=round(elapsed * 1000, 2),
-            client=client_ip(request),
-        )
+        requests, latency = _request_metrics(route, request.method, status)
+        requests.inc()
+        latency.observe(elapsed)
+        if _stdlib_log.isEnabledFor(logging.INFO):
+            log.info(
+                "http request",
+                method=request.method,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                client=client_ip(request),
+            )
 
 
 async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
@@ -231,8 +262,11 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Spend from the client's budget for the route's group; a locked-out client gets none."""
     route = route_name(request)
+    limiter = request.config_dict[RATE_LIMITER]
+    if not limiter.limits(route):
+        return await handler(request)
     client = client_ip(request)
-    refusal = await request.config_dict[RATE_LIMITER].admit(client, route)
+    refusal = await limiter.admit(client, route)
     if refusal is None:
         return await handler(request)
     headers = {"Retry-After": retry_after_header(refusal.wait_s)}
@@ -268,7 +302,7 @@ async def body_read_middleware(request: web.Request, handler: Handler) -> web.St
     """The body arrives within COLMENA_BODY_READ_TIMEOUT_S or the request ends with a 408: a
     client trickling it cannot hold a handler, and what it holds, for minutes. A client that
     hangs up mid-body is counted as an abort, not answered as an error."""
-    if not request.body_exists:
+    if not request.body_exists or request.content.is_eof():  # nothing left to wait for
         return await handler(request)
     deadline = request.config_dict[BODY_READ_TIMEOUT]
     route = route_name(request)

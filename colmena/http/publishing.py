@@ -25,46 +25,47 @@ BATCH = 500
 
 
 class AfterCommitPublisher:
+    """Rows wait in a list; one task publishes them, a batch at a time, while any are left."""
+
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
-        self._queue: asyncio.Queue[OutboxMessage] = asyncio.Queue()
+        self._rows: list[OutboxMessage] = []
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, rows: Sequence[OutboxMessage | None]) -> None:
-        for row in rows:
-            if row is not None:
-                self._queue.put_nowait(row)
-        if self._task is None or self._task.done():
+        self._rows.extend(row for row in rows if row is not None)
+        if self._rows and self._task is None:
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await publish_now(self.resources.pool, self.resources.publisher, batch)
-            except Exception as exc:  # the rows stay pending in PostgreSQL: the relay sends them
-                log.warning(
-                    "after-commit publish failed; the relay will send it", error=type(exc).__name__
-                )
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+        try:
+            while self._rows:
+                batch, self._rows = self._rows[:BATCH], self._rows[BATCH:]
+                try:
+                    await publish_now(
+                        self.resources.pool,
+                        self.resources.publisher,
+                        batch,
+                        marks=self.resources.published_marks,
+                    )
+                except Exception as exc:  # the rows stay pending: the relay sends them
+                    log.warning(
+                        "after-commit publish failed; the relay will send it",
+                        error=type(exc).__name__,
+                    )
+        finally:  # no await since the list was found empty: no row can be left behind
+            self._task = None
 
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: give queued rows a chance to go out, then stop."""
+        task = self._task
+        if task is None:
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 AFTER_COMMIT = web.AppKey("after_commit_publisher", AfterCommitPublisher)
-
-
-def publish_in_background(app: web.Application, rows: Sequence[OutboxMessage | None]) -> None:
-    """Hand rows a handler's transaction committed to the app's batching publisher."""
-    app[AFTER_COMMIT].submit(rows)

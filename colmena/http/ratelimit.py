@@ -13,6 +13,7 @@ the process (`ratelimit_store`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +46,10 @@ FAILED_AUTH = "failed_auth"
 REDIS_TIMEOUT_S = 0.25
 
 
+@functools.lru_cache(maxsize=1024)
 def group_of(route: str) -> str | None:
-    """The group a route template belongs to; None for the exempt ones."""
+    """The group a route template belongs to; None for the exempt ones. Cached: routes are
+    templates, a bounded set asked about on every request."""
     if route in EXEMPT_ROUTES or route.startswith(EXEMPT_PREFIXES):
         return None
     return next((group for prefix, group in ROUTE_GROUPS if route.startswith(prefix)), "public")
@@ -64,6 +67,14 @@ class RequestLimiter:
     def __init__(self, rules: Mapping[str, RateRule | None], store: Store) -> None:
         self.rules = rules
         self.store = store
+
+    def limits(self, route: str) -> bool:
+        """Whether any budget applies to the route (none does with COLMENA_RATE_LIMIT_PRESET=off
+        and no override), so a caller can skip working out who the client is."""
+        group = group_of(route)
+        return group is not None and (
+            self.rules[FAILED_AUTH] is not None or self.rules[group] is not None
+        )
 
     async def admit(self, client: str, route: str) -> Refusal | None:
         """Spend one request of the route's group, unless the client is locked out."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
-from colmena.store.outbox import OutboxMessage, message_from_row
+from colmena.store.outbox import OutboxMessage
 
 
 @dataclass(frozen=True)
@@ -48,45 +49,78 @@ async def record_event(
     return existing, False
 
 
-async def record_with_message(
-    conn: asyncpg.Connection,
-    *,
-    provider: str,
-    event_key: str,
-    kind: str,
-    payload: dict[str, Any],
-    queue: str,
-    actor: str,
-) -> tuple[bool, OutboxMessage | None]:
-    """Record a new event and the outbox message that will process it, in one statement.
+class ArrivedEvent(NamedTuple):
+    """A verified event to record: `document` is its JSON text as it arrived; `queue` and
+    `actor` name the message that will process it."""
 
-    One round trip instead of a transaction's four: this is the ingress hot path. A duplicate
-    inserts nothing at all and returns (False, None).
+    provider: str
+    event_key: str
+    kind: str
+    document: str
+    queue: str
+    actor: str
+
+
+async def record_with_messages(
+    conn: asyncpg.Connection, events: Sequence[ArrivedEvent]
+) -> list[tuple[bool, OutboxMessage | None]]:
+    """Record new events and the outbox messages that will process them, in one statement.
+
+    One round trip and one commit for a whole batch instead of a transaction's four round trips
+    per event: this is the ingress hot path, where webhooks arriving together are committed
+    together (`colmena.http.webhooks.InboxWriter`). PostgreSQL reads each document as jsonb, so
+    the ingress does not encode again what it just parsed; a value jsonb cannot hold fails the
+    whole statement with `asyncpg.DataError`, and nothing of the batch is stored.
+
+    Per event, in order: (True, its message) when it is new; (False, None) for a duplicate, of a
+    stored event or of one earlier in the same batch. Concurrent duplicates are settled by the
+    unique key: exactly one insert wins, so five simultaneous deliveries make one row and one
+    message.
     """
-    row = await conn.fetchrow(
+    message_ids = [str(uuid.uuid4()) for _ in events]
+    rows = await conn.fetch(
         """
-        WITH new_event AS (
-            INSERT INTO inbox (provider, event_key, kind, payload) VALUES ($1, $2, $3, $4)
+        WITH arrived AS (
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[]
+            ) WITH ORDINALITY
+                AS a (provider, event_key, kind, document, message_id, queue, actor, n)
+        ), new_event AS (
+            INSERT INTO inbox (provider, event_key, kind, payload)
+            SELECT provider, event_key, kind, document::jsonb FROM arrived ORDER BY n
             ON CONFLICT (provider, event_key) DO NOTHING
-            RETURNING id
+            RETURNING id, provider, event_key
         ), message AS (
             INSERT INTO outbox (message_id, queue, actor, args, dedupe_key)
-            SELECT $5, $6, $7, jsonb_build_array(id), 'inbox:' || id FROM new_event
-            RETURNING id, message_id, queue, actor, args, kwargs
+            SELECT first.message_id, first.queue, first.actor, jsonb_build_array(new_event.id),
+                   'inbox:' || new_event.id
+            FROM new_event JOIN (
+                SELECT DISTINCT ON (provider, event_key) * FROM arrived
+                ORDER BY provider, event_key, n
+            ) AS first USING (provider, event_key)
+            RETURNING id, message_id, (args ->> 0)::bigint AS inbox_id
         )
-        SELECT message.* FROM (SELECT 1) AS one LEFT JOIN message ON true
+        SELECT message.id, message.inbox_id
+        FROM arrived LEFT JOIN message USING (message_id) ORDER BY arrived.n
         """,
-        provider,
-        event_key,
-        kind,
-        payload,
-        uuid.uuid4(),
-        queue,
-        actor,
+        [event.provider for event in events],
+        [event.event_key for event in events],
+        [event.kind for event in events],
+        [event.document for event in events],
+        message_ids,
+        [event.queue for event in events],
+        [event.actor for event in events],
     )
-    if row["id"] is None:
-        return False, None
-    return True, message_from_row(row)
+    # The message is the row just written, known here but for its id and its event's id.
+    return [
+        (False, None)
+        if row["id"] is None
+        else (
+            True,
+            OutboxMessage(row["id"], message_id, event.queue, event.actor, [row["inbox_id"]]),
+        )
+        for event, message_id, row in zip(events, message_ids, rows, strict=True)
+    ]
 
 
 _SELECT = "SELECT id, provider, event_key, kind, payload, processed_at FROM inbox WHERE id = $1"
