@@ -9,9 +9,17 @@ carries the password.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+import structlog
+
 from colmena.config.settings import BrokerUrls, amqp_urls
+
+log = structlog.get_logger(__name__)
+
+Opened = TypeVar("Opened")
 
 
 def node_label(url: str) -> str:
@@ -52,6 +60,30 @@ class BrokerNodes:
     def lost(self, url: str) -> None:
         """A connection to `url` was lost: dial the next node first."""
         self._first = (self.urls.index(url) + 1) % len(self.urls)
+
+    async def dial(
+        self,
+        open_node: Callable[[str], Awaitable[Opened]],
+        unreachable: tuple[type[BaseException], ...],
+    ) -> tuple[str, Opened] | None:
+        """The first node, in order, that `open_node` opens, and what it opened; None when none
+        answers. A node that stops or starts answering is logged once; an error that is not
+        `unreachable` propagates."""
+        for url in self.in_order():
+            try:
+                opened = await open_node(url)
+            except unreachable as exc:
+                if self.failed(url):
+                    log.warning(
+                        "broker node unreachable, using the others",
+                        node=node_label(url),
+                        error=str(exc) or type(exc).__name__,
+                    )
+                continue
+            if self.answered(url):
+                log.info("broker node answers again", node=node_label(url))
+            return url, opened
+        return None
 
     def labels(self) -> str:
         return ", ".join(node_label(url) for url in self.urls)

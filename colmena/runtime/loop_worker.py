@@ -319,26 +319,20 @@ class LoopWorker:
     async def _connect(
         self, declarations: list[tuple[str, dict[str, Any]]], subscriptions: list[Subscription]
     ) -> str | None:
-        for url in self.nodes.in_order():
-            try:
-                self._consumer = await LoopConsumer.open(
-                    url, declarations, subscriptions, self._on_delivery, timeout=CONNECT_TIMEOUT_S
-                )
-            except QueueMismatch as exc:
-                log.error("queue declaration refused; not consuming", error=str(exc))
-                return None
-            except UNREACHABLE as exc:
-                if self.nodes.failed(url):
-                    log.warning(
-                        "broker node unreachable, using the others",
-                        node=node_label(url),
-                        error=str(exc) or type(exc).__name__,
-                    )
-                continue
-            if self.nodes.answered(url):
-                log.info("broker node answers again", node=node_label(url))
-            return url
-        return None
+        async def open_consumer(url: str) -> LoopConsumer:
+            return await LoopConsumer.open(
+                url, declarations, subscriptions, self._on_delivery, timeout=CONNECT_TIMEOUT_S
+            )
+
+        try:
+            dialled = await self.nodes.dial(open_consumer, UNREACHABLE)
+        except QueueMismatch as exc:
+            log.error("queue declaration refused; not consuming", error=str(exc))
+            return None
+        if dialled is None:
+            return None
+        url, self._consumer = dialled
+        return url
 
     def _on_delivery(self, delivery: Delivery) -> None:
         if self._stopping:

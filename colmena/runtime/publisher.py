@@ -19,7 +19,7 @@ import pika.exceptions
 import structlog
 
 from colmena.config.settings import BrokerUrls
-from colmena.runtime.broker_nodes import BrokerNodes, node_label
+from colmena.runtime.broker_nodes import BrokerNodes
 from colmena.runtime.confirms import BrokerUnavailable, ConfirmedChannel
 from colmena.runtime.queues import QueueMismatch, queue_declarations, queue_name
 from colmena.store.outbox import OutboxMessage
@@ -144,20 +144,11 @@ class AmqpPublisher:
             self._declared.clear()
             if time.monotonic() < self._redial_at:
                 raise BrokerUnavailable("connect failed moments ago")
-            for url in self.nodes.in_order():
-                try:
-                    self._channel = await ConfirmedChannel.open(url, timeout=self.connect_timeout)
-                except UNREACHABLE as exc:
-                    if self.nodes.failed(url):
-                        log.warning(
-                            "broker node unreachable, using the others",
-                            node=node_label(url),
-                            error=str(exc) or type(exc).__name__,
-                        )
-                    continue
-                if self.nodes.answered(url):
-                    log.info("broker node answers again", node=node_label(url))
-                self._channel_url = url
+            dialled = await self.nodes.dial(
+                lambda url: ConfirmedChannel.open(url, timeout=self.connect_timeout), UNREACHABLE
+            )
+            if dialled is not None:
+                self._channel_url, self._channel = dialled
                 return self._channel
             self._redial_at = time.monotonic() + REDIAL_AFTER_S
             raise BrokerUnavailable(f"no broker node answers ({self.nodes.labels()})")
