@@ -113,6 +113,14 @@ class RateLimitSettings(BaseModel):
     redis_prefix: str = Field(
         default="colmena:", description="prefix of every Redis key (isolates deployments, tests)"
     )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        description=(
+            "how long a request waits for Redis's answer before this process limits it with its "
+            "own budgets (fail open); a dead Redis is then left alone for 2 s"
+        ),
+    )
     trusted_proxies: str = Field(
         default="",
         description=(

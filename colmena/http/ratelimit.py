@@ -43,7 +43,6 @@ ROUTE_GROUPS: tuple[tuple[str, str], ...] = (
     ("/console/", "console"),
 )
 FAILED_AUTH = "failed_auth"
-REDIS_TIMEOUT_S = 0.25
 
 
 @functools.lru_cache(maxsize=1024)
@@ -126,8 +125,8 @@ def limiter_for(settings: Settings) -> RequestLimiter:
         return RequestLimiter(rules, MemoryStore())
     client = aioredis.Redis.from_url(
         settings.redis_url.get_secret_value(),
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
         retry=Retry(NoBackoff(), retries=0),  # the fallback answers at once; no sleeping retries
     )
     shared = RedisStore(client, settings.redis_prefix + "ratelimit:")
