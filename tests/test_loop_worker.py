@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import subprocess
@@ -465,10 +466,8 @@ def test_the_retry_policy_decides_as_dramatiqs_retries_middleware(
     assert ours.options.get("retries") == theirs.options.get("retries")
 
 
-def test_colmena_worker_runs_the_loop_worker_and_stops_on_sigterm(
-    settings: Settings, tmp_path: Path
-) -> None:
-    log_path = tmp_path / "worker.log"
+def _start_colmena_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """`colmena worker` in a session (a process group) of its own, consuming once it returns."""
     env = colmena_env(settings, COLMENA_METRICS_PORT=str(free_port()))
     worker = subprocess.Popen(
         [sys.executable, "-m", "colmena", "worker", "--queues", "payments"]
@@ -482,11 +481,40 @@ def test_colmena_worker_runs_the_loop_worker_and_stops_on_sigterm(
         asyncio.run(
             wait_for(lambda: _logged(log_path, "worker consuming on the event loop"), timeout=60)
         )
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+    except BaseException:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        raise
+    return worker
+
+
+def test_colmena_worker_runs_the_loop_worker_and_stops_on_sigterm(
+    settings: Settings, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "worker.log"
+    worker = _start_colmena_worker(settings, log_path)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
     assert worker.returncode == 0, log_path.read_text()
     assert "worker stopped" in log_path.read_text()
+
+
+def test_a_sigterm_to_the_whole_process_group_ends_every_process_of_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The worker process gets that SIGTERM twice (directly, and forwarded by Dramatiq's main
+    process), which Dramatiq's CLI takes for "exit now" wherever the process is: it must exit
+    rather than wait forever on its event loop's thread."""
+    log_path = tmp_path / "worker.log"
+    worker = _start_colmena_worker(settings, log_path)
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        # Dramatiq's main process joins its worker processes before it exits.
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        pytest.fail(f"colmena worker still ran 30 s after the SIGTERM:\n{log_path.read_text()}")
 
 
 async def _logged(path: Path, event: str) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import structlog
-from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.asyncio import EventLoopThread, get_event_loop_thread, set_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -47,6 +47,23 @@ if TYPE_CHECKING:
     from colmena.runtime.resources import Resources
 
 log = structlog.get_logger(__name__)
+
+
+class DaemonAsyncIO(AsyncIO):
+    """Dramatiq's AsyncIO middleware, its event-loop thread a daemon.
+
+    On a second SIGTERM Dramatiq's CLI exits a worker process wherever it is, skipping the
+    worker's shutdown, and a SIGTERM sent to the process group arrives twice (directly, and
+    forwarded by the CLI's main process). A loop thread that is not a daemon then keeps the
+    process alive until a SIGKILL; a daemon ends with it, and the broker redelivers what the
+    process held.
+    """
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        thread = EventLoopThread(self.logger)
+        thread.daemon = True
+        thread.start(timeout=1.0)
+        set_event_loop_thread(thread)
 
 
 class ColmenaRabbitmqBroker(RabbitmqBroker):
@@ -165,7 +182,7 @@ def _middleware(settings: Settings, *, metrics: bool) -> list[Middleware]:
             max_backoff=settings.max_backoff_ms,
             retry_when=_retry_when(settings.max_retries),
         ),
-        AsyncIO(),
+        DaemonAsyncIO(),
         CurrentMessage(),
         DeadLetterAlarm(),
     ]
