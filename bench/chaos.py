@@ -530,7 +530,9 @@ async def running_system(
             )
         finally:
             await db.close()
-            processes.stop()
+            # In a thread: the proxies run on this loop, and the processes' graceful stop
+            # (closing their pools) goes through them.
+            await asyncio.to_thread(processes.stop)
             await pg_proxy.cut()
             await amqp_proxy.cut()
             smtp.stop()
