@@ -9,6 +9,7 @@ issued in a dev session stay verifiable after a restart. The key maths is
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import structlog
@@ -30,6 +31,11 @@ log = structlog.get_logger(__name__)
 
 DEV_KEY_FILE = "license-signing-key.pem"
 
+# Parsing a PEM costs more than signing a license with the key: each process parses each of its
+# keys (a handful at most) once.
+_private_key = functools.lru_cache(maxsize=8)(load_private_key)
+_public_key = functools.lru_cache(maxsize=8)(load_public_key)
+
 
 class SigningKeyMissing(SigningKeyError):
     """No key is configured where one is required; the message names the setting."""
@@ -37,9 +43,9 @@ class SigningKeyMissing(SigningKeyError):
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
     if settings.license_signing_key is not None:
-        return load_private_key(settings.license_signing_key.get_secret_value())
+        return _private_key(settings.license_signing_key.get_secret_value())
     if settings.env == "dev":
-        return load_private_key(dev_signing_pem(Path(settings.data_dir)))
+        return _private_key(dev_signing_pem(Path(settings.data_dir)))
     raise SigningKeyMissing(
         "COLMENA_LICENSE_SIGNING_KEY is not set; create one with `colmena license keygen`"
     )
@@ -47,7 +53,7 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 
 def public_key(settings: Settings) -> Ed25519PublicKey:
     if settings.license_public_key:
-        return load_public_key(settings.license_public_key)
+        return _public_key(settings.license_public_key)
     return signing_key(settings).public_key()
 
 
