@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.chaos import RunningSystem, running_system, wait_http  # noqa: E402
 from bench.common import figure, machine, percentile  # noqa: E402
-from bench.open_loop import emailed, send_open_loop  # noqa: E402
+from bench.open_loop import emailed, send_open_loop, signed_payments  # noqa: E402
 
 P99_LIMIT_S = 1.0
 SERVICES = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp", "epmd", "erl_child_setup")}
@@ -171,14 +171,13 @@ async def run_step(
     first_amount: int,
 ) -> Step:
     count = int(rate * seconds)
+    payments = signed_payments(count, first_amount)
     cpu_before = cpu_by_group(system)
     statements_before = await statements_sent(session, system)
     commits_before = await driver.settled_commits()
     driver_statements_before = driver.statements
 
-    sent_at = await send_open_loop(
-        session, system.webhook_url, rate=rate, count=count, first_amount=first_amount
-    )
+    sent_at = await send_open_loop(session, system.webhook_url, payments, rate=rate)
     backlog_at_end = count - len(await driver.emailed(sent_at))
     deadline = time.monotonic() + max(60.0, 2 * seconds)
     done = await driver.emailed(sent_at)

@@ -24,16 +24,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.chaos import running_system  # noqa: E402
 from bench.common import figure, machine, percentile  # noqa: E402
-from bench.open_loop import send_open_loop, wait_emailed  # noqa: E402
+from bench.open_loop import send_open_loop, signed_payments, wait_emailed  # noqa: E402
 
 
 async def run(payments: int, rate: float, workers: int) -> None:
     async with running_system(worker_count=workers, database_via_proxy=False) as system:
+        webhooks = signed_payments(payments, first_amount=20_000)
         started = time.time()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            sent_at = await send_open_loop(
-                session, system.webhook_url, rate=rate, count=payments, first_amount=20_000
-            )
+            sent_at = await send_open_loop(session, system.webhook_url, webhooks, rate=rate)
         done = await wait_emailed(system.db, sent_at, timeout_s=600)
         if done is None:
             raise RuntimeError("licenses did not all go out within 600 s")

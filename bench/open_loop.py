@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
@@ -20,35 +21,50 @@ from colmena.gateways import sample_events as events
 from colmena.gateways.stripe import sign
 
 
+@dataclass(frozen=True)
+class SignedPayment:
+    """One payment's `payment_intent.succeeded` webhook, body and headers as sent."""
+
+    payment_id: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def signed_payments(count: int, first_amount: int) -> list[SignedPayment]:
+    """`count` webhooks built and signed ahead, so that sending costs the driver (which shares
+    the machine it measures) only the sending. Stripe's signatures stay valid for 5 minutes."""
+    payments = []
+    for index in range(count):
+        intent = events.payment_intent(metadata=METADATA, amount=first_amount + index)
+        body = json.dumps(events.stripe_event("payment_intent.succeeded", intent))
+        headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)}
+        payments.append(SignedPayment(intent["id"], body.encode(), headers))
+    return payments
+
+
 async def send_open_loop(
-    session: aiohttp.ClientSession, url: str, *, rate: float, count: int, first_amount: int
+    session: aiohttp.ClientSession, url: str, payments: Sequence[SignedPayment], *, rate: float
 ) -> dict[str, float]:
-    """Send `count` succeeded payments at `rate` per second; the send time (epoch) per payment id.
+    """Send `payments` at `rate` per second; the send time (epoch) per payment id.
 
     Raises once all are answered if any answer was not a 200.
     """
     sent_at: dict[str, float] = {}
     statuses: list[int] = []
 
-    async def post(amount: int) -> None:
-        intent = events.payment_intent(metadata=METADATA, amount=amount)
-        body = json.dumps(events.stripe_event("payment_intent.succeeded", intent))
-        sent_at[intent["id"]] = time.time()
-        async with session.post(
-            url,
-            data=body,
-            headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)},
-        ) as response:
+    async def post(payment: SignedPayment) -> None:
+        sent_at[payment.payment_id] = time.time()
+        async with session.post(url, data=payment.body, headers=payment.headers) as response:
             await response.read()
             statuses.append(response.status)
 
     started = time.monotonic()
     tasks = []
-    for index in range(count):
+    for index, payment in enumerate(payments):
         delay = started + index / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)  # pacing: the next payment's send time
-        tasks.append(asyncio.create_task(post(first_amount + index)))
+        tasks.append(asyncio.create_task(post(payment)))
     await asyncio.gather(*tasks)
     refused = [status for status in statuses if status != 200]
     if refused:
