@@ -1,7 +1,7 @@
 """Licenses issued per second end to end, and where the time goes.
 
 End to end means: a `deliver_license` message on RabbitMQ -> license row signed and stored,
-package zipped to disk, email with the link accepted by a real SMTP server (aiosmtpd on
+package zipped to disk, email with the link accepted by an SMTP server (the benches' sink on
 127.0.0.1). One worker (one process, N threads, one event loop, as Dramatiq's AsyncIO
 middleware runs it) on the real PostgreSQL.
 

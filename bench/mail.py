@@ -5,7 +5,7 @@ RCPT and DATA on a kept session) against a baseline measured in the same run: th
 package building the same email (EmailMessage, set_content, add_alternative) and aiosmtplib's
 `send_message` flattening it, with a NOOP before each reuse of the session, which is how
 colmena sent mail before. Both render the email with `license_delivery_email` first, in the
-locales es and en alternately, and send it to an SMTP server (aiosmtpd, accepting everything)
+locales es and en alternately, and send it to an SMTP server (the benches' sink, accepting all)
 in a child process, so the CPU figures are the sender's alone (this process's
 `time.process_time`), logging as a worker does (JSON at INFO). The build figures time the bytes
 alone: `Composer.compose` against `EmailMessage` + `as_bytes`. Rounds alternate the two; each

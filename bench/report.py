@@ -26,7 +26,7 @@ SUITE: dict[str, list[str]] = {
     "outbox": ["outbox.py", "--messages", "5000"],
     "webhooks": ["webhooks.py", "--events", "3000", "--rate", "100"],
     "e2e": ["e2e.py", "--payments", "200", "--rate", "8"],
-    "capacity": ["capacity.py", "--rates", "60,90,110,130,150", "--seconds", "10"],
+    "capacity": ["capacity.py", "--rates", "110,150,200,250,300", "--seconds", "10"],
     "workers": ["workers.py", "--messages", "10000"],
     "licenses": ["licenses.py", "--licenses", "200", "--threads", "1,4"],
     "stamping": ["stamping.py", "--invoices", "200", "--e2e", "20", "--threads", "1,4"],
