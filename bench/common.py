@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import random
 import signal
 import socket
 import statistics
@@ -66,11 +67,33 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+LOWEST_PORT = 10_000
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 nobody holds right now, below the kernel's ephemeral range: a
+    port from that range may become, between this pick and the server's bind, the local port of
+    any outgoing connection on the machine (a node of bench/cluster's RabbitMQ once failed to
+    start so: `dist_port_already_used`)."""
+    ephemeral_low = _ephemeral_ports_start()
+    for _ in range(200):
+        port = random.randrange(LOWEST_PORT, ephemeral_low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port from {LOWEST_PORT} to {ephemeral_low}")
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            start = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        start = 32768  # Linux's default
+    return max(start, LOWEST_PORT + 1000)
 
 
 def machine() -> str:
