@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from colmena.config.dev_files import create_once
+from colmena.domain import finite_json
 from colmena.errors import ColmenaError
 
 SIGNATURE_HEADER = "x-bitso-webhook-event-signature"
@@ -88,7 +89,7 @@ def _header(value: str | None, name: str) -> str:
 
 def _parsed(body: bytes) -> tuple[dict[str, Any], Any]:
     try:
-        document = json.loads(body)
+        document = finite_json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise BitsoSignatureError("body is not JSON: nothing to verify") from None
     if not isinstance(document, dict) or not isinstance(document.get("payload"), dict):

@@ -23,6 +23,7 @@ from typing import Any
 
 import stripe
 
+from colmena.domain import finite_json
 from colmena.errors import ColmenaError
 from colmena.gateways.retry import retryable_http
 
@@ -92,7 +93,7 @@ def parse_event(payload: bytes) -> dict[str, Any]:
     """The event (a snapshot event, or a thin one) as a dict, checked for the fields colmena
     relies on."""
     try:
-        event = json.loads(payload)
+        event = finite_json.loads(payload)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise StripeEventError("body is not JSON") from None
     if not isinstance(event, dict):

@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from colmena.config.metrics import SECURITY_EVENTS, WEBHOOKS
+from colmena.domain import finite_json
 from colmena.gateways import mercadopago, stripe
 from colmena.http.context import RESOURCES, SETTINGS
 from colmena.http.errors import ApiError
@@ -305,7 +306,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
 
 def _mercadopago_notification(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        payload = finite_json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise ValueError("body is not JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
