@@ -302,6 +302,14 @@ def _fence(pair: PostgresPair, read_only: bool) -> None:
     else:
         pair.primary.sql("ALTER SYSTEM RESET default_transaction_read_only")
     pair.primary.sql("SELECT pg_reload_conf()")
+    # pg_reload_conf() only signals the postmaster. Once a new session sees the setting, the
+    # postmaster has reloaded it and signalled every backend, and each applies it before the
+    # next statement it reads (the ingress's pooled connection's included).
+    wanted = "on" if read_only else "off"
+    deadline = time.monotonic() + 10
+    while pair.primary.sql("SHOW default_transaction_read_only") != wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"default_transaction_read_only not {wanted} within 10 s")
 
 
 async def test_no_writable_node_reachable_is_a_503_not_a_500(
