@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 from pydantic import SecretStr
 
+from bench.common import free_port
 from colmena.gateways import sample_events as events
 from colmena.store.pool import connect
 from tests.conftest import wait_for
@@ -20,12 +20,6 @@ from tests.payments_support import (
     payment_status,
     stripe_post_args,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_worker_process(settings, log_path) -> subprocess.Popen[bytes]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import ssl
 import tempfile
 import threading
@@ -26,18 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench.common import free_port
+
 
 @dataclass(frozen=True)
 class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def self_signed_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
