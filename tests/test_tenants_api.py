@@ -44,6 +44,7 @@ from colmena.domain.key_sealing import (
 from colmena.domain.tenants import token_digest
 from colmena.errors import PermanentError
 from colmena.store import bot_logs, provider_keys
+from colmena.store import notifications as notify_store
 from colmena.store import tenants as store
 from colmena.store.pool import connect
 from colmena.supervisor.bot_image import ensure_bot_image
@@ -864,3 +865,31 @@ def test_keys_keygen_prints_a_pair_the_settings_accept() -> None:
     assert configured.key_seal_public_key == public_key
     with pytest.raises(ValueError):
         Settings(_env_file=None, key_seal_public_key=public_key[:-1] + "!")
+
+
+async def test_a_locked_tenant_still_takes_events_so_a_reconcile_cannot_deadlock_a_config_change(
+    db, database_url
+) -> None:
+    """A config change locks the tenant, then its bot row. A reconcile updates the bot row, then
+    records a tenant event, whose foreign key needs a share of the tenant row: if the tenant's
+    lock refused that share, each would wait for the other (PostgreSQL's deadlock detector then
+    failed the config change with a 500)."""
+    tenant_id, _ = await add_tenant(db)
+    other = await connect(database_url)
+    try:
+        async with db.transaction():
+            assert await store.get_tenant(db, tenant_id, for_update=True) is not None
+            async with other.transaction():
+                await other.execute("SET LOCAL lock_timeout = '2s'")
+                await other.execute(
+                    "UPDATE bots SET observed_at = now() WHERE tenant_id = $1", tenant_id
+                )
+                rows = await notify_store.record_events(
+                    other, tenant_id, [("bot.crashed", {"reason": "test"})]
+                )
+        assert (
+            await db.fetchval("SELECT count(*) FROM tenant_events WHERE tenant_id = $1", tenant_id)
+            == 1
+        ), rows
+    finally:
+        await other.close()

@@ -189,7 +189,12 @@ async def create_tenant(
 async def get_tenant(
     conn: asyncpg.Connection, tenant_id: str, *, for_update: bool = False
 ) -> Tenant | None:
-    lock = " FOR UPDATE" if for_update else ""
+    """The tenant; with `for_update`, locked against other changes of its row until the
+    transaction ends. FOR NO KEY UPDATE, as an UPDATE of its columns takes: FOR UPDATE would
+    also block every row inserted meanwhile that references the tenant (its foreign-key check
+    takes KEY SHARE), and a bot reconcile that has updated the bot row, then records a tenant
+    event, would deadlock with a config change that holds the tenant and waits for that row."""
+    lock = " FOR NO KEY UPDATE" if for_update else ""
     row = await conn.fetchrow(f"SELECT {_TENANT} FROM tenants WHERE id = $1{lock}", tenant_id)
     return Tenant(**dict(row)) if row else None
 
