@@ -39,12 +39,16 @@ from bench.standins.tcp_proxy import TcpProxy
 from colmena.config import Settings
 from colmena.errors import PermanentError
 from colmena.runtime.broker import build_broker, create_broker
+from colmena.runtime.follow_ups import LOCAL_RUNS_PER_MESSAGE
 from colmena.runtime.loop_worker import LoopWorker
-from colmena.runtime.publisher import AmqpPublisher
+from colmena.runtime.outbox import publish_now, relay_once
+from colmena.runtime.publisher import AmqpPublisher, LeaveToRelay, Publisher
 from colmena.runtime.queues import queue_declarations
 from colmena.runtime.registry import actor, registered_actors
 from colmena.runtime.resources import Resources
 from colmena.runtime.retry_policy import GiveUp, RetryLater, after_failure
+from colmena.store import outbox
+from colmena.store.pool import create_pool
 from tests.conftest import AMQP_URL, queue_counts, wait_for
 from tests.fuzz_support import capture_logs
 from tests.ops_support import colmena_env, free_port
@@ -109,6 +113,17 @@ async def overruns(resources: Resources, label: str) -> None:
         raise
 
 
+@actor(queue=QUEUE, name="test_loop_follows_up")
+async def follows_up(resources: Resources, label: str, then: str, count: int = 1) -> None:
+    """Writes `count` outbox rows for the actor `then`, and publishes them after commit."""
+    async with resources.pool.acquire() as conn, conn.transaction():
+        rows = [
+            await outbox.record(conn, queue=QUEUE, actor=then, args=[f"{label}-{index}"])
+            for index in range(count)
+        ]
+    await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)
+
+
 @dataclass
 class LoopSystem:
     broker: dramatiq.Broker
@@ -133,13 +148,17 @@ def start_loop_worker(
     RUNNING.update(now=0, most=0)
 
     def start(
-        *, threads: int = 2, settings_override: Settings | None = None, metrics: bool = False
+        *,
+        threads: int = 2,
+        settings_override: Settings | None = None,
+        metrics: bool = False,
+        publisher: Publisher | None = None,
     ) -> LoopSystem:
         active = settings_override or settings
         resources = Resources(
             active,
             database_url=active.require_database_url(),
-            publisher=AmqpPublisher(active.require_broker_url(), active.queue_prefix),
+            publisher=publisher or AmqpPublisher(active.require_broker_url(), active.queue_prefix),
         )
         actors = [spec for spec in registered_actors() if spec.queue == QUEUE]
         broker = build_broker(
@@ -351,6 +370,114 @@ async def test_a_lost_connection_redelivers_what_was_not_acknowledged(
 async def _at_least(rows, count: int) -> list:
     found = await rows
     return found if len(found) >= count else []
+
+
+async def _outbox_rows(db, label: str) -> list:
+    return await db.fetch(
+        "SELECT message_id::text, published_at, publish_attempts FROM outbox "
+        "WHERE args->>0 LIKE $1 ORDER BY id",
+        f"{label}-%",
+    )
+
+
+async def _all_marked(db, label: str, expected: int) -> list:
+    rows = await _outbox_rows(db, label)
+    marked = [row for row in rows if row["published_at"] is not None]
+    return rows if len(rows) == expected and len(marked) == expected else []
+
+
+async def test_a_follow_up_for_an_actor_it_consumes_runs_here_and_is_marked_published(
+    start_loop_worker, db, settings
+) -> None:
+    # A publisher that confirms nothing: the follow-up can only have run in this worker.
+    start_loop_worker(publisher=LeaveToRelay())
+    await asyncio.to_thread(send, settings, "test_loop_follows_up", "here", "test_loop_records")
+
+    [ran] = await wait_for(lambda: steps(db, "here-0", "ran"))
+    [row] = await wait_for(lambda: _all_marked(db, "here", 1))
+
+    assert ran["message_id"] == ran["current_id"] == row["message_id"]
+    assert row["publish_attempts"] == 1
+    assert await counts(settings) == (0, 0, 0)
+
+
+async def test_a_message_runs_only_a_few_follow_ups_here_and_publishes_the_rest(
+    start_loop_worker, db, settings
+) -> None:
+    start_loop_worker(publisher=LeaveToRelay())
+    await asyncio.to_thread(send, settings, "test_loop_follows_up", "many", "test_loop_records", 6)
+
+    await wait_for(lambda: _count(db, "ran", LOCAL_RUNS_PER_MESSAGE))
+    rows = await wait_for(lambda: _marked_count(db, "many", LOCAL_RUNS_PER_MESSAGE))
+
+    assert len(rows) == 6
+    # The two left over went to the publisher, which did not confirm them: the relay's now.
+    left = [row for row in rows if row["published_at"] is None]
+    assert [row["publish_attempts"] for row in left] == [1, 1]
+
+
+async def _marked_count(db, label: str, expected: int) -> list:
+    rows = await _outbox_rows(db, label)
+    marked = [row for row in rows if row["published_at"] is not None]
+    return rows if len(marked) == expected else []
+
+
+async def test_a_follow_up_for_an_actor_it_does_not_consume_is_published(
+    start_loop_worker, db, settings
+) -> None:
+    start_loop_worker(publisher=LeaveToRelay())
+    await asyncio.to_thread(send, settings, "test_loop_follows_up", "away", "not_this_workers")
+
+    [row] = await wait_for(lambda: _attempted(db, "away"))
+
+    assert row["published_at"] is None
+
+
+async def _attempted(db, label: str) -> list:
+    rows = await _outbox_rows(db, label)
+    return rows if rows and all(row["publish_attempts"] for row in rows) else []
+
+
+async def test_a_failing_follow_up_is_retried_through_rabbitmq_then_dead_lettered(
+    start_loop_worker, db, settings
+) -> None:
+    start_loop_worker(settings_override=settings.model_copy(update={"max_retries": 1}))
+    await asyncio.to_thread(send, settings, "test_loop_follows_up", "fragile", "test_loop_fails")
+
+    await wait_for(lambda: _equal(counts(settings), (0, 0, 1)), timeout=30)
+
+    ran = await steps(db, "fragile-0", "ran")
+    [row] = await _outbox_rows(db, "fragile")
+    assert len(ran) == 2 and {attempt["message_id"] for attempt in ran} == {row["message_id"]}
+    assert row["published_at"] is not None  # handed to RabbitMQ: the relay leaves it
+    reason = await db.fetchval(
+        "SELECT error FROM dead_letter_reasons WHERE message_id = $1", row["message_id"]
+    )
+    assert reason == "RuntimeError: boom"
+
+
+async def test_a_follow_up_cut_short_by_a_stop_is_left_to_the_relay(
+    start_loop_worker, db, settings
+) -> None:
+    first = start_loop_worker()
+    await asyncio.to_thread(send, settings, "test_loop_follows_up", "orphan", "test_loop_blocks")
+    await wait_for(lambda: steps(db, "orphan-0", "started"))
+
+    await asyncio.to_thread(first.worker.stop, 100)
+
+    [row] = await _outbox_rows(db, "orphan")
+    assert row["published_at"] is None
+    assert await counts(settings) == (0, 0, 0)  # the message that wrote it was acked
+    gate("orphan-0").set()
+    start_loop_worker()
+    pool = await create_pool(settings.require_database_url(), max_size=1)
+    publisher = AmqpPublisher(settings.require_broker_url(), settings.queue_prefix)
+    try:
+        assert await relay_once(pool, publisher, grace_s=0) == 1
+    finally:
+        await publisher.close()
+        await pool.close()
+    await wait_for(lambda: steps(db, "orphan-0", "finished"))
 
 
 async def test_dramatiqs_prometheus_series_count_what_the_worker_did(

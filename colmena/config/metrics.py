@@ -45,7 +45,10 @@ DB_STATEMENTS = Counter(
 
 # Outbox
 OUTBOX_PUBLISHED = Counter(
-    "colmena_outbox_published_total", "Outbox rows published to the broker.", ["path"]
+    "colmena_outbox_published_total",
+    "Outbox rows published to the broker (path direct or relay), or run by the worker that "
+    "wrote them (path local).",
+    ["path"],
 )
 OUTBOX_PUBLISH_FAILURES = Counter(
     "colmena_outbox_publish_failures_total", "Outbox publish attempts that failed.", ["path"]

@@ -25,6 +25,10 @@ What Dramatiq's worker guarantees, this one keeps:
 - `worker_threads` bounds how many actors run at once (the rest wait, unacked, in arrival
   order); each queue's prefetch is Dramatiq's (`dramatiq_queue_prefetch`, which
   `colmena worker` sets).
+- An outbox row an actor's transaction wrote for an actor this worker consumes is run here,
+  in the same task once the message is acked, rather than published and consumed again
+  (`colmena.runtime.follow_ups`); a failed one goes to RabbitMQ as a retry or dead letter, as
+  a delivered one would. The row is marked published only then, so the relay is the backstop.
 - Shutdown stops consuming, lets running actors finish (up to the CLI's shutdown timeout),
   closes the resources (ResourcesLifecycle), then the connection, so RabbitMQ requeues what
   was prefetched, waiting or delayed, then the loop (AsyncIO middleware).
@@ -44,26 +48,32 @@ import asyncio
 import concurrent.futures
 import math
 from collections import deque
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import dramatiq
 import pika.exceptions
 import structlog
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.common import current_millis, dq_name, q_name, xq_name
 from dramatiq.errors import DecodeError, RateLimitExceeded, Retry
 from dramatiq.middleware import AgeLimit, CurrentMessage, Middleware, Retries, TimeLimit
 from dramatiq.middleware.prometheus import Prometheus
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from dramatiq.worker import CONSUMER_RESTART_DELAY_SECS, DELAY_QUEUE_PREFETCH, QUEUE_PREFETCH
 
+from colmena.config.metrics import OUTBOX_PUBLISHED
 from colmena.runtime.broker import BoundActor, ColmenaRabbitmqBroker, report_dead_letter
 from colmena.runtime.broker_nodes import BrokerNodes, node_label
 from colmena.runtime.confirms import BrokerUnavailable, ConfirmedChannel
+from colmena.runtime.follow_ups import LocalFollowUps
 from colmena.runtime.loop_consumer import Delivery, LoopConsumer, Subscription
+from colmena.runtime.outbox import PublishedMarks, publish_now
+from colmena.runtime.publisher import to_dramatiq_message
 from colmena.runtime.queues import QueueMismatch, queue_declarations
+from colmena.runtime.resources import Resources
 from colmena.runtime.retry_policy import GiveUp, RetryLater, after_failure
 from colmena.runtime.worker_metrics import ActorMeter
+from colmena.store.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +112,63 @@ class _Handler:
     def too_old(self, message: Message) -> bool:
         max_age = message.options.get("max_age") or self.max_age
         return bool(max_age) and current_millis() - message.message_timestamp >= max_age
+
+
+class _Source(Protocol):
+    """Where a message came from, answered once its actor is done with it."""
+
+    @property
+    def answerable(self) -> bool:
+        """Whether an answer still counts (if not, the message comes again by itself)."""
+
+    async def done(self) -> None:
+        """The message is finished with: its actor returned, or a retry of it is confirmed."""
+
+    async def dead(self, message: Message) -> None:
+        """The message goes to the dead letters (Q.XQ)."""
+
+
+class _Delivered:
+    """A message RabbitMQ delivered: acked when done, nacked (dead-lettered by RabbitMQ)."""
+
+    __slots__ = ("delivery",)
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    @property
+    def answerable(self) -> bool:
+        return self.delivery.answerable
+
+    async def done(self) -> None:
+        self.delivery.ack()
+
+    async def dead(self, message: Message) -> None:
+        self.delivery.nack()
+
+
+class _FollowUp:
+    """An outbox row this worker ran itself (`colmena.runtime.follow_ups`): done is its
+    published mark; a dead one is published to Q.XQ first. Unmarked, the relay publishes it."""
+
+    __slots__ = ("marks", "row", "worker")
+
+    def __init__(self, row: OutboxMessage, marks: PublishedMarks, worker: LoopWorker) -> None:
+        self.row = row
+        self.marks = marks
+        self.worker = worker
+
+    @property
+    def answerable(self) -> bool:
+        return not self.worker.stopping
+
+    async def done(self) -> None:
+        await self.marks.add([self.row.id])
+
+    async def dead(self, message: Message) -> None:
+        dead = message.copy(queue_name=xq_name(message.queue_name))
+        if await self.worker._republish(self, dead):
+            await self.done()
 
 
 class _Republisher:
@@ -171,6 +238,7 @@ class LoopWorker:
         self._current_message = _find(broker, CurrentMessage)
         self._prometheus = _find(broker, Prometheus)
         self._handlers: dict[str, _Handler] = {}
+        self._local_actors: frozenset[str] = frozenset()
         self._meters: dict[tuple[str, str], ActorMeter] = {}
         self._active = 0
         self._waiting: deque[tuple[Delivery, Message, _Handler]] = deque()
@@ -187,6 +255,10 @@ class LoopWorker:
         self._consumer: LoopConsumer | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._joiners: list[asyncio.Future[None]] = []
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def queues(self) -> list[str]:
@@ -210,6 +282,10 @@ class LoopWorker:
                 time_limit.time_limit if time_limit is not None else math.inf,
                 age_limit.max_age if age_limit is not None else None,
             )
+        consumed = set(self.queues)
+        self._local_actors = frozenset(
+            name for name, handler in self._handlers.items() if handler.actor.queue_name in consumed
+        )
         self._main = asyncio.run_coroutine_threadsafe(self._consume_forever(), self._loop)
         self.broker.emit_after("worker_boot", self)
 
@@ -418,13 +494,14 @@ class LoopWorker:
         self._wake_joiners()
 
     async def _forward(self, delivery: Delivery, ready: Message) -> None:
-        if await self._republish(delivery, ready):
+        if await self._republish(_Delivered(delivery), ready):
             delivery.ack()
 
-    async def _republish(self, delivery: Delivery, message: Message) -> bool:
-        """Publish until confirmed; False once `delivery` can no longer be acked (RabbitMQ
-        redelivers it) or the worker is stopping (the connection's close requeues it)."""
-        while delivery.answerable and not self._stopping:
+    async def _republish(self, source: _Source, message: Message) -> bool:
+        """Publish until confirmed; False once `source` can no longer be answered (RabbitMQ
+        redelivers it, or the relay publishes its row) or the worker is stopping (the
+        connection's close requeues it)."""
+        while source.answerable and not self._stopping:
             if await self._republisher.publish(message):
                 return True
             await asyncio.sleep(REPUBLISH_AGAIN_S)
@@ -433,19 +510,33 @@ class LoopWorker:
     async def _process(self, delivery: Delivery, message: Message, handler: _Handler) -> None:
         if self._stopping or not delivery.answerable:
             return  # it comes again (requeued by the close, or redelivered)
-        meter = handler.meter
         if handler.too_old(message):
             log.warning("message exceeded its age limit", message_id=message.message_id)
-            meter.rejects.inc()
+            handler.meter.rejects.inc()
             report_dead_letter(message, None)
             delivery.nack()
             return
+        follow_ups = LocalFollowUps(self._runs_here)
+        follow_ups.open()
+        exception = await self._run(message, handler)
+        if exception is None:
+            delivery.ack()
+        else:
+            await self._failed(_Delivered(delivery), message, handler, exception)
+        await self._run_follow_ups(follow_ups, handler.bound.resources)
+
+    def _runs_here(self, row: OutboxMessage) -> bool:
+        return not self._stopping and row.actor in self._local_actors
+
+    async def _run(self, message: Message, handler: _Handler) -> BaseException | None:
+        """Run the message's actor in this task, within its time limit; what it raised."""
         if self._current_message is not None:
             self._current_message.before_process_message(self.broker, message)
         task = cast(asyncio.Task[None], asyncio.current_task())  # it runs as a task
         limit_s = handler.time_limit_s(message)
         if limit_s != math.inf:
             self._deadlines[task] = asyncio.get_running_loop().time() + limit_s
+        meter = handler.meter
         meter.started()
         started = current_millis()
         exception: BaseException | None = None
@@ -463,14 +554,35 @@ class LoopWorker:
             self._deadlines.pop(task, None)
             self._expired.discard(task)
             meter.finished(current_millis() - started)
-        if exception is None:
-            delivery.ack()
-        else:
+        if exception is not None:
             meter.errors.inc()
-            await self._failed(delivery, message, handler, exception)
+        return exception
+
+    async def _run_follow_ups(self, follow_ups: LocalFollowUps, resources: Resources) -> None:
+        """Run the outbox rows the message's actor (and these follow-ups in turn) left to this
+        worker, each marked published once its actor returned or its failure was handed to
+        RabbitMQ (a retry, a dead letter). Stopping, publish what is left."""
+        while (row := follow_ups.next()) is not None:
+            if self._stopping:
+                await publish_now(
+                    resources.pool,
+                    resources.publisher,
+                    [row, *follow_ups.rest()],
+                    marks=resources.published_marks,
+                )
+                return
+            handler = self._handlers[row.actor]
+            message = to_dramatiq_message(row, resources.settings.queue_prefix)
+            source = _FollowUp(row, resources.published_marks, self)
+            exception = await self._run(message, handler)
+            if exception is None:
+                await source.done()
+                OUTBOX_PUBLISHED.labels(path="local").inc()
+            else:
+                await self._failed(source, message, handler, exception)
 
     async def _failed(
-        self, delivery: Delivery, message: Message, handler: _Handler, exception: BaseException
+        self, source: _Source, message: Message, handler: _Handler, exception: BaseException
     ) -> None:
         actor = handler.actor
         throws = message.options.get("throws") or actor.options.get("throws")
@@ -489,7 +601,7 @@ class LoopWorker:
                 exc_info=exception,
             )
         if self._retries is None:
-            delivery.ack()  # without Retries, Dramatiq counts a failed message done
+            await source.done()  # without Retries, Dramatiq counts a failed message done
             return
         outcome = after_failure(message, actor, self._retries, exception, current_millis())
         if isinstance(outcome, RetryLater):
@@ -503,22 +615,22 @@ class LoopWorker:
                 delay_ms=outcome.delay_ms,
                 retries=message.options["retries"],
             )
-            if await self._republish(delivery, retry):
+            if await self._republish(source, retry):
                 handler.meter.retries.inc()
-                delivery.ack()
+                await source.done()
             return
         if outcome.exhausted:
             log.warning("retries exceeded", message_id=message.message_id)
         if outcome.notify is not None and not await self._notify(
-            delivery, message, outcome.notify, outcome
+            source, message, outcome.notify, outcome
         ):
             return
         handler.meter.rejects.inc()
         report_dead_letter(message, exception)
-        delivery.nack()
+        await source.dead(message)
 
     async def _notify(
-        self, delivery: Delivery, message: Message, notify: str, outcome: GiveUp
+        self, source: _Source, message: Message, notify: str, outcome: GiveUp
     ) -> bool:
         """Send the `on_retry_exhausted` actor its message, as Retries does; False if it
         could not be published (the failed message then stays unacked, and comes again)."""
@@ -526,7 +638,7 @@ class LoopWorker:
         notice = target.message(
             message.asdict(), {"retries": outcome.retries, "max_retries": outcome.max_retries}
         )
-        return await self._republish(delivery, notice)
+        return await self._republish(source, notice)
 
     async def _drain(self, timeout_s: float) -> None:
         """Stop consuming and wait for the running actors (cancelled after `timeout_s`)."""

@@ -1,6 +1,7 @@
 """Moving outbox rows onto the broker: right after commit, and again by the relay.
 
-`publish_now` is the fast path a handler or actor calls after its transaction commits. The relay
+`publish_now` is the fast path a handler or actor calls after its transaction commits (in a
+loop worker, it first lets the worker keep the rows it runs itself). The relay
 is the safety net: it republishes whatever is still unpublished after a grace period (the process
 died between commit and publish, or RabbitMQ was down). A row may thus be published twice, never
 zero times; consumers are idempotent (DESIGN.md rule 3).
@@ -15,6 +16,7 @@ import asyncpg
 import structlog
 
 from colmena.config.metrics import OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED
+from colmena.runtime.follow_ups import keep_local
 from colmena.runtime.publisher import Publisher
 from colmena.store import outbox
 from colmena.store.outbox import OutboxMessage
@@ -95,8 +97,10 @@ async def publish_now(
     marks: PublishedMarks | None = None,
 ) -> int:
     """Publish rows a committed transaction recorded; failures are left for the relay. The
-    confirmed rows are marked published before this returns, or with `marks`' next batch."""
-    pending = [row for row in rows if row is not None]
+    confirmed rows are marked published before this returns, or with `marks`' next batch.
+    In a loop worker, the rows it runs itself are not published (`colmena.runtime.follow_ups`).
+    """
+    pending = keep_local([row for row in rows if row is not None])
     if not pending:
         return 0
     results = await publisher.publish_many(pending)
