@@ -23,7 +23,7 @@ from colmena.domain.licensing import (
     verify_license_key,
 )
 from colmena.domain.packaging import PackagingError, license_members, package_filename
-from colmena.gateways.packaging import Package, Packager
+from colmena.gateways.packaging import SMALL_PRODUCT_FILES, Package, Packager
 
 ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -146,6 +146,39 @@ def test_the_digest_is_the_assembled_packages_and_another_license_gives_another(
     assert packer.digest(PRODUCT, lic, key) == (package.sha256, len(data))
     other = dataclasses.replace(lic, license_id="lic_43")
     assert packer.digest(PRODUCT, other, key)[0] != package.sha256
+
+
+def test_digest_now_gives_the_digest_once_the_archive_is_built_and_read(
+    tmp_path, product_dir, signed
+):
+    lic, key, _ = signed
+    packer = packager(tmp_path)
+    assert packer.digest_now(PRODUCT, lic, key) is None  # not built: that takes a thread
+    assert not packer.archives_dir.exists()  # nor did it build one on the event loop
+
+    expected = packer.digest(PRODUCT, lic, key)
+    other = dataclasses.replace(lic, license_id="lic_45")
+
+    assert packer.digest_now(PRODUCT, lic, key) == expected
+    assert packer.digest_now(PRODUCT, other, key) == packer.digest(PRODUCT, other, key)
+    # Another process (another packager) has not read the archive yet: a thread's work.
+    assert packager(tmp_path).digest_now(PRODUCT, lic, key) is None
+
+
+def test_digest_now_leaves_a_changed_or_large_product_to_a_thread(tmp_path, product_dir, signed):
+    lic, key, _ = signed
+    packer = packager(tmp_path)
+    packer.digest(PRODUCT, lic, key)
+    (product_dir / "README.txt").write_text("version 2\n")
+    assert packer.digest_now(PRODUCT, lic, key) is None  # version 2 is not built yet
+    new = packer.digest(PRODUCT, lic, key)
+    assert packer.digest_now(PRODUCT, lic, key) == new
+
+    for index in range(SMALL_PRODUCT_FILES):
+        (product_dir / "docs" / f"page-{index}.txt").write_text(f"page {index}\n")
+    large = packer.digest(PRODUCT, lic, key)
+    assert packer.digest_now(PRODUCT, lic, key) is None
+    assert large != new
 
 
 def test_a_changed_product_gives_new_bytes_and_a_new_archive(tmp_path, product_dir, signed):

@@ -328,8 +328,12 @@ async def _package_digest(
     packager: Packager, license: License, key: str, payment_id: int
 ) -> tuple[str, int]:
     """SHA-256 and size of the package a link to this license downloads, as this host's
-    product directory assembles it now."""
+    product directory assembles it now: on the event loop when that is quick, else in a
+    thread (the product archive must be built or read)."""
     try:
+        quick = packager.digest_now(license.product, license, key)
+        if quick is not None:
+            return quick
         return await asyncio.to_thread(packager.digest, license.product, license, key)
     except PackagingError as exc:
         raise PermanentError(f"payment {payment_id}'s license cannot be packaged: {exc}") from None

@@ -50,6 +50,8 @@ _CHUNK = 1024 * 1024
 ZIP_EPOCH = calendar.timegm((1980, 1, 1, 0, 0, 0))
 # Prefix digests kept per process: one per product version in use, so a handful.
 _DIGESTS_KEPT = 64
+# A product of at most this many files is listed on the event loop (`Packager.digest_now`).
+SMALL_PRODUCT_FILES = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +99,8 @@ class Packager:
     products_dir: Path
     archives_dir: Path
     _digests: dict[tuple[int, int, int], Any] = field(default_factory=dict, init=False, repr=False)
+    # Files per product at its last listing, which tells `digest_now` whether to list it again.
+    _files: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def assemble(self, product_ref: str, license: License, license_key: str) -> Package:
@@ -105,8 +109,9 @@ class Packager:
         Symbolic links in the product are refused rather than followed: one pointing outside
         the product directory would ship that file to a customer.
         """
-        path = product_archive(self.products_dir / product_ref, self.archives_dir)
-        archive = path.open("rb")
+        listing = product_archive(self.products_dir / product_ref, self.archives_dir)
+        self._files[product_ref] = len(listing.stats)
+        archive = listing.archive.open("rb")
         try:
             cut, tail = _append_license(archive, license, license_key)
             digest = self._prefix_digest(archive, cut)
@@ -121,27 +126,56 @@ class Packager:
         with self.assemble(product_ref, license, license_key) as package:
             return package.sha256, package.size
 
+    def digest_now(
+        self, product_ref: str, license: License, license_key: str
+    ) -> tuple[str, int] | None:
+        """`digest`, when it is quick enough for the event loop: the product small when last
+        listed (at most SMALL_PRODUCT_FILES files, so listing it again is a few stat calls),
+        its archive of this version built and its prefix digest already known to this process.
+        What is left is two small members compressed and hashed, cheaper than the hop to a
+        thread that `digest` needs. None otherwise: then call `digest` in a thread."""
+        if self._files.get(product_ref, SMALL_PRODUCT_FILES + 1) > SMALL_PRODUCT_FILES:
+            return None
+        listing = _listing(self.products_dir / product_ref, self.archives_dir)
+        self._files[product_ref] = len(listing.stats)
+        if len(listing.stats) > SMALL_PRODUCT_FILES or not listing.archive.is_file():
+            return None
+        with listing.archive.open("rb") as archive:
+            cut, tail = _append_license(archive, license, license_key)
+            digest = self._known_prefix_digest(archive, cut)
+            if digest is None:
+                return None
+            digest.update(tail)
+            return digest.hexdigest(), cut + len(tail)
+
+    def _known_prefix_digest(self, archive: BinaryIO, cut: int) -> Any | None:
+        """A copy of the SHA-256 fed the archive's first ``cut`` bytes, if this process has
+        read them before (the caller may feed it more)."""
+        st = os.fstat(archive.fileno())
+        with self._lock:
+            known = self._digests.get((st.st_dev, st.st_ino, cut))
+        return None if known is None else known.copy()
+
     def _prefix_digest(self, archive: BinaryIO, cut: int) -> Any:
         """A SHA-256 already fed the archive's first ``cut`` bytes (a copy: the caller may feed
         it more), read once per archive file and process."""
+        known = self._known_prefix_digest(archive, cut)
+        if known is not None:
+            return known
         st = os.fstat(archive.fileno())
-        key = (st.st_dev, st.st_ino, cut)
+        read = hashlib.sha256()
+        offset = 0
+        while offset < cut:
+            chunk = os.pread(archive.fileno(), min(_CHUNK, cut - offset), offset)
+            if not chunk:
+                raise PackagingError(f"product archive {archive.name} was truncated")
+            read.update(chunk)
+            offset += len(chunk)
         with self._lock:
-            known = self._digests.get(key)
-        if known is None:
-            known = hashlib.sha256()
-            offset = 0
-            while offset < cut:
-                chunk = os.pread(archive.fileno(), min(_CHUNK, cut - offset), offset)
-                if not chunk:
-                    raise PackagingError(f"product archive {archive.name} was truncated")
-                known.update(chunk)
-                offset += len(chunk)
-            with self._lock:
-                if len(self._digests) >= _DIGESTS_KEPT:
-                    self._digests.clear()
-                self._digests[key] = known
-        return known.copy()
+            if len(self._digests) >= _DIGESTS_KEPT:
+                self._digests.clear()
+            self._digests[(st.st_dev, st.st_ino, cut)] = read
+        return read.copy()
 
 
 def packager_for(settings: Settings) -> Packager:
@@ -216,12 +250,18 @@ def _append_license(archive: BinaryIO, license: License, license_key: str) -> tu
     return overlay.cut, bytes(overlay.tail)
 
 
-def product_archive(product_dir: Path, archives_dir: Path) -> Path:
-    """The product's members compressed, built once per version of the directory.
+@dataclass(frozen=True)
+class _Listing:
+    """A product directory as it is now, and where its archive of this version lives."""
 
-    The version is a digest of every file's name, size, times and mode: an operator replacing
-    a file gives a new archive (the older ones of the product are then removed).
-    """
+    sources: dict[str, Path]
+    stats: dict[str, os.stat_result]
+    archive: Path
+
+
+def _listing(product_dir: Path, archives_dir: Path) -> _Listing:
+    """The product's members and the path of their archive, named by a digest of every file's
+    name, size, times and mode: an operator replacing a file gives a new archive."""
     if not product_dir.is_dir():
         raise PackagingError(f"product directory {product_dir} does not exist")
     sources = _product_files(product_dir)
@@ -232,29 +272,37 @@ def product_archive(product_dir: Path, archives_dir: Path) -> Path:
         for name, st in sorted(stats.items())
     ]
     version = hashlib.sha256(repr(listing).encode()).hexdigest()[:20]
-    prefix = f"{product_dir.name}-"
-    path = archives_dir / f"{prefix}{version}.zip"
+    return _Listing(sources, stats, archives_dir / f"{product_dir.name}-{version}.zip")
+
+
+def product_archive(product_dir: Path, archives_dir: Path) -> _Listing:
+    """The product's members compressed, built once per version of the directory (the older
+    archives of the product are then removed)."""
+    listing = _listing(product_dir, archives_dir)
+    path = listing.archive
     if path.is_file():
-        return path
+        return listing
     archives_dir.mkdir(parents=True, exist_ok=True)
+    stats = listing.stats
 
     def compress(raw: BinaryIO) -> None:
         with zipfile.ZipFile(raw, "w") as archive:
-            for arcname in names:
+            for arcname in stats:
                 info = _member_info(
                     arcname,
                     _zip_time(stats[arcname].st_mtime),
                     executable=bool(stats[arcname].st_mode & 0o111),
                 )
-                with sources[arcname].open("rb") as src, archive.open(info, "w") as dst:
+                with listing.sources[arcname].open("rb") as src, archive.open(info, "w") as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)
 
     _write_atomically(path, compress)
+    prefix = f"{product_dir.name}-"
     for older in archives_dir.glob(f"{prefix}*.zip"):
         if older != path and len(older.name) == len(path.name):
             older.unlink(missing_ok=True)
-    log.info("product_archive_built", product=product_dir.name, files=len(names))
-    return path
+    log.info("product_archive_built", product=product_dir.name, files=len(stats))
+    return listing
 
 
 def _write_atomically(final_path: Path, write: Callable[[BinaryIO], None]) -> None:
