@@ -14,7 +14,13 @@ the SMTP sink), SQL round trips per payment (`colmena_db_statements_total` of ev
 process) and transactions per payment (`xact_commit` of the run's database, less the driver's
 own polling). The step's figures cover its sending and draining.
 
+With `--baseline REV` it first runs the same sweep on another commit of colmena (a temporary
+git worktree of REV, driven by this checkout's sender, SMTP sink and measurement, the four
+driver files copied in), then on this checkout, and gives each figure with REV's as baseline:
+capacity against an earlier colmena, measured in one run on one machine.
+
     python bench/capacity.py [--rates 60,90,120,150,180,240] [--seconds 15] [--workers 2]
+                             [--baseline REV]
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +50,15 @@ from bench.common import figure, machine, percentile  # noqa: E402
 from bench.open_loop import emailed, send_open_loop, signed_payments  # noqa: E402
 
 P99_LIMIT_S = 1.0
+ROOT = Path(__file__).parent.parent
+# What drives a sweep; a baseline commit runs with this checkout's copies of them.
+DRIVER_FILES = (
+    "bench/capacity.py",
+    "bench/open_loop.py",
+    "bench/common.py",
+    "bench/standins/smtp.py",
+)
+FIGURE_LINE = re.compile(r"FIGURE (?P<name>.+): (?P<value>[-0-9.]+) ")
 SERVICES = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp", "epmd", "erl_child_setup")}
 
 
@@ -247,13 +266,66 @@ async def sweep(args: argparse.Namespace) -> None:
         print(f"no rate of {args.rates} was kept up with")
         return
     knee = kept[-1]
-    figure("knee (highest rate kept up with)", knee.rate, "payments/s")
-    figure("p99 at the knee", knee.p99_s * 1000, "ms")
-    figure("CPU per payment at the knee", sum(knee.cpu_per_payment_ms.values()), "ms")
+    baseline = baseline_figures(args.baseline_output) if args.baseline else {}
+    label = f"colmena at {args.baseline}"
+
+    def report(name: str, value: float, unit: str) -> None:
+        figure(name, value, unit, baseline=baseline.get(name), baseline_name=label)
+
+    report("knee (highest rate kept up with)", knee.rate, "payments/s")
+    report("p99 at the knee", knee.p99_s * 1000, "ms")
+    report("CPU per payment at the knee", sum(knee.cpu_per_payment_ms.values()), "ms")
     for group, ms in knee.cpu_per_payment_ms.items():
-        figure(f"CPU per payment at the knee: {group}", ms, "ms")
-    figure("SQL round trips per payment", knee.statements_per_payment, "statements")
-    figure("transactions per payment", knee.transactions_per_payment, "transactions")
+        report(f"CPU per payment at the knee: {group}", ms, "ms")
+    report("SQL round trips per payment", knee.statements_per_payment, "statements")
+    report("transactions per payment", knee.transactions_per_payment, "transactions")
+
+
+def baseline_figures(output: str) -> dict[str, float]:
+    return {
+        match["name"]: float(match["value"])
+        for match in (FIGURE_LINE.match(line) for line in output.splitlines())
+        if match
+    }
+
+
+def run_baseline(args: argparse.Namespace) -> str:
+    """The sweep's output on commit `args.baseline`, run from a temporary worktree."""
+    tree = Path(tempfile.mkdtemp(prefix="colmena-baseline-")) / "tree"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        for name in DRIVER_FILES:
+            shutil.copyfile(ROOT / name, tree / name)
+        command = [sys.executable, "bench/capacity.py", "--rates", args.rates]
+        command += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
+        print(f"baseline: colmena at {args.baseline}", flush=True)
+        lines = []
+        with subprocess.Popen(
+            command,
+            cwd=tree,
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as run:
+            assert run.stdout is not None
+            for line in run.stdout:
+                lines.append(line)
+                print(f"baseline: {line}", end="", flush=True)
+        if run.returncode != 0:
+            raise SystemExit(f"the baseline sweep failed (exit {run.returncode})")
+        return "".join(lines)
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+            check=True,
+            capture_output=True,
+        )
+        shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 def main() -> None:
@@ -261,11 +333,13 @@ def main() -> None:
     parser.add_argument("--rates", default="60,90,120,150,180,240", help="offered payments/s")
     parser.add_argument("--seconds", type=float, default=15.0, help="sending time per rate")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--baseline", help="a git commit to sweep first, as the baseline")
     args = parser.parse_args()
     print(
         f"machine: {machine()}; workers: {args.workers} x 4 threads; "
         f"rates {args.rates} for {args.seconds:g} s each"
     )
+    args.baseline_output = run_baseline(args) if args.baseline else ""
     asyncio.run(sweep(args))
 
 
