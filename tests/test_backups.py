@@ -12,7 +12,7 @@ import re
 import stat
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -308,8 +308,12 @@ async def test_the_job_takes_one_backup_a_day_after_the_local_hour(
     hour = config.backup_local_hour
     zone = config.operator_zone()
     assert last.finished_at is not None
-    slot_day = datetime.combine(last.finished_at.astimezone(zone).date(), datetime.min.time())
-    next_slot = (slot_day + timedelta(days=1, hours=hour)).replace(tzinfo=zone)
+    # The first local `hour` after the backup: today's when the backup ran before it (between
+    # local midnight and the hour), else tomorrow's.
+    finished = last.finished_at.astimezone(zone)
+    next_slot = datetime.combine(finished.date(), time(hour), zone)
+    if next_slot <= finished:
+        next_slot += timedelta(days=1)
     assert not backup_due(last, config, next_slot - timedelta(minutes=1))
     assert backup_due(last, config, next_slot + timedelta(minutes=1))
     assert backup_due(None, config, datetime.now(UTC))

@@ -9,6 +9,8 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -95,13 +97,33 @@ async def test_every_operator_page_renders_in_spanish_and_english(operator: Oper
     assert "Overview" in english and "Dead letters" in english
 
 
+def zone_at_midday(now: datetime) -> str:
+    """A time zone whose clock reads 12:xx at `now`: "today" there began hours before the console
+    data's payments (seeded up to four hours back), whenever the test runs."""
+    hours_ahead = (12 - now.hour) % 24
+    if hours_ahead > 12:
+        hours_ahead -= 24
+    return f"Etc/GMT{-hours_ahead:+d}"  # POSIX sign: Etc/GMT-5 is five hours ahead of UTC
+
+
+def test_the_midday_zone_reads_noon() -> None:
+    for hour in range(24):
+        now = datetime(2026, 12, 2, hour, 30, tzinfo=UTC)
+        assert now.astimezone(ZoneInfo(zone_at_midday(now))).hour == 12
+
+
 async def test_the_overview_counts_and_links(operator: Operator) -> None:
-    html = await (await operator.client.get("/console/admin/", cookies={"lang": "en"})).text()
-    assert '<a href="/console/admin/dead-letters">3</a>' in html.replace(' class="stat"', "")
-    assert '<a href="/console/admin/dead-letters?queue=bots">3</a>' in html
-    assert '<a href="/console/admin/payments">5</a>' in html
-    assert "Payments per hour, last 24 hours" in html and "<svg" in html
-    assert "<polyline" in html  # the BCV series of the seeded rates
+    midday = operator.settings.model_copy(
+        update={"operator_time_zone": zone_at_midday(datetime.now(UTC))}
+    )
+    async with console(midday) as client:
+        await sign_in_admin(client, "alice")
+        html = await (await client.get("/console/admin/", cookies={"lang": "en"})).text()
+        assert '<a href="/console/admin/dead-letters">3</a>' in html.replace(' class="stat"', "")
+        assert '<a href="/console/admin/dead-letters?queue=bots">3</a>' in html
+        assert '<a href="/console/admin/payments">5</a>' in html
+        assert "Payments per hour, last 24 hours" in html and "<svg" in html
+        assert "<polyline" in html  # the BCV series of the seeded rates
 
 
 async def test_operator_pages_need_an_admin_session(
