@@ -27,7 +27,7 @@ import yaml
 from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 
-from colmena.cli.core import COMMANDS
+from colmena.cli import core, serving
 from colmena.config import Settings, load_settings
 from colmena.http.app import create_app
 from colmena.http.health import metrics_app
@@ -220,7 +220,7 @@ def _ingress_routes() -> tuple[set[str], set[str]]:
 
 
 def test_every_container_runs_colmena_s_image_and_a_colmena_command() -> None:
-    commands = {command.name for command in COMMANDS}
+    commands = {command.name for command in [*core.COMMANDS, *serving.COMMANDS]}
     for name, container in _containers():
         assert container["image"] == f"colmena:{VERSION}", name
         assert _command(container) in commands, name

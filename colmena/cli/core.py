@@ -1,20 +1,16 @@
-"""Process commands: migrate, ingress, worker, scheduler, dev."""
+"""Process commands: migrate, worker, scheduler (the ingress and `colmena dev` are in
+`colmena.cli.serving`, which loads the web application)."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import click
 
 from colmena.actors import all_jobs
 from colmena.config import load_settings
-from colmena.dev import run_dev
-from colmena.http.server import run_ingress
 from colmena.runtime.queues import DOMAIN_QUEUES
 from colmena.runtime.startup import migrate, run_scheduler, run_worker
-
-EXIT_INTERRUPTED = 130
 
 
 @click.command("migrate")
@@ -27,12 +23,6 @@ def migrate_command() -> None:
             click.echo(f"applied {name}")
     else:
         click.echo("database is up to date")
-
-
-@click.command("ingress")
-def ingress_command() -> None:
-    """Serve webhooks and the tenant API on COLMENA_HTTP_HOST:COLMENA_HTTP_PORT."""
-    run_ingress(load_settings())
 
 
 @click.command("worker")
@@ -69,17 +59,4 @@ def scheduler_command() -> None:
     run_scheduler(load_settings(), all_jobs())
 
 
-@click.command("dev")
-def dev_command() -> None:
-    """Everything in one process, embedded database and broker unless URLs are set."""
-    settings = load_settings(env="dev")
-    try:
-        asyncio.run(run_dev(settings))
-    except KeyboardInterrupt:
-        # Ctrl-C before the signal handlers are in place (while PostgreSQL starts, say): what had
-        # started was stopped on the way out; say so instead of click's bare "Aborted!".
-        click.echo("colmena dev: interrupted, stopped", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-
-
-COMMANDS = [migrate_command, ingress_command, worker_command, scheduler_command, dev_command]
+COMMANDS = [migrate_command, worker_command, scheduler_command]
