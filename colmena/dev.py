@@ -26,7 +26,12 @@ from pydantic import SecretStr
 from colmena.actors import all_actors, all_jobs
 from colmena.config import Settings
 from colmena.config.dev_files import create_once
-from colmena.config.dev_stack import new_dev_stack, remove_dev_stack, write_dev_stack
+from colmena.config.dev_stack import (
+    SAMPLE_PRODUCT,
+    new_dev_stack,
+    remove_dev_stack,
+    write_dev_stack,
+)
 from colmena.config.logging import configure_logging
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
 from colmena.gateways import bitso_webhooks
@@ -176,7 +181,6 @@ def with_dev_key_pair(settings: Settings) -> Settings:
     )
 
 
-SAMPLE_PRODUCT = "colmena-enterprise"
 DEV_RELAY_GRACE_S = 0.5
 
 

@@ -17,9 +17,13 @@ import click
 from colmena.actors.payments_reconcile import ReconcileResult
 from colmena.actors.payments_reconcile import reconcile_mercadopago as run_reconcile
 from colmena.config import Settings, load_settings
-from colmena.config.dev_stack import DevStack, load_operator_settings, operator_settings
+from colmena.config.dev_stack import (
+    SAMPLE_PRODUCT,
+    DevStack,
+    load_operator_settings,
+    operator_settings,
+)
 from colmena.config.payments_settings import DEV_MERCADOPAGO_SECRET, DEV_STRIPE_SECRET
-from colmena.dev import SAMPLE_PRODUCT
 from colmena.domain.money import format_minor, format_money, from_minor
 from colmena.gateways import bitso_webhooks, mercadopago, stripe
 from colmena.gateways import sample_events as events

@@ -25,6 +25,8 @@ from pydantic import SecretStr
 from colmena.config.settings import Settings, SettingsError, load_settings
 
 STACK_FILE = "dev-stack.json"
+# The product `colmena dev` seeds and `colmena trigger` buys by default.
+SAMPLE_PRODUCT = "colmena-enterprise"
 
 
 class StaleDevStack(SettingsError):
