@@ -5,9 +5,11 @@ application."""
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import subprocess
 import sys
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -48,6 +50,43 @@ def test_help_lists_every_command_and_an_unknown_one_is_refused() -> None:
     unknown = runner.invoke(cli, ["no-such-command"])
     assert unknown.exit_code == 2
     assert "No such command 'no-such-command'" in unknown.output
+
+
+TREE_PROBE = """
+import json, sys
+import click
+from colmena.cli import COMMAND_MODULES, load_command
+
+def tree(command):
+    if isinstance(command, click.Group):
+        return {name: tree(sub) for name, sub in command.commands.items()}
+    return None
+
+names = sorted(COMMAND_MODULES, reverse=sys.argv[1] == "reverse")
+alone = {name: tree(load_command(name)) for name in names}
+print(json.dumps({"alone": alone, "all": {name: tree(load_command(name)) for name in names}}))
+"""
+
+
+def _trees_as_loaded(order: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each command's subcommands right after its module loaded (modules loaded one by one in
+    `order`), and the same commands once every module is loaded."""
+    result = subprocess.run(
+        [sys.executable, "-c", TREE_PROBE, order],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    trees = json.loads(result.stdout)
+    return trees["alone"], trees["all"]
+
+
+def test_no_module_adds_to_a_command_of_another() -> None:
+    for order in ("forward", "reverse"):
+        alone, everything = _trees_as_loaded(order)
+        assert alone == everything, order
+    assert set(everything["reconcile"]) == {"mercadopago", "report"}
 
 
 def test_a_process_command_does_not_import_the_web_application() -> None:

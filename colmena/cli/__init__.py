@@ -32,7 +32,7 @@ COMMAND_MODULES: dict[str, str] = {
     "check": "check",
     "trigger": "payments",
     "payments": "payments",
-    "reconcile": "payments",
+    "reconcile": "reconcile",
     "dlq": "deadletters",
     "rates": "rates",
     "license": "licenses",

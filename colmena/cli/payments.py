@@ -1,4 +1,5 @@
-"""Operator commands for payments: trigger test events, inspect payments, reconcile."""
+"""Operator commands for payments: trigger test events, inspect payments, and the Mercado Pago
+repair that `colmena reconcile mercadopago` runs (`colmena.cli.reconcile`)."""
 
 from __future__ import annotations
 
@@ -582,12 +583,7 @@ def parse_since(text: str) -> timedelta:
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
 
 
-@click.group("reconcile")
-def reconcile() -> None:
-    """Repair missed webhooks by asking the provider what happened."""
-
-
-@reconcile.command("mercadopago")
+@click.command("mercadopago")
 @click.option(
     "--since", default="24h", show_default=True, help="how far back to look (90m, 24h, 7d)"
 )
@@ -616,4 +612,4 @@ async def _reconcile(settings: Settings, *, since: datetime) -> ReconcileResult:
         await resources.close()
 
 
-COMMANDS = [trigger, payments_group, reconcile]
+COMMANDS = [trigger, payments_group]

@@ -1,5 +1,5 @@
 """Operators' reports (`colmena report payments|invoices|licenses|audit`) and the reconciliation
-report (`colmena reconcile report`).
+report that `colmena reconcile report` runs (`colmena.cli.reconcile`).
 
 Reports stream: rows come through a server-side cursor and are written as they come, so a year
 of payments costs one batch of memory. Dates are the operator's (COLMENA_OPERATOR_TIME_ZONE).
@@ -16,7 +16,6 @@ from typing import IO, NoReturn
 import asyncpg
 import click
 
-from colmena.cli.payments import reconcile
 from colmena.config import Settings
 from colmena.config.dev_stack import load_operator_settings
 from colmena.domain.reconciliation import Disagreement
@@ -164,7 +163,7 @@ async def _reconcile(
         await conn.close()
 
 
-@reconcile.command("report")
+@click.command("report")
 @RANGE_OPTIONS[0]
 @RANGE_OPTIONS[1]
 @click.option("--provider", type=click.Choice(PROVIDERS), help="only this provider's payments")
