@@ -111,7 +111,10 @@ async def test_approved_payment_gives_one_license_one_package_one_email_whose_li
 async def test_duplicate_and_concurrent_deliveries_give_one_license_and_one_email(
     settings, smtp, tmp_path, db, start_worker
 ) -> None:
-    active = license_settings(settings, smtp, tmp_path)
+    # A delivery that finds another holding the email's lease retries once the lease runs out
+    # (it finds the email sent then): a short lease keeps that wait short, yet far longer than
+    # the stand-in SMTP conversation it covers (three COLMENA_SMTP_TIMEOUT_S of 3 s).
+    active = license_settings(settings, smtp, tmp_path, license_send_lease_s=10.0)
     payment_id = await insert_payment(db)
     system = start_worker(threads=4, settings_override=active)
     actor = system.broker.get_actor("deliver_license")
