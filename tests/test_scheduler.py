@@ -81,3 +81,39 @@ async def test_a_job_runs_in_one_scheduler_until_it_is_gone(settings) -> None:
         await second_locks.close()
         await first.close()
         await second.close()
+
+
+async def test_a_tick_cancelled_by_a_stop_ends_quietly(settings) -> None:
+    """Ctrl-C or SIGTERM cancels a tick in flight: the tick's task ends without an exception
+    (APScheduler would print a traceback for one), and the next tick runs the job again."""
+    started = asyncio.Event()
+    runs = 0
+
+    async def blocked(_resources: Resources) -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await asyncio.Event().wait()
+
+    job = ScheduledJob("test-blocked", IntervalTrigger(seconds=60), blocked)
+    resources = Resources(
+        settings,
+        database_url=settings.require_database_url(),
+        publisher=AmqpPublisher("amqp://x@127.0.0.1:1/", ""),
+    )
+    locks = JobLocks(settings.require_database_url())
+    try:
+        tick = asyncio.create_task(run_exclusively(resources, locks, job))
+        await asyncio.wait_for(started.wait(), timeout=20)
+        tick.cancel()
+        assert await asyncio.wait_for(tick, timeout=20) is None
+        assert not tick.cancelled()
+        started.clear()
+        again = asyncio.create_task(run_exclusively(resources, locks, job))
+        await asyncio.wait_for(started.wait(), timeout=20)
+        assert runs == 2
+        again.cancel()
+        await asyncio.wait_for(again, timeout=20)
+    finally:
+        await locks.close()
+        await resources.close()

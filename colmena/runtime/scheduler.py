@@ -101,7 +101,11 @@ class JobLocks:
 
 
 async def run_exclusively(resources: Resources, locks: JobLocks, job: ScheduledJob) -> None:
-    """Run one tick if this scheduler owns the job; skip it when another scheduler does."""
+    """Run one tick if this scheduler owns the job; skip it when another scheduler does.
+
+    A tick cancelled because the process stops (Ctrl-C on `colmena dev`, SIGTERM) ends here
+    with one line: this is the top of the tick's task, and APScheduler would print a traceback
+    for it. Its work is left as a crash would leave it; the next tick does it again."""
     await resources.start()
     if not await locks.owns(job.name):
         log.info("job skipped: another scheduler runs it", job=job.name)
@@ -109,6 +113,8 @@ async def run_exclusively(resources: Resources, locks: JobLocks, job: ScheduledJ
     try:
         with structlog.contextvars.bound_contextvars(job=job.name):
             await job.fn(resources)
+    except asyncio.CancelledError:
+        log.info("scheduled job stopped with the process", job=job.name)
     except Exception:
         log.exception("scheduled job failed", job=job.name)
 
