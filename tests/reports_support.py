@@ -89,7 +89,7 @@ async def add_license(db: asyncpg.Connection, payment: payments.Payment) -> uuid
         issued = await licenses.issue(
             db,
             license,
-            payment_id=payment.id,
+            payment=payment,
             locale="es-MX",
             key="CLM1." + uuid.uuid4().hex,
             package=("0" * 64, 1),

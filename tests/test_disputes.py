@@ -17,7 +17,7 @@ from colmena.actors.payments import apply_update
 from colmena.domain.licensing import License
 from colmena.domain.payment_events import interpret_mercadopago
 from colmena.gateways import sample_events as events
-from colmena.store import invoices, licenses
+from colmena.store import invoices, licenses, payments
 from tests.conftest import wait_for
 from tests.payments_support import LICENSE_METADATA, STRIPE_SECRET, payment_status, stripe_post_args
 from tests.standins.mercadopago import payment_object
@@ -74,7 +74,7 @@ async def delivered(db, payment_id: int) -> uuid.UUID:
     issued = await licenses.issue(
         db,
         license,
-        payment_id=payment_id,
+        payment=await payments.get(db, payment_id),
         locale=None,
         key="k",
         package=("0" * 64, 1),

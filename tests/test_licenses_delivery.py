@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from colmena.actors.licenses import LicenseEmailBusy, deliver_license, send_email
 from colmena.config import Settings
 from colmena.domain.licensing import load_private_key, verify_license_key
+from colmena.runtime.follow_ups import LocalFollowUps, leave_committed
+from colmena.runtime.resources import Resources
+from colmena.store import payments
 from tests.conftest import queue_counts, wait_for
 from tests.licenses_support import (
     SIGNING_KEY,
@@ -158,6 +163,91 @@ async def test_concurrent_calls_in_one_process_send_one_email(settings, smtp, tm
     assert await db.fetchval("SELECT count(*) FROM licenses") == 1
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
     assert await db.fetchval("SELECT sending_until FROM license_emails") is None
+
+
+def statements_sent() -> float:
+    return REGISTRY.get_sample_value("colmena_db_statements_total") or 0.0
+
+
+async def deliver_after_settlement(resources: Resources, settled: payments.Payment) -> None:
+    """Deliver as a loop worker does right after the settlement that committed ``settled``."""
+
+    async def follow_up() -> None:
+        LocalFollowUps(lambda row: False).open()
+        leave_committed(settled.id, settled)
+        await deliver_license(resources, settled.id)
+
+    await asyncio.create_task(follow_up())
+
+
+async def test_a_delivery_right_after_its_settlement_issues_in_one_statement(
+    settings, smtp, tmp_path, db
+) -> None:
+    active = license_settings(settings, smtp, tmp_path)
+    alone, after_settlement = await insert_payment(db), await insert_payment(db)
+    settled = await payments.get(db, after_settlement)
+    resources = resources_for(active)
+    await resources.start()
+    try:
+        before = statements_sent()
+        await deliver_license(resources, alone)
+        # BEGIN, lock the payment, issue, COMMIT; then the email is marked sent.
+        assert statements_sent() - before == 5
+        before = statements_sent()
+        await deliver_after_settlement(resources, settled)
+        assert statements_sent() - before == 2  # issue, and mark sent
+    finally:
+        await resources.close()
+    assert sorted(m.rcpt_tos[0] for m in smtp.messages) == ["ana@example.com"] * 2
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM licenses JOIN license_emails e ON e.license_id = licenses.id "
+            "WHERE payment_id = $1 AND e.sent_at IS NOT NULL",
+            after_settlement,
+        )
+        == 1
+    )
+
+
+async def test_a_payment_refunded_after_its_settlement_gets_no_license_from_it(
+    settings, smtp, tmp_path, db
+) -> None:
+    active = license_settings(settings, smtp, tmp_path)
+    payment_id = await insert_payment(db)
+    settled = await payments.get(db, payment_id)
+    await payments.set_status(db, payment_id, "refunded", datetime.now(UTC))
+    resources = resources_for(active)
+    await resources.start()
+    try:
+        await deliver_after_settlement(resources, settled)
+    finally:
+        await resources.close()
+    assert await db.fetchval("SELECT count(*) FROM licenses") == 0
+    assert smtp.messages == []
+
+
+async def test_deliveries_racing_from_one_settlement_and_from_the_queue_send_one_email(
+    settings, smtp, tmp_path, db
+) -> None:
+    active = license_settings(settings, smtp, tmp_path)
+    payment_id = await insert_payment(db)
+    settled = await payments.get(db, payment_id)
+    resources = resources_for(active)
+    await resources.start()
+    try:
+        outcomes = await asyncio.gather(
+            *(deliver_after_settlement(resources, settled) for _ in range(3)),
+            *(deliver_license(resources, payment_id) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert all(o is None or isinstance(o, LicenseEmailBusy) for o in outcomes), outcomes
+        await deliver_after_settlement(resources, settled)  # its payment has its license now
+    finally:
+        await resources.close()
+    assert len(smtp.messages) == 1
+    assert await db.fetchval("SELECT count(*) FROM licenses") == 1
+    assert await db.fetchval("SELECT count(*) FROM download_links") == 1
+    assert await db.fetchval("SELECT sent_at IS NOT NULL FROM license_emails")
 
 
 async def test_an_email_whose_worker_died_mid_send_waits_for_its_lease_then_goes_once(

@@ -29,6 +29,7 @@ from colmena.gateways.license_keys import SigningKeyMissing, public_key, signing
 from colmena.gateways.maildrop import MailDropMailer
 from colmena.gateways.mailer import MailerNotConfigured, mailer_for
 from colmena.store import licenses as store
+from colmena.store import payments
 from tests.fuzz_support import LogCapture, capture_logs
 from tests.licenses_support import (
     LINK,
@@ -237,7 +238,7 @@ async def test_status_says_expired_for_an_expired_license(active, db, make_clien
     await store.issue(
         db,
         license,
-        payment_id=payment_id,
+        payment=await payments.get(db, payment_id),
         locale=None,
         key=key,
         package=("0" * 64, 1),

@@ -39,7 +39,7 @@ from bench.standins.tcp_proxy import TcpProxy
 from colmena.config import Settings
 from colmena.errors import PermanentError
 from colmena.runtime.broker import build_broker, create_broker
-from colmena.runtime.follow_ups import LOCAL_RUNS_PER_MESSAGE
+from colmena.runtime.follow_ups import LOCAL_RUNS_PER_MESSAGE, committed, leave_committed
 from colmena.runtime.loop_worker import LoopWorker
 from colmena.runtime.outbox import publish_now, relay_once
 from colmena.runtime.publisher import AmqpPublisher, LeaveToRelay, Publisher
@@ -122,6 +122,29 @@ async def follows_up(resources: Resources, label: str, then: str, count: int = 1
             for index in range(count)
         ]
     await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)
+
+
+@dataclass(frozen=True)
+class Left:
+    """What `test_loop_leaves_committed` committed, left to its follow-up."""
+
+    label: str
+
+
+@actor(queue=QUEUE, name="test_loop_leaves_committed")
+async def leaves_committed(resources: Resources, label: str) -> None:
+    """Writes one follow-up for `test_loop_reads_committed` and leaves it what it committed."""
+    async with resources.pool.acquire() as conn, conn.transaction():
+        row = await outbox.record(
+            conn, queue=QUEUE, actor="test_loop_reads_committed", args=[label]
+        )
+    leave_committed(label, Left(label))
+    await publish_now(resources.pool, resources.publisher, [row], marks=resources.published_marks)
+
+
+@actor(queue=QUEUE, name="test_loop_reads_committed")
+async def reads_committed(resources: Resources, label: str) -> None:
+    await _note(resources, label, "found" if committed(Left, label) == Left(label) else "missing")
 
 
 @dataclass
@@ -399,6 +422,17 @@ async def test_a_follow_up_for_an_actor_it_consumes_runs_here_and_is_marked_publ
     assert ran["message_id"] == ran["current_id"] == row["message_id"]
     assert row["publish_attempts"] == 1
     assert await counts(settings) == (0, 0, 0)
+
+
+async def test_what_a_message_committed_reaches_its_follow_ups_here_and_no_other_message(
+    start_loop_worker, db, settings
+) -> None:
+    start_loop_worker(publisher=LeaveToRelay())
+    await asyncio.to_thread(send, settings, "test_loop_leaves_committed", "left")
+    await wait_for(lambda: steps(db, "left", "found"))
+    await asyncio.to_thread(send, settings, "test_loop_reads_committed", "left")
+    await wait_for(lambda: steps(db, "left", "missing"))
+    assert len(await steps(db, "left", "found")) == 1
 
 
 async def test_a_message_runs_only_a_few_follow_ups_here_and_publishes_the_rest(

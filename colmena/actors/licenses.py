@@ -4,8 +4,9 @@ Exactly-once effects under at-least-once messages:
 
 - One license per payment: issued under the payment's row lock, backed by UNIQUE (payment_id).
 - One email per email row (`license_emails`: the purchase email, and one per resend): a
-  session advisory lock on the row serialises concurrent deliveries across the SMTP call, and
-  `sent_at` is set only after the server accepted the message, so a duplicate finds it sent.
+  sending lease on the row (`sending_until`) serialises concurrent deliveries across the SMTP
+  call, and `sent_at` is set only after the server accepted the message, so a duplicate finds
+  it sent.
 - At most one working link per license, and no plaintext token at rest: each attempt draws a
   fresh token and, in one transaction, stores only its SHA-256 and invalidates every earlier
   link. A failed attempt thus leaves a link nobody holds, which the retry's transaction kills.
@@ -45,6 +46,7 @@ from colmena.gateways.license_keys import signing_key
 from colmena.gateways.mail import MailDeliveryError, license_delivery_email
 from colmena.gateways.mailer import MAILER
 from colmena.gateways.packaging import PACKAGER, Packager
+from colmena.runtime.follow_ups import committed
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
 from colmena.runtime.scheduler import scheduled
@@ -87,9 +89,21 @@ class LicenseEmailBusy(TransientError):
     was sent (and the retry finds it so) or its worker died (and the retry sends it)."""
 
 
+def _issuable(payment: payments.Payment) -> bool:
+    """Whether the payment's license may be issued now."""
+    return (
+        payment.product_kind == "license"
+        and payment.approved_at is not None
+        and payment.status not in REVERSED_STATUSES
+        and payment.status != DISPUTED_STATUS
+    )
+
+
 def may_issue(payment: payments.Payment) -> bool:
     """Whether the payment's license may be issued now; False (logged) when the payment was
     reversed or is disputed, PermanentError when it cannot have a license at all."""
+    if _issuable(payment):
+        return True
     if payment.product_kind != "license":
         raise PermanentError(
             f"payment {payment.id} is not for a license (product_kind={payment.product_kind!r})"
@@ -100,12 +114,10 @@ def may_issue(payment: payments.Payment) -> bool:
         log.info(
             "payment reversed before its license was issued; issuing none", payment_id=payment.id
         )
-        return False
-    if payment.status == DISPUTED_STATUS:
+    else:
         # A won dispute queues deliver_license again (actors.payments), a lost one revokes.
         log.info("payment disputed before its license was issued; waiting", payment_id=payment.id)
-        return False
-    return True
+    return False
 
 
 async def issue_license(
@@ -116,8 +128,8 @@ async def issue_license(
     token: str,
 ) -> store.Issued | None:
     """Issue the license ``payment`` bought (`may_issue` said so), with its purchase email
-    claimed and that email's link (to ``token``) stored; None when a concurrent delivery issued
-    it first. The caller's transaction holds the payment's row lock."""
+    claimed and that email's link (to ``token``) stored; None, with nothing written, when the
+    payment changed since ``payment`` was read or a concurrent delivery issued it first."""
     license = license_for(payment, now=datetime.now(UTC))
     key = sign_license(license, signing_key(settings))
     package = await _package_digest(packager, license, key, payment.id)
@@ -125,7 +137,7 @@ async def issue_license(
     return await store.issue(
         conn,
         license,
-        payment_id=payment.id,
+        payment=payment,
         locale=locale,
         key=key,
         package=package,
@@ -146,12 +158,24 @@ async def _purchase_email(conn: asyncpg.Connection, payment_id: int) -> int:
 async def deliver_license(resources: Resources, payment_id: int) -> None:
     """Issue (once) and email the license bought by ``payment_id``, with a download link.
 
-    The first delivery is two statements in one transaction (lock the payment, store license,
-    email, link and lease), the SMTP conversation, and one statement marking it sent. A
+    Run in the worker right after the settlement that approved the payment, the delivery
+    starts from the payment as that settlement committed it (`committed`) and issues in one
+    statement, which writes only if the payment is still so. Otherwise the first delivery is
+    two statements in one transaction (lock the payment, store license, email, link and lease).
+    Either way the SMTP conversation follows, and one statement marks the email sent. A
     redelivered message finds the license and goes the way of any owed email (`send_email`).
     """
     token = new_token()
-    issued: store.Issued | None = None
+    settled = committed(payments.Payment, payment_id)
+    if settled is not None and _issuable(settled):
+        async with resources.pool.acquire() as conn:
+            issued = await issue_license(
+                conn, resources.settings, resources.shared(PACKAGER), settled, token
+            )
+        if issued is not None:
+            await _deliver_issued(resources, settled, issued, token)
+            return
+    issued = None
     async with resources.pool.acquire() as conn, conn.transaction():
         delivery = await store.lock_for_delivery(conn, payment_id)
         if delivery is None:
@@ -167,18 +191,25 @@ async def deliver_license(resources: Resources, payment_id: int) -> None:
     if issued is None:
         await send_email(resources, email_id)
         return
+    await _deliver_issued(resources, delivery.payment, issued, token)
+
+
+async def _deliver_issued(
+    resources: Resources, payment: payments.Payment, issued: store.Issued, token: str
+) -> None:
+    """Email a license just issued, its purchase email claimed and its link stored."""
     LICENSES_ISSUED.inc()
     log.info(
         "license issued",
         license_id=str(issued.license.id),
-        payment_id=payment_id,
+        payment_id=payment.id,
         product=issued.license.product_ref,
     )
     await _send_claimed(
         resources,
         email_id=issued.email_id,
         record=issued.license,
-        amount=format_minor(delivery.payment.amount_minor, delivery.payment.currency),
+        amount=format_minor(payment.amount_minor, payment.currency),
         token=token,
         link=issued.link,
     )

@@ -64,6 +64,7 @@ from colmena.domain.payment_state import REVERSED, Status, decide
 from colmena.errors import PermanentError
 from colmena.gateways.mercadopago import MercadoPagoClient, MercadoPagoNotFound
 from colmena.gateways.stripe import StripeEvents
+from colmena.runtime.follow_ups import leave_committed
 from colmena.runtime.outbox import publish_now
 from colmena.runtime.registry import actor
 from colmena.runtime.resources import Resources
@@ -176,12 +177,14 @@ async def _refund_credit(
 class Settlement:
     """What settling one inbox event writes at its end, in one statement
     (`colmena.store.settlements.finish`): the events reported, at most one status change not
-    written yet, the follow-ups, and each interpretation's outcome."""
+    written yet, the follow-ups, and each interpretation's outcome. `touched` holds each
+    payment the event touched as the commit leaves it, for the follow-ups run in this worker."""
 
     events: list[settlements.PaymentEventRow] = field(default_factory=list)
     change: settlements.StatusChange | None = None
     messages: list[OutboxDraft] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
+    touched: dict[int, Payment] = field(default_factory=dict)
 
     async def write_change(self, conn: asyncpg.Connection) -> None:
         """Write the waiting status change now: another payment of the event is read next, and
@@ -244,6 +247,7 @@ async def _apply_update(
     """Apply one provider status to its payment; returns the outcome."""
     await settlement.write_change(conn)
     payment, _created = await payments.lock_or_create(conn, update.details())
+    settlement.touched[payment.id] = payment
     decision = decide(Status(payment.status), payment.status_at, update.status, update.provider_at)
     settlement.events.append(
         settlements.PaymentEventRow(
@@ -274,6 +278,7 @@ async def _apply_update(
         status=update.status.value,
     )
     settled, fulfil = await orders.settle_payment(conn, settled)
+    settlement.touched[settled.id] = settled
     if not fulfil:
         return f"applied: {update.status.value}; its order is not fulfilled"
     settlement.messages += _follow_ups(settled, first_approval=payment.approved_at is None)
@@ -316,7 +321,9 @@ async def settle(
     under the event's lock, only when it is not yet processed.
 
     A new payment settles in five round trips: BEGIN, lock the event, lock or create the
-    payment, write everything decided (`Settlement.finish`), COMMIT.
+    payment, write everything decided (`Settlement.finish`), COMMIT. Once committed, each
+    payment is left to the follow-ups this worker runs next (`leave_committed`): the license
+    delivery then need not read it again.
     """
     async with pool.acquire() as conn, conn.transaction():
         event = await inbox.load_for_processing(conn, inbox_id)
@@ -328,7 +335,10 @@ async def settle(
         settlement = Settlement()
         for interpretation in interpreted if isinstance(interpreted, list) else [interpreted]:
             settlement.outcomes.append(await _apply(conn, interpretation, settlement))
-        return await settlement.finish(conn, inbox_id)
+        rows = await settlement.finish(conn, inbox_id)
+    for payment in settlement.touched.values():
+        leave_committed(payment.id, payment)
+    return rows
 
 
 async def _stored_event(pool: asyncpg.Pool, inbox_id: int) -> inbox.InboxEvent:

@@ -12,16 +12,24 @@ idempotent actor absorbs (DESIGN.md rule 3).
 Only a few rows per message are taken (`budget`): a message whose transaction fans out to many
 follow-ups leaves the rest to RabbitMQ, where every worker shares them, and none waits in this
 task long enough for the relay's grace to run out.
+
+An actor may also leave, after its commit, a row as that commit wrote it (`leave_committed`),
+and a follow-up run here may start from it (`committed`) instead of reading it again. It is a
+snapshot, not a lock: anything may have changed the row since, so a follow-up that trusts it
+writes only under a condition that the row is still as the snapshot has it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextvars import ContextVar
+from typing import TypeVar
 
 from colmena.store.outbox import OutboxMessage
 
 LOCAL_RUNS_PER_MESSAGE = 4
+
+Row = TypeVar("Row")
 
 _OPEN: ContextVar[LocalFollowUps | None] = ContextVar("colmena_local_follow_ups", default=None)
 
@@ -36,6 +44,7 @@ class LocalFollowUps:
         self._budget = budget
         self._taken: list[OutboxMessage] = []
         self._next = 0
+        self.committed: dict[tuple[type, Hashable], object] = {}
 
     def open(self) -> None:
         """Take rows in the current task (each asyncio task has its own context)."""
@@ -69,3 +78,19 @@ def keep_local(rows: Sequence[OutboxMessage]) -> Sequence[OutboxMessage]:
     takes some to run itself."""
     local = _OPEN.get()
     return rows if local is None else local.take(rows)
+
+
+def leave_committed(key: Hashable, row: object) -> None:
+    """Leave ``row``, as a transaction that just committed wrote it, to the follow-ups this
+    loop worker runs after the current message; nothing outside a loop worker."""
+    local = _OPEN.get()
+    if local is not None:
+        local.committed[type(row), key] = row
+
+
+def committed(kind: type[Row], key: Hashable) -> Row | None:
+    """The ``kind`` row left under ``key`` by the message (or follow-up) run before in this
+    task, if any: a snapshot of a commit, which may have changed since."""
+    local = _OPEN.get()
+    row = None if local is None else local.committed.get((kind, key))
+    return row if isinstance(row, kind) else None

@@ -196,7 +196,7 @@ async def issue(
     conn: asyncpg.Connection,
     license: License,
     *,
-    payment_id: int,
+    payment: Payment,
     locale: str | None,
     key: str,
     package: tuple[str, int],
@@ -205,19 +205,27 @@ async def issue(
 ) -> Issued | None:
     """Store an issued license, its package digest and size, its purchase email (its sending
     lease held by the caller, its first attempt counted) and that email's link, in one
-    statement: the first delivery's whole write is one round trip.
+    statement: the first delivery's whole write is one round trip. The statement locks
+    ``payment``'s row until it ends (or the caller's transaction does), which orders it with a
+    refund or dispute that locks the row to revoke or suspend the license.
 
-    None when the payment has its license already: a concurrent delivery issued it after the
-    caller's snapshot was taken (the payment's row lock orders the two, but the loser's join
-    could not see the winner's insert). Nothing is written then."""
+    None, and nothing written, when the payment is no longer as the caller read it (its status
+    or `updated_at` differ: a refund, a dispute or a later event changed it since), or when it
+    has its license already (a concurrent delivery issued it after the caller read). The caller
+    then reads the payment again under its lock and decides anew."""
     sha256, size = package
     row = await conn.fetchrow(
         f"""
-        WITH issued AS (
+        WITH as_read AS (
+            SELECT id FROM payments WHERE id = $2 AND status = $17 AND updated_at = $18
+            FOR UPDATE
+        ), issued AS (
             INSERT INTO licenses (id, payment_id, product_ref, edition, customer_email,
                 customer_locale, seats, issued_at, expires_at, license_key, package_sha256,
                 package_size)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            SELECT $1::uuid, id, $3::text, $4::text, $5::text, $6::text, $7::integer,
+                $8::timestamptz, $9::timestamptz, $10::text, $11::text, $12::bigint
+            FROM as_read
             ON CONFLICT (payment_id) DO NOTHING
             RETURNING {_LICENSE_COLUMNS}
         ), purchase_email AS (
@@ -236,7 +244,7 @@ async def issue(
         FROM issued, purchase_email, link
         """,
         uuid.UUID(license.license_id),
-        payment_id,
+        payment.id,
         license.product,
         license.edition,
         license.customer_email,
@@ -251,6 +259,8 @@ async def issue(
         link.ttl_s,
         link.max_downloads,
         lease_s,
+        payment.status,
+        payment.updated_at,
     )
     if row is None:
         return None
