@@ -14,10 +14,15 @@ the SMTP sink), SQL round trips per payment (`colmena_db_statements_total` of ev
 process) and transactions per payment (`xact_commit` of the run's database, less the driver's
 own polling). The step's figures cover its sending and draining.
 
-With `--baseline REV` it first runs the same sweep on another commit of colmena (a temporary
-git worktree of REV, driven by this checkout's sender, SMTP sink and measurement, the four
-driver files copied in), then on this checkout, and gives each figure with REV's as baseline:
-capacity against an earlier colmena, measured in one run on one machine.
+With `--baseline REV` the same sweep also runs on another commit of colmena (a temporary git
+worktree of REV, driven by this checkout's sender, SMTP sink and measurement, the four driver
+files copied in), and each figure is given with REV's as baseline: capacity against an earlier
+colmena, measured in one run on one machine. The two sweeps run side by side and take their
+steps in turn, REV's first at the first rate, this checkout's first at the next, and so on, so
+that a machine whose speed drifts during the run (a shared host's steal time) weighs on both
+alike; sweeping one after the other, the second sweep came out 10-15% dearer in CPU per
+payment whichever commit it was. While one system is measured the other idles beside it: its
+few idle statements fall on the shared PostgreSQL and RabbitMQ figures.
 
     python bench/capacity.py [--rates 60,90,120,150,180,240] [--seconds 15] [--workers 2]
                              [--baseline REV]
@@ -37,6 +42,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import asyncpg
@@ -58,6 +64,7 @@ DRIVER_FILES = (
     "bench/common.py",
     "bench/standins/smtp.py",
 )
+PACE = "PACE: ready for the next step"
 FIGURE_LINE = re.compile(r"FIGURE (?P<name>.+): (?P<value>[-0-9.]+) ")
 SERVICES = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp", "epmd", "erl_child_setup")}
 
@@ -242,7 +249,32 @@ def print_step(step: Step) -> None:
     )
 
 
-async def sweep(args: argparse.Namespace) -> None:
+class Turns(Protocol):
+    """What runs around each of this sweep's steps: another sweep's steps, taken in turn."""
+
+    async def before(self, index: int) -> None: ...
+
+    async def after(self, index: int) -> None: ...
+
+
+class Alone:
+    async def before(self, index: int) -> None:
+        return None
+
+    async def after(self, index: int) -> None:
+        return None
+
+
+class Paced(Alone):
+    """A sweep run by `BaselineSweep`: before each step it says so and waits to be told to go."""
+
+    async def before(self, index: int) -> None:
+        print(PACE, flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+
+
+async def sweep(args: argparse.Namespace, turns: Turns) -> list[Step]:
+    """This checkout's steps, each taken when `turns` says (before or after the other's)."""
     rates = [float(rate) for rate in args.rates.split(",")]
     async with running_system(worker_count=args.workers, database_via_proxy=False) as system:
         for port in metrics_ports(system):
@@ -254,19 +286,25 @@ async def sweep(args: argparse.Namespace) -> None:
             await run_step(system, driver, session, 10, 3, 10_000)  # warm-up
             steps: list[Step] = []
             for index, rate in enumerate(rates):
+                await turns.before(index)
                 step = await run_step(
                     system, driver, session, rate, args.seconds, 100_000 * (index + 1)
                 )
                 print_step(step)
                 steps.append(step)
+                await turns.after(index)
                 if not step.kept_up:
                     break
+    return steps
+
+
+def report_figures(args: argparse.Namespace, steps: list[Step], baseline_output: str) -> None:
     kept = [step for step in steps if step.kept_up]
     if not kept:
         print(f"no rate of {args.rates} was kept up with")
         return
     knee = kept[-1]
-    baseline = baseline_figures(args.baseline_output) if args.baseline else {}
+    baseline = baseline_figures(baseline_output)
     label = f"colmena at {args.baseline}"
 
     def report(name: str, value: float, unit: str) -> None:
@@ -289,43 +327,101 @@ def baseline_figures(output: str) -> dict[str, float]:
     }
 
 
-def run_baseline(args: argparse.Namespace) -> str:
-    """The sweep's output on commit `args.baseline`, run from a temporary worktree."""
-    tree = Path(tempfile.mkdtemp(prefix="colmena-baseline-")) / "tree"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        for name in DRIVER_FILES:
-            shutil.copyfile(ROOT / name, tree / name)
-        command = [sys.executable, "bench/capacity.py", "--rates", args.rates]
-        command += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
-        print(f"baseline: colmena at {args.baseline}", flush=True)
-        lines = []
-        with subprocess.Popen(
-            command,
-            cwd=tree,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as run:
-            assert run.stdout is not None
-            for line in run.stdout:
-                lines.append(line)
-                print(f"baseline: {line}", end="", flush=True)
-        if run.returncode != 0:
-            raise SystemExit(f"the baseline sweep failed (exit {run.returncode})")
-        return "".join(lines)
-    finally:
+class BaselineSweep:
+    """The sweep of commit `args.baseline`, from a temporary worktree, in a child process that
+    takes a step each time `step` tells it to; its lines are echoed with a "baseline: " prefix."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tree = Path(tempfile.mkdtemp(prefix="colmena-baseline-")) / "tree"
+        self.lines: list[str] = []
+        self.child: asyncio.subprocess.Process | None = None
+        self.waiting = False  # the child waits to be told to take its next step
+
+    async def __aenter__(self) -> BaselineSweep:
+        args = self.args
         subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.tree), args.baseline],
             check=True,
             capture_output=True,
         )
-        shutil.rmtree(tree.parent, ignore_errors=True)
+        for name in DRIVER_FILES:
+            shutil.copyfile(ROOT / name, self.tree / name)
+        command = ["bench/capacity.py", "--rates", args.rates, "--paced"]
+        command += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
+        print(f"baseline: colmena at {args.baseline}", flush=True)
+        self.child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *command,
+            cwd=self.tree,
+            env={**os.environ, "PYTHONPATH": str(self.tree)},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        return self
+
+    async def _echo_until_paced(self) -> None:
+        """Echo the child's lines until it waits for its next step or ends."""
+        assert self.child is not None and self.child.stdout is not None
+        async for raw in self.child.stdout:
+            line = raw.decode()
+            if line.rstrip("\n") == PACE:
+                self.waiting = True
+                return
+            self.lines.append(line)
+            print(f"baseline: {line}", end="", flush=True)
+        if await self.child.wait() != 0:
+            raise SystemExit(f"the baseline sweep failed (exit {self.child.returncode})")
+
+    async def _step(self) -> None:
+        """Let the baseline take its next step, if it has one, and wait until it took it."""
+        assert self.child is not None and self.child.stdin is not None
+        if not self.waiting and self.child.returncode is None:
+            await self._echo_until_paced()
+        if self.waiting:
+            self.waiting = False
+            self.child.stdin.write(b"go\n")
+            await self.child.stdin.drain()
+            await self._echo_until_paced()
+
+    async def before(self, index: int) -> None:
+        """The baseline goes first at every other rate: the first, the third, ..."""
+        if index % 2 == 0:
+            await self._step()
+
+    async def after(self, index: int) -> None:
+        if index % 2 == 1:
+            await self._step()
+
+    async def output(self) -> str:
+        """The baseline's whole output, once it took alone the steps it has left."""
+        assert self.child is not None
+        while self.waiting or self.child.returncode is None:
+            await self._step()
+        return "".join(self.lines)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.child is not None and self.child.returncode is None:
+            self.child.kill()
+            await self.child.wait()
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.tree)],
+            check=True,
+            capture_output=True,
+        )
+        shutil.rmtree(self.tree.parent, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace) -> None:
+    if args.paced:
+        report_figures(args, await sweep(args, Paced()), "")
+    elif args.baseline:
+        async with BaselineSweep(args) as baseline:
+            steps = await sweep(args, baseline)
+            report_figures(args, steps, await baseline.output())
+    else:
+        report_figures(args, await sweep(args, Alone()), "")
 
 
 def main() -> None:
@@ -333,14 +429,14 @@ def main() -> None:
     parser.add_argument("--rates", default="60,90,120,150,180,240", help="offered payments/s")
     parser.add_argument("--seconds", type=float, default=15.0, help="sending time per rate")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--baseline", help="a git commit to sweep first, as the baseline")
+    parser.add_argument("--baseline", help="a git commit to sweep beside this one, as the baseline")
+    parser.add_argument("--paced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     print(
         f"machine: {machine()}; workers: {args.workers} x 4 threads; "
         f"rates {args.rates} for {args.seconds:g} s each"
     )
-    args.baseline_output = run_baseline(args) if args.baseline else ""
-    asyncio.run(sweep(args))
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
