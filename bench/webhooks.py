@@ -5,7 +5,9 @@ the same client: first as fast as they take them (closed loop, `--concurrency` i
 at a fixed offered rate (open loop) for latency. colmena's figure includes the inbox + outbox
 commit in PostgreSQL and the publish to RabbitMQ. Each server's CPU per webhook (from /proc) is
 printed too: it is what one process costs, and other load on a shared machine moves it less than
-the rates.
+the rates. Last, PostgreSQL's own limit: one-row INSERTs, each its own commit, from as many
+asyncpg connections as `--concurrency`, in the same scratch database; the ingress's rate is
+given against it as well.
 
     python bench/webhooks.py [--events 3000] [--concurrency 32] [--rate 300]
 """
@@ -23,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
@@ -122,6 +125,29 @@ async def measure(
     return throughput, cpu_per_webhook, latencies
 
 
+async def raw_commits(database_url: str, commits: int, concurrency: int) -> float:
+    """One-row commits per second: `commits` INSERTs, each alone in its transaction, shared out
+    over `concurrency` connections that each send their next one when the last is committed."""
+    setup = await asyncpg.connect(database_url)
+    await setup.execute("CREATE TABLE bench_raw_commits (id bigserial PRIMARY KEY, body text)")
+    await setup.close()
+    connections = [await asyncpg.connect(database_url) for _ in range(concurrency)]
+    left = iter(range(commits))
+    body = json.dumps({"id": "evt_raw", "type": "payment_intent.succeeded"})
+
+    async def client(conn: asyncpg.Connection) -> None:
+        for _ in left:
+            await conn.execute("INSERT INTO bench_raw_commits (body) VALUES ($1)", body)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(conn) for conn in connections))
+        return commits / (time.perf_counter() - started)
+    finally:
+        for conn in connections:
+            await conn.close()
+
+
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -176,6 +202,7 @@ async def main() -> None:
             ingress.terminate()
             ingress.wait()
             delete_queues(prefix)
+        raw_rate = await raw_commits(database_url, args.events, args.concurrency)
 
     figure("bare verify+parse handler", bare_rate, "webhooks/s")
     figure(
@@ -184,6 +211,14 @@ async def main() -> None:
         "webhooks/s",
         baseline=bare_rate,
         baseline_name="bare handler",
+    )
+    figure(f"raw one-row PostgreSQL commits, {args.concurrency} clients", raw_rate, "commits/s")
+    figure(
+        "colmena ingress against raw one-row commits",
+        rate,
+        "webhooks/s",
+        baseline=raw_rate,
+        baseline_name="raw commits",
     )
     figure("bare handler CPU per webhook", bare_cpu * 1e6, "us")
     figure(
