@@ -169,6 +169,15 @@ def statements_sent() -> float:
     return REGISTRY.get_sample_value("colmena_db_statements_total") or 0.0
 
 
+@pytest.fixture
+async def delivering(settings, smtp, tmp_path):
+    """Resources for calling the licenses actors in this process, started, with licenses set up."""
+    resources = resources_for(license_settings(settings, smtp, tmp_path))
+    await resources.start()
+    yield resources
+    await resources.close()
+
+
 async def deliver_after_settlement(resources: Resources, settled: payments.Payment) -> None:
     """Deliver as a loop worker does right after the settlement that committed ``settled``."""
 
@@ -181,23 +190,17 @@ async def deliver_after_settlement(resources: Resources, settled: payments.Payme
 
 
 async def test_a_delivery_right_after_its_settlement_issues_in_one_statement(
-    settings, smtp, tmp_path, db
+    delivering, smtp, db
 ) -> None:
-    active = license_settings(settings, smtp, tmp_path)
     alone, after_settlement = await insert_payment(db), await insert_payment(db)
     settled = await payments.get(db, after_settlement)
-    resources = resources_for(active)
-    await resources.start()
-    try:
-        before = statements_sent()
-        await deliver_license(resources, alone)
-        # BEGIN, lock the payment, issue, COMMIT; then the email is marked sent.
-        assert statements_sent() - before == 5
-        before = statements_sent()
-        await deliver_after_settlement(resources, settled)
-        assert statements_sent() - before == 2  # issue, and mark sent
-    finally:
-        await resources.close()
+    before = statements_sent()
+    await deliver_license(delivering, alone)
+    # BEGIN, lock the payment, issue, COMMIT; then the email is marked sent.
+    assert statements_sent() - before == 5
+    before = statements_sent()
+    await deliver_after_settlement(delivering, settled)
+    assert statements_sent() - before == 2  # issue, and mark sent
     assert sorted(m.rcpt_tos[0] for m in smtp.messages) == ["ana@example.com"] * 2
     assert (
         await db.fetchval(
@@ -210,40 +213,28 @@ async def test_a_delivery_right_after_its_settlement_issues_in_one_statement(
 
 
 async def test_a_payment_refunded_after_its_settlement_gets_no_license_from_it(
-    settings, smtp, tmp_path, db
+    delivering, smtp, db
 ) -> None:
-    active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db)
     settled = await payments.get(db, payment_id)
     await payments.set_status(db, payment_id, "refunded", datetime.now(UTC))
-    resources = resources_for(active)
-    await resources.start()
-    try:
-        await deliver_after_settlement(resources, settled)
-    finally:
-        await resources.close()
+    await deliver_after_settlement(delivering, settled)
     assert await db.fetchval("SELECT count(*) FROM licenses") == 0
     assert smtp.messages == []
 
 
 async def test_deliveries_racing_from_one_settlement_and_from_the_queue_send_one_email(
-    settings, smtp, tmp_path, db
+    delivering, smtp, db
 ) -> None:
-    active = license_settings(settings, smtp, tmp_path)
     payment_id = await insert_payment(db)
     settled = await payments.get(db, payment_id)
-    resources = resources_for(active)
-    await resources.start()
-    try:
-        outcomes = await asyncio.gather(
-            *(deliver_after_settlement(resources, settled) for _ in range(3)),
-            *(deliver_license(resources, payment_id) for _ in range(3)),
-            return_exceptions=True,
-        )
-        assert all(o is None or isinstance(o, LicenseEmailBusy) for o in outcomes), outcomes
-        await deliver_after_settlement(resources, settled)  # its payment has its license now
-    finally:
-        await resources.close()
+    outcomes = await asyncio.gather(
+        *(deliver_after_settlement(delivering, settled) for _ in range(3)),
+        *(deliver_license(delivering, payment_id) for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert all(o is None or isinstance(o, LicenseEmailBusy) for o in outcomes), outcomes
+    await deliver_after_settlement(delivering, settled)  # its payment has its license now
     assert len(smtp.messages) == 1
     assert await db.fetchval("SELECT count(*) FROM licenses") == 1
     assert await db.fetchval("SELECT count(*) FROM download_links") == 1
