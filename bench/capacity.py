@@ -329,7 +329,8 @@ def baseline_figures(output: str) -> dict[str, float]:
 
 class BaselineSweep:
     """The sweep of commit `args.baseline`, from a temporary worktree, in a child process that
-    takes a step each time `step` tells it to; its lines are echoed with a "baseline: " prefix."""
+    takes a step each time `before` or `after` lets it; its lines are echoed with a "baseline: "
+    prefix."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
