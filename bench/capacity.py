@@ -346,20 +346,24 @@ class BaselineSweep:
             check=True,
             capture_output=True,
         )
-        for name in DRIVER_FILES:
-            shutil.copyfile(ROOT / name, self.tree / name)
-        command = ["bench/capacity.py", "--rates", args.rates, "--paced"]
-        command += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
-        print(f"baseline: colmena at {args.baseline}", flush=True)
-        self.child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *command,
-            cwd=self.tree,
-            env={**os.environ, "PYTHONPATH": str(self.tree)},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        try:
+            for name in DRIVER_FILES:
+                shutil.copyfile(ROOT / name, self.tree / name)
+            command = ["bench/capacity.py", "--rates", args.rates, "--paced"]
+            command += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
+            print(f"baseline: colmena at {args.baseline}", flush=True)
+            self.child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *command,
+                cwd=self.tree,
+                env={**os.environ, "PYTHONPATH": str(self.tree)},
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except BaseException:  # the worktree is already there: remove it
+            await self.__aexit__()
+            raise
         return self
 
     async def _echo_until_paced(self) -> None:
