@@ -24,7 +24,7 @@ from bench.common import machine  # noqa: E402
 HERE = Path(__file__).parent
 SUITE: dict[str, list[str]] = {
     "outbox": ["outbox.py", "--messages", "5000"],
-    "webhooks": ["webhooks.py", "--events", "3000", "--rate", "100"],
+    "webhooks": ["webhooks.py", "--events", "5000", "--rounds", "3", "--rate", "100"],
     "e2e": ["e2e.py", "--payments", "200", "--rate", "8"],
     "capacity": [
         "capacity.py",
