@@ -22,7 +22,8 @@ steps in turn, REV's first at the first rate, this checkout's first at the next,
 that a machine whose speed drifts during the run (a shared host's steal time) weighs on both
 alike; sweeping one after the other, the second sweep came out 10-15% dearer in CPU per
 payment whichever commit it was. While one system is measured the other idles beside it: its
-few idle statements fall on the shared PostgreSQL and RabbitMQ figures.
+few idle statements fall on the shared PostgreSQL and RabbitMQ figures. Stopped by SIGTERM or
+Ctrl-C, it stops both colmenas, drops their databases and queues, and removes the worktree.
 
     python bench/capacity.py [--rates 60,90,120,150,180,240] [--seconds 15] [--workers 2]
                              [--baseline REV]
@@ -52,10 +53,12 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.chaos import RunningSystem, running_system, wait_http  # noqa: E402
-from bench.common import figure, machine, percentile  # noqa: E402
+from bench.common import exit_on_sigterm, figure, machine, percentile  # noqa: E402
 from bench.open_loop import emailed, send_open_loop, signed_payments  # noqa: E402
 
 P99_LIMIT_S = 1.0
+# How long a baseline sweep told to stop may take to stop its colmena before it is killed.
+CHILD_STOP_S = 60.0
 ROOT = Path(__file__).parent.parent
 # What drives a sweep; a baseline commit runs with this checkout's copies of them.
 DRIVER_FILES = (
@@ -408,8 +411,14 @@ class BaselineSweep:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self.child is not None and self.child.returncode is None:
-            self.child.kill()
-            await self.child.wait()
+            # SIGTERM first: the child then stops the colmena it runs and drops its database
+            # (`exit_on_sigterm`); a SIGKILL would leave them running.
+            self.child.terminate()
+            try:
+                await asyncio.wait_for(self.child.wait(), CHILD_STOP_S)
+            except TimeoutError:
+                self.child.kill()
+                await self.child.wait()
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.tree)],
             check=True,
@@ -441,6 +450,7 @@ def main() -> None:
         f"machine: {machine()}; workers: {args.workers} x 4 threads; "
         f"rates {args.rates} for {args.seconds:g} s each"
     )
+    exit_on_sigterm()
     asyncio.run(run(args))
 
 
