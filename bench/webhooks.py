@@ -10,6 +10,7 @@ inbox + outbox commit in PostgreSQL and the publish to RabbitMQ. Each server's C
 what one process costs, which other load on a shared machine moves less than the rates. Last,
 PostgreSQL's own limit: one-row INSERTs, each its own commit, from as many asyncpg connections
 as `--concurrency`, in the same scratch database; the ingress's rate is given against it too.
+Stopped by SIGTERM or Ctrl-C, it stops both servers and drops its database and queues.
 
     python bench/webhooks.py [--events 5000] [--rounds 3] [--concurrency 32] [--rate 300]
 """
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.common import (  # noqa: E402
     AMQP_URL,
     delete_queues,
+    exit_on_sigterm,
     figure,
     free_port,
     machine,
@@ -312,4 +314,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     asyncio.run(main())
