@@ -85,6 +85,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, signature:
 
 
 async def saturate(url: str, payloads: list[tuple[bytes, str]], concurrency: int) -> float:
+    """Seconds to post every payload, `concurrency` in flight, each sent when one is answered."""
     queue = list(reversed(payloads))
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -96,7 +97,7 @@ async def saturate(url: str, payloads: list[tuple[bytes, str]], concurrency: int
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(payloads) / (time.perf_counter() - started)
+        return time.perf_counter() - started
 
 
 async def fixed_rate(url: str, payloads: list[tuple[bytes, str]], rate: float) -> list[float]:
@@ -132,14 +133,14 @@ class Server:
 
     async def saturated_round(self, payloads: list[tuple[bytes, str]], concurrency: int) -> float:
         """One closed-loop round; adds its time, the server's CPU and the client's (this
-        process's) to the totals."""
+        process's) to the totals, and returns its rate."""
         cpu_before, client_before = cpu_seconds(self.process.pid), time.process_time()
-        rate = await saturate(self.url, payloads, concurrency)
+        seconds = await saturate(self.url, payloads, concurrency)
         self.cpu_seconds += cpu_seconds(self.process.pid) - cpu_before
         self.client_cpu_seconds += time.process_time() - client_before
         self.events += len(payloads)
-        self.seconds += len(payloads) / rate
-        return rate
+        self.seconds += seconds
+        return len(payloads) / seconds
 
     @property
     def rate(self) -> float:
