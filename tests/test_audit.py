@@ -124,7 +124,10 @@ async def test_attribution_names_who_and_why_and_ends_with_the_transaction(db) -
         await audit.attribute(db, actor="admin:ana", cause="console")
         await db.execute("UPDATE payments SET status = 'approved' WHERE id = $1", payment_id)
     await db.execute("UPDATE payments SET status = 'refunded' WHERE id = $1", payment_id)
-    _, approved, refunded = await _rows(db, "payment")
+    created, pending, approved, refunded = await _rows(db, "payment")
+    # Inserted in a status: recorded as created, then that status reached.
+    assert [created["action"], pending["action"]] == ["payment.created", "payment.pending"]
+    assert (created["after"]["status"], pending["after"]) == ("new", {"status": "pending"})
     assert (approved["actor"], approved["cause"]) == ("admin:ana", "console")
     # Unattributed: the database session and what the row says.
     assert refunded["actor"] == "db:postgres"

@@ -10,8 +10,10 @@ Actors (queue "payments"):
   merchant order, fetches the order, then each payment it lists. Unsigned IPN hints go the same
   way; a hint naming an unknown resource is ignored rather than dead-lettered.
 
-Both lock the inbox row, apply the state machine (`colmena.domain.payment_state`) and, in the
-same transaction, write the follow-ups to the outbox. Follow-up messages (queue / actor / args):
+All apply the state machine (`colmena.domain.payment_state`) and, in the same transaction,
+write the follow-ups to the outbox: a payment's first event in the one statement that creates
+the payment, any other under the inbox row's lock (`settle`). Follow-up messages (queue /
+actor / args):
 
 - licenses / deliver_license / [payment_id]: first approval, metadata product_kind = "license"
 - licenses / revoke_license / [payment_id]: refunded or charged back after approval, license
@@ -241,6 +243,16 @@ async def _settled(
     return settled
 
 
+def _count_applied(update: PaymentUpdate, payment_id: int) -> None:
+    PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
+    log.info(
+        "payment status applied",
+        payment_id=payment_id,
+        provider=update.provider,
+        status=update.status.value,
+    )
+
+
 async def _apply_update(
     conn: asyncpg.Connection, update: PaymentUpdate, settlement: Settlement
 ) -> str:
@@ -270,13 +282,7 @@ async def _apply_update(
         settlement.messages += await _refund_credit(conn, payment, update.refunded_minor)
         return f"ignored: {decision.reason}"
     settled = await _settled(conn, payment, update, settlement)
-    PAYMENT_TRANSITIONS.labels(provider=update.provider, status=update.status.value).inc()
-    log.info(
-        "payment status applied",
-        payment_id=payment.id,
-        provider=update.provider,
-        status=update.status.value,
-    )
+    _count_applied(update, payment.id)
     settled, fulfil = await orders.settle_payment(conn, settled)
     settlement.touched[settled.id] = settled
     if not fulfil:
@@ -311,6 +317,74 @@ async def apply_update(
     return outcome, await settlement.finish(conn, inbox_id)
 
 
+def _first_settlement(interpreted: Interpretation | list[Interpretation]) -> PaymentUpdate | None:
+    """The event's update, when creating its payment is all settling it can do: one provider
+    status (not `new`) for one payment, naming no order and reporting no refund."""
+    updates = interpreted if isinstance(interpreted, list) else [interpreted]
+    if len(updates) != 1:
+        return None
+    [update] = updates
+    if (
+        not isinstance(update, PaymentUpdate)
+        or update.status is Status.NEW
+        or update.refunded_minor > 0
+        or orders.named_order(update.metadata) is not None
+    ):
+        return None
+    return update
+
+
+async def _create_settled(
+    conn: asyncpg.Connection,
+    event: inbox.InboxEvent,
+    interpreted: Interpretation | list[Interpretation],
+    payment_id: int,
+) -> list[OutboxMessage] | None:
+    """Settle a payment's first event in one statement (`settlements.create_settled`); returns
+    the follow-ups, or None when the event is not such an update or its payment exists by now.
+
+    What the locked way would decide is known without reading anything: a payment in `new`
+    takes any other status; its follow-ups are those of a first approval; it was never approved,
+    so no dispute effect applies; it names no order, and reports no refund to credit.
+    """
+    update = _first_settlement(interpreted)
+    if update is None:
+        return None
+    now = datetime.now(UTC)
+    payment = Payment(
+        id=payment_id,
+        provider=update.provider,
+        provider_payment_id=update.provider_payment_id,
+        amount_minor=update.amount_minor,
+        currency=update.currency,
+        customer_email=update.customer_email,
+        customer_locale=update.customer_locale,
+        tenant_ref=update.tenant_ref,
+        product_ref=update.product_ref,
+        product_kind=update.product_kind,
+        metadata=update.metadata or {},
+        status=update.status.value,
+        status_at=update.provider_at,
+        approved_at=now if update.status is Status.APPROVED else None,
+        created_at=now,
+        updated_at=now,
+    )
+    created = await settlements.create_settled(
+        conn,
+        inbox_id=event.id,
+        payment=payment,
+        source=update.source,
+        outcome=f"applied: {update.status.value}",
+        messages=_follow_ups(payment, first_approval=True),
+    )
+    if created is None:
+        return None
+    settled, rows = created
+    _count_applied(update, settled.id)
+    leave_committed(settled.id, settled)
+    return rows
+
+
 async def settle(
     pool: asyncpg.Pool,
     inbox_id: int,
@@ -318,24 +392,38 @@ async def settle(
 ) -> list[OutboxMessage]:
     """Apply the inbox event, as `interpret` reads it (one interpretation, or one per payment
     for a merchant order), exactly once; returns the follow-ups to publish. `interpret` runs
-    under the event's lock, only when it is not yet processed.
+    only when the event is not yet processed, on the event read unlocked and, when the event
+    goes the locked way, again under its lock: it must depend on the event alone.
 
-    A new payment settles in five round trips: BEGIN, lock the event, lock or create the
-    payment, write everything decided (`Settlement.finish`), COMMIT. Once committed, each
-    payment is left to the follow-ups this worker runs next (`leave_committed`): the license
-    delivery then need not read it again.
+    A payment's first event settles in two round trips: read the event, with the id its payment
+    would take, then create the payment settled (`_create_settled`), one statement of its own
+    transaction. Any other event, or a first one that finds its payment created meanwhile,
+    takes five more: BEGIN, lock the event, lock or create the payment, write everything
+    decided (`Settlement.finish`), COMMIT. Once committed, each payment is left to the
+    follow-ups this worker runs next (`leave_committed`): the license delivery then need not
+    read it again.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        event = await inbox.load_for_processing(conn, inbox_id)
-        if event is None:
+    async with pool.acquire() as conn:
+        read = await inbox.load_drawing_payment_id(conn, inbox_id)
+        if read is None:
             raise PermanentError(f"inbox event {inbox_id} does not exist")
-        if event.processed:
+        first_read, payment_id = read
+        if first_read.processed:
             return []
-        interpreted = interpret(event)
-        settlement = Settlement()
-        for interpretation in interpreted if isinstance(interpreted, list) else [interpreted]:
-            settlement.outcomes.append(await _apply(conn, interpretation, settlement))
-        rows = await settlement.finish(conn, inbox_id)
+        created = await _create_settled(conn, first_read, interpret(first_read), payment_id)
+        if created is not None:
+            return created
+        async with conn.transaction():
+            event = await inbox.load_for_processing(conn, inbox_id)
+            if event is None:
+                raise PermanentError(f"inbox event {inbox_id} does not exist")
+            if event.processed:
+                return []
+            interpreted = interpret(event)
+            settlement = Settlement()
+            for interpretation in interpreted if isinstance(interpreted, list) else [interpreted]:
+                settlement.outcomes.append(await _apply(conn, interpretation, settlement))
+            rows = await settlement.finish(conn, inbox_id)
     for payment in settlement.touched.values():
         leave_committed(payment.id, payment)
     return rows
@@ -351,8 +439,6 @@ async def _stored_event(pool: asyncpg.Pool, inbox_id: int) -> inbox.InboxEvent:
 
 @actor(queue=QUEUE, name="settle_stripe_event")
 async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
-    # No read ahead of the transaction: a Stripe event needs no remote call, so `settle` reads
-    # it under its lock and interprets it there.
     rows = await settle(resources.pool, inbox_id, lambda event: interpret_stripe(event.payload))
     await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)
 

@@ -123,12 +123,29 @@ async def record_with_messages(
     ]
 
 
-_SELECT = "SELECT id, provider, event_key, kind, payload, processed_at FROM inbox WHERE id = $1"
+_EVENT_FIELDS = "id, provider, event_key, kind, payload, processed_at"
+_SELECT = f"SELECT {_EVENT_FIELDS} FROM inbox WHERE id = $1"
 
 
 async def load(conn: asyncpg.Connection, inbox_id: int) -> InboxEvent | None:
     """Read the event without locking (to decide whether remote calls are needed at all)."""
     return _event(await conn.fetchrow(_SELECT, inbox_id))
+
+
+async def load_drawing_payment_id(
+    conn: asyncpg.Connection, inbox_id: int
+) -> tuple[InboxEvent, int] | None:
+    """Read the event without locking, with a payment id drawn from the payments' sequence in
+    the same round trip: the id its payment takes if settling it creates one
+    (`settlements.create_settled` writes the follow-ups that name the payment in the statement
+    that creates it). An id not used is a gap in the sequence, as a rolled-back insert leaves."""
+    row = await conn.fetchrow(
+        f"SELECT {_EVENT_FIELDS}, nextval('payments_id_seq') AS payment_id"
+        " FROM inbox WHERE id = $1",
+        inbox_id,
+    )
+    event = _event(row)
+    return None if row is None or event is None else (event, row["payment_id"])
 
 
 async def load_for_processing(conn: asyncpg.Connection, inbox_id: int) -> InboxEvent | None:

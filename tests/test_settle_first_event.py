@@ -1,0 +1,141 @@
+"""A payment's first event settles in one statement after its read; every other event, and a
+first one that loses a race, the locked way. Both ways leave the same rows, on a real database,
+with deliveries racing one another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from colmena.actors.payments import settle
+from colmena.domain.payment_events import interpret_stripe
+from colmena.gateways import sample_events as events
+from colmena.store import inbox
+from colmena.store.outbox import OutboxMessage
+from colmena.store.pool import create_pool
+from tests.payments_support import LICENSE_METADATA
+
+DELIVERIES = 8
+
+
+def statements_sent() -> float:
+    return REGISTRY.get_sample_value("colmena_db_statements_total") or 0.0
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=DELIVERIES)
+    yield pool
+    await pool.close()
+
+
+async def _stored(db: asyncpg.Connection, event: dict[str, Any]) -> int:
+    inbox_id, _ = await inbox.record_event(
+        db, provider="stripe", event_key=event["id"], kind=event["type"], payload=event
+    )
+    return inbox_id
+
+
+async def _settle(pool: asyncpg.Pool, inbox_id: int) -> list[OutboxMessage]:
+    return await settle(pool, inbox_id, lambda stored: interpret_stripe(stored.payload))
+
+
+async def _outcome(db: asyncpg.Connection, inbox_id: int) -> str | None:
+    """The event's outcome, once processed."""
+    return await db.fetchval(
+        "SELECT outcome FROM inbox WHERE id = $1 AND processed_at IS NOT NULL", inbox_id
+    )
+
+
+def _succeeded(intent_id: str) -> dict[str, Any]:
+    return events.stripe_event(
+        "payment_intent.succeeded",
+        events.payment_intent(payment_intent_id=intent_id, metadata=LICENSE_METADATA),
+    )
+
+
+async def test_a_first_event_settles_in_two_statements_with_its_follow_ups(pool, db) -> None:
+    inbox_id = await _stored(db, _succeeded("pi_first"))
+
+    before = statements_sent()
+    rows = await _settle(pool, inbox_id)
+    assert statements_sent() - before == 2  # read the event, create the payment settled
+
+    payment = await db.fetchrow(
+        "SELECT id, status, approved_at, amount_minor, product_kind, metadata FROM payments"
+    )
+    assert (payment["status"], payment["amount_minor"], payment["product_kind"]) == (
+        "approved",
+        150_000,
+        "license",
+    )
+    assert payment["approved_at"] is not None
+    assert payment["metadata"]["rfc"] == LICENSE_METADATA["rfc"]
+    reported = await db.fetch("SELECT payment_id, inbox_id, status, applied FROM payment_events")
+    assert [tuple(row) for row in reported] == [(payment["id"], inbox_id, "approved", True)]
+    assert await _outcome(db, inbox_id) == "applied: approved"
+    outbox = await db.fetch("SELECT id, actor, args, dedupe_key FROM outbox ORDER BY id")
+    assert [(row["actor"], row["args"], row["dedupe_key"]) for row in outbox] == [
+        ("deliver_license", [payment["id"]], f"deliver_license:{payment['id']}"),
+        ("stamp_invoice", [payment["id"]], f"stamp_invoice:{payment['id']}"),
+    ]
+    assert [(row.id, row.actor, row.args) for row in rows] == [
+        (row["id"], row["actor"], row["args"]) for row in outbox
+    ]
+
+    before = statements_sent()
+    assert await _settle(pool, inbox_id) == []
+    assert statements_sent() - before == 1  # the read finds it processed
+
+
+async def test_a_later_event_of_the_payment_goes_the_locked_way_and_writes_it_once(
+    pool, db
+) -> None:
+    await _settle(pool, await _stored(db, _succeeded("pi_twice")))
+    again = await _stored(db, _succeeded("pi_twice"))  # the same status, another event id
+
+    before = statements_sent()
+    assert await _settle(pool, again) == []
+    # The read, the attempt that finds the payment, then BEGIN, lock the event, lock the
+    # payment, write, COMMIT.
+    assert statements_sent() - before == 7
+
+    assert await db.fetchval("SELECT count(*) FROM payments") == 1
+    reported = await db.fetch(
+        "SELECT inbox_id, applied, reason FROM payment_events ORDER BY id OFFSET 1"
+    )
+    assert [tuple(row) for row in reported] == [(again, False, "no change")]
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 2
+    assert await _outcome(db, again) == "ignored: no change"
+
+
+async def test_racing_deliveries_of_one_event_settle_it_once(pool, db) -> None:
+    inbox_id = await _stored(db, _succeeded("pi_race"))
+
+    results = await asyncio.gather(*(_settle(pool, inbox_id) for _ in range(DELIVERIES)))
+
+    assert sorted(len(rows) for rows in results) == [0] * (DELIVERIES - 1) + [2]
+    assert await db.fetchval("SELECT count(*) FROM payments") == 1
+    assert await db.fetchval("SELECT count(*) FROM payment_events") == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_racing_first_events_of_one_payment_create_it_once(pool, db) -> None:
+    inbox_ids = [await _stored(db, _succeeded("pi_both")) for _ in range(DELIVERIES)]
+
+    results = await asyncio.gather(*(_settle(pool, inbox_id) for inbox_id in inbox_ids))
+
+    assert sum(len(rows) for rows in results) == 2  # one event's follow-ups
+    assert await db.fetchval("SELECT count(*) FROM payments") == 1
+    reported = await db.fetch("SELECT applied, reason FROM payment_events ORDER BY applied DESC")
+    unchanged = [(False, "no change")] * (DELIVERIES - 1)
+    assert [(row["applied"], row["reason"]) for row in reported] == [(True, None), *unchanged]
+    assert [await _outcome(db, inbox_id) is not None for inbox_id in inbox_ids] == [
+        True
+    ] * DELIVERIES
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 2
