@@ -69,7 +69,7 @@ async def commits(db, table: str) -> int:
 async def test_events_arriving_together_are_committed_in_one_statement(
     resources, submitted, db
 ) -> None:
-    writer = InboxWriter(resources, submitted)
+    writer = InboxWriter(resources, submitted, wait_s=0)
 
     results = await asyncio.gather(*(writer.record(arrived(), soon()) for _ in range(20)))
 
@@ -83,10 +83,25 @@ async def test_events_arriving_together_are_committed_in_one_statement(
     }
 
 
+async def test_an_event_arriving_while_the_batch_gathers_joins_it(resources, submitted, db) -> None:
+    writer = InboxWriter(resources, submitted, wait_s=0.2)
+    first = asyncio.create_task(writer.record(arrived(), soon()))
+    # Two turns of the loop: the first event is queued and its writer started, then the writer
+    # runs (with no wait, it would now be committing the first event alone).
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+    results = await asyncio.gather(first, writer.record(arrived(), soon()))
+
+    assert results == [True, True]
+    assert await commits(db, "inbox") == 1
+    assert [len(messages) for messages in submitted] == [2]
+
+
 async def test_duplicates_in_one_batch_make_one_row_and_one_message(
     resources, submitted, db
 ) -> None:
-    writer = InboxWriter(resources, submitted)
+    writer = InboxWriter(resources, submitted, wait_s=0)
     twice = arrived()
 
     results = await asyncio.gather(
@@ -100,7 +115,7 @@ async def test_duplicates_in_one_batch_make_one_row_and_one_message(
 
 
 async def test_an_event_jsonb_cannot_hold_fails_alone(resources, submitted, db) -> None:
-    writer = InboxWriter(resources, submitted)
+    writer = InboxWriter(resources, submitted, wait_s=0)
     unstorable = arrived(document='{"amount": NaN}')
 
     results = await asyncio.gather(
@@ -118,7 +133,7 @@ async def test_an_event_jsonb_cannot_hold_fails_alone(resources, submitted, db) 
 async def test_an_event_whose_deadline_passed_while_it_waited_is_not_written(
     resources, submitted, db
 ) -> None:
-    writer = InboxWriter(resources, submitted)
+    writer = InboxWriter(resources, submitted, wait_s=0)
     late = asyncio.get_running_loop().time()
 
     results = await asyncio.gather(
@@ -136,7 +151,7 @@ async def test_every_event_of_a_batch_sees_the_database_down(settings, database_
     proxied = database_url.replace(f":{target.port}/", f":{port}/")
     held = Resources(settings, database_url=proxied, publisher=LeaveToRelay())
     await held.start()
-    writer = InboxWriter(held, Submitted())
+    writer = InboxWriter(held, Submitted(), wait_s=0)
     try:
         await proxy.cut()
         results = await asyncio.gather(

@@ -7,6 +7,12 @@ from pydantic import BaseModel, Field
 
 
 class ReceivingSettings(BaseModel):
+    inbox_batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=100,
+        description="how long webhooks gather in the ingress before their batch is committed",
+    )
     # Thin events are fetched with the checkout's Stripe key and API URL (COLMENA_STRIPE_SECRET_KEY,
     # COLMENA_STRIPE_API_URL): a restricted key that may read events and objects is enough.
     stripe_timeout_s: float = Field(default=10.0, gt=0, le=60)
