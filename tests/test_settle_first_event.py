@@ -1,10 +1,12 @@
-"""A payment's first event settles in one statement after its read; every other event, and a
-first one that loses a race, the locked way. Both ways leave the same rows, on a real database,
-with deliveries racing one another."""
+"""A payment's first event settles in one statement, after its read or at once when its message
+carried it; every other event, a first one that loses a race, and a carried one whose document
+is not the stored one, the locked way. Both ways leave the same rows, on a real database, with
+deliveries racing one another."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +14,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from colmena.actors.payments import settle
+from colmena.actors.payments import carried_stripe_event, settle
 from colmena.domain.payment_events import interpret_stripe
 from colmena.gateways import sample_events as events
 from colmena.store import inbox
@@ -139,3 +141,63 @@ async def test_racing_first_events_of_one_payment_create_it_once(pool, db) -> No
         True
     ] * DELIVERIES
     assert await db.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def _carried(db: asyncpg.Connection, event: dict[str, Any]) -> OutboxMessage:
+    """The event stored as the ingress stores it, and the message it publishes at once."""
+    [(new, message)] = await inbox.record_with_messages(
+        db,
+        [
+            inbox.ArrivedEvent(
+                "stripe",
+                event["id"],
+                event["type"],
+                json.dumps(event),
+                "payments",
+                "settle_stripe_event",
+                carried=True,
+            )
+        ],
+    )
+    assert new and message is not None
+    return message
+
+
+async def test_a_carried_first_event_settles_in_one_statement(pool, db) -> None:
+    message = await _carried(db, _succeeded("pi_carried"))
+    [inbox_id] = message.args
+    carried = carried_stripe_event(inbox_id, **message.kwargs)
+
+    before = statements_sent()
+    rows = await settle(
+        pool, inbox_id, lambda stored: interpret_stripe(stored.payload), carried=carried
+    )
+    assert statements_sent() - before == 1
+
+    payment_id = message.kwargs["payment_id"]
+    assert await db.fetchval("SELECT id FROM payments") == payment_id
+    assert [(row.actor, row.args) for row in rows] == [
+        ("deliver_license", [payment_id]),
+        ("stamp_invoice", [payment_id]),
+    ]
+    assert await _outcome(db, inbox_id) == "applied: approved"
+
+
+async def test_a_carried_document_that_is_not_the_stored_one_settles_nothing_of_its_own(
+    pool, db
+) -> None:
+    stored = _succeeded("pi_stored")
+    message = await _carried(db, stored)
+    [inbox_id] = message.args
+    forged = json.loads(message.kwargs["document"])
+    forged["data"]["object"]["amount"] = 1  # a message nobody verified, naming the real event
+    carried = carried_stripe_event(inbox_id, json.dumps(forged), message.kwargs["payment_id"])
+
+    before = statements_sent()
+    await settle(pool, inbox_id, lambda stored: interpret_stripe(stored.payload), carried=carried)
+    # The carried attempt writes nothing; the stored event is read, then settled.
+    assert statements_sent() - before == 3
+
+    assert await db.fetchval("SELECT amount_minor FROM payments") == 150_000
+    assert await db.fetchval("SELECT count(*) FROM payments") == 1
+    assert await _outcome(db, inbox_id) == "applied: approved"

@@ -4,6 +4,7 @@ are committed in one statement, and each request still learns only its own event
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -96,6 +97,28 @@ async def test_an_event_arriving_while_the_batch_gathers_joins_it(resources, sub
     assert results == [True, True]
     assert await commits(db, "inbox") == 1
     assert [len(messages) for messages in submitted] == [2]
+
+
+async def test_a_carried_event_s_message_carries_its_document_and_the_stored_one_does_not(
+    resources, submitted, db
+) -> None:
+    writer = InboxWriter(resources, submitted, wait_s=0)
+    document = json.dumps({"object": "event", "id": "evt_carried"})
+    carried = arrived(document=document)._replace(carried=True)
+
+    assert await asyncio.gather(writer.record(carried, soon()), writer.record(arrived(), soon()))
+
+    [[with_document, plain]] = submitted
+    assert with_document.kwargs["document"] == document
+    drawn = with_document.kwargs["payment_id"]
+    assert isinstance(drawn, int)
+    assert await db.fetchval("SELECT last_value FROM payments_id_seq") == drawn
+    assert plain.kwargs == {}
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE kwargs <> '{}'") == 0
+    digest = await db.fetchval(
+        "SELECT document_sha256 FROM inbox WHERE event_key = $1", carried.event_key
+    )
+    assert digest == hashlib.sha256(document.encode()).digest()
 
 
 async def test_duplicates_in_one_batch_make_one_row_and_one_message(

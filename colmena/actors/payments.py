@@ -41,6 +41,8 @@ fiscal_postal_code, cfdi_use, payment_form, payment_method.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -339,6 +341,7 @@ async def _create_settled(
     event: inbox.InboxEvent,
     interpreted: Interpretation | list[Interpretation],
     payment_id: int,
+    document_sha256: bytes | None = None,
 ) -> list[OutboxMessage] | None:
     """Settle a payment's first event in one statement (`settlements.create_settled`); returns
     the follow-ups, or None when the event is not such an update or its payment exists by now.
@@ -376,6 +379,7 @@ async def _create_settled(
         source=update.source,
         outcome=f"applied: {update.status.value}",
         messages=_follow_ups(payment, first_approval=True),
+        document_sha256=document_sha256,
     )
     if created is None:
         return None
@@ -385,25 +389,49 @@ async def _create_settled(
     return rows
 
 
+@dataclass(frozen=True)
+class CarriedEvent:
+    """An event as its message carried it (`inbox.ArrivedEvent.carried`), with the payment id
+    the ingress drew for it. Nothing vouches for it but the digest the settling statement
+    compares with the stored event's, so it is decided on but never trusted."""
+
+    event: inbox.InboxEvent
+    document_sha256: bytes
+    payment_id: int
+
+
 async def settle(
     pool: asyncpg.Pool,
     inbox_id: int,
     interpret: Callable[[inbox.InboxEvent], Interpretation | list[Interpretation]],
+    *,
+    carried: CarriedEvent | None = None,
 ) -> list[OutboxMessage]:
     """Apply the inbox event, as `interpret` reads it (one interpretation, or one per payment
     for a merchant order), exactly once; returns the follow-ups to publish. `interpret` runs
-    only when the event is not yet processed, on the event read unlocked and, when the event
-    goes the locked way, again under its lock: it must depend on the event alone.
+    only when the event is not yet processed, on the event as carried or read unlocked and,
+    when the event goes the locked way, again under its lock: it must depend on the event alone.
 
-    A payment's first event settles in two round trips: read the event, with the id its payment
-    would take, then create the payment settled (`_create_settled`), one statement of its own
-    transaction. Any other event, or a first one that finds its payment created meanwhile,
-    takes five more: BEGIN, lock the event, lock or create the payment, write everything
-    decided (`Settlement.finish`), COMMIT. Once committed, each payment is left to the
-    follow-ups this worker runs next (`leave_committed`): the license delivery then need not
-    read it again.
+    A payment's first event settles in one statement of its own transaction, which creates the
+    payment settled (`_create_settled`): at once for an event its message carried, whose stored
+    digest the statement checks, else after reading the event with the id its payment would
+    take. Any other event, or a first one that finds its payment created meanwhile, or a
+    carried one whose digest differs, is read if it was not, then takes five more round trips:
+    BEGIN, lock the event, lock or create the payment, write everything decided
+    (`Settlement.finish`), COMMIT. Once committed, each payment is left to the follow-ups this
+    worker runs next (`leave_committed`): the license delivery then need not read it again.
     """
     async with pool.acquire() as conn:
+        if carried is not None:
+            created = await _create_settled(
+                conn,
+                carried.event,
+                interpret(carried.event),
+                carried.payment_id,
+                carried.document_sha256,
+            )
+            if created is not None:
+                return created
         read = await inbox.load_drawing_payment_id(conn, inbox_id)
         if read is None:
             raise PermanentError(f"inbox event {inbox_id} does not exist")
@@ -437,9 +465,45 @@ async def _stored_event(pool: asyncpg.Pool, inbox_id: int) -> inbox.InboxEvent:
     return event
 
 
+def carried_stripe_event(
+    inbox_id: int, document: str | None, payment_id: int | None
+) -> CarriedEvent | None:
+    """The Stripe event the ingress's message carried, if it carried one that reads as an event
+    (anything else is left to the stored event)."""
+    if document is None or payment_id is None:
+        return None
+    try:
+        payload = json.loads(document)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    event = inbox.InboxEvent(
+        id=inbox_id,
+        provider="stripe",
+        event_key=str(payload.get("id")),
+        kind=str(payload.get("type")),
+        payload=payload,
+        processed=False,
+    )
+    return CarriedEvent(event, hashlib.sha256(document.encode()).digest(), payment_id)
+
+
 @actor(queue=QUEUE, name="settle_stripe_event")
-async def settle_stripe_event(resources: Resources, inbox_id: int) -> None:
-    rows = await settle(resources.pool, inbox_id, lambda event: interpret_stripe(event.payload))
+async def settle_stripe_event(
+    resources: Resources,
+    inbox_id: int,
+    document: str | None = None,
+    payment_id: int | None = None,
+) -> None:
+    """Settle a stored Stripe event; ``document`` and ``payment_id``: the event's JSON text and
+    a payment id drawn for it, when the ingress's message carries them (the relay's does not)."""
+    rows = await settle(
+        resources.pool,
+        inbox_id,
+        lambda event: interpret_stripe(event.payload),
+        carried=carried_stripe_event(inbox_id, document, payment_id),
+    )
     await publish_now(resources.pool, resources.publisher, rows, marks=resources.published_marks)
 
 

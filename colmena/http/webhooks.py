@@ -230,17 +230,19 @@ async def store_event(
     document: str,
     actor: str,
     budget_per_minute: int | None = None,
+    carried: bool = False,
 ) -> web.Response:
     """Commit the event (`document`, its JSON text) and its message; with a budget, refuse (429)
     once that many events of its kind arrived in the last minute (a soft bound: concurrent
-    requests may pass it by a few).
+    requests may pass it by a few). `carried`: the message published at once carries the
+    document (`inbox.ArrivedEvent.carried`).
 
     PostgreSQL judges what jsonb can hold (it refuses NaN and Infinity, and NUL and unpaired
     surrogates in any string or key): such an event is a 400, since a 503 would have the provider
     send it again forever, and the failed statement stored nothing. Judging in PostgreSQL costs
     the hot path nothing; walking every parsed value first cost more than the insert's encoding.
     """
-    event = inbox.ArrivedEvent(provider, event_key, kind, document, "payments", actor)
+    event = inbox.ArrivedEvent(provider, event_key, kind, document, "payments", actor, carried)
     deadline = asyncio.get_running_loop().time() + DB_TIMEOUT_S
     try:
         if budget_per_minute is not None:
@@ -308,13 +310,16 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         event = stripe.parse_event(body)
     except stripe.StripeEventError as exc:
         raise reject_webhook(request, "stripe", 400, "malformed", str(exc), str(exc)) from None
+    thin = stripe.is_thin(event)
     return await store_event(
         request,
         provider="stripe",
         event_key=event["id"],
         kind=event["type"],
         document=json_text(body, event),
-        actor="settle_stripe_thin_event" if stripe.is_thin(event) else "settle_stripe_event",
+        actor="settle_stripe_thin_event" if thin else "settle_stripe_event",
+        # A v1 event is its own state: its message carries it, and is settled without a read.
+        carried=not thin,
     )
 
 

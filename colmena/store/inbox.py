@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ async def record_event(
 
 class ArrivedEvent(NamedTuple):
     """A verified event to record: `document` is its JSON text as it arrived; `queue` and
-    `actor` name the message that will process it."""
+    `actor` name the message that will process it. With `carried`, the message handed back for
+    publishing carries the document and a payment id drawn for it (the actor's ``document`` and
+    ``payment_id``), so the actor need not read the event; the stored message does not."""
 
     provider: str
     event_key: str
@@ -59,6 +62,7 @@ class ArrivedEvent(NamedTuple):
     document: str
     queue: str
     actor: str
+    carried: bool = False
 
 
 async def record_with_messages(
@@ -75,19 +79,22 @@ async def record_with_messages(
     Per event, in order: (True, its message) when it is new; (False, None) for a duplicate, of a
     stored event or of one earlier in the same batch. Concurrent duplicates are settled by the
     unique key: exactly one insert wins, so five simultaneous deliveries make one row and one
-    message.
+    message. Each event is stored with the SHA-256 of its document, which a carried message's
+    settlement checks (`ArrivedEvent.carried`).
     """
     message_ids = [str(uuid.uuid4()) for _ in events]
     rows = await conn.fetch(
         """
         WITH arrived AS (
             SELECT * FROM unnest(
-                $1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[]
+                $1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+                $8::bytea[], $9::boolean[]
             ) WITH ORDINALITY
-                AS a (provider, event_key, kind, document, message_id, queue, actor, n)
+                AS a (provider, event_key, kind, document, message_id, queue, actor, sha256,
+                      carried, n)
         ), new_event AS (
-            INSERT INTO inbox (provider, event_key, kind, payload)
-            SELECT provider, event_key, kind, document::jsonb FROM arrived ORDER BY n
+            INSERT INTO inbox (provider, event_key, kind, payload, document_sha256)
+            SELECT provider, event_key, kind, document::jsonb, sha256 FROM arrived ORDER BY n
             ON CONFLICT (provider, event_key) DO NOTHING
             RETURNING id, provider, event_key
         ), message AS (
@@ -100,7 +107,9 @@ async def record_with_messages(
             ) AS first USING (provider, event_key)
             RETURNING id, message_id, (args ->> 0)::bigint AS inbox_id
         )
-        SELECT message.id, message.inbox_id
+        SELECT message.id, message.inbox_id,
+            CASE WHEN message.id IS NOT NULL AND arrived.carried
+                 THEN nextval('payments_id_seq') END AS payment_id
         FROM arrived LEFT JOIN message USING (message_id) ORDER BY arrived.n
         """,
         [event.provider for event in events],
@@ -110,6 +119,8 @@ async def record_with_messages(
         message_ids,
         [event.queue for event in events],
         [event.actor for event in events],
+        [hashlib.sha256(event.document.encode()).digest() for event in events],
+        [event.carried for event in events],
     )
     # The message is the row just written, known here but for its id and its event's id.
     return [
@@ -117,7 +128,16 @@ async def record_with_messages(
         if row["id"] is None
         else (
             True,
-            OutboxMessage(row["id"], message_id, event.queue, event.actor, [row["inbox_id"]]),
+            OutboxMessage(
+                row["id"],
+                message_id,
+                event.queue,
+                event.actor,
+                [row["inbox_id"]],
+                {"document": event.document, "payment_id": row["payment_id"]}
+                if event.carried
+                else {},
+            ),
         )
         for event, message_id, row in zip(events, message_ids, rows, strict=True)
     ]

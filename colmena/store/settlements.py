@@ -117,12 +117,16 @@ async def finish(
 
 
 # The event is locked only if it is still unprocessed (a delivery that settled it first leaves
-# nothing to lock, once it commits); the payment is created only if no row has its provider id
+# nothing to lock, once it commits) and, for an event its message carried, only if the stored
+# digest is the carried document's; the payment is created only if no row has its provider id
 # (an inserter of the same payment is waited for); everything else is written only if both
 # happened. The payment's audit rows are its creation and its first status (migration 0026).
 _CREATE_SETTLED = f"""
 WITH event AS (
-    SELECT id FROM inbox WHERE id = $1 AND processed_at IS NULL FOR UPDATE
+    SELECT id FROM inbox
+    WHERE id = $1 AND processed_at IS NULL
+        AND ($23::bytea IS NULL OR document_sha256 = $23)
+    FOR UPDATE
 ), created AS (
     INSERT INTO payments AS p (id, provider, provider_payment_id, amount_minor, currency,
         customer_email, customer_locale, tenant_ref, product_ref, product_kind, metadata,
@@ -161,12 +165,15 @@ async def create_settled(
     source: str,
     outcome: str,
     messages: Sequence[OutboxDraft],
+    document_sha256: bytes | None = None,
 ) -> tuple[Payment, list[OutboxMessage]] | None:
-    """Create ``payment`` (its id drawn with its event, `inbox.load_drawing_payment_id`) in its
-    status, as the inbox event ``inbox_id`` reported it from ``source``, with its follow-ups,
-    and mark the event processed, in one statement outside any transaction block; returns the
-    payment as written and the messages recorded. None, with nothing written, when the event
-    is processed or the payment exists by the time the statement runs."""
+    """Create ``payment`` (its id drawn with its event: `inbox.load_drawing_payment_id`, or the
+    ingress for a carried event) in its status, as the inbox event ``inbox_id`` reported it from
+    ``source``, with its follow-ups, and mark the event processed, in one statement outside any
+    transaction block; returns the payment as written and the messages recorded. None, with
+    nothing written, when the event is processed, the payment exists by the time the statement
+    runs, or ``document_sha256`` (the digest of the document a message carried, decided on
+    unread) is not the stored event's."""
     rows = await conn.fetch(
         _CREATE_SETTLED,
         inbox_id,
@@ -186,6 +193,7 @@ async def create_settled(
         outcome,
         source,
         *_message_arrays(messages),
+        document_sha256,
     )
     if not rows:
         return None
