@@ -29,6 +29,16 @@ def statements_sent() -> float:
     return REGISTRY.get_sample_value("colmena_db_statements_total") or 0.0
 
 
+def altered_events() -> float:
+    """Security events counted for a message that carried another event than the stored one."""
+    return (
+        REGISTRY.get_sample_value(
+            "colmena_security_events_total", {"reason": "carried_event_altered"}
+        )
+        or 0.0
+    )
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=DELIVERIES)
@@ -192,12 +202,33 @@ async def test_a_carried_document_that_is_not_the_stored_one_settles_nothing_of_
     forged = json.loads(message.kwargs["document"])
     forged["data"]["object"]["amount"] = 1  # a message nobody verified, naming the real event
     carried = carried_stripe_event(inbox_id, json.dumps(forged), message.kwargs["payment_id"])
+    altered_before = altered_events()
 
     before = statements_sent()
     await settle(pool, inbox_id, lambda stored: interpret_stripe(stored.payload), carried=carried)
     # The carried attempt writes nothing; the stored event is read, then settled.
     assert statements_sent() - before == 3
+    assert altered_events() == altered_before + 1
 
     assert await db.fetchval("SELECT amount_minor FROM payments") == 150_000
     assert await db.fetchval("SELECT count(*) FROM payments") == 1
     assert await _outcome(db, inbox_id) == "applied: approved"
+
+
+async def test_a_carried_event_of_a_known_payment_goes_the_locked_way(pool, db) -> None:
+    await _settle(pool, await _stored(db, _succeeded("pi_known")))
+    message = await _carried(db, _succeeded("pi_known"))
+    [inbox_id] = message.args
+    carried = carried_stripe_event(inbox_id, **message.kwargs)
+    altered_before = altered_events()
+
+    before = statements_sent()
+    assert (
+        await settle(pool, inbox_id, lambda e: interpret_stripe(e.payload), carried=carried) == []
+    )
+    # The carried attempt, the read, then BEGIN, lock the event, lock the payment, write, COMMIT.
+    assert statements_sent() - before == 7
+
+    assert altered_events() == altered_before  # the message carried the stored event
+    assert await db.fetchval("SELECT count(*) FROM payments") == 1
+    assert await _outcome(db, inbox_id) == "ignored: no change"

@@ -51,7 +51,7 @@ import asyncpg
 import structlog
 
 from colmena.actors.payment_disputes import dispute_effects
-from colmena.config.metrics import PAYMENT_TRANSITIONS
+from colmena.config.metrics import PAYMENT_TRANSITIONS, SECURITY_EVENTS
 from colmena.domain.payment_events import (
     Ignored,
     Interpretation,
@@ -415,10 +415,10 @@ async def settle(
     A payment's first event settles in one statement of its own transaction, which creates the
     payment settled (`_create_settled`): at once for an event its message carried, whose stored
     digest the statement checks, else after reading the event with the id its payment would
-    take. Any other event, or a first one that finds its payment created meanwhile, or a
-    carried one whose digest differs, is read if it was not, then takes five more round trips:
-    BEGIN, lock the event, lock or create the payment, write everything decided
-    (`Settlement.finish`), COMMIT. Once committed, each payment is left to the follow-ups this
+    take. Any other event, or a first one that finds its payment created meanwhile, is read if
+    it was not, then takes five more round trips: BEGIN, lock the event, lock or create the
+    payment, write everything decided (`Settlement.finish`), COMMIT. A carried event that is not
+    the stored one is a security event, and the stored one is settled. Once committed, each payment is left to the follow-ups this
     worker runs next (`leave_committed`): the license delivery then need not read it again.
     """
     async with pool.acquire() as conn:
@@ -436,11 +436,21 @@ async def settle(
         if read is None:
             raise PermanentError(f"inbox event {inbox_id} does not exist")
         first_read, payment_id = read
+        altered = carried is not None and carried.event.payload != first_read.payload
+        if altered:
+            SECURITY_EVENTS.labels(reason="carried_event_altered").inc()
+            log.warning(
+                "security: a message carried another event than the one stored; "
+                "settling the stored one",
+                inbox_id=inbox_id,
+            )
         if first_read.processed:
             return []
-        created = await _create_settled(conn, first_read, interpret(first_read), payment_id)
-        if created is not None:
-            return created
+        # A carried event that is the stored one was tried as it is: its payment exists.
+        if carried is None or altered:
+            created = await _create_settled(conn, first_read, interpret(first_read), payment_id)
+            if created is not None:
+                return created
         async with conn.transaction():
             event = await inbox.load_for_processing(conn, inbox_id)
             if event is None:
