@@ -418,8 +418,9 @@ async def settle(
     take. Any other event, or a first one that finds its payment created meanwhile, is read if
     it was not, then takes five more round trips: BEGIN, lock the event, lock or create the
     payment, write everything decided (`Settlement.finish`), COMMIT. A carried event that is not
-    the stored one is a security event, and the stored one is settled. Once committed, each payment is left to the follow-ups this
-    worker runs next (`leave_committed`): the license delivery then need not read it again.
+    the stored one is a security event, and the stored one is settled. Once committed, each
+    payment is left to the follow-ups this worker runs next (`leave_committed`): the license
+    delivery then need not read it again.
     """
     async with pool.acquire() as conn:
         if carried is not None:
