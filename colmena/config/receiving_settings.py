@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 class ReceivingSettings(BaseModel):
     inbox_batch_wait_ms: float = Field(
-        default=5.0,
+        default=10.0,
         ge=0,
         le=100,
         description="how long webhooks gather in the ingress before their batch is committed",
