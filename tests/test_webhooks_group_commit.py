@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bench.standins.tcp_proxy import TcpProxy
 from colmena.gateways import sample_events as events
-from colmena.http.webhooks import DATABASE_DOWN, InboxWriter
+from colmena.http.webhooks import DATABASE_DOWN, ENOUGH, InboxWriter
 from colmena.runtime.publisher import LeaveToRelay
 from colmena.runtime.resources import Resources
 from colmena.store.inbox import ArrivedEvent
@@ -97,6 +97,21 @@ async def test_an_event_arriving_while_the_batch_gathers_joins_it(resources, sub
     assert results == [True, True]
     assert await commits(db, "inbox") == 1
     assert [len(messages) for messages in submitted] == [2]
+
+
+async def test_enough_events_queued_end_the_wait(resources, submitted, db) -> None:
+    writer = InboxWriter(resources, submitted, wait_s=600)  # a wait no test sits out
+    first = asyncio.create_task(writer.record(arrived(), soon()))
+    for _ in range(2):  # the writer is now waiting for more
+        await asyncio.sleep(0)
+
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(
+            first, *(writer.record(arrived(), soon()) for _ in range(ENOUGH - 1))
+        )
+
+    assert results == [True] * ENOUGH
+    assert await commits(db, "inbox") == 1
 
 
 async def test_a_carried_event_s_message_carries_its_document_and_the_stored_one_does_not(

@@ -18,6 +18,7 @@ reconciliation job do not depend on hints).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
@@ -45,6 +46,9 @@ log = structlog.get_logger(__name__)
 DB_TIMEOUT_S = 5.0
 # Events per statement at most (`InboxWriter`).
 BATCH = 100
+# Events queued that end a batch's wait (`InboxWriter`): a commit shared by this many already
+# costs each little, and when every client waits on its answer no more may come.
+ENOUGH = 16
 IPN_TOPICS = ("payment", "merchant_order")
 # Mercado Pago's payment and merchant order ids are integers.
 _IPN_ID = re.compile(r"[0-9]{1,20}")
@@ -130,9 +134,9 @@ class InboxWriter:
     Most of what a webhook costs PostgreSQL and asyncpg is per statement and per commit (a round
     trip, parse and plan, a WAL flush, a backend woken up), so a batch divides it by its size.
     A batch is committed ``wait_s`` (COLMENA_INBOX_BATCH_WAIT_MS) after its first event was
-    queued, or at once if BATCH are queued by the time its writer comes to it: without the
-    wait, at a few hundred webhooks a second, most events find no batch in flight and commit
-    alone, each paying a commit of its own. The wait delays each answer by at most that much,
+    queued, or as soon as ENOUGH are queued: without the wait, at a few hundred webhooks a
+    second, most events find no batch in flight and commit alone, each paying a commit of its
+    own. The wait delays each answer by at most that much,
     far inside any provider's timeout. One batch at a time gives the largest batches and is
     enough: a statement of a hundred rows takes a few milliseconds, in which an ingress process
     receives far fewer events.
@@ -153,6 +157,7 @@ class InboxWriter:
         self._waiting: deque[Waiting] = deque()
         # Loop time at which the first event of the queue was queued.
         self._gathering_since = 0.0
+        self._enough = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, event: inbox.ArrivedEvent, deadline: float) -> bool:
@@ -163,6 +168,8 @@ class InboxWriter:
         if not self._waiting:
             self._gathering_since = loop.time()
         self._waiting.append((event, deadline, future))
+        if len(self._waiting) >= ENOUGH:
+            self._enough.set()
         if self._writer is None:
             self._writer = asyncio.create_task(self._write())
         return await future
@@ -172,8 +179,11 @@ class InboxWriter:
         try:
             while self._waiting:
                 gathering_left = self._gathering_since + self.wait_s - loop.time()
-                if gathering_left > 0 and len(self._waiting) < BATCH:
-                    await asyncio.sleep(gathering_left)
+                if gathering_left > 0 and len(self._waiting) < ENOUGH:
+                    self._enough.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(gathering_left):
+                            await self._enough.wait()
                 batch: list[Waiting] = []
                 now = loop.time()
                 while self._waiting and len(batch) < BATCH:
