@@ -165,7 +165,7 @@ async def load_drawing_payment_id(
         inbox_id,
     )
     event = _event(row)
-    return None if row is None or event is None else (event, row["payment_id"])
+    return None if event is None else (event, row["payment_id"])
 
 
 async def load_for_processing(conn: asyncpg.Connection, inbox_id: int) -> InboxEvent | None:
