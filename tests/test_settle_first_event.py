@@ -232,3 +232,10 @@ async def test_a_carried_event_of_a_known_payment_goes_the_locked_way(pool, db) 
     assert altered_events() == altered_before  # the message carried the stored event
     assert await db.fetchval("SELECT count(*) FROM payments") == 1
     assert await _outcome(db, inbox_id) == "ignored: no change"
+
+
+def test_a_carried_document_that_is_not_an_event_is_left_to_the_stored_one() -> None:
+    assert carried_stripe_event(1, "not json", 7) is None
+    assert carried_stripe_event(1, "[1, 2]", 7) is None
+    assert carried_stripe_event(1, None, 7) is None
+    assert carried_stripe_event(1, "{}", None) is None
