@@ -136,10 +136,9 @@ class InboxWriter:
     A batch is committed ``wait_s`` (COLMENA_INBOX_BATCH_WAIT_MS) after its first event was
     queued, or as soon as ENOUGH are queued: without the wait, at a few hundred webhooks a
     second, most events find no batch in flight and commit alone, each paying a commit of its
-    own. The wait delays each answer by at most that much,
-    far inside any provider's timeout. One batch at a time gives the largest batches and is
-    enough: a statement of a hundred rows takes a few milliseconds, in which an ingress process
-    receives far fewer events.
+    own. The wait delays each answer by at most that much, far inside any provider's timeout.
+    One batch at a time gives the largest batches and is enough: a statement of a hundred rows
+    takes a few milliseconds, in which an ingress process receives far fewer events.
 
     Every request answers only once its own event is committed (DESIGN.md rule 1), and by its
     deadline: a batch's statement runs under the earliest deadline of its events, and an event
